@@ -1,0 +1,63 @@
+"""The public front-end API: load, loads, check (DESIGN.md section 4)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from nlc import ir
+from nlc.errors import Diagnostic, Reporter, SpecError
+from nlc.lower import lower
+from nlc.parser import parse
+from nlc.passes.pipeline import Checked, check_ir
+from nlc.source import Source
+
+YAML_SUFFIXES = (".yaml", ".yml")
+
+
+def loads(text: str, path: str = "<string>", format: str | None = None, **params) -> ir.Program:
+    """Return the checked IR of spec text (nlc, or YAML when format="yaml" or path ends .yaml)."""
+    return _checked(text, path, format, params).program
+
+
+def load(path: str | Path, **params) -> ir.Program:
+    """Return the checked IR of a spec file (.nl, or .yaml/.yml)."""
+    path = Path(path)
+    try:
+        text = path.read_bytes().decode("utf-8")
+    except FileNotFoundError:
+        raise SpecError([Diagnostic("E601", f"no such spec file: {path}", hint="check the path")]) from None
+    except IsADirectoryError:
+        raise SpecError([Diagnostic("E601", f"{path} is a folder, not a spec file")]) from None
+    except UnicodeDecodeError as e:
+        raise SpecError([Diagnostic("E602", f"{path} is not UTF-8 text (byte {e.start})",
+                                    hint="specs are UTF-8 text files")]) from None
+    return loads(text, str(path), **params)
+
+
+def check(program: ir.Program | str | Path, **params) -> list[Diagnostic]:
+    """Check a program (with parameter overrides); raise SpecError on errors, return warnings."""
+    if not isinstance(program, ir.Program):
+        program = load(program)
+    return check_ir(program, params).warnings
+
+
+def check_with_params(program: ir.Program, **params) -> Checked:
+    """Return the checked program with its parameter values (for the back ends)."""
+    return check_ir(program, params)
+
+
+def _checked(text: str, path: str, format: str | None, params) -> Checked:
+    is_yaml = format == "yaml" or (format is None and path.endswith(YAML_SUFFIXES))
+    if "\x00" in text:
+        raise SpecError([Diagnostic("E602", f"{path} contains NUL bytes: it is not a text spec")])
+    source = Source(text, path)
+    if is_yaml:
+        from nlc.yaml_spec import parse_yaml
+
+        tree = parse_yaml(source)
+    else:
+        tree = parse(source)
+    rep = Reporter()
+    program = lower(tree, rep)
+    rep.raise_if_errors()
+    return check_ir(program, params)

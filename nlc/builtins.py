@@ -1,0 +1,149 @@
+"""Every builtin of the nlc language, in one registry.
+
+Expression ops (`linear`, `silu`, `attention`, ...), and the spec forms a level
+is made of: state kinds, initialisations, context flows, objectives and update
+rules. Each entry has a signature (checked by `nlc.passes.shapes`) and a
+one-line meaning. Adding an update rule = one entry here + one interpreter case
++ one template (DESIGN.md section 1 gives the equations).
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass
+
+
+class ArgType(enum.Enum):
+    TENSOR = "a tensor"
+    POSINT = "a positive whole number"
+    NONNEG = "a whole number >= 0"
+    NUMBER = "a number"
+    BOOL = "`true` or `false`"
+    GATE = "a scalar gate (a number, `learned(...)` or a per-token expression of width 1)"
+    LEVEL = "the name of a level"
+    ANY = "a value"
+
+
+REQUIRED = object()
+
+
+@dataclass(frozen=True)
+class Arg:
+    name: str
+    type: ArgType
+    default: object = REQUIRED
+
+    @property
+    def required(self) -> bool:
+        return self.default is REQUIRED
+
+
+@dataclass(frozen=True)
+class Builtin:
+    """A builtin: its name, arguments and what it means."""
+
+    name: str
+    args: tuple[Arg, ...]
+    doc: str
+    variadic: bool = False  # takes any number (>= 1) of positional tensors (concat)
+    scope: str = "any"  # "model", "optimizer" or "any"
+
+    def arg(self, name: str) -> Arg | None:
+        return next((a for a in self.args if a.name == name), None)
+
+
+def _b(name: str, doc: str, *args: Arg, **kw) -> tuple[str, Builtin]:
+    return name, Builtin(name, tuple(args), doc, **kw)
+
+
+T, I, N0, F, B, G, L = (ArgType.TENSOR, ArgType.POSINT, ArgType.NONNEG, ArgType.NUMBER,
+                        ArgType.BOOL, ArgType.GATE, ArgType.LEVEL)
+
+_UNARY_DOC = "elementwise {}"
+UNARY_OPS = ("silu", "sigmoid", "softplus", "relu", "gelu", "tanh", "exp", "sqrt", "abs")
+
+OPS: dict[str, Builtin] = dict([
+    _b("linear", "x W (+ b): a slow projection to `out` features", Arg("x", T), Arg("out", I),
+       Arg("bias", B, False)),
+    _b("conv", "causal depthwise 1-D convolution over time, `width` taps", Arg("x", T), Arg("width", I, 4)),
+    _b("l2norm", "x / ||x||_2 over features", Arg("x", T)),
+    _b("rmsnorm", "RMSNorm with a learned gain", Arg("x", T)),
+    _b("attention", "causal softmax attention (a non-parametric memory); `window` > 0 slides, "
+       "`segment` > 0 attends within aligned segments, `persistent` learned memory tokens are "
+       "prepended to keys and values, `memory` adds a second key/value stream at the same positions "
+       "(Titans MAC)", Arg("x", T), Arg("heads", I, 1), Arg("window", N0, 0), Arg("segment", N0, 0),
+       Arg("persistent", N0, 0), Arg("memory", T, None)),
+    _b("swiglu", "SwiGLU MLP: W3 (silu(W1 x) * W2 x) with `hidden` features", Arg("x", T), Arg("hidden", I)),
+    _b("concat", "concatenate features", variadic=True),
+    _b("mean", "mean over features: a width-1 value", Arg("x", T)),
+    _b("learned", "a learned scalar (a slow parameter) starting at `init`", Arg("init", F)),
+    _b("newton_schulz", "orthogonalise a matrix by `steps` quintic Newton-Schulz iterations (Muon)",
+       Arg("x", T), Arg("steps", I, 5), scope="optimizer"),
+    *(_b(u, _UNARY_DOC.format(u), Arg("x", ArgType.ANY)) for u in UNARY_OPS),
+])
+
+STATES: dict[str, Builtin] = dict([
+    _b("linear", "a matrix memory M(k) = k W, W of shape [d_in, d_out]", Arg("d_in", I), Arg("d_out", I)),
+    _b("mlp", "an MLP memory of `depth` layers, `hidden` features, `residual` x + MLP(x)",
+       Arg("dim", I), Arg("hidden", I, None), Arg("depth", I, 2), Arg("residual", B, True)),
+    _b("vector", "a vector memory of n features: read as M(k) = m * k, or m alone", Arg("n", I)),
+    _b("like", "state shaped like a parameter (`param`) or another level's state", Arg("of", ArgType.ANY)),
+    _b("params", "the parameters being optimised (the root level of an optimizer)", scope="optimizer"),
+])
+
+INITS: dict[str, Builtin] = dict([
+    _b("learned", "a slow parameter that the outer level trains (meta-learned initial state)"),
+    _b("zeros", "all zeros"),
+    _b("identity", "the identity map (an MLP memory starts as its residual path only)"),
+    _b("copy", "the initial state of another level with the same state shape", Arg("of", L)),
+])
+
+CONTEXTS: dict[str, Builtin] = dict([
+    _b("grad", "the gradients of `of`'s objective (a level) or of the task loss (`loss`): "
+       "optimizer-as-memory; key 1, value the gradient", Arg("of", ArgType.ANY)),
+    _b("loss", "the gradients of the task loss with respect to this level's state (CMS, ordinary training)"),
+])
+
+OBJECTIVES: dict[str, Builtin] = dict([
+    _b("l2", "1/2 ||M(k) - v||^2"),
+    _b("dot", "-<M(k), v>"),
+    _b("huber", "Huber loss of M(k) - v with threshold `delta`", Arg("delta", F, 1.0)),
+    _b("lp", "||M(k) - v||_p^p", Arg("p", F, 2.0)),
+])
+
+UPDATE_RULES: dict[str, Builtin] = dict([
+    _b("gd", "theta = a theta - lr g (retention a)"),
+    _b("momentum", "S = beta S - lr g; theta = a theta + S (Titans eqs. 9-14)", Arg("beta", G, 0.9)),
+    _b("dgd", "delta gradient descent: W = W (a I - lr' k k^T) - lr' grad, lr' = lr / (1 + lr) for "
+       "normalised keys (NL eqs. 56-57, 88)"),
+    _b("muon", "momentum, then each matrix update orthogonalised by Newton-Schulz",
+       Arg("beta", G, 0.95), Arg("steps", I, 5)),
+    _b("delta_momentum", "m = m (beta I - g^T g) - lr g; theta = a theta + m (NL section 2.3, L2 objective)",
+       Arg("beta", G, 0.9)),
+    _b("adam", "Adam's two moment memories (NL eqs. 101-105)", Arg("beta1", F, 0.9), Arg("beta2", F, 0.999),
+       Arg("eps", F, 1e-8)),
+])
+
+# Names every scope provides without a declaration.
+MODEL_INPUTS = {"x": "the block's input stream, [B, T, dim]"}
+OPTIMIZER_INPUTS = {
+    "grad": "the gradient of the parameter being optimised",
+    "param": "the parameter being optimised",
+    "step": "the optimiser step count, starting at 1",
+}
+IMPLICIT_MODEL_PARAMS = {"dim": 64, "vocab": 256}  # every model has these unless it declares them
+
+FORM_TABLES = {
+    "state": STATES,
+    "init": INITS,
+    "context": CONTEXTS,
+    "objective": OBJECTIVES,
+    "update": UPDATE_RULES,
+}
+FORM_WHAT = {
+    "state": "state kind",
+    "init": "initialisation",
+    "context": "context flow",
+    "objective": "objective",
+    "update": "update rule",
+}

@@ -1,0 +1,17 @@
+"""Locate grammar/nlc.lark, in a source checkout or an installed wheel."""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+
+
+@lru_cache(maxsize=None)
+def grammar_text() -> str:
+    """Return the text of the nlc grammar."""
+    checkout = Path(__file__).resolve().parent.parent / "grammar" / "nlc.lark"
+    if checkout.is_file():
+        return checkout.read_text(encoding="utf-8")
+    from importlib.resources import files  # an installed wheel ships it as nlc/grammar/
+
+    return (files("nlc") / "grammar" / "nlc.lark").read_text(encoding="utf-8")

@@ -1,0 +1,299 @@
+"""The immutable IR: Program, Level, statements and expressions.
+
+Every node is a frozen dataclass carrying the span it came from. Spans and
+comments never take part in equality, so `load(print(p)) == p`. Passes return
+new IR (`dataclasses.replace`); nothing here is mutated after construction.
+
+Expressions are a closed set: Num, Bool, Ref (a resolved name), Call (a builtin
+op, a spec form such as `mlp(...)`, or a read of a level), BinOp, Neg, Tuple.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, field
+from typing import Iterator, Union
+
+from nlc.source import Span, nospan
+
+
+def _span() -> Span:
+    return field(default_factory=nospan, compare=False, repr=False, kw_only=True)
+
+
+def _trivia():
+    return field(default=(), compare=False, repr=False, kw_only=True)
+
+
+class RefKind(enum.Enum):
+    """What a name refers to, once resolved."""
+
+    UNRESOLVED = "unresolved"
+    PARAM = "param"  # a program parameter (`dim`), a build-time constant
+    LET = "let"  # a `let` binding in the same block
+    LEVEL = "level"  # a level, used by name (`update m`, `like(m)`, `grad(m)`)
+    INPUT = "input"  # a builtin stream: `x` in a model block; `grad`, `param` in an optimizer
+    FORM = "form"  # a bare spec form: `learned`, `l2`, `gd`, `loss`
+
+
+class CallKind(enum.Enum):
+    UNRESOLVED = "unresolved"
+    OP = "op"  # a builtin expression op: linear, silu, attention, ...
+    FORM = "form"  # a spec form: mlp(...) as a state, momentum(...) as an update rule, ...
+    READ = "read"  # reading a level's memory: `mem(q)`
+
+
+@dataclass(frozen=True)
+class Num:
+    value: int | float
+    span: Span = _span()
+
+
+@dataclass(frozen=True)
+class Bool:
+    value: bool
+    span: Span = _span()
+
+
+@dataclass(frozen=True)
+class Ref:
+    name: str
+    kind: RefKind = RefKind.UNRESOLVED
+    span: Span = _span()
+
+
+@dataclass(frozen=True)
+class Kwarg:
+    name: str
+    value: "Expr"
+    span: Span = _span()
+    name_span: Span = _span()
+
+
+@dataclass(frozen=True)
+class Call:
+    fn: str
+    args: tuple["Expr", ...] = ()
+    kwargs: tuple[Kwarg, ...] = ()
+    kind: CallKind = CallKind.UNRESOLVED
+    span: Span = _span()
+    fn_span: Span = _span()
+    bare: bool = field(default=False, compare=False)  # written without parentheses (`init learned`)
+
+    def kwarg(self, name: str) -> "Expr | None":
+        """Return the value of keyword argument `name`, or None."""
+        return next((k.value for k in self.kwargs if k.name == name), None)
+
+
+@dataclass(frozen=True)
+class BinOp:
+    op: str  # + - * / **
+    lhs: "Expr"
+    rhs: "Expr"
+    span: Span = _span()
+
+
+@dataclass(frozen=True)
+class Neg:
+    operand: "Expr"
+    span: Span = _span()
+
+
+@dataclass(frozen=True)
+class Tuple:
+    items: tuple["Expr", ...]
+    span: Span = _span()
+
+
+Expr = Union[Num, Bool, Ref, Call, BinOp, Neg, Tuple]
+
+
+def children(e: Expr) -> tuple[Expr, ...]:
+    """Return the direct sub-expressions of e."""
+    if isinstance(e, Call):
+        return (*e.args, *(k.value for k in e.kwargs))
+    if isinstance(e, BinOp):
+        return (e.lhs, e.rhs)
+    if isinstance(e, Neg):
+        return (e.operand,)
+    if isinstance(e, Tuple):
+        return e.items
+    return ()
+
+
+def walk(e: Expr) -> Iterator[Expr]:
+    """Yield e and all its sub-expressions, parents first."""
+    stack = [e]
+    while stack:
+        node = stack.pop()
+        yield node
+        stack.extend(reversed(children(node)))
+
+
+# ---- statements -------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Trivia:
+    """Comments attached to a node; never compared."""
+
+    comments: tuple[str, ...] = ()
+    trailing: str | None = None
+    end_comments: tuple[str, ...] = ()
+
+
+NO_TRIVIA = Trivia()
+
+
+def _trivia_field():
+    return field(default=NO_TRIVIA, compare=False, repr=False, kw_only=True)
+
+
+@dataclass(frozen=True)
+class Param:
+    name: str
+    value: Expr
+    span: Span = _span()
+    trivia: Trivia = _trivia_field()
+
+
+class PeriodUnit(enum.Enum):
+    TOKENS = "tokens"  # an in-context level: learns inside the forward pass
+    STEPS = "steps"  # an outer level: learns across optimiser steps
+    NEVER = "never"  # frozen
+
+
+@dataclass(frozen=True)
+class Period:
+    unit: PeriodUnit
+    count: Expr | None = None  # None iff unit is NEVER
+    span: Span = _span()
+
+
+LEVEL_FIELDS = ("state", "init", "context", "objective", "update", "lr", "retain", "period")
+LEVEL_FLAGS = ("online", "debias")
+
+
+@dataclass(frozen=True)
+class Level:
+    """One nested optimisation problem: state learned from a context flow at a period."""
+
+    name: str
+    state: Expr
+    init: Expr
+    context: Expr
+    objective: Expr
+    update: Expr
+    lr: Expr | None
+    retain: Expr | None
+    period: Period
+    online: bool = False
+    debias: bool = False
+    span: Span = _span()
+    name_span: Span = _span()
+    trivia: Trivia = _trivia_field()
+    field_trivia: tuple[tuple[str, Trivia], ...] = field(default=(), compare=False, repr=False, kw_only=True)
+    field_spans: tuple[tuple[str, Span], ...] = field(default=(), compare=False, repr=False, kw_only=True)
+
+    def field_span(self, key: str) -> Span:
+        """Return the span of field `key` as written (or the level's name if it was defaulted)."""
+        return dict(self.field_spans).get(key, self.name_span)
+
+    def field_comments(self, key: str) -> Trivia:
+        return dict(self.field_trivia).get(key, NO_TRIVIA)
+
+
+@dataclass(frozen=True)
+class Let:
+    name: str
+    value: Expr
+    span: Span = _span()
+    name_span: Span = _span()
+    trivia: Trivia = _trivia_field()
+
+
+@dataclass(frozen=True)
+class Out:
+    value: Expr
+    span: Span = _span()
+    trivia: Trivia = _trivia_field()
+
+
+@dataclass(frozen=True)
+class Block:
+    """A residual block: `x` is its input; the model continues with x + out."""
+
+    name: str
+    body: tuple["Stmt", ...]
+    span: Span = _span()
+    name_span: Span = _span()
+    trivia: Trivia = _trivia_field()
+
+    @property
+    def lets(self) -> tuple[Let, ...]:
+        return tuple(s for s in self.body if isinstance(s, Let))
+
+    @property
+    def levels(self) -> tuple[Level, ...]:
+        return tuple(s for s in self.body if isinstance(s, Level))
+
+    @property
+    def out(self) -> Out | None:
+        return next((s for s in self.body if isinstance(s, Out)), None)
+
+
+@dataclass(frozen=True)
+class Repeat:
+    """`repeat N { ... }`: N copies of the body, each with its own parameters."""
+
+    count: Expr
+    body: tuple["Stmt", ...]
+    span: Span = _span()
+    trivia: Trivia = _trivia_field()
+
+
+Stmt = Union[Let, Out, Level, Block, Repeat]
+
+
+class ProgramKind(enum.Enum):
+    MODEL = "model"
+    OPTIMIZER = "optimizer"
+
+
+@dataclass(frozen=True)
+class Program:
+    """A whole spec: a model or an optimizer, its parameters and its body."""
+
+    kind: ProgramKind
+    name: str
+    params: tuple[Param, ...]
+    body: tuple[Stmt, ...]
+    span: Span = _span()
+    name_span: Span = _span()
+    trivia: Trivia = _trivia_field()
+    path: str = field(default="<string>", compare=False, repr=False, kw_only=True)
+
+    @property
+    def is_model(self) -> bool:
+        return self.kind is ProgramKind.MODEL
+
+    def param(self, name: str) -> Param | None:
+        return next((p for p in self.params if p.name == name), None)
+
+
+def scopes(program: Program) -> Iterator[tuple[tuple[Stmt, ...], Block | None]]:
+    """Yield each name scope of a program: (its statements, the block or None for the top level)."""
+    if not program.is_model:
+        yield program.body, None
+    stack: list[Stmt] = list(program.body)
+    while stack:
+        s = stack.pop(0)
+        if isinstance(s, Block):
+            yield s.body, s
+        elif isinstance(s, Repeat):
+            stack[0:0] = list(s.body)
+
+
+def all_levels(program: Program) -> list[Level]:
+    """Return every level of the program, in source order."""
+    return [s for body, _ in scopes(program) for s in body if isinstance(s, Level)]

@@ -1,0 +1,5 @@
+"""Checking passes over the IR, one file a pass, run in order by `nlc.passes.pipeline`.
+
+Each pass takes a Program (and the build parameters), reports Diagnostics, and
+returns a new Program (or the same one when it only checks).
+"""

@@ -1,0 +1,91 @@
+"""Frequency checks: periods are positive whole numbers, in the right unit, and nest.
+
+DESIGN.md "Frequency is exact": a level with period C keeps its state fixed inside
+each chunk of C tokens (or steps). Levels are ordered by frequency; periods of the
+same unit must divide each other (E303), and a level that produces another level's
+update must be at least as fast as it (E306).
+
+E301 period not a positive whole number; E302 wrong unit for the program kind;
+E303 periods that do not nest; E304 `online` on a frozen level or in an optimizer;
+E306 an optimizer level slower than the level it optimizes.
+"""
+
+from __future__ import annotations
+
+from typing import Mapping
+
+from nlc import ir
+from nlc.errors import Reporter
+from nlc.graph import Frequency
+from nlc.passes.params import fold
+
+
+def run(program: ir.Program, env: Mapping[str, object], rep: Reporter) -> ir.Program:
+    """Check every level's period; return the program unchanged."""
+    freqs: dict[str, Frequency] = {}
+    spans = {}
+    for body, block in ir.scopes(program):
+        for lv in (s for s in body if isinstance(s, ir.Level)):
+            f = _period(program, lv, env, rep)
+            if f is not None:
+                key = f"{block.name}.{lv.name}" if block else lv.name
+                freqs[key] = f
+                spans[key] = lv.period.span
+            if lv.online and (not program.is_model or lv.period.unit is ir.PeriodUnit.NEVER):
+                why = "an optimizer's levels always learn" if not program.is_model else "it never updates"
+                rep.error("E304", f"level `{lv.name}` cannot be `online`: {why}", lv.field_span("online"),
+                          "remove `online`")
+    _check_nesting(freqs, spans, rep)
+    for body, block in ir.scopes(program):
+        for lv in (s for s in body if isinstance(s, ir.Level)):
+            _check_optimizer_speed(lv, block, freqs, rep)
+    return program
+
+
+def _period(program: ir.Program, lv: ir.Level, env, rep: Reporter) -> Frequency | None:
+    p = lv.period
+    if p.unit is ir.PeriodUnit.NEVER:
+        return Frequency(p.unit, 0)
+    if not program.is_model and p.unit is ir.PeriodUnit.TOKENS:
+        rep.error("E302", f"optimizer level `{lv.name}` counts `tokens`", p.span,
+                  "an optimizer's levels update every N `steps`")
+        return None
+    value = fold(p.count, env, rep)
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int) and not float(value).is_integer() or value < 1:
+        rep.error("E301", f"the period of `{lv.name}` must be a positive whole number, not {value}", p.count.span,
+                  f"for example `period 16 {p.unit.value}`")
+        return None
+    return Frequency(p.unit, int(value))
+
+
+def _check_nesting(freqs: dict[str, Frequency], spans: dict, rep: Reporter) -> None:
+    for unit in (ir.PeriodUnit.TOKENS, ir.PeriodUnit.STEPS):
+        items = sorted(((f.count, name) for name, f in freqs.items() if f.unit is unit))
+        for (c1, n1), (c2, n2) in zip(items, items[1:]):
+            if c2 % c1:
+                rep.error("E303", f"periods do not nest: `{_short(n2)}` every {c2} {unit.value} is not a "
+                          f"multiple of `{_short(n1)}` every {c1}", spans[n2],
+                          f"use periods that divide each other, e.g. {c1} and {c1 * max(1, round(c2 / c1))}",
+                          notes=((spans[n1], f"`{_short(n1)}` has period {c1}"),))
+
+
+def _short(key: str) -> str:
+    return key.rsplit(".", 1)[-1]
+
+
+def _check_optimizer_speed(lv: ir.Level, block, freqs: dict[str, Frequency], rep: Reporter) -> None:
+    prefix = f"{block.name}." if block else ""
+    mine = freqs.get(prefix + lv.name)
+    if mine is None:
+        return
+    for n in ir.walk(lv.update):
+        name = n.name if isinstance(n, ir.Ref) and n.kind is ir.RefKind.LEVEL else \
+            n.fn if isinstance(n, ir.Call) and n.kind is ir.CallKind.READ else None
+        theirs = freqs.get(prefix + name) if name else None
+        if theirs is not None and theirs.key > mine.key:
+            rep.error("E306", f"level `{name}` ({theirs}) produces the update of `{lv.name}` ({mine}) "
+                      "but is slower", n.span,
+                      f"an optimizer level must update at least as often as what it optimizes: give `{name}` "
+                      f"the period of `{lv.name}`")

@@ -1,0 +1,501 @@
+"""Types and shapes: every expression gets a type, every call matches its signature.
+
+Types: `Const` (a number known at build time: parameters and arithmetic on them),
+`Tensor(dim)` (a per-token feature vector of `dim` features; in an optimizer
+`dim="P"` is "shaped like the parameter"), `Scalar` (a runtime scalar such as a
+`learned(...)` gate). A level's state has an input and an output width; reading
+it (`mem(q)`) checks q's width and gives the output width.
+
+E402 a memory used as a value; E403 a context that is not a (key, value) pair;
+E404 width mismatch between a level's state and its keys, values or reads;
+E405 a gate that is not a scalar; E406 a block output that is not `dim` wide;
+E407 widths that do not broadcast; E409 `debias` without `retain`;
+E410 wrong number of arguments; E411 unknown keyword argument; E413 wrong
+argument type; E414 heads that do not divide the width; E415 builtin used in
+the wrong kind of program; E416 `copy` between different shapes; E417 identity
+init of a non-square memory.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Mapping
+
+from nlc import builtins as B
+from nlc import ir
+from nlc.errors import Reporter, did_you_mean
+from nlc.passes.params import arith
+
+
+@dataclass(frozen=True)
+class Const:
+    value: int | float | bool
+
+
+@dataclass(frozen=True)
+class Tensor:
+    dim: int | str  # "P": shaped like the optimised parameter
+
+    def __str__(self) -> str:
+        return "parameter-shaped" if self.dim == "P" else f"{self.dim} wide"
+
+
+@dataclass(frozen=True)
+class Scalar:
+    pass
+
+
+Type = Const | Tensor | Scalar
+
+
+@dataclass(frozen=True)
+class StateShape:
+    kind: str  # linear | mlp | vector | like | params
+    d_in: int | str
+    d_out: int | str
+
+
+def run(program: ir.Program, env: Mapping[str, object], rep: Reporter) -> ir.Program:
+    """Type-check the program with parameter values `env`; return it unchanged."""
+    is_model = program.is_model
+    if is_model:
+        for r in _repeats(program.body):
+            _Typer(rep, env, (), is_model).posint(r.count, "the repeat count")
+    for body, block in ir.scopes(program):
+        typer = _Typer(rep, env, body, is_model)
+        typer.check_scope(block)
+    return program
+
+
+def _repeats(body):
+    for s in body:
+        if isinstance(s, ir.Repeat):
+            yield s
+            yield from _repeats(s.body)
+
+
+class _Typer:
+    def __init__(self, rep: Reporter, env: Mapping[str, object], body, is_model: bool):
+        self.rep = rep
+        self.env = env
+        self.is_model = is_model
+        self.lets = {s.name: s for s in body if isinstance(s, ir.Let)}
+        self.levels = {s.name: s for s in body if isinstance(s, ir.Level)}
+        self.body = body
+        self._let_types: dict[str, Type | None] = {}
+        self._shapes: dict[str, StateShape | None] = {}
+
+    @property
+    def dim(self) -> int:
+        return int(self.env.get("dim", 0))
+
+    # ---- scope ----
+    def check_scope(self, block: ir.Block | None) -> None:
+        for s in self.body:
+            if isinstance(s, ir.Let):
+                self.let_type(s.name)
+            elif isinstance(s, ir.Level):
+                self.check_level(s)
+            elif isinstance(s, ir.Out):
+                t = self.type_of(s.value)
+                if t is not None and not (isinstance(t, Tensor) and t.dim == self.dim):
+                    self.rep.error("E406", f"block `{block.name}` must output {self.dim} features, "
+                                   f"but its `out` is {_describe(t)}", s.value.span,
+                                   f"project it: `out = linear(..., dim)`")
+
+    def let_type(self, name: str) -> Type | None:
+        if name not in self._let_types:
+            self._let_types[name] = None  # a cycle was reported by graph_checks; stop here
+            self._let_types[name] = self.type_of(self.lets[name].value)
+        return self._let_types[name]
+
+    # ---- levels ----
+    def shape(self, name: str) -> StateShape | None:
+        if name not in self._shapes:
+            self._shapes[name] = None
+            self._shapes[name] = self.state_shape(self.levels[name])
+        return self._shapes[name]
+
+    def state_shape(self, lv: ir.Level) -> StateShape | None:
+        s = lv.state
+        assert isinstance(s, ir.Call)
+        bound = self.bind(s, B.STATES[s.fn])
+        if bound is None:
+            return None
+        if s.fn == "linear":
+            a, b = self.posint(bound["d_in"], "`d_in`"), self.posint(bound["d_out"], "`d_out`")
+            return None if a is None or b is None else StateShape("linear", a, b)
+        if s.fn == "mlp":
+            d = self.posint(bound["dim"], "`dim`")
+            for k in ("hidden", "depth"):
+                if bound.get(k) is not None:
+                    self.posint(bound[k], f"`{k}`")
+            if bound.get("residual") is not None:
+                self.expect(bound["residual"], B.ArgType.BOOL, "residual")
+            return None if d is None else StateShape("mlp", d, d)
+        if s.fn == "vector":
+            n = self.posint(bound["n"], "`n`")
+            return None if n is None else StateShape("vector", n, n)
+        if s.fn == "params":
+            return StateShape("params", "P", "P")
+        of = bound["of"]  # like(...)
+        if isinstance(of, ir.Ref) and of.kind is ir.RefKind.LEVEL:
+            inner = self.shape(of.name)
+            return None if inner is None else StateShape("like", inner.d_in, inner.d_out)
+        if isinstance(of, ir.Ref) and of.name == "param" and not self.is_model:
+            return StateShape("like", "P", "P")
+        self.rep.error("E413", "`like` takes a level (or `param` in an optimizer)", of.span,
+                       "for example `state like(memory)`")
+        return None
+
+    def check_level(self, lv: ir.Level) -> None:
+        shape = self.shape(lv.name)
+        self.check_init(lv, shape)
+        self.check_context(lv, shape)
+        for where, table in (("objective", B.OBJECTIVES),):
+            form = getattr(lv, where)
+            if isinstance(form, ir.Call) and form.fn in table:
+                self.check_form_args(form, table[form.fn])
+        self.check_update(lv, shape)
+        for gate, word in ((lv.lr, "learning rate `lr`"), (lv.retain, "retention `retain`")):
+            if gate is not None:
+                self.gate(gate, word)
+        if lv.debias and lv.retain is None:
+            self.rep.error("E409", f"level `{lv.name}` is `debias` but has no `retain`", lv.field_span("debias"),
+                           "debiasing divides by 1 - retain^t: add `retain beta`")
+
+    def check_init(self, lv: ir.Level, shape: StateShape | None) -> None:
+        init = lv.init
+        if not isinstance(init, ir.Call) or init.fn not in B.INITS:
+            return
+        bound = self.check_form_args(init, B.INITS[init.fn])
+        if bound is None or shape is None:
+            return
+        if init.fn == "identity" and shape.kind == "linear" and shape.d_in != shape.d_out:
+            self.rep.error("E417", f"`identity` needs a square memory; `{lv.name}` maps {shape.d_in} to "
+                           f"{shape.d_out} features", init.span, "use `init zeros` or `init learned`")
+        if init.fn == "copy":
+            of = bound["of"]
+            if isinstance(of, ir.Ref) and of.kind is ir.RefKind.LEVEL:
+                other = self.shape(of.name)
+                if other is not None and (other.d_in, other.d_out, other.kind) != (shape.d_in, shape.d_out, shape.kind):
+                    self.rep.error("E416", f"`{lv.name}` cannot copy `{of.name}`: their states differ "
+                                   f"({shape.kind} {shape.d_in}->{shape.d_out} vs {other.kind} "
+                                   f"{other.d_in}->{other.d_out})", of.span)
+            else:
+                self.rep.error("E413", "`copy` takes the name of a level", of.span)
+
+    def check_context(self, lv: ir.Level, shape: StateShape | None) -> None:
+        ctx = lv.context
+        if isinstance(ctx, ir.Tuple):
+            if len(ctx.items) != 2:
+                self.rep.error("E403", f"a context is a (key, value) pair, not {len(ctx.items)} values",
+                               ctx.span, "write `context (k, v)`")
+                return
+            k, v = (self.type_of(i) for i in ctx.items)
+            if shape is None:
+                return
+            for t, e, want, what in ((k, ctx.items[0], shape.d_in, "keys"), (v, ctx.items[1], shape.d_out, "values")):
+                if t is None:
+                    continue
+                if isinstance(t, (Const, Scalar)) and shape.kind in ("vector", "like", "params"):
+                    continue  # a constant key (e.g. 1) for an elementwise memory
+                if not isinstance(t, Tensor) or not _fits(t.dim, want):
+                    self.rep.error("E404", f"level `{lv.name}` takes {what} {_width(want)}, but this is "
+                                   f"{_describe(t)}", e.span, _fix_width(want))
+            return
+        if isinstance(ctx, ir.Call) and ctx.fn in B.CONTEXTS:
+            bound = self.check_form_args(ctx, B.CONTEXTS[ctx.fn])
+            if ctx.fn == "grad" and bound is not None:
+                of = bound["of"]
+                if not (isinstance(of, ir.Ref) and (of.kind is ir.RefKind.LEVEL or of.name == "loss")):
+                    self.rep.error("E413", "`grad` takes a level or `loss`", of.span, "for example `grad(loss)`")
+
+    def check_update(self, lv: ir.Level, shape: StateShape | None) -> None:
+        upd = lv.update
+        if isinstance(upd, ir.Call) and upd.kind is ir.CallKind.FORM:
+            self.check_form_args(upd, B.UPDATE_RULES[upd.fn])
+            return
+        if isinstance(upd, ir.Ref) and upd.kind is ir.RefKind.LEVEL:
+            other = self.shape(upd.name)
+            if other is not None and shape is not None and not _fits(other.d_out, shape.d_out):
+                self.rep.error("E404", f"level `{upd.name}` cannot update `{lv.name}`: its state is "
+                               f"{_width(other.d_out)}, `{lv.name}`'s is {_width(shape.d_out)}", upd.span)
+            return
+        t = self.type_of(upd)
+        if t is not None and shape is not None and isinstance(t, Tensor) and not _fits(t.dim, shape.d_out):
+            self.rep.error("E404", f"this update is {_describe(t)} but `{lv.name}`'s state is "
+                           f"{_width(shape.d_out)}", upd.span)
+
+    # ---- signatures ----
+    def check_form_args(self, call: ir.Call, sig: B.Builtin) -> dict | None:
+        bound = self.bind(call, sig)
+        if bound is None:
+            return None
+        for a in sig.args:
+            e = bound.get(a.name)
+            if e is not None and a.type not in (B.ArgType.LEVEL, B.ArgType.ANY):
+                self.expect(e, a.type, a.name)
+        return bound
+
+    def bind(self, call: ir.Call, sig: B.Builtin) -> dict[str, ir.Expr] | None:
+        """Match a call's arguments to a signature: name -> expression (None where defaulted)."""
+        if sig.scope != "any" and (sig.scope == "model") != self.is_model:
+            where = "models" if sig.scope == "model" else "optimizers"
+            self.rep.error("E415", f"`{call.fn}` is only available in {where}", call.fn_span)
+            return None
+        if sig.variadic:
+            if not call.args or call.kwargs:
+                self.rep.error("E410", f"`{call.fn}` takes one or more values and no keywords", call.span)
+                return None
+            return {str(i): a for i, a in enumerate(call.args)}
+        params = [a.name for a in sig.args]
+        if len(call.args) > len(params):
+            extra = call.args[len(params)]
+            self.rep.error("E410", f"`{call.fn}` takes at most {len(params)} argument"
+                           f"{'s' if len(params) != 1 else ''}, got {len(call.args)}", extra.span,
+                           f"its arguments are {_sig(sig)}")
+            return None
+        bound: dict[str, ir.Expr | None] = dict(zip(params, call.args))
+        for k in call.kwargs:
+            if k.name not in params:
+                hint = did_you_mean(k.name, params) or f"its arguments are {_sig(sig)}"
+                self.rep.error("E411", f"`{call.fn}` has no argument `{k.name}`", k.name_span, hint)
+                return None
+            if k.name in bound:
+                self.rep.error("E412", f"argument `{k.name}` of `{call.fn}` is given twice", k.name_span)
+                return None
+            bound[k.name] = k.value
+        for a in sig.args:
+            if a.name not in bound:
+                if a.required:
+                    self.rep.error("E410", f"`{call.fn}` is missing its argument `{a.name}`", call.span,
+                                   f"its arguments are {_sig(sig)}")
+                    return None
+                bound[a.name] = None
+        return bound
+
+    def expect(self, e: ir.Expr, want: B.ArgType, name: str) -> Type | None:
+        if want is B.ArgType.GATE:
+            return self.gate(e, f"`{name}`")
+        t = self.type_of(e)
+        if t is None:
+            return None
+        ok = {
+            B.ArgType.TENSOR: isinstance(t, Tensor),
+            B.ArgType.POSINT: isinstance(t, Const) and _is_int(t.value) and t.value >= 1,
+            B.ArgType.NONNEG: isinstance(t, Const) and _is_int(t.value) and t.value >= 0,
+            B.ArgType.NUMBER: isinstance(t, Const) and not isinstance(t.value, bool),
+            B.ArgType.BOOL: isinstance(t, Const) and isinstance(t.value, bool),
+        }.get(want, True)
+        if not ok:
+            self.rep.error("E413", f"`{name}` must be {want.value}, not {_describe(t)}", e.span)
+            return None
+        return t
+
+    def posint(self, e: ir.Expr, what: str) -> int | None:
+        t = self.expect(e, B.ArgType.POSINT, what.strip("`"))
+        return int(t.value) if isinstance(t, Const) else None
+
+    def gate(self, e: ir.Expr, what: str) -> Type | None:
+        t = self.type_of(e)
+        if t is None:
+            return None
+        if isinstance(t, Const) and isinstance(t.value, bool):
+            self.rep.error("E405", f"the {what} must be a number, not `{str(t.value).lower()}`", e.span)
+            return None
+        if isinstance(t, Tensor) and t.dim not in (1, "P"):
+            self.rep.error("E405", f"the {what} must be one number per token, but this is {_describe(t)}",
+                           e.span, "make it 1 wide, e.g. `sigmoid(linear(x, 1))`")
+            return None
+        return t
+
+    # ---- expressions ----
+    def type_of(self, e: ir.Expr) -> Type | None:
+        """Return the type of e, or None after reporting why it has none."""
+        if isinstance(e, (ir.Num, ir.Bool)):
+            return Const(e.value)
+        if isinstance(e, ir.Ref):
+            return self.ref_type(e)
+        if isinstance(e, ir.Neg):
+            t = self.type_of(e.operand)
+            return Const(-t.value) if isinstance(t, Const) else t
+        if isinstance(e, ir.BinOp):
+            return self.binop_type(e)
+        if isinstance(e, ir.Call):
+            if e.kind is ir.CallKind.READ:
+                return self.read_type(e)
+            if e.kind is ir.CallKind.OP:
+                return self.op_type(e)
+        return None
+
+    def ref_type(self, e: ir.Ref) -> Type | None:
+        if e.kind is ir.RefKind.PARAM:
+            v = self.env.get(e.name)
+            return None if v is None else Const(v)
+        if e.kind is ir.RefKind.LET:
+            return self.let_type(e.name)
+        if e.kind is ir.RefKind.INPUT:
+            if self.is_model:
+                return Tensor(self.dim)
+            return Scalar() if e.name == "step" else Tensor("P")
+        if e.kind is ir.RefKind.LEVEL:
+            shape = self.shape(e.name)
+            if shape is None:
+                return None
+            if shape.kind in ("linear", "mlp"):
+                self.rep.error("E402", f"`{e.name}` is a {shape.kind} memory, not a value", e.span,
+                               f"read it with a key: `{e.name}(q)`")
+                return None
+            return Tensor(shape.d_out)
+        return None
+
+    def read_type(self, e: ir.Call) -> Type | None:
+        shape = self.shape(e.fn)
+        if shape is None:
+            return None
+        if e.kwargs:
+            self.rep.error("E411", f"reading `{e.fn}` takes no keyword arguments", e.kwargs[0].name_span)
+            return None
+        elementwise = shape.kind in ("vector", "like", "params")
+        if len(e.args) > 1 or (not e.args and not elementwise):
+            self.rep.error("E410", f"reading `{e.fn}` takes one key, got {len(e.args)}", e.span,
+                           f"write `{e.fn}(q)`")
+            return None
+        if not e.args:
+            return Tensor(shape.d_out)
+        t = self.type_of(e.args[0])
+        if t is None:
+            return None
+        if isinstance(t, (Const, Scalar)) and elementwise:
+            return Tensor(shape.d_out)
+        if not isinstance(t, Tensor) or not _fits(t.dim, shape.d_in):
+            self.rep.error("E404", f"`{e.fn}` takes keys {_width(shape.d_in)}, but this is {_describe(t)}",
+                           e.args[0].span, _fix_width(shape.d_in))
+            return None
+        return Tensor(t.dim if shape.d_in == 1 and t.dim == "P" else shape.d_out)
+
+    def op_type(self, e: ir.Call) -> Type | None:
+        sig = B.OPS[e.fn]
+        bound = self.bind(e, sig)
+        if bound is None:
+            return None
+        if sig.variadic:  # concat
+            types = [self.expect(a, B.ArgType.TENSOR, "value") for a in bound.values()]
+            if any(t is None for t in types):
+                return None
+            if any(t.dim == "P" for t in types):
+                self.rep.error("E413", "`concat` needs feature vectors of known width", e.span)
+                return None
+            return Tensor(sum(int(t.dim) for t in types))
+        types = {}
+        for a in sig.args:
+            arg = bound[a.name]
+            if arg is None:
+                continue
+            t = self.expect(arg, a.type, a.name) if a.type is not B.ArgType.ANY else self.type_of(arg)
+            if t is None:
+                return None
+            types[a.name] = t
+        return self.op_result(e, bound, types)
+
+    def op_result(self, e: ir.Call, bound, types) -> Type | None:
+        fn = e.fn
+        if fn == "linear":
+            return Tensor(int(types["out"].value))
+        if fn == "mean":
+            return Tensor(1)
+        if fn == "learned":
+            return Scalar()
+        if fn in B.UNARY_OPS:
+            t = types["x"]
+            if isinstance(t, Const):
+                return self.fold_unary(e, t)
+            return t
+        x = types["x"]
+        if fn == "attention":
+            heads = int(types.get("heads", Const(1)).value)
+            if isinstance(x.dim, int) and x.dim % heads:
+                self.rep.error("E414", f"{heads} heads do not divide {x.dim} features", bound["heads"].span,
+                               f"pick a divisor of {x.dim}")
+                return None
+            mem = types.get("memory")
+            if mem is not None and mem.dim != x.dim:
+                self.rep.error("E404", f"attention `memory` must be {x.dim} wide like its input, not "
+                               f"{_describe(mem)}", bound["memory"].span)
+                return None
+        return x
+
+    def fold_unary(self, e: ir.Call, t: Const) -> Type | None:
+        v = float(t.value)
+        f = {"silu": lambda a: a / (1 + math.exp(-a)), "sigmoid": lambda a: 1 / (1 + math.exp(-a)),
+             "softplus": lambda a: math.log1p(math.exp(a)), "relu": lambda a: max(a, 0.0),
+             "gelu": lambda a: 0.5 * a * (1 + math.erf(a / math.sqrt(2))), "tanh": math.tanh,
+             "exp": math.exp, "sqrt": math.sqrt, "abs": abs}[e.fn]
+        try:
+            return Const(f(v))
+        except (ValueError, OverflowError):
+            self.rep.error("E408", f"`{e.fn}({v})` is not a finite number", e.span)
+            return None
+
+    def binop_type(self, e: ir.BinOp) -> Type | None:
+        a, b = self.type_of(e.lhs), self.type_of(e.rhs)
+        if a is None or b is None:
+            return None
+        if isinstance(a, Const) and isinstance(b, Const):
+            r = arith(e, a.value, b.value, self.rep)
+            return None if r is None else Const(r)
+        if e.op == "**" and isinstance(b, Tensor):
+            self.rep.error("E413", "the exponent of `**` must be a number", e.rhs.span)
+            return None
+        if not isinstance(a, Tensor):
+            return b if isinstance(b, Tensor) else Scalar()
+        if not isinstance(b, Tensor):
+            return a
+        if a.dim == b.dim or b.dim == 1:
+            return a
+        if a.dim == 1:
+            return b
+        self.rep.error("E407", f"cannot combine {_describe(a)} and {_describe(b)} with `{e.op}`", e.span,
+                       "both sides need the same width (or width 1)")
+        return None
+
+
+def _fits(have: int | str, want: int | str) -> bool:
+    return have == want or (want == 1 and have == "P") or (have == "P" and want == "P")
+
+
+def _is_int(v) -> bool:
+    return not isinstance(v, bool) and (isinstance(v, int) or (isinstance(v, float) and v.is_integer()))
+
+
+def _width(d: int | str) -> str:
+    return "shaped like the parameter" if d == "P" else f"{d} wide"
+
+
+def _fix_width(d: int | str) -> str | None:
+    return None if d == "P" else f"project them to {d} features: `linear(..., {d})`"
+
+
+def _describe(t: Type) -> str:
+    if isinstance(t, Const):
+        return f"the constant {t.value}"
+    if isinstance(t, Scalar):
+        return "a scalar"
+    return f"{t}"
+
+
+def _sig(sig: B.Builtin) -> str:
+    parts = []
+    for a in sig.args:
+        parts.append(a.name if a.required else f"{a.name} = {_default(a.default)}")
+    return f"`{sig.name}({', '.join(parts)})`"
+
+
+def _default(v) -> str:
+    if v is None:
+        return "none"
+    if isinstance(v, bool):
+        return str(v).lower()
+    return str(v)
