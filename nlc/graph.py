@@ -115,6 +115,7 @@ def level_graph(program: ir.Program, env: Mapping[str, object]) -> nx.MultiDiGra
                        label=f"{lv.name}\n{_form_name(lv.state)} · {_form_name(lv.update)}")
         for lv in (s for s in body if isinstance(s, ir.Level)):
             _level_edges(g, prefix, lv, body)
+    g.remove_nodes_from([n for n, d in list(g.nodes(data=True)) if d["kind"] in ("input", "loss") and g.degree(n) == 0])
     freqs = sorted({d["freq"].key for _, d in g.nodes(data=True) if "freq" in d})
     for _, d in g.nodes(data=True):
         if "freq" in d:
@@ -238,8 +239,9 @@ def _draw_matplotlib(g: nx.MultiDiGraph, path: Path) -> Path:
             angle = math.pi / 2 + 2 * math.pi * (i + 0.5 * band) / max(1, len(members))
             pos[n] = (radius(band) * math.cos(angle), radius(band) * math.sin(angle))
     edge_r = radius(n_bands) + 0.6
-    pos["input"] = (-edge_r, -edge_r * 0.8)
-    pos["loss"] = (edge_r, -edge_r * 0.8)
+    for n, xy in (("input", (-edge_r, -edge_r * 0.8)), ("loss", (edge_r, -edge_r * 0.8))):
+        if n in g:
+            pos[n] = xy
     fig, ax = plt.subplots(figsize=(9, 9))
     for band in range(n_bands):
         member = next(n for n in banded if g.nodes[n]["band"] == band)

@@ -1,0 +1,43 @@
+# nlc — two commands do everything on a fresh machine:
+#   make demo   create .venv, install, run the best end-to-end demo that exists
+#   make test   install if needed, run the test suite
+PYTHON ?= python3
+VENV   ?= .venv
+PY      = $(VENV)/bin/python
+NLC     = $(VENV)/bin/nlc
+STAMP   = $(VENV)/.installed-stamp
+OUT    ?= out
+
+.PHONY: install test test-all demo bench fmt check-generated clean
+
+$(STAMP): pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	# torch first, pinned: the CPU build lies on disk; an unpinned torch would pull gigabytes
+	$(PY) -m pip install --quiet --disable-pip-version-check torch==2.13.0
+	$(PY) -m pip install --quiet --disable-pip-version-check -e '.[test]'
+	touch $(STAMP)
+
+install: $(STAMP)
+
+test: install
+	$(PY) -m pytest -q -m "not compile"
+
+test-all: install
+	$(PY) -m pytest -q
+
+demo: install
+	$(NLC) check examples/*.nl
+	$(NLC) fmt --check examples/*.nl
+	mkdir -p $(OUT)/graphs
+	for f in examples/*.nl; do $(NLC) graph $$f -o $(OUT)/graphs/$$(basename $$f .nl).png || exit 1; done
+	$(PY) benchmarks/frontend.py --out $(OUT)/frontend.json
+	@echo "level graphs written to $(OUT)/graphs/"
+
+bench: install
+	$(PY) benchmarks/frontend.py
+
+fmt: install
+	$(NLC) fmt examples/*.nl
+
+clean:
+	rm -rf $(OUT) .pytest_cache .hypothesis

@@ -1,0 +1,180 @@
+"""The `nlc` command line: check, fmt, graph (more commands arrive with the back ends).
+
+Exit codes: 0 success, 1 the spec has errors (or `fmt --check` found files to
+reformat), 2 bad usage, 3 an internal error (a bug in nlc: please report it).
+A bad spec never produces a Python traceback, only diagnostics.
+"""
+
+from __future__ import annotations
+
+import argparse
+import difflib
+import json
+import os
+import sys
+import traceback
+from pathlib import Path
+from typing import Sequence
+
+from nlc.errors import Diagnostic, SpecError
+
+
+def _param(text: str) -> tuple[str, object]:
+    """Parse `-p name=value` into (name, int|float|bool)."""
+    name, sep, value = text.partition("=")
+    if not sep or not name.isidentifier():
+        raise argparse.ArgumentTypeError(f"expected NAME=VALUE, got {text!r}")
+    if value in ("true", "false"):
+        return name, value == "true"
+    try:
+        return name, int(value)
+    except ValueError:
+        try:
+            return name, float(value)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{name}: {value!r} is not a number") from None
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="nlc", description="Compiler for Nested Learning level graphs.")
+    parser.add_argument("--version", action="version", version=f"nlc {_version()}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = sub.add_parser("check", help="parse and check specs; diagnostics on stderr")
+    p.add_argument("specs", nargs="+", type=Path, metavar="SPEC")
+    p.add_argument("--json", action="store_true", help="print diagnostics as JSON on stdout")
+    p.add_argument("-p", "--param", action="append", type=_param, default=[], metavar="NAME=VALUE",
+                   help="override a parameter (repeatable)")
+    p.set_defaults(func=cmd_check)
+
+    p = sub.add_parser("fmt", help="rewrite specs in canonical form")
+    p.add_argument("specs", nargs="+", type=Path, metavar="SPEC")
+    p.add_argument("--check", action="store_true", help="change nothing; exit 1 if a file is not canonical")
+    p.add_argument("--diff", action="store_true", help="print a diff instead of writing")
+    p.add_argument("--stdout", action="store_true", help="print the canonical text instead of writing")
+    p.set_defaults(func=cmd_fmt)
+
+    p = sub.add_parser("graph", help="draw the level graph (levels banded by frequency)")
+    p.add_argument("spec", type=Path, metavar="SPEC")
+    p.add_argument("-o", "--output", type=Path, required=True, help="FILE.png, FILE.svg or FILE.dot")
+    p.add_argument("-p", "--param", action="append", type=_param, default=[], metavar="NAME=VALUE")
+    p.set_defaults(func=cmd_graph)
+    return parser
+
+
+def _version() -> str:
+    from nlc import __version__
+
+    return __version__
+
+
+def _eprint(text: str) -> None:
+    print(text, file=sys.stderr)
+
+
+def cmd_check(args) -> int:
+    import nlc
+
+    failed = False
+    report = []
+    for path in args.specs:
+        try:
+            prog = nlc.load(path, **dict(args.param))
+        except SpecError as e:
+            failed = True
+            report.append({"file": str(path), "ok": False, "diagnostics": [d.to_json() for d in e.diagnostics]})
+            if not args.json:
+                _eprint(e.render() + "\n")
+            continue
+        report.append({"file": str(path), "ok": True, "diagnostics": []})
+        if not args.json:
+            from nlc.ir import all_levels
+
+            n = len(all_levels(prog))
+            print(f"ok  {path}  ({prog.kind.value} {prog.name}: {n} level{'s' if n != 1 else ''})")
+    if args.json:
+        print(json.dumps(report, indent=2))
+    elif failed:
+        n = sum(not r["ok"] for r in report)
+        _eprint(f"{n} of {len(report)} spec{'s' if len(report) != 1 else ''} failed")
+    return 1 if failed else 0
+
+
+def cmd_fmt(args) -> int:
+    import nlc
+    from nlc.files import atomic_write_text
+
+    status = 0
+    for path in args.specs:
+        try:
+            text = path.read_text(encoding="utf-8")
+            prog = nlc.loads(text, str(path))
+        except SpecError as e:
+            _eprint(e.render() + "\n")
+            status = 1
+            continue
+        except (OSError, UnicodeDecodeError) as e:
+            _eprint(f"error[E601]: cannot read {path}: {e}")
+            status = 1
+            continue
+        canonical = nlc.print_program(prog)
+        is_yaml = path.suffix in (".yaml", ".yml")
+        if args.stdout:
+            sys.stdout.write(canonical)
+        elif is_yaml:
+            _eprint(f"{path}: fmt rewrites .nl files; `nlc fmt --stdout {path}` prints its nlc text")
+            status = max(status, 1)
+        elif canonical != text:
+            if args.diff or args.check:
+                sys.stdout.writelines(difflib.unified_diff(text.splitlines(True), canonical.splitlines(True),
+                                                           str(path), f"{path} (formatted)"))
+            if args.check:
+                _eprint(f"would reformat {path}")
+                status = 1
+            elif not args.diff:
+                atomic_write_text(path, canonical)
+                print(f"reformatted {path}")
+    return status
+
+
+def cmd_graph(args) -> int:
+    import nlc
+    from nlc.graph import draw, level_graph
+    from nlc.passes.pipeline import check_ir
+
+    if args.output.suffix not in (".png", ".svg", ".dot"):
+        _eprint(f"error: cannot draw to {args.output}: use a .png, .svg or .dot file")
+        return 2
+    try:
+        checked = check_ir(nlc.load(args.spec), dict(args.param))
+    except SpecError as e:
+        _eprint(e.render())
+        return 1
+    g = level_graph(checked.program, checked.params)
+    draw(g, args.output)
+    n = sum(1 for _, d in g.nodes(data=True) if d["kind"] == "level")
+    print(f"wrote {args.output} ({n} level{'s' if n != 1 else ''}, {g.number_of_edges()} flows)")
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the CLI; return the exit code."""
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except SpecError as e:  # a command that let one through still shows diagnostics only
+        _eprint(e.render())
+        return 1
+    except KeyboardInterrupt:
+        _eprint("interrupted")
+        return 130
+    except Exception as e:  # noqa: BLE001 - the last line of defence: no tracebacks for users
+        if os.environ.get("NLC_DEBUG"):
+            traceback.print_exc()
+        _eprint(f"internal error in nlc: {type(e).__name__}: {e}\n"
+                "This is a bug in nlc, not in your spec; please report it (NLC_DEBUG=1 shows the traceback).")
+        return 3
+
+
+if __name__ == "__main__":
+    sys.exit(main())

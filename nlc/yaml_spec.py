@@ -1,0 +1,162 @@
+"""YAML -> the same syntax tree as nlc text (so both lower to the identical IR).
+
+Only PyYAML's safe loader is used (`yaml.compose` with SafeLoader, which keeps
+positions for diagnostics). Statements form ordered lists of one-key mappings,
+mirroring the text syntax line by line:
+
+    model: titans_lmm              # or `optimizer: NAME`
+    params: {dim: 64, chunk: 16}
+    body:
+      - block memory_layer:
+          - let q: l2norm(linear(x, dim))
+          - level memory:
+              state: mlp(dim)
+              context: (q, x)
+              period: chunk tokens
+              online: true
+          - out: linear(memory(q), dim)
+
+Expressions are nlc expressions in YAML strings. E116: the YAML does not have
+this shape; E117: the file is not valid YAML.
+"""
+
+from __future__ import annotations
+
+import yaml
+
+from nlc import syntax as S
+from nlc.errors import Diagnostic, SpecError
+from nlc.parser import FIELD_KEYWORDS, FLAG_KEYWORDS, parse_expr
+from nlc.source import Source, Span
+
+KINDS = ("model", "optimizer")
+
+
+def parse_yaml(source: Source) -> S.Program:
+    """Return the syntax tree of a YAML spec; raise SpecError on malformed input."""
+    try:
+        root = yaml.compose(source.text, Loader=yaml.SafeLoader)
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        span = source.span(mark.index, mark.index + 1) if mark is not None else None
+        problem = getattr(e, "problem", None) or str(e).splitlines()[0]
+        raise SpecError([Diagnostic("E117", f"invalid YAML: {problem}", span)]) from None
+    except RecursionError:
+        raise SpecError([Diagnostic("E117", "invalid YAML: nested too deeply")]) from None
+    return _YamlBuilder(source).program(root)
+
+
+class _YamlBuilder:
+    def __init__(self, source: Source):
+        self.src = source
+
+    def span(self, node: yaml.Node) -> Span:
+        return self.src.span(node.start_mark.index, node.end_mark.index)
+
+    def fail(self, node: yaml.Node | None, message: str, hint: str | None = None):
+        span = self.span(node) if node is not None else None
+        raise SpecError([Diagnostic("E116", message, span, hint)])
+
+    def mapping(self, node: yaml.Node, what: str) -> list[tuple[yaml.Node, yaml.Node]]:
+        if not isinstance(node, yaml.MappingNode):
+            self.fail(node, f"{what} must be a mapping")
+        return node.value
+
+    def scalar(self, node: yaml.Node, what: str) -> str:
+        if not isinstance(node, yaml.ScalarNode):
+            self.fail(node, f"{what} must be a single value")
+        return node.value
+
+    def program(self, root: yaml.Node | None) -> S.Program:
+        if root is None:
+            raise SpecError([Diagnostic("E116", "the YAML file is empty", None,
+                                        "start with `model: NAME` or `optimizer: NAME`")])
+        items = self.mapping(root, "a YAML spec")
+        keys = {self.scalar(k, "a key"): (k, v) for k, v in items}
+        kinds = [k for k in KINDS if k in keys]
+        if len(kinds) != 1:
+            self.fail(root, "a YAML spec needs exactly one of `model: NAME` or `optimizer: NAME`")
+        extra = set(keys) - {kinds[0], "params", "body"}
+        if extra:
+            name = sorted(extra)[0]
+            self.fail(keys[name][0], f"unknown top-level key `{name}`", "the keys are the kind, `params` and `body`")
+        kind_node, name_node = keys[kinds[0]]
+        name = self.name(name_node)
+        params = []
+        if "params" in keys:
+            for k, v in self.mapping(keys["params"][1], "`params`"):
+                pname = self.name(k)
+                params.append(S.Param(self.span(k).to(self.span(v)), pname, self.span(k), self.expr(v)))
+        body = self.stmts(keys["body"][1]) if "body" in keys else []
+        return S.Program(self.span(root), kind=kinds[0], kind_span=self.span(kind_node), name=name,
+                         name_span=self.span(name_node), params=params, body=body)
+
+    def name(self, node: yaml.Node) -> str:
+        text = self.scalar(node, "a name")
+        if not text.isidentifier() or not text.isascii():
+            self.fail(node, f"`{text}` is not a valid name", "names are letters, digits and `_`")
+        return text
+
+    def stmts(self, node: yaml.Node) -> list[S.Stmt]:
+        if isinstance(node, yaml.ScalarNode) and node.value == "":
+            return []
+        if not isinstance(node, yaml.SequenceNode):
+            self.fail(node, "a body must be a list of statements", "write each statement as `- let NAME: EXPR`")
+        return [self.stmt(item) for item in node.value]
+
+    def stmt(self, node: yaml.Node) -> S.Stmt:
+        items = self.mapping(node, "a statement")
+        if len(items) != 1:
+            self.fail(node, "each statement is a mapping with one key",
+                      "e.g. `- let q: linear(x, dim)` or `- level mem: {...}`")
+        key_node, value = items[0]
+        key = self.scalar(key_node, "a statement key")
+        word, _, rest = key.partition(" ")
+        rest = rest.strip()
+        span = self.span(node)
+        if key == "out":
+            return S.Out(span, self.expr(value))
+        if word == "let" and rest:
+            return S.Let(span, rest, self.span(key_node), self.expr(value))
+        if word == "block" and rest:
+            return S.Block(span, rest, self.span(key_node), self.stmts(value))
+        if word == "repeat" and rest:
+            return S.Repeat(span, self.expr(key_node, rest, offset=len("repeat ")), self.stmts(value))
+        if word == "level" and rest:
+            return S.Level(span, rest, self.span(key_node), self.fields(value))
+        self.fail(key_node, f"unknown statement `{key}`",
+                  "statements are `let NAME`, `out`, `level NAME`, `block NAME` and `repeat N`")
+
+    def fields(self, node: yaml.Node) -> list[S.Field]:
+        out = []
+        for k, v in self.mapping(node, "a level"):
+            key = self.scalar(k, "a field name")
+            span = self.span(k).to(self.span(v))
+            if key in FLAG_KEYWORDS:
+                if self.scalar(v, f"`{key}`") in ("true", "True", "yes"):
+                    out.append(S.Field(span, key, self.span(k)))
+                continue
+            if key == "period":
+                out.append(self.period(span, k, v))
+                continue
+            if key not in FIELD_KEYWORDS:
+                from nlc.errors import did_you_mean
+
+                self.fail(k, f"unknown level field `{key}`", did_you_mean(key, FIELD_KEYWORDS + FLAG_KEYWORDS))
+            out.append(S.Field(span, key, self.span(k), self.expr(v)))
+        return out
+
+    def period(self, span: Span, k: yaml.Node, v: yaml.Node) -> S.Field:
+        text = self.scalar(v, "`period`").strip()
+        if text == "never":
+            return S.Field(span, "period", self.span(k), None, "never")
+        count, _, unit = text.rpartition(" ")
+        if unit not in ("tokens", "steps") or not count.strip():
+            self.fail(v, f"a period is `N tokens`, `N steps` or `never`, not `{text}`")
+        return S.Field(span, "period", self.span(k), self.expr(v, count), unit)
+
+    def expr(self, node: yaml.Node, text: str | None = None, offset: int = 0) -> S.Expr:
+        if text is None:
+            text = self.scalar(node, "an expression")
+        quoted = 1 if getattr(node, "style", None) in ("'", '"') else 0
+        return parse_expr(str(text), self.src, node.start_mark.index + quoted + offset)

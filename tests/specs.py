@@ -1,0 +1,113 @@
+"""Small inline specs shared by the tests (independent of examples/)."""
+
+TITANS = """\
+# Titans neural memory (inline test spec)
+model titans_lmm(dim = 32, chunk = 4, depth = 2) {
+  repeat depth {
+    block memory_layer {
+      let h = rmsnorm(x)
+      let q = l2norm(silu(conv(linear(h, dim), 4)))
+      let k = l2norm(silu(conv(linear(h, dim), 4)))  # keys
+      let v = silu(conv(linear(h, dim), 4))
+
+      # the long-term memory
+      level memory {
+        state mlp(dim, 4 * dim, depth = 2, residual = true)
+        init learned
+        context (k, v)
+        objective l2
+        update momentum(beta = sigmoid(linear(h, 1)))
+        lr sigmoid(linear(h, 1)) * 0.1
+        retain 1 - sigmoid(linear(h, 1)) * 0.01
+        period chunk tokens
+        online
+      }
+
+      out = linear(memory(q), dim)
+    }
+  }
+}
+"""
+
+TITANS_YAML = """\
+model: titans_lmm
+params: {dim: 32, chunk: 4, depth: 2}
+body:
+  - repeat depth:
+      - block memory_layer:
+          - let h: rmsnorm(x)
+          - let q: l2norm(silu(conv(linear(h, dim), 4)))
+          - let k: l2norm(silu(conv(linear(h, dim), 4)))
+          - let v: silu(conv(linear(h, dim), 4))
+          - level memory:
+              state: mlp(dim, 4 * dim, depth = 2, residual = true)
+              init: learned
+              context: (k, v)
+              objective: l2
+              update: momentum(beta = sigmoid(linear(h, 1)))
+              lr: sigmoid(linear(h, 1)) * 0.1
+              retain: 1 - sigmoid(linear(h, 1)) * 0.01
+              period: chunk tokens
+              online: true
+          - out: linear(memory(q), dim)
+"""
+
+SGD = """\
+optimizer sgd_momentum(lr = 0.01, momentum = 0.9) {
+  level m {
+    state like(param)
+    init zeros
+    context grad(loss)
+    objective dot
+    update gd
+    lr 1
+    retain momentum
+    period 1 steps
+  }
+
+  level weights {
+    state params
+    init zeros
+    context grad(loss)
+    objective dot
+    update m
+    lr lr
+    period 1 steps
+  }
+}
+"""
+
+CMS = """\
+model cms(dim = 16) {
+  block continuum {
+    level fast {
+      state mlp(dim)
+      init learned
+      context loss
+      objective l2
+      update gd
+      period 1 tokens
+    }
+
+    level mid {
+      state mlp(dim)
+      init learned
+      context loss
+      objective l2
+      update gd
+      period 4 tokens
+    }
+
+    level slow {
+      state mlp(dim)
+      init learned
+      context loss
+      objective l2
+      update gd
+      period 16 tokens
+    }
+
+    out = slow(mid(fast(x)))
+  }
+}
+"""

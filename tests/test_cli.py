@@ -1,0 +1,86 @@
+"""The `nlc` command line: exit codes, stderr diagnostics, JSON, fmt, graph."""
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from nlc.cli import main
+
+from specs import CMS, SGD, TITANS
+
+
+@pytest.fixture
+def specs(tmp_path):
+    paths = {}
+    for name, text in (("titans", TITANS), ("sgd", SGD), ("cms", CMS)):
+        paths[name] = tmp_path / f"{name}.nl"
+        paths[name].write_text(text)
+    paths["bad"] = tmp_path / "bad.nl"
+    paths["bad"].write_text("model m {\n  block b {\n    out = lienar(x, dim)\n  }\n}\n")
+    return paths
+
+
+def test_check_ok_and_failure_exit_codes(specs, capsys):
+    assert main(["check", str(specs["titans"]), str(specs["sgd"])]) == 0
+    assert "ok" in capsys.readouterr().out
+    assert main(["check", str(specs["titans"]), str(specs["bad"])]) == 1
+    err = capsys.readouterr().err
+    assert "error[E202]: unknown function `lienar`" in err and "did you mean `linear`?" in err
+    assert "Traceback" not in err and "1 of 2 specs failed" in err
+
+
+def test_check_json(specs, capsys):
+    assert main(["check", "--json", str(specs["bad"]), str(specs["cms"])]) == 1
+    report = json.loads(capsys.readouterr().out)
+    assert [r["ok"] for r in report] == [False, True]
+    d = report[0]["diagnostics"][0]
+    assert (d["code"], d["line"], d["column"], d["hint"]) == ("E202", 3, 11, "did you mean `linear`?")
+
+
+def test_check_with_parameter_override(specs, capsys):
+    assert main(["check", "-p", "dim=0", str(specs["cms"])]) == 1
+    assert "E413" in capsys.readouterr().err
+
+
+def test_check_missing_file_and_binary_file(tmp_path, capsys):
+    assert main(["check", str(tmp_path / "nope.nl")]) == 1
+    assert "E601" in capsys.readouterr().err
+    binary = tmp_path / "bin.nl"
+    binary.write_bytes(b"\xff\xfe\x00model")
+    assert main(["check", str(binary)]) == 1
+    assert "E602" in capsys.readouterr().err
+
+
+def test_fmt_check_then_rewrite(specs, capsys):
+    messy = specs["titans"]
+    messy.write_text(TITANS.replace("  let h", "let   h").replace("(k, v)", "( k,v )"))
+    assert main(["fmt", "--check", str(messy)]) == 1
+    assert "would reformat" in capsys.readouterr().err
+    assert main(["fmt", str(messy)]) == 0
+    assert messy.read_text() == TITANS
+    assert main(["fmt", "--check", str(messy)]) == 0
+
+
+def test_fmt_does_not_touch_a_bad_spec(specs):
+    before = specs["bad"].read_text()
+    assert main(["fmt", str(specs["bad"])]) == 1
+    assert specs["bad"].read_text() == before
+
+
+@pytest.mark.parametrize("suffix", [".png", ".svg", ".dot"])
+def test_graph_writes_each_format(specs, tmp_path, suffix):
+    out = tmp_path / f"g{suffix}"
+    assert main(["graph", str(specs["cms"]), "-o", str(out)]) == 0
+    data = out.read_bytes()
+    assert {".png": data[:4] == b"\x89PNG", ".svg": b"<svg" in data, ".dot": data.startswith(b"digraph")}[suffix]
+
+
+def test_graph_rejects_unknown_format(specs, tmp_path):
+    assert main(["graph", str(specs["cms"]), "-o", str(tmp_path / "g.jpg")]) == 2
+
+
+def test_module_entry_point_runs(specs):
+    r = subprocess.run([sys.executable, "-m", "nlc", "check", str(specs["bad"])], capture_output=True, text=True)
+    assert r.returncode == 1 and "E202" in r.stderr and "Traceback" not in r.stderr
