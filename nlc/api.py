@@ -61,3 +61,27 @@ def _checked(text: str, path: str, format: str | None, params) -> Checked:
     program = lower(tree, rep)
     rep.raise_if_errors()
     return check_ir(program, params)
+
+
+BACKENDS = ("compiled", "reference")
+
+
+def build(program: ir.Program | str | Path, backend: str = "compiled", **params):
+    """Return an nn.Module for a model spec: generated code (default) or the reference interpreter."""
+    import torch  # noqa: F401 - the back ends need it; the front end does not
+
+    from nlc.plan import plan_model
+
+    if not isinstance(program, ir.Program):
+        program = load(program)
+    if backend not in BACKENDS:
+        raise ValueError(f"backend must be one of {BACKENDS}, not {backend!r}")
+    checked = check_ir(program, params)
+    plan = plan_model(checked.program, checked.params)
+    if backend == "reference":
+        from nlc.interp import ReferenceModel
+
+        return ReferenceModel(plan)
+    from nlc.codegen import build_generated
+
+    return build_generated(checked.program, plan)

@@ -65,7 +65,7 @@ class _Lowerer:
                     body.append(self.block_or_repeat(c))
                 else:
                     self.rep.error("E110", f"`{_keyword(c)}` must be inside a `block`", _head(c),
-                                   "`repeat N { ... }` holds blocks")
+                                   "`repeat N { ... }` holds blocks: wrap it in `block NAME { ... }`")
             return ir.Repeat(self.expr(s.count), tuple(body), span=s.span, trivia=_trivia(s))
         body = []
         outs = []
@@ -159,7 +159,7 @@ class _Lowerer:
         seen: dict[str, S.Kwarg] = {}
         for k in e.kwargs:
             if k.name in seen:
-                self.rep.error("E412", f"argument `{k.name}` is given twice", k.name_span,
+                self.rep.error("E412", f"argument `{k.name}` is given twice", k.name_span, "keep one of them",
                                notes=((seen[k.name].name_span, "first given here"),))
             seen[k.name] = k
         return ir.Call(e.fn, tuple(self.expr(a) for a in e.args),
@@ -170,7 +170,8 @@ class _Lowerer:
     def number(self, e: S.Number) -> int | float:
         text = e.text
         if text.isdigit():
-            value: int | float = int(text)
+            digits = text.lstrip("0") or "0"  # int() refuses more than 4300 digits: check the length first
+            value: int | float = int(digits) if len(digits) <= 19 else MAX_INT + 1
             if value > MAX_INT:
                 self.rep.error("E109", f"number `{_short(text)}` is too large", e.span,
                                f"whole numbers in a spec stay below 2**62")

@@ -77,22 +77,73 @@ def _comment_tokens(text: str) -> list[tuple[int, int, str]]:
 
 _TOKEN_WORDS = {
     "NAME": "a name", "NUMBER": "a number", "LBRACE": "`{`", "RBRACE": "`}`", "LPAR": "`(`",
-    "RPAR": "`)`", "COMMA": "`,`", "EQUAL": "`=`", "ADD_OP": "`+`", "MUL_OP": "`*`",
-    "MINUS": "`-`", "$END": "the end of the file", "__ANON_0": "`**`", "PROGRAM_KIND": "`model`",
+    "RPAR": "`)`", "COMMA": "`,`", "EQUAL": "`=`", "ADD_OP": "an operator", "MUL_OP": "an operator",
+    "MINUS": "`-`", "$END": "the end of the file", "<END-OF-FILE>": "the end of the file",
+    "__ANON_0": "an operator", "PROGRAM_KIND": "`model` or `optimizer`",
     "LET": "`let`", "OUT": "`out`", "BLOCK": "`block`", "REPEAT": "`repeat`", "LEVEL": "`level`",
-    "FIELD_KEY": "a level field", "PERIOD": "`period`", "PERIOD_UNIT": "`tokens`", "NEVER": "`never`",
-    "FLAG": "`online`", "BOOL": "`true`",
+    "FIELD_KEY": "a level field", "PERIOD": "a level field", "PERIOD_UNIT": "`tokens` or `steps`",
+    "NEVER": "`never`", "FLAG": "a level field", "BOOL": "`true` or `false`",
 }
 _STMT_TERMINALS = {"LET", "OUT", "BLOCK", "REPEAT", "LEVEL"}
 
 
 def _describe_expected(expected: set[str]) -> str:
-    items = sorted({_TOKEN_WORDS.get(n, n.lower()) for n in expected})
+    words = dict(_TOKEN_WORDS)
+    if {"NAME", "NUMBER"} <= expected:  # where a value may start, say so instead of listing its first tokens
+        words.update(dict.fromkeys(("NAME", "NUMBER", "LPAR", "MINUS", "BOOL"), "an expression"))
+    items = sorted({words.get(n, n.lower()) for n in expected})
+    if not items:  # lark expects nothing more: a YAML expression (start=expr) that is already complete
+        return "the end of the expression"
     return items[0] if len(items) == 1 else ", ".join(items[:-1]) + " or " + items[-1]
 
 
 def _token_text(tok: Token) -> str:
     return "end of file" if tok.type == "$END" else f"`{tok.value}`"
+
+
+def _open_delimiters(text: str, end: int) -> tuple[list[int], list[tuple[int, int]]]:
+    """Scan text[:end] (skipping comments): return the offsets of the `(`/`{` still open, innermost
+    last, and the (open, close) offsets of every matched `{ }` pair."""
+    stack: list[int] = []
+    pairs: list[tuple[int, int]] = []
+    i = 0
+    while i < end:
+        ch = text[i]
+        if ch == "#":
+            j = text.find("\n", i)
+            i = end if j < 0 else j
+            continue
+        if ch in "({":
+            stack.append(i)
+        elif ch in ")}" and stack and text[stack[-1]] == "({"[")}".index(ch)]:
+            start = stack.pop()
+            if ch == "}":
+                pairs.append((start, i))
+        i += 1
+    return stack, pairs
+
+
+def _indent(text: str, pos: int) -> int:
+    line_start = text.rfind("\n", 0, pos) + 1
+    line = text[line_start:]
+    return len(line) - len(line.lstrip(" \t"))
+
+
+def _unclosed_note(source: Source, text: str, end: int, kinds: str = "({") -> tuple[tuple[Span, str], ...]:
+    """A note pointing at the delimiter that is probably missing its closing partner, if one is open."""
+    stack, pairs = _open_delimiters(text, end)
+    stack = [i for i in stack if text[i] in kinds]
+    if not stack:
+        return ()
+    opener = stack[-1]
+    if text[opener] == "{":
+        # a `{` whose `}` sits at another indentation probably took the `}` of an outer one
+        # (`block b {` ... the block's `}` forgotten ... the model's `}` closes it instead)
+        skewed = [o for o, c in pairs if o > opener and text[c - _indent(text, c):c].strip() == ""
+                  and _indent(text, o) != _indent(text, c)]
+        if skewed:
+            return ((source.span(skewed[0], skewed[0] + 1), "this `{` is probably missing its `}`"),)
+    return ((source.span(opener, opener + 1), f"this `{text[opener]}` is never closed"),)
 
 
 def _syntax_diagnostic(e: UnexpectedInput, source: Source, text: str) -> Diagnostic:
@@ -109,8 +160,17 @@ def _syntax_diagnostic(e: UnexpectedInput, source: Source, text: str) -> Diagnos
         return Diagnostic("E101", f"unexpected character `{ch}`", source.span(pos, pos + 1), hint)
     if isinstance(e, UnexpectedEOF) or (isinstance(e, UnexpectedToken) and e.token.type == "$END"):
         pos = len(text.rstrip())
-        return Diagnostic("E103", "unexpected end of file", source.span(max(0, pos - 1), pos),
-                          "a closing `}` or `)` is probably missing")
+        notes = _unclosed_note(source, text, len(text))
+        words = " ".join(line.split("#")[0] for line in text.splitlines()).split()
+        if notes:
+            hint = f"a closing {'`)`' if notes[0][0].text == '(' else '`}`'} is probably missing"
+        elif not words:
+            hint = "the file holds no spec: start with `model NAME(params) {` or `optimizer NAME(params) {`"
+        elif "{" not in text and words[0] in ("model", "optimizer"):
+            hint = "the spec stops after its name: its body follows in braces, `model NAME(params) { ... }`"
+        else:
+            hint = "the text stops in the middle of an expression"
+        return Diagnostic("E103", "unexpected end of file", source.span(max(0, pos - 1), pos), hint, notes=notes)
     assert isinstance(e, UnexpectedToken)
     tok = e.token
     start = tok.start_pos or 0
@@ -119,10 +179,11 @@ def _syntax_diagnostic(e: UnexpectedInput, source: Source, text: str) -> Diagnos
         expected = set(e.interactive_parser.accepts()) - {"$END"} or set(e.expected)
     except Exception:  # pragma: no cover - older lark without accepts()
         expected = set(e.expected)
-    return _unexpected_token(tok, expected, span)
+    return _unexpected_token(tok, expected, span, source, text)
 
 
-def _unexpected_token(tok: Token, expected: set[str], span: Span) -> Diagnostic:
+def _unexpected_token(tok: Token, expected: set[str], span: Span, source: Source | None = None,
+                      text: str = "") -> Diagnostic:
     word = str(tok.value)
     if tok.type == "NAME" and "FIELD_KEY" in expected:
         hint = did_you_mean(word, FIELD_KEYWORDS + FLAG_KEYWORDS) or (
@@ -139,15 +200,29 @@ def _unexpected_token(tok: Token, expected: set[str], span: Span) -> Diagnostic:
         return Diagnostic("E107", f"expected `model` or `optimizer`, found {_token_text(tok)}", span,
                           "a spec starts with `model NAME(params) {` or `optimizer NAME(params) {`")
     hint = None
-    if word == "=" and "EQUAL" not in expected:
+    notes: tuple[tuple[Span, str], ...] = ()
+    field = text[:span.start].split()[-1:] if text else []
+    if word == "=" and "EQUAL" not in expected and field and field[0] in FIELD_KEYWORDS:
+        value = text[span.end:].split("\n", 1)[0].split("#", 1)[0].strip()
+        hint = f"a level field takes no `=`: write `{field[0]} {value}`" if value else \
+            f"a level field takes no `=`: write `{field[0]} VALUE`"
+    elif word == "=" and "EQUAL" not in expected:
         hint = "`=` binds names only in `let`, `out`, parameters and keyword arguments"
     elif tok.type in ("NAME", "NUMBER", "LPAR") and expected & {"COMMA", "RPAR"}:
         hint = "a `,` or `)` is probably missing before it"
+    elif "RPAR" in expected:  # `let h = rmsnorm(x` and the next statement starts
+        hint = "a `)` is probably missing before it"
+        notes = _unclosed_note(source, text, span.start, "(") if source is not None else ()
+    elif tok.type in _STMT_TERMINALS and "RBRACE" in expected:  # a level's `}` forgotten
+        hint = "a `}` is probably missing before it"
+        notes = _unclosed_note(source, text, span.start, "{") if source is not None else ()
     elif tok.type in ("LET", "OUT", "LEVEL", "BLOCK", "REPEAT", "FIELD_KEY", "PERIOD", "FLAG") \
             and "NAME" in expected:
         hint = f"`{word}` is a keyword here; pick another name"
+    elif word == "}" and not expected - {"$END", "<END-OF-FILE>"}:
+        hint = "this `}` closes nothing: remove it"
     return Diagnostic("E102", f"unexpected {_token_text(tok)}; expected {_describe_expected(expected)}",
-                      span, hint)
+                      span, hint, notes=notes)
 
 
 # ---- lark tree -> syntax tree ---------------------------------------------------
@@ -179,8 +254,13 @@ class _Builder:
         name, value = t.children
         return S.Param(self.span(t), str(name), self.span(name), self.expr(value))
 
-    def stmt(self, t: Tree) -> S.Stmt:
-        return getattr(self, "stmt_" + t.data)(t)
+    def stmt(self, t: Tree, depth: int = 0) -> S.Stmt:
+        if t.data not in ("block", "repeat"):
+            return getattr(self, "stmt_" + t.data)(t)
+        if depth >= MAX_DEPTH:  # `repeat`s nested thousands deep would overflow the Python stack
+            raise SpecError([Diagnostic("E108", f"blocks and repeats nested more than {MAX_DEPTH} deep",
+                                        self.span(t.children[0]), "nest fewer `repeat`s and blocks")])
+        return getattr(self, "stmt_" + t.data)(t, depth)
 
     def stmt_let(self, t: Tree) -> S.Let:
         _, name, value = t.children
@@ -189,13 +269,13 @@ class _Builder:
     def stmt_out(self, t: Tree) -> S.Out:
         return S.Out(self.span(t), self.expr(t.children[1]))
 
-    def stmt_block(self, t: Tree) -> S.Block:
+    def stmt_block(self, t: Tree, depth: int = 0) -> S.Block:
         _, name, *body = t.children
-        return S.Block(self.span(t), str(name), self.span(name), [self.stmt(c) for c in body])
+        return S.Block(self.span(t), str(name), self.span(name), [self.stmt(c, depth + 1) for c in body])
 
-    def stmt_repeat(self, t: Tree) -> S.Repeat:
+    def stmt_repeat(self, t: Tree, depth: int = 0) -> S.Repeat:
         _, count, *body = t.children
-        return S.Repeat(self.span(t), self.expr(count), [self.stmt(c) for c in body])
+        return S.Repeat(self.span(t), self.expr(count), [self.stmt(c, depth + 1) for c in body])
 
     def stmt_level(self, t: Tree) -> S.Level:
         _, name, *fields = t.children

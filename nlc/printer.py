@@ -29,11 +29,11 @@ def print_program(p: ir.Program) -> str:
     if len(one_line) <= LINE_WIDTH and not has_param_comments:
         out.append(_trail(one_line, p.trivia.trailing))
     else:
-        out.append(_trail(f"{header}(", p.trivia.trailing))
+        out.append(f"{header}(")
         for q, text in zip(p.params, params):
             _comments(out, q.trivia.comments, 1)
             out.append(_trail(INDENT + text + ",", q.trivia.trailing))
-        out.append(") {")
+        out.append(_trail(") {", p.trivia.trailing))  # where it was read from: after the `{`
     _body(out, p.body, 1)
     _comments(out, p.trivia.end_comments, 1)
     out.append("}")

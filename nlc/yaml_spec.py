@@ -26,7 +26,7 @@ import yaml
 
 from nlc import syntax as S
 from nlc.errors import Diagnostic, SpecError
-from nlc.parser import FIELD_KEYWORDS, FLAG_KEYWORDS, parse_expr
+from nlc.parser import FIELD_KEYWORDS, FLAG_KEYWORDS, MAX_DEPTH, parse_expr
 from nlc.source import Source, Span
 
 KINDS = ("model", "optimizer")
@@ -43,7 +43,25 @@ def parse_yaml(source: Source) -> S.Program:
         raise SpecError([Diagnostic("E117", f"invalid YAML: {problem}", span)]) from None
     except RecursionError:
         raise SpecError([Diagnostic("E117", "invalid YAML: nested too deeply")]) from None
+    _reject_aliases(root, source)
     return _YamlBuilder(source).program(root)
+
+
+def _reject_aliases(root: yaml.Node | None, source: Source) -> None:
+    """Raise E116 if a node is reached twice: an alias (`*a`), which can make a cycle or an exponential tree."""
+    seen: set[int] = set()
+    stack = [root] if root is not None else []
+    while stack:
+        node = stack.pop()
+        if id(node) in seen:
+            raise SpecError([Diagnostic("E116", "YAML anchors and aliases (`&a`, `*a`) are not supported",
+                                        source.span(node.start_mark.index, node.end_mark.index),
+                                        "write the value out in full")])
+        seen.add(id(node))
+        if isinstance(node, yaml.SequenceNode):
+            stack.extend(node.value)
+        elif isinstance(node, yaml.MappingNode):
+            stack.extend(x for kv in node.value for x in kv)
 
 
 class _YamlBuilder:
@@ -91,20 +109,20 @@ class _YamlBuilder:
         return S.Program(self.span(root), kind=kinds[0], kind_span=self.span(kind_node), name=name,
                          name_span=self.span(name_node), params=params, body=body)
 
-    def name(self, node: yaml.Node) -> str:
-        text = self.scalar(node, "a name")
+    def name(self, node: yaml.Node, text: str | None = None) -> str:
+        text = self.scalar(node, "a name") if text is None else text
         if not text.isidentifier() or not text.isascii():
             self.fail(node, f"`{text}` is not a valid name", "names are letters, digits and `_`")
         return text
 
-    def stmts(self, node: yaml.Node) -> list[S.Stmt]:
+    def stmts(self, node: yaml.Node, depth: int = 0) -> list[S.Stmt]:
         if isinstance(node, yaml.ScalarNode) and node.value == "":
             return []
         if not isinstance(node, yaml.SequenceNode):
             self.fail(node, "a body must be a list of statements", "write each statement as `- let NAME: EXPR`")
-        return [self.stmt(item) for item in node.value]
+        return [self.stmt(item, depth) for item in node.value]
 
-    def stmt(self, node: yaml.Node) -> S.Stmt:
+    def stmt(self, node: yaml.Node, depth: int = 0) -> S.Stmt:
         items = self.mapping(node, "a statement")
         if len(items) != 1:
             self.fail(node, "each statement is a mapping with one key",
@@ -117,15 +135,22 @@ class _YamlBuilder:
         if key == "out":
             return S.Out(span, self.expr(value))
         if word == "let" and rest:
-            return S.Let(span, rest, self.span(key_node), self.expr(value))
+            return S.Let(span, self.name(key_node, rest), self.span(key_node), self.expr(value))
         if word == "block" and rest:
-            return S.Block(span, rest, self.span(key_node), self.stmts(value))
+            return S.Block(span, self.name(key_node, rest), self.span(key_node), self.nested(key_node, value, depth))
         if word == "repeat" and rest:
-            return S.Repeat(span, self.expr(key_node, rest, offset=len("repeat ")), self.stmts(value))
+            return S.Repeat(span, self.expr(key_node, rest, offset=len("repeat ")), self.nested(key_node, value, depth))
         if word == "level" and rest:
-            return S.Level(span, rest, self.span(key_node), self.fields(value))
+            return S.Level(span, self.name(key_node, rest), self.span(key_node), self.fields(value))
         self.fail(key_node, f"unknown statement `{key}`",
                   "statements are `let NAME`, `out`, `level NAME`, `block NAME` and `repeat N`")
+
+    def nested(self, key_node: yaml.Node, body: yaml.Node, depth: int) -> list[S.Stmt]:
+        """The body of a block or repeat, with the text front end's nesting limit (E108)."""
+        if depth >= MAX_DEPTH:
+            raise SpecError([Diagnostic("E108", f"blocks and repeats nested more than {MAX_DEPTH} deep",
+                                        self.span(key_node), "nest fewer `repeat`s and blocks")])
+        return self.stmts(body, depth + 1)
 
     def fields(self, node: yaml.Node) -> list[S.Field]:
         out = []

@@ -86,7 +86,7 @@ model cms(dim = 16) {
       context loss
       objective l2
       update gd
-      period 1 tokens
+      period 1 steps
     }
 
     level mid {
@@ -95,7 +95,7 @@ model cms(dim = 16) {
       context loss
       objective l2
       update gd
-      period 4 tokens
+      period 4 steps
     }
 
     level slow {
@@ -104,7 +104,7 @@ model cms(dim = 16) {
       context loss
       objective l2
       update gd
-      period 16 tokens
+      period 16 steps
     }
 
     out = slow(mid(fast(x)))

@@ -6,8 +6,12 @@ same unit must divide each other (E303), and a level that produces another level
 update must be at least as fast as it (E306).
 
 E301 period not a positive whole number; E302 wrong unit for the program kind;
-E303 periods that do not nest; E304 `online` on a frozen level or in an optimizer;
-E306 an optimizer level slower than the level it optimizes.
+E303 periods that do not nest (within one block, or one optimizer); E304 `online`
+on a frozen level or in an optimizer; E306 an optimizer level slower than the
+level it optimizes (`update m` where m is slower; an update *expression* only
+reads the levels' current states, so M3's slow momentum is allowed); E307 a
+level that learns from the task loss counted in `tokens` (the loss is known only
+after the forward pass, so such levels update every N `steps`: DESIGN.md, CMS).
 """
 
 from __future__ import annotations
@@ -25,17 +29,19 @@ def run(program: ir.Program, env: Mapping[str, object], rep: Reporter) -> ir.Pro
     freqs: dict[str, Frequency] = {}
     spans = {}
     for body, block in ir.scopes(program):
+        scope_freqs, scope_spans = {}, {}
         for lv in (s for s in body if isinstance(s, ir.Level)):
             f = _period(program, lv, env, rep)
             if f is not None:
                 key = f"{block.name}.{lv.name}" if block else lv.name
-                freqs[key] = f
-                spans[key] = lv.period.span
+                freqs[key] = scope_freqs[key] = f
+                spans[key] = scope_spans[key] = lv.period.span
+            _check_loss_context(lv, rep)
             if lv.online and (not program.is_model or lv.period.unit is ir.PeriodUnit.NEVER):
                 why = "an optimizer's levels always learn" if not program.is_model else "it never updates"
                 rep.error("E304", f"level `{lv.name}` cannot be `online`: {why}", lv.field_span("online"),
                           "remove `online`")
-    _check_nesting(freqs, spans, rep)
+        _check_nesting(scope_freqs, scope_spans, rep)
     for body, block in ir.scopes(program):
         for lv in (s for s in body if isinstance(s, ir.Level)):
             _check_optimizer_speed(lv, block, freqs, rep)
@@ -54,7 +60,8 @@ def _period(program: ir.Program, lv: ir.Level, env, rep: Reporter) -> Frequency 
     if value is None:
         return None
     if isinstance(value, bool) or not isinstance(value, int) and not float(value).is_integer() or value < 1:
-        rep.error("E301", f"the period of `{lv.name}` must be a positive whole number, not {value}", p.count.span,
+        shown = str(value).lower() if isinstance(value, bool) else f"{value:g}" if isinstance(value, float) else value
+        rep.error("E301", f"the period of `{lv.name}` must be a positive whole number, not {shown}", p.count.span,
                   f"for example `period 16 {p.unit.value}`")
         return None
     return Frequency(p.unit, int(value))
@@ -75,17 +82,23 @@ def _short(key: str) -> str:
     return key.rsplit(".", 1)[-1]
 
 
+def _check_loss_context(lv: ir.Level, rep: Reporter) -> None:
+    ctx = lv.context
+    if isinstance(ctx, ir.Call) and ctx.fn == "loss" and lv.period.unit is ir.PeriodUnit.TOKENS:
+        rep.error("E307", f"level `{lv.name}` learns from the task loss but counts `tokens`", lv.period.span,
+                  "the task loss is known only after the forward pass: a `context loss` level updates every "
+                  "N `steps` (CMS); to learn inside the sequence give it a `context (key, value)`")
+
+
 def _check_optimizer_speed(lv: ir.Level, block, freqs: dict[str, Frequency], rep: Reporter) -> None:
     prefix = f"{block.name}." if block else ""
     mine = freqs.get(prefix + lv.name)
-    if mine is None:
+    upd = lv.update
+    if mine is None or not (isinstance(upd, ir.Ref) and upd.kind is ir.RefKind.LEVEL):
         return
-    for n in ir.walk(lv.update):
-        name = n.name if isinstance(n, ir.Ref) and n.kind is ir.RefKind.LEVEL else \
-            n.fn if isinstance(n, ir.Call) and n.kind is ir.CallKind.READ else None
-        theirs = freqs.get(prefix + name) if name else None
-        if theirs is not None and theirs.key > mine.key:
-            rep.error("E306", f"level `{name}` ({theirs}) produces the update of `{lv.name}` ({mine}) "
-                      "but is slower", n.span,
-                      f"an optimizer level must update at least as often as what it optimizes: give `{name}` "
-                      f"the period of `{lv.name}`")
+    theirs = freqs.get(prefix + upd.name)
+    if theirs is not None and theirs.key > mine.key:
+        rep.error("E306", f"level `{upd.name}` ({theirs}) produces the update of `{lv.name}` ({mine}) "
+                  "but is slower", upd.span,
+                  f"an optimizer level must update at least as often as what it optimizes: give `{upd.name}` "
+                  f"the period of `{lv.name}`")

@@ -2,7 +2,8 @@
 
 `nlc.build(prog, dim=128)` and `nlc check -p dim=128` pass overrides; every
 other pass sees plain numbers. Diagnostics: E208 unknown parameter override,
-E401 a parameter that is not a number, E408 division by zero.
+E401 a parameter (or period) that is not a number, E408 division by zero,
+E413 arithmetic on `true`/`false`.
 """
 
 from __future__ import annotations
@@ -23,11 +24,20 @@ def evaluate(program: ir.Program, overrides: Mapping[str, Value], rep: Reporter)
     if program.is_model:
         env.update(B.IMPLICIT_MODEL_PARAMS)
     declared = {p.name for p in program.params} | set(env)
-    for name in overrides:
+    bad_values = False
+    for name, value in overrides.items():
         if name not in declared:
             hint = did_you_mean(name, declared) or f"the parameters are {', '.join(sorted(declared))}"
             rep.error("E208", f"unknown parameter `{name}` for {program.kind.value} `{program.name}`",
                       program.name_span, hint)
+        if not isinstance(value, (bool, int, float)) or isinstance(value, float) and not math.isfinite(value):
+            rep.error("E401", f"parameter `{name}` must be set to a finite number or true/false, not {value!r}",
+                      program.name_span)
+            bad_values = True
+    if bad_values:
+        return env
+    for name in set(B.IMPLICIT_MODEL_PARAMS) & set(overrides) if program.is_model else ():
+        env[name] = overrides[name]  # `dim=128` at build time: defaults such as `head = dim / 4` see 128
     for p in program.params:
         if p.name in overrides:
             env[p.name] = overrides[p.name]
@@ -49,7 +59,11 @@ def fold(e: ir.Expr, env: Mapping[str, Value], rep: Reporter) -> Value | None:
     if isinstance(e, ir.Ref):
         if e.name in env:
             return env[e.name]
-        return None  # an undefined name was reported by resolve; a failed parameter by its own fold
+        if e.kind in (ir.RefKind.PARAM, ir.RefKind.UNRESOLVED):
+            return None  # an undefined name was reported by resolve; a failed parameter by its own fold
+        rep.error("E401", f"`{e.name}` is not a number known at build time", e.span,
+                  "only numbers, parameters and arithmetic on them are allowed here")
+        return None
     if isinstance(e, ir.Neg):
         v = fold(e.operand, env, rep)
         return None if v is None else -v
@@ -73,6 +87,9 @@ def fold(e: ir.Expr, env: Mapping[str, Value], rep: Reporter) -> Value | None:
 
 def arith(e: ir.BinOp, a: Value, b: Value, rep: Reporter) -> Value | None:
     """Return a op b on constants, reporting division by zero and overflow."""
+    if isinstance(a, bool) or isinstance(b, bool):
+        rep.error("E413", f"`{e.op}` needs numbers, not `{str(a if isinstance(a, bool) else b).lower()}`", e.span)
+        return None
     try:
         if e.op == "+":
             r = a + b

@@ -20,6 +20,7 @@ from nlc import ir
 from nlc.errors import Reporter, did_you_mean, one_of
 
 RESERVED = set(B.MODEL_INPUTS) | set(B.OPTIMIZER_INPUTS) | {"loss"}
+PARAM_FUNCTIONS = ("sqrt", "exp", "abs")  # the functions a parameter's default may use (folded by params.fold)
 
 
 def run(program: ir.Program, rep: Reporter) -> ir.Program:
@@ -50,14 +51,20 @@ def run(program: ir.Program, rep: Reporter) -> ir.Program:
 def _resolve_params(program: ir.Program, rep: Reporter) -> tuple[ir.Param, ...]:
     out = []
     seen: dict[str, ir.Param] = {}
+    # `dim` and `vocab` exist in every model: defaults may use them unless the model declares them
+    implicit = set(B.IMPLICIT_MODEL_PARAMS) - {p.name for p in program.params} if program.is_model else set()
     for p in program.params:
         if p.name in seen:
-            rep.error("E203", f"parameter `{p.name}` is defined twice", p.span,
+            rep.error("E203", f"parameter `{p.name}` is defined twice", p.span, "rename or remove one of them",
                       notes=((seen[p.name].span, "first defined here"),))
         if p.name in RESERVED:
+            what = {**B.MODEL_INPUTS, **B.OPTIMIZER_INPUTS}.get(p.name, "the task loss")
             rep.error("E204", f"parameter `{p.name}` shadows the builtin `{p.name}`", p.span,
+                      f"`{p.name}` is {what}; pick another name")
+        elif p.name in B.OPS:
+            rep.error("E204", f"parameter `{p.name}` shadows the builtin function `{p.name}`", p.span,
                       "pick another name")
-        scope = _Scope(rep, (), set(seen), set(), program.is_model, params_only=True)
+        scope = _Scope(rep, (), set(seen) | implicit, set(), program.is_model, params_only=True)
         out.append(replace(p, value=scope.value(p.value)))
         seen.setdefault(p.name, p)
     return tuple(out)
@@ -80,11 +87,13 @@ class _Scope:
 
     # ---- declarations ----
     def resolve(self) -> tuple[ir.Stmt, ...]:
+        errors_before = len(self.rep.errors)
         for s in self.body:
             if isinstance(s, (ir.Let, ir.Level)):
                 self.declare(s)
         out = tuple(self.stmt(s) for s in self.body)
-        self.report_unused()
+        if len(self.rep.errors) == errors_before:  # after an undefined name, "unused" is mostly noise
+            self.report_unused()
         return out
 
     def declare(self, s: ir.Let | ir.Level) -> None:
@@ -109,14 +118,20 @@ class _Scope:
         return None
 
     def report_unused(self) -> None:
+        # an optimizer without a `state params` level uses none of its levels: E312 says why
+        rootless = not self.is_model and not any(_is_root(lv) for lv in self.levels.values())
         for name, d in {**self.lets, **self.levels}.items():
             if name in self.used or name.startswith("_"):
                 continue
-            if isinstance(d, ir.Level) and _is_root(d):
+            if isinstance(d, ir.Level) and (_is_root(d) or rootless):
                 continue
-            what = "level" if isinstance(d, ir.Level) else "`let`"
-            self.rep.error("E206", f"{what} `{name}` is never used", d.name_span,
-                           f"use it, remove it, or name it `_{name}` to keep it anyway")
+            if isinstance(d, ir.Level):
+                self.rep.error("E206", f"level `{name}` is never used", d.name_span,
+                               f"read it (`{name}(q)`), make it another level's `update`, remove it, "
+                               f"or name it `_{name}` to keep it anyway")
+            else:
+                self.rep.error("E206", f"`let {name}` is never used", d.name_span,
+                               f"use it, remove it, or name it `_{name}` to keep it anyway")
 
     # ---- statements ----
     def stmt(self, s: ir.Stmt) -> ir.Stmt:
@@ -156,11 +171,20 @@ class _Scope:
         name = e.name if isinstance(e, ir.Ref) else e.fn if isinstance(e, ir.Call) else None
         span = e.fn_span if isinstance(e, ir.Call) else e.span
         what = B.FORM_WHAT[where]
+        a = "an" if what[0] in "aeiou" else "a"
+        choices = f"{a} {what} is one of {one_of(table)}"
+        if where == "context":
+            choices = "a context is a key/value pair `(k, v)`, `grad(LEVEL)`, `grad(loss)` or `loss`"
+        elif where == "update":
+            choices += ", or another level"
         if name is None:
-            self.rep.error("E205", f"expected a {what}, found an expression", e.span,
-                           f"a {what} is one of {one_of(table)}")
+            number = isinstance(e, ir.Num) or isinstance(e, ir.Neg) and isinstance(e.operand, ir.Num)
+            if where == "update" and number:
+                choices = f"a step size belongs in `lr`; {choices}"
+            found = "a number" if number else "an expression"
+            self.rep.error("E205", f"expected {a} {what}, found {found}", e.span, choices)
         else:
-            hint = did_you_mean(name, table) or f"a {what} is one of {one_of(table)}"
+            hint = did_you_mean(name, table) or choices
             self.rep.error("E205", f"unknown {what} `{name}`", span, hint)
         return e
 
@@ -191,7 +215,7 @@ class _Scope:
         if (isinstance(e, ir.Ref) and e.name in B.UPDATE_RULES) or (
                 isinstance(e, ir.Call) and e.fn in B.UPDATE_RULES and e.fn not in self.levels):
             return self.form("update", e)
-        if isinstance(e, (ir.Ref, ir.Call)) and not _mentions_level(e, self.levels):
+        if not _mentions_level(e, self.levels):  # `update 2`, `update x`: neither a rule nor a level
             return self.form("update", e)
         return self.value(e, allow_level_values=True)
 
@@ -208,7 +232,8 @@ class _Scope:
             return replace(e, operand=self.value(e.operand))
         if isinstance(e, ir.Tuple):
             self.rep.error("E207", "a tuple is only allowed as a `context (key, value)`", e.span,
-                           "remove the parentheses and commas")
+                           "bind the key and the value separately (`let k = ...`, `let v = ...`) and "
+                           "write `context (k, v)` in the level")
             return e
         return e
 
@@ -235,21 +260,24 @@ class _Scope:
         return e
 
     def call(self, e: ir.Call) -> ir.Call:
+        if self.params_only and e.fn in B.OPS and e.fn not in PARAM_FUNCTIONS:
+            self.rep.error("E207", f"`{e.fn}` cannot be used in a parameter's default", e.fn_span,
+                           "parameters are numbers: use arithmetic on numbers and earlier parameters, "
+                           "and `sqrt`, `exp` or `abs`")
+            return e
         args = tuple(self.value(a) for a in e.args)
         kwargs = tuple(replace(k, value=self.value(k.value)) for k in e.kwargs)
         e = replace(e, args=args, kwargs=kwargs)
         if not self.params_only and e.fn in self.levels:
             self.used.add(e.fn)
             return replace(e, kind=ir.CallKind.READ)
-        if e.fn in B.OPS and not self.params_only:
+        if e.fn in B.OPS:
             return replace(e, kind=ir.CallKind.OP)
-        if self.params_only and e.fn in B.OPS:
-            self.rep.error("E207", f"`{e.fn}` cannot be used in a parameter's default", e.fn_span,
-                           "parameters are numbers: use arithmetic on numbers and earlier parameters")
-            return e
         form_of = next((w for w, t in B.FORM_TABLES.items() if e.fn in t), None)
         if form_of:
             hint = f"`{e.fn}` is a {B.FORM_WHAT[form_of]}; write it after `{form_of}` in a level"
+        elif not self.params_only and e.fn in self.lets:
+            hint = f"`{e.fn}` is a value bound by `let`; only levels and builtin functions can be called"
         else:
             hint = did_you_mean(e.fn, [*B.OPS, *self.levels])
         self.rep.error("E202", f"unknown function `{e.fn}`", e.fn_span, hint)

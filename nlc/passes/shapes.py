@@ -68,6 +68,44 @@ def run(program: ir.Program, env: Mapping[str, object], rep: Reporter) -> ir.Pro
     return program
 
 
+def _dependency_order(lets: dict[str, ir.Let], levels: dict[str, ir.Level]) -> list[tuple[str, str]]:
+    """Return ("let" | "level", name) for every let and level, each after the ones its type needs.
+
+    Iterative (an explicit stack), so arbitrarily long chains are fine; cycles were rejected by
+    graph_checks, and any left are cut where they close.
+    """
+
+    def deps(node: tuple[str, str]) -> list[tuple[str, str]]:
+        kind, name = node
+        out = []  # what let_type (a let's value) or shape (a level's state) looks up
+        for n in ir.walk(lets[name].value if kind == "let" else levels[name].state):
+            if isinstance(n, ir.Ref) and n.kind is ir.RefKind.LET and n.name in lets:
+                out.append(("let", n.name))
+            elif isinstance(n, ir.Ref) and n.kind is ir.RefKind.LEVEL and n.name in levels:
+                out.append(("level", n.name))
+            elif isinstance(n, ir.Call) and n.kind is ir.CallKind.READ and n.fn in levels:
+                out.append(("level", n.fn))
+        return out
+
+    order: list[tuple[str, str]] = []
+    done: set[tuple[str, str]] = set()
+    for root in [*(("let", n) for n in lets), *(("level", n) for n in levels)]:
+        if root in done:
+            continue
+        done.add(root)
+        stack = [(root, iter(deps(root)))]
+        while stack:
+            node, it = stack[-1]
+            nxt = next((d for d in it if d not in done), None)
+            if nxt is None:
+                stack.pop()
+                order.append(node)
+            else:
+                done.add(nxt)
+                stack.append((nxt, iter(deps(nxt))))
+    return order
+
+
 def _repeats(body):
     for s in body:
         if isinstance(s, ir.Repeat):
@@ -92,6 +130,11 @@ class _Typer:
 
     # ---- scope ----
     def check_scope(self, block: ir.Block | None) -> None:
+        # Type `let`s and state shapes dependencies first, so that the recursive let_type/shape
+        # calls below hit the cache: a chain of forward references 1000 long must not overflow
+        # the Python stack.
+        for kind, name in _dependency_order(self.lets, self.levels):
+            (self.let_type if kind == "let" else self.shape)(name)
         for s in self.body:
             if isinstance(s, ir.Let):
                 self.let_type(s.name)
@@ -124,18 +167,18 @@ class _Typer:
         if bound is None:
             return None
         if s.fn == "linear":
-            a, b = self.posint(bound["d_in"], "`d_in`"), self.posint(bound["d_out"], "`d_out`")
+            a, b = self.posint(bound["d_in"], "`d_in`", s.fn), self.posint(bound["d_out"], "`d_out`", s.fn)
             return None if a is None or b is None else StateShape("linear", a, b)
         if s.fn == "mlp":
-            d = self.posint(bound["dim"], "`dim`")
+            d = self.posint(bound["dim"], "`dim`", s.fn)
             for k in ("hidden", "depth"):
                 if bound.get(k) is not None:
-                    self.posint(bound[k], f"`{k}`")
+                    self.posint(bound[k], f"`{k}`", s.fn)
             if bound.get("residual") is not None:
-                self.expect(bound["residual"], B.ArgType.BOOL, "residual")
+                self.expect(bound["residual"], B.ArgType.BOOL, "residual", s.fn)
             return None if d is None else StateShape("mlp", d, d)
         if s.fn == "vector":
-            n = self.posint(bound["n"], "`n`")
+            n = self.posint(bound["n"], "`n`", s.fn)
             return None if n is None else StateShape("vector", n, n)
         if s.fn == "params":
             return StateShape("params", "P", "P")
@@ -182,9 +225,11 @@ class _Typer:
                 if other is not None and (other.d_in, other.d_out, other.kind) != (shape.d_in, shape.d_out, shape.kind):
                     self.rep.error("E416", f"`{lv.name}` cannot copy `{of.name}`: their states differ "
                                    f"({shape.kind} {shape.d_in}->{shape.d_out} vs {other.kind} "
-                                   f"{other.d_in}->{other.d_out})", of.span)
+                                   f"{other.d_in}->{other.d_out})", of.span,
+                                   f"give `{lv.name}` the state of `{of.name}`, or use `init zeros` or `init learned`")
             else:
-                self.rep.error("E413", "`copy` takes the name of a level", of.span)
+                self.rep.error("E413", "`copy` takes the name of a level", of.span,
+                               "for example `init copy(memory)`")
 
     def check_context(self, lv: ir.Level, shape: StateShape | None) -> None:
         ctx = lv.context
@@ -221,7 +266,8 @@ class _Typer:
             other = self.shape(upd.name)
             if other is not None and shape is not None and not _fits(other.d_out, shape.d_out):
                 self.rep.error("E404", f"level `{upd.name}` cannot update `{lv.name}`: its state is "
-                               f"{_width(other.d_out)}, `{lv.name}`'s is {_width(shape.d_out)}", upd.span)
+                               f"{_width(other.d_out)}, `{lv.name}`'s is {_width(shape.d_out)}", upd.span,
+                               f"shape `{upd.name}` like the level it updates: `state like({lv.name})`")
             return
         t = self.type_of(upd)
         if t is not None and shape is not None and isinstance(t, Tensor) and not _fits(t.dim, shape.d_out):
@@ -236,7 +282,7 @@ class _Typer:
         for a in sig.args:
             e = bound.get(a.name)
             if e is not None and a.type not in (B.ArgType.LEVEL, B.ArgType.ANY):
-                self.expect(e, a.type, a.name)
+                self.expect(e, a.type, a.name, call.fn)
         return bound
 
     def bind(self, call: ir.Call, sig: B.Builtin) -> dict[str, ir.Expr] | None:
@@ -276,9 +322,9 @@ class _Typer:
                 bound[a.name] = None
         return bound
 
-    def expect(self, e: ir.Expr, want: B.ArgType, name: str) -> Type | None:
+    def expect(self, e: ir.Expr, want: B.ArgType, name: str, fn: str | None = None) -> Type | None:
         if want is B.ArgType.GATE:
-            return self.gate(e, f"`{name}`")
+            return self.gate(e, f"`{name}`" + (f" of `{fn}`" if fn else ""))
         t = self.type_of(e)
         if t is None:
             return None
@@ -290,12 +336,17 @@ class _Typer:
             B.ArgType.BOOL: isinstance(t, Const) and isinstance(t.value, bool),
         }.get(want, True)
         if not ok:
-            self.rep.error("E413", f"`{name}` must be {want.value}, not {_describe(t)}", e.span)
+            what = name if " " in name else f"argument `{name}` of `{fn}`" if fn else f"`{name}`"
+            hint = None
+            if want in (B.ArgType.POSINT, B.ArgType.NONNEG) and isinstance(t, Const) and not _is_int(t.value) \
+                    and not isinstance(t.value, bool):
+                hint = "widths and counts are whole numbers: pick values that divide evenly"
+            self.rep.error("E413", f"{what} must be {want.value}, not {_describe(t)}", e.span, hint)
             return None
         return t
 
-    def posint(self, e: ir.Expr, what: str) -> int | None:
-        t = self.expect(e, B.ArgType.POSINT, what.strip("`"))
+    def posint(self, e: ir.Expr, what: str, fn: str | None = None) -> int | None:
+        t = self.expect(e, B.ArgType.POSINT, what.strip("`"), fn)
         return int(t.value) if isinstance(t, Const) else None
 
     def gate(self, e: ir.Expr, what: str) -> Type | None:
@@ -303,7 +354,8 @@ class _Typer:
         if t is None:
             return None
         if isinstance(t, Const) and isinstance(t.value, bool):
-            self.rep.error("E405", f"the {what} must be a number, not `{str(t.value).lower()}`", e.span)
+            self.rep.error("E405", f"the {what} must be a number, not `{str(t.value).lower()}`", e.span,
+                           "write a number, `learned(...)`, or a per-token value such as `sigmoid(linear(x, 1))`")
             return None
         if isinstance(t, Tensor) and t.dim not in (1, "P"):
             self.rep.error("E405", f"the {what} must be one number per token, but this is {_describe(t)}",
@@ -345,7 +397,8 @@ class _Typer:
             if shape is None:
                 return None
             if shape.kind in ("linear", "mlp"):
-                self.rep.error("E402", f"`{e.name}` is a {shape.kind} memory, not a value", e.span,
+                kind = {"mlp": "an MLP", "linear": "a linear"}[shape.kind]
+                self.rep.error("E402", f"`{e.name}` is {kind} memory, not a value", e.span,
                                f"read it with a key: `{e.name}(q)`")
                 return None
             return Tensor(shape.d_out)
@@ -356,7 +409,8 @@ class _Typer:
         if shape is None:
             return None
         if e.kwargs:
-            self.rep.error("E411", f"reading `{e.fn}` takes no keyword arguments", e.kwargs[0].name_span)
+            self.rep.error("E411", f"reading `{e.fn}` takes no keyword arguments", e.kwargs[0].name_span,
+                           f"write `{e.fn}(q)`")
             return None
         elementwise = shape.kind in ("vector", "like", "params")
         if len(e.args) > 1 or (not e.args and not elementwise):
@@ -394,7 +448,7 @@ class _Typer:
             arg = bound[a.name]
             if arg is None:
                 continue
-            t = self.expect(arg, a.type, a.name) if a.type is not B.ArgType.ANY else self.type_of(arg)
+            t = self.expect(arg, a.type, a.name, e.fn) if a.type is not B.ArgType.ANY else self.type_of(arg)
             if t is None:
                 return None
             types[a.name] = t
@@ -423,7 +477,7 @@ class _Typer:
             mem = types.get("memory")
             if mem is not None and mem.dim != x.dim:
                 self.rep.error("E404", f"attention `memory` must be {x.dim} wide like its input, not "
-                               f"{_describe(mem)}", bound["memory"].span)
+                               f"{_describe(mem)}", bound["memory"].span, _fix_width(x.dim))
                 return None
         return x
 
@@ -446,6 +500,13 @@ class _Typer:
         if isinstance(a, Const) and isinstance(b, Const):
             r = arith(e, a.value, b.value, self.rep)
             return None if r is None else Const(r)
+        flag = next((t.value for t in (a, b) if isinstance(t, Const) and isinstance(t.value, bool)), None)
+        if flag is not None:
+            self.rep.error("E413", f"`{e.op}` needs numbers, not `{str(flag).lower()}`", e.span)
+            return None
+        if e.op == "/" and isinstance(b, Const) and b.value == 0:
+            self.rep.error("E408", "division by zero", e.span)
+            return None
         if e.op == "**" and isinstance(b, Tensor):
             self.rep.error("E413", "the exponent of `**` must be a number", e.rhs.span)
             return None
@@ -457,8 +518,9 @@ class _Typer:
             return a
         if a.dim == 1:
             return b
-        self.rep.error("E407", f"cannot combine {_describe(a)} and {_describe(b)} with `{e.op}`", e.span,
-                       "both sides need the same width (or width 1)")
+        value = lambda t: "a parameter-shaped value" if t.dim == "P" else f"a {t.dim}-wide value"  # noqa: E731
+        self.rep.error("E407", f"cannot combine {value(a)} and {value(b)} with `{e.op}`", e.span,
+                       "both sides need the same width (or width 1): project one of them with `linear(..., N)`")
         return None
 
 
@@ -480,7 +542,8 @@ def _fix_width(d: int | str) -> str | None:
 
 def _describe(t: Type) -> str:
     if isinstance(t, Const):
-        return f"the constant {t.value}"
+        v = t.value
+        return f"the constant {str(v).lower() if isinstance(v, bool) else f'{v:g}' if isinstance(v, float) else v}"
     if isinstance(t, Scalar):
         return "a scalar"
     return f"{t}"

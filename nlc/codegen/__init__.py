@@ -1,0 +1,123 @@
+"""IR -> Python source (jinja2 templates), and executing it as a module.
+
+`generate(program)` returns deterministic, readable source that imports only
+torch and `nlc.runtime`; `build_generated` executes it with its text registered
+in linecache, so tracebacks show the generated lines. Decisions are made in
+`nlc.codegen.emit`; the templates only lay text out.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import linecache
+import types
+from pathlib import Path
+
+import jinja2
+
+from nlc import ir
+from nlc.codegen.emit import emit_block
+from nlc.plan import ModelPlan, plan_model
+
+_ENV = jinja2.Environment(
+    loader=jinja2.FileSystemLoader(str(Path(__file__).parent / "templates")),
+    undefined=jinja2.StrictUndefined,
+    trim_blocks=True,
+    lstrip_blocks=True,
+    keep_trailing_newline=True,
+)
+
+
+def spec_hash(program: ir.Program) -> str:
+    """The sha256 of the program's canonical text (layout and comments do not change it)."""
+    from nlc.printer import print_program
+
+    return hashlib.sha256(print_program(_strip(program)).encode()).hexdigest()
+
+
+def _strip(program: ir.Program) -> ir.Program:
+    return program  # comments never reach the hash: they are trivia, but the printer keeps them
+
+
+def generate_model(program: ir.Program, plan: ModelPlan) -> str:
+    """Return the Python source of a model plan."""
+    from nlc import __version__
+
+    classes = {}
+    for block in plan.blocks:
+        classes.setdefault(block.class_name, emit_block(block))
+    params = ", ".join(f"{k}={v}" for k, v in sorted(plan.params.items()))
+    text = _ENV.get_template("model.py.j2").render(
+        version=__version__,
+        spec_path=_display_path(plan.spec_path),
+        spec_hash=spec_hash(program),
+        params=params,
+        name=plan.name,
+        kind="model",
+        vocab=plan.vocab,
+        dim=plan.dim,
+        alignment=plan.alignment,
+        blocks=list(classes.values()),
+        instances=[b.class_name for b in plan.blocks],
+        model_class=_model_class(plan.name),
+    )
+    return text
+
+
+def _display_path(path: str) -> str:
+    p = Path(path)
+    try:
+        return str(p.resolve().relative_to(Path.cwd().resolve()))
+    except ValueError:
+        return p.name if p.is_absolute() else str(p)
+
+
+def _model_class(name: str) -> str:
+    return "".join(part.capitalize() for part in name.split("_")) + "Model"
+
+
+def generate(program: ir.Program, **params) -> str:
+    """Return the generated Python source of a spec (models now; optimizers later)."""
+    from nlc.passes.pipeline import check_ir
+
+    checked = check_ir(program, params)
+    return generate_model(checked.program, plan_model(checked.program, checked.params))
+
+
+def _cache_dir() -> Path:
+    import os
+
+    return Path(os.environ.get("NLC_CACHE_DIR", Path.home() / ".cache" / "nlc")) / "generated"
+
+
+def load_source(source: str, name: str) -> types.ModuleType:
+    """Execute generated source as a module whose tracebacks show the generated lines.
+
+    The source is written (content-addressed, atomically) under ~/.cache/nlc/generated
+    (or $NLC_CACHE_DIR) so that every tool (tracebacks, pdb, profilers) can read it,
+    and registered in linecache as well, in case the cache cannot be written.
+    """
+    from nlc.files import atomic_write_text
+
+    digest = hashlib.sha256(source.encode()).hexdigest()[:16]
+    path = _cache_dir() / f"{name}_{digest}.py"
+    try:
+        if not path.exists():
+            atomic_write_text(path, source)
+        filename = str(path)
+    except OSError:
+        filename = f"<nlc-generated {name} {digest}>"
+    linecache.cache[filename] = (len(source), None, source.splitlines(True), filename)
+    module = types.ModuleType(f"nlc_generated_{name}_{digest}")
+    module.__file__ = filename
+    exec(compile(source, filename, "exec"), module.__dict__)
+    return module
+
+
+def build_generated(program: ir.Program, plan: ModelPlan):
+    """Return an instance of the generated model for a plan."""
+    source = generate_model(program, plan)
+    module = load_source(source, plan.name)
+    model = module.Model()
+    model.nlc_source = source
+    return model

@@ -1,0 +1,262 @@
+"""Plan -> lines of Python: every decision about the generated code is made here.
+
+The template (`templates/model.py.j2`) only lays these lines out. Names in the
+generated code are the spec's names (SSA nodes are named after `let`s and
+levels), so a reader can follow the spec line by line.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from nlc.errors import Diagnostic, SpecError
+from nlc.plan import BlockPlan, LevelPlan, Node, Operand
+from nlc.printer import format_number
+
+UNARY = {
+    "silu": "F.silu({})", "sigmoid": "torch.sigmoid({})", "softplus": "F.softplus({})", "relu": "torch.relu({})",
+    "gelu": "F.gelu({})", "tanh": "torch.tanh({})", "exp": "torch.exp({})", "sqrt": "torch.sqrt({})",
+    "abs": "torch.abs({})", "l2norm": "rt_layers.l2norm({})",
+}
+BINARY = {"add": "+", "sub": "-", "mul": "*", "div": "/", "pow": "**"}
+CLOSED_FORM = {"gd": "gd_chunk", "momentum": "momentum_chunk", "dgd": "dgd_chunk"}
+
+
+@dataclass
+class BlockCode:
+    """The pieces of one generated block class."""
+
+    plan: BlockPlan
+    init_lines: list[str] = field(default_factory=list)
+    state_lines: list[str] = field(default_factory=list)
+    pre_lines: list[str] = field(default_factory=list)
+    loop_lines: list[str] = field(default_factory=list)
+    learn_lines: list[str] = field(default_factory=list)
+    finish_lines: list[str] = field(default_factory=list)
+
+
+def py_value(v) -> str:
+    """A Python literal for a plan constant (numbers, bools, tuples, dicts)."""
+    if isinstance(v, bool):
+        return repr(v)
+    if isinstance(v, (int, float)):
+        return format_number(v) if isinstance(v, int) else repr(float(v))
+    if isinstance(v, str):
+        return repr(v)
+    if isinstance(v, tuple):
+        return "(" + ", ".join(py_value(i) for i in v) + ("," if len(v) == 1 else "") + ")"
+    if isinstance(v, dict):
+        return "{" + ", ".join(f"{py_value(k)}: {py_value(x)}" for k, x in v.items()) + "}"
+    raise TypeError(f"cannot emit {type(v).__name__}")
+
+
+def emit_block(block: BlockPlan) -> BlockCode:
+    """Return the lines of one block class."""
+    code = BlockCode(block)
+    for m in block.modules:
+        args = [py_value(a) for a in m.args] + [f"{k}={py_value(v)}" for k, v in m.kwargs.items()]
+        ns = "rt_memory" if m.cls in ("MemoryInit", "SlowMemory") else "rt_layers"
+        code.init_lines.append(f"self.{m.attr} = {ns}.{m.cls}({', '.join(args)})")
+    _emit_state(code)
+    nodes = {n.name: n for n in block.nodes}
+    levels = {lv.name: lv for lv in block.levels}
+    in_loop = {n.name for n in block.nodes if n.in_loop}
+    for node in block.nodes[1:]:
+        if not node.in_loop:
+            code.pre_lines.append(_node_line(node, levels, None))
+    _emit_loop(code, nodes, levels, in_loop)
+    return code
+
+
+def _emit_state(code: BlockCode) -> None:
+    block = code.plan
+    by = {lv.name: lv for lv in block.levels}
+    for lv in block.levels:
+        src = by[lv.copy_of] if lv.init == "copy" else lv
+        if src.init == "learned":
+            init = f"self.{src.var}_init(batch)"
+        else:
+            init = f"rt_memory.MemoryInit({py_value(src.weights)}, {src.kind!r}, {src.residual}, {src.init!r})(batch)"
+        code.state_lines.append(f"{lv.var} = {{k: v.to(like) for k, v in {init}.items()}}")
+        code.state_lines.append(f"levels[{lv.name!r}] = {{\"W\": {lv.var}, \"aux\": {_aux_init(lv)}}}")
+    for n in block.nodes:
+        if n.op == "conv":
+            code.state_lines.append(f"caches[{n.name!r}] = self.{n.module}.init_cache(batch, {n.width}, like)")
+        elif n.op == "attention":
+            code.state_lines.append(f"caches[{n.name!r}] = self.{n.module}.init_cache(batch, like)")
+
+
+def _aux_init(lv: LevelPlan) -> str:
+    zeros = f"{{k: torch.zeros_like(v) for k, v in {lv.var}.items()}}"
+    if lv.update_by is None and lv.rule in ("momentum", "muon", "delta_momentum"):
+        return f"{{\"S\": {zeros}}}"
+    if lv.update_by is None and lv.rule == "adam":
+        return f"{{\"m\": {zeros}, \"v\": {zeros}, \"n\": 0}}"
+    return "{}"
+
+
+def _ref(a: Operand, in_loop: set[str] | None, sliced: set[str]) -> str:
+    if isinstance(a, float):
+        return repr(a)
+    if in_loop is not None and a not in in_loop and a in sliced:
+        return f"{a}_c"
+    return a
+
+
+def _node_line(node: Node, levels: dict, in_loop: set[str] | None, sliced: set[str] = frozenset()) -> str:
+    """One statement computing `node` (on the whole sequence, or on a chunk when in_loop is given)."""
+    args = [_ref(a, in_loop, sliced) for a in node.args]
+    op = node.op
+    comment = f"  # {node.source}" if node.source and len(node.source) < 60 else ""
+    lhs = node.name
+    if op == "alias":
+        rhs = args[0]
+    elif op in ("linear", "rmsnorm", "swiglu"):
+        rhs = f"self.{node.module}({args[0]})"
+    elif op in ("conv", "attention"):
+        return f"{lhs}, caches[{node.name!r}] = self.{node.module}({', '.join([args[0], f'caches[{node.name!r}]', *args[1:]])}){comment}"
+    elif op == "learned":
+        rhs = f"self.{node.module}()"
+    elif op == "mean":
+        rhs = f"{args[0]}.mean(-1, keepdim=True)"
+    elif op == "concat":
+        rhs = f"torch.cat([{', '.join(args)}], dim=-1)"
+    elif op == "neg":
+        rhs = f"-{args[0]}"
+    elif op in BINARY:
+        rhs = f"{args[0]} {BINARY[op]} {args[1]}"
+    elif op in UNARY:
+        rhs = UNARY[op].format(args[0])
+    elif op == "read":
+        key = args[0] if args else "None"
+        if node.attrs["in_context"]:
+            lv = levels[node.attrs["level"]]
+            rhs = f"rt_memory.read({lv.kind!r}, {lv.var}, {key}, residual={lv.residual})"
+        else:
+            rhs = f"self.{node.attrs['var']}_state({key})"
+    else:
+        raise SpecError([Diagnostic("E502", f"the compiled back end cannot emit `{op}` yet")])
+    return f"{lhs} = {rhs}{comment}"
+
+
+def _emit_loop(code: BlockCode, nodes: dict, levels: dict, in_loop: set[str]) -> None:
+    block = code.plan
+    if not levels:
+        code.finish_lines.append(f"out = {_ref(block.out, None, set())}")
+        return
+    # every pre-computed tensor the loop uses is sliced to the chunk once
+    used = set()
+    for n in block.nodes:
+        if n.in_loop:
+            used |= {a for a in n.args if isinstance(a, str) and a not in in_loop}
+    for lv in block.levels:
+        used |= {a for a in _level_operands(lv) if isinstance(a, str) and a not in in_loop}
+    if isinstance(block.out, str) and block.out not in in_loop:
+        used.add(block.out)
+    sliced = {a for a in used if nodes[a].width is not None}
+    for a in sorted(sliced, key=lambda a: list(nodes).index(a)):
+        code.loop_lines.append(f"{a}_c = {a}[:, s:e]")
+    for node in block.nodes:
+        if node.in_loop:
+            code.loop_lines.append(_node_line(node, levels, in_loop, sliced))
+    code.loop_lines.append(f"outs.append({_ref(block.out, in_loop, sliced)})")
+    groups = _groups(block)
+    chunk = block.chunk
+    for group in groups:
+        _emit_learn(code, group, chunk, in_loop, sliced)
+
+
+def _level_operands(lv: LevelPlan) -> list[Operand]:
+    ops = [lv.lr, lv.retain, *lv.rule_args.values()]
+    if lv.context[0] == "kv":
+        ops += [lv.context[1], lv.context[2]]
+    return ops
+
+
+def _groups(block: BlockPlan) -> list[list[LevelPlan]]:
+    """Levels learn alone when their rule has a closed form; coupled levels learn together."""
+    by = {lv.name: lv for lv in block.levels}
+    coupled = set()
+    for lv in block.levels:
+        if lv.update_by or lv.context[0] == "grad":
+            coupled |= {lv.name, lv.update_by or lv.context[1]}
+        elif lv.rule not in CLOSED_FORM:
+            coupled.add(lv.name)
+    groups = [[lv] for lv in block.levels if lv.name not in coupled]
+    # connected components of the coupling, kept in plan order
+    import networkx as nx
+
+    g = nx.Graph()
+    g.add_nodes_from(coupled)
+    for lv in block.levels:
+        if lv.name in coupled:
+            for other in (lv.update_by, lv.context[1] if lv.context[0] == "grad" else None):
+                if other:
+                    g.add_edge(lv.name, other)
+    order = [lv.name for lv in block.levels]
+    for comp in nx.connected_components(g):
+        members = [by[n] for n in order if n in comp]
+        if len({m.period for m in members}) > 1:
+            raise SpecError([Diagnostic(
+                "E503", "levels " + ", ".join(f"`{m.name}`" for m in members) +
+                " learn together but have different periods; the compiled back end needs one period for them",
+                hint="give them the same period, or use backend=\"reference\"")])
+        groups.append(members)
+    return sorted(groups, key=lambda grp: order.index(grp[0].name))
+
+
+def _gate(op: Operand, in_loop: set[str], sliced: set[str]) -> str:
+    return _ref(op, in_loop, sliced)
+
+
+def _emit_learn(code: BlockCode, group: list[LevelPlan], chunk: int, in_loop, sliced) -> None:
+    lines = code.loop_lines
+    period = group[0].period
+    kv = [lv for lv in group if lv.context[0] == "kv"]
+    desc = ", ".join(f"{lv.name} ({'update by ' + lv.update_by if lv.update_by else lv.rule}, "
+                     f"every {lv.period} tokens)" for lv in group)
+    lines.append(f"# learn: {desc}")
+    for lv in kv:
+        key, value = (_ref(a, in_loop, sliced) for a in lv.context[1:])
+        lines.append(f"{lv.var}_g = rt_memory.grads({lv.kind!r}, {lv.var}, {key}, {value}, "
+                     f"{py_value(lv.objective)}, residual={lv.residual})")
+    gates = {lv.name: {"lr": _ref(lv.lr, in_loop, sliced), "retain": _ref(lv.retain, in_loop, sliced),
+                       **{k: _ref(v, in_loop, sliced) for k, v in lv.rule_args.items()}} for lv in group}
+    if period > chunk:  # a slower level collects its chunks until its period is complete
+        for lv in group:
+            g = f"{lv.var}_g" if lv in kv else "None"
+            lines.append(f"{lv.var}_pending.append(({g}, {py_value_dict(gates[lv.name])}))")
+        lines.append(f"if e - s == {chunk} and e % {period} == 0:  # a full period: join its chunks")
+        for lv in group:
+            lines.append(f"    {lv.var}_g, {lv.var}_gates = rt_scan.concat_pending({lv.var}_pending)")
+            lines.append(f"    {lv.var}_pending = []")
+            gates[lv.name] = {k: f"{lv.var}_gates[{k!r}]" for k in gates[lv.name]}
+    else:
+        lines.append(f"if e - s == {chunk}:  # a full chunk: the state advances")
+    indent = "    "
+    if len(group) == 1 and group[0].rule in CLOSED_FORM and not group[0].update_by and group[0].context[0] == "kv":
+        lv = group[0]
+        gt = gates[lv.name]
+        fn = CLOSED_FORM[lv.rule]
+        if lv.rule == "momentum":
+            lines.append(f"{indent}{lv.var}, {lv.var}_S = rt_scan.{fn}({lv.var}, {lv.var}_S, {lv.var}_g, "
+                         f"lr={gt['lr']}, retain={gt['retain']}, beta={gt['beta']})")
+        else:
+            lines.append(f"{indent}{lv.var} = rt_scan.{fn}({lv.var}, {lv.var}_g, lr={gt['lr']}, retain={gt['retain']})")
+        return
+    lines.append(f"{indent}learned = rt_scan.sequential_chunk([")
+    for lv in group:
+        spec = {"name": lv.name, "rule": lv.rule, "objective": lv.objective,
+                "context": "kv" if lv.context[0] == "kv" else lv.context[1], "update_by": lv.update_by}
+        fixed = ", ".join(f"{k!r}: {py_value(v) if v is not None else 'None'}" for k, v in spec.items())
+        gate_items = ", ".join(f"{k!r}: {v}" for k, v in gates[lv.name].items())
+        lines.append(f"{indent}    {{{fixed}, {gate_items}}},")
+    states = ", ".join(f"{lv.name!r}: {{\"W\": {lv.var}, \"aux\": {lv.var}_aux}}" for lv in group)
+    grads = ", ".join(f"{lv.name!r}: {lv.var}_g" for lv in kv)
+    lines.append(f"{indent}], {{{states}}}, {{{grads}}})")
+    for lv in group:
+        lines.append(f"{indent}{lv.var}, {lv.var}_aux = learned[{lv.name!r}][\"W\"], learned[{lv.name!r}][\"aux\"]")
+
+
+def py_value_dict(d: dict) -> str:
+    return "{" + ", ".join(f"{k!r}: {v}" for k, v in d.items()) + "}"

@@ -1,0 +1,290 @@
+"""The reference interpreter: what a model spec *means*, token by token.
+
+Slow and literal on purpose. For each token it evaluates every node of every
+block; reads of an in-context level see the state from the start of the
+current chunk (DESIGN.md "Frequency is exact"); each level's per-token gradient
+is taken with torch.autograd at that chunk-start state; the update rule is then
+applied to the running state exactly as written below; at the end of each chunk
+the running state becomes the state that reads see. Generated code
+(`nlc.codegen`) must reproduce this to float tolerance.
+
+Update rules, for a weight W with per-token gradient g, gates lr (eta),
+retain (a) and rule arguments (NL = Nested Learning, arXiv 2512.24695):
+  gd              W = a W - eta g
+  momentum        S = beta S - eta g;  W = a W + S                 (Titans eqs. 9-14)
+  dgd             W = (a I - eta k^T k) W - eta g, k the layer input (NL eqs. 56-57, 88;
+                  row-vector convention M(k) = k W, so the projection multiplies on the left)
+  muon            S = beta S - eta g;  W = a W + NS5(S)            (Muon)
+  delta_momentum  S = S (beta I - g^T g) - eta g;  W = a W + S       (NL section 2.3)
+  adam            m = b1 m + (1-b1) g; v = b2 v + (1-b2) g^2; W = a W - eta m^/(sqrt(v^)+eps)
+  update by L     W = a W - eta L, L's state after its own update this token
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from nlc.plan import BlockPlan, LevelPlan, ModelPlan, Node
+from nlc.runtime import layers, memory
+from nlc.runtime.newton_schulz import newton_schulz
+from nlc.runtime.state import check_alignment
+
+UNARY = {
+    "silu": torch.nn.functional.silu, "sigmoid": torch.sigmoid, "softplus": torch.nn.functional.softplus,
+    "relu": torch.relu, "gelu": torch.nn.functional.gelu, "tanh": torch.tanh, "exp": torch.exp,
+    "sqrt": torch.sqrt, "abs": torch.abs, "l2norm": layers.l2norm,
+}
+BINARY = {"add": torch.add, "sub": torch.sub, "mul": torch.mul, "div": torch.div, "pow": torch.pow}
+
+
+def build_modules(owner: nn.Module, block: BlockPlan) -> None:
+    """Create the block's slow layers on `owner`, in plan order (shared with generated code)."""
+    for m in block.modules:
+        cls = getattr(layers, m.cls, None) or getattr(memory, m.cls)
+        setattr(owner, m.attr, cls(*m.args, **m.kwargs))
+
+
+class ReferenceBlock(nn.Module):
+    def __init__(self, plan: BlockPlan):
+        super().__init__()
+        self.plan = plan
+        build_modules(self, plan)
+        self.by_level = {lv.name: lv for lv in plan.levels}
+
+    # ---- state ----
+    def init_state(self, batch: int, like: torch.Tensor) -> dict:
+        levels = {}
+        for lv in self.plan.levels:
+            init = self._initial(lv, batch, like)
+            levels[lv.name] = {"frozen": init, "running": dict(init), "aux": self._aux(lv, init), "count": 0}
+        caches = {}
+        for n in self.plan.nodes:
+            if n.op == "conv":
+                caches[n.name] = getattr(self, n.module).init_cache(batch, n.width, like)
+            elif n.op == "attention":
+                caches[n.name] = getattr(self, n.module).init_cache(batch, like)
+        return {"levels": levels, "caches": caches, "t": 0}
+
+    def _initial(self, lv: LevelPlan, batch: int, like: torch.Tensor) -> dict:
+        if lv.init == "learned":
+            return {k: v.to(like.dtype) for k, v in getattr(self, f"{lv.var}_init")(batch).items()}
+        if lv.init == "copy":
+            return self._initial(self.by_level[lv.copy_of], batch, like)
+        mode = lv.init
+        init = memory.MemoryInit(lv.weights, lv.kind, lv.residual, mode)
+        return {k: v.to(like) for k, v in init(batch).items()}
+
+    def _aux(self, lv: LevelPlan, init: dict) -> dict:
+        zeros = {k: torch.zeros_like(v) for k, v in init.items()}
+        if lv.rule in ("momentum", "muon", "delta_momentum"):
+            return {"S": zeros}
+        if lv.rule == "adam":
+            return {"m": zeros, "v": {k: torch.zeros_like(v) for k, v in init.items()}, "n": 0}
+        return {}
+
+    # ---- one token ----
+    def forward(self, x: torch.Tensor, state: dict) -> tuple[torch.Tensor, dict]:
+        outs = []
+        for t in range(x.shape[1]):
+            y, state = self.token(x[:, t : t + 1], state)
+            outs.append(y)
+        return torch.cat(outs, dim=1), state
+
+    def token(self, x_t: torch.Tensor, state: dict) -> tuple[torch.Tensor, dict]:
+        """Process one token [B, 1, D]: evaluate every node, then let every level learn."""
+        levels = {k: dict(v) for k, v in state["levels"].items()}
+        caches = dict(state["caches"])
+        values: dict[str, object] = {"x": x_t}
+        for node in self.plan.nodes[1:]:
+            values[node.name] = self.eval_node(node, values, levels, caches)
+        grads = self.gradients(levels, values)
+        for lv in self.plan.levels:  # plan order: a level that produces another's update goes first
+            levels[lv.name] = self.apply(lv, levels[lv.name], grads[lv.name], values, levels)
+        return _get(values, self.plan.out), {"levels": levels, "caches": caches, "t": state["t"] + 1}
+
+    def eval_node(self, node: Node, values: dict, levels: dict, caches: dict):
+        args = [_get(values, a) for a in node.args]
+        op = node.op
+        if op == "alias":
+            return args[0]
+        if op in ("linear", "rmsnorm", "swiglu"):
+            return getattr(self, node.module)(args[0])
+        if op in ("conv", "attention"):
+            y, caches[node.name] = getattr(self, node.module)(args[0], caches[node.name], *args[1:])
+            return y
+        if op == "learned":
+            return getattr(self, node.module)()
+        if op == "mean":
+            return args[0].mean(-1, keepdim=True)
+        if op == "concat":
+            return torch.cat(args, dim=-1)
+        if op == "neg":
+            return -args[0]
+        if op in BINARY:
+            a, b = args
+            return BINARY[op](torch.as_tensor(a), b) if isinstance(a, float) and isinstance(b, float) else _binary(op, a, b)
+        if op in UNARY:
+            return UNARY[op](args[0])
+        if op == "read":
+            name = node.attrs["level"]
+            key = args[0] if args else None
+            if name in levels:
+                lv = self.by_level[name]
+                return memory.read(lv.kind, levels[name]["frozen"], key, lv.residual)
+            return getattr(self, f"{node.attrs['var']}_state")(key)
+        raise NotImplementedError(op)  # pragma: no cover - plan and interpreter agree on ops
+
+    def gradients(self, levels: dict, values: dict) -> dict[str, tuple[dict, dict]]:
+        """Every level's per-token gradient at its chunk-start state, and the keys its rule uses."""
+        out: dict[str, tuple[dict, dict]] = {}
+        pending = list(self.plan.levels)
+        while pending:  # grad(other) levels wait for the other's gradient
+            lv = next(lv for lv in pending if lv.context[0] == "kv" or lv.context[1] in out)
+            pending.remove(lv)
+            out[lv.name] = self.gradient(lv, levels[lv.name]["frozen"], values, out)
+        return out
+
+    def gradient(self, lv: LevelPlan, frozen: dict, values: dict, done: dict) -> tuple[dict, dict]:
+        # a fresh node for the state, so the gradient is taken through this loss only: keys and values
+        # that were themselves computed from the state are data here (they still carry outer gradients)
+        frozen = {k: v.clone() if v.requires_grad else v.detach().requires_grad_() for k, v in frozen.items()}
+        if lv.context[0] == "kv":
+            k, v = _tok(_get(values, lv.context[1])), _tok(_get(values, lv.context[2]))
+            y, inputs, _ = memory.read_with_cache(lv.kind, frozen, k, lv.residual)
+            loss = memory.objective_value(lv.objective, y, v).sum()
+            keys = _layer_keys(frozen, inputs)
+        else:  # grad(other): key 1, value the other level's gradient, weight by weight
+            target = done[lv.context[1]][0]
+            loss = sum(memory.objective_value(lv.objective, frozen[w], target[w]).sum() for w in frozen)
+            keys = {w: None for w in frozen}
+        names = list(frozen)
+        g = dict(zip(names, torch.autograd.grad(loss, [frozen[n] for n in names], create_graph=True)))
+        return g, keys
+
+    def apply(self, lv: LevelPlan, st: dict, grad: tuple[dict, dict], values: dict, levels: dict) -> dict:
+        """Apply the rule to the running state; at the end of a chunk, reads start to see it."""
+        g, keys = grad
+        eta, a = _gate(values, lv.lr), _gate(values, lv.retain)
+        running, aux = dict(st["running"]), _copy_aux(st["aux"])
+        for w in running:
+            running[w] = self.rule(lv, w, running[w], g[w], keys[w], eta, a, values, aux, levels)
+        if lv.rule == "adam":
+            aux["n"] = aux["n"] + 1
+        count = st["count"] + 1
+        frozen_next = dict(running) if count % lv.period == 0 else st["frozen"]
+        return {"frozen": frozen_next, "running": running, "aux": aux, "count": count}
+
+    def rule(self, lv: LevelPlan, w: str, W, g, key, eta, a, values, aux, levels):
+        """Apply lv's update rule to the running weight W (see the module docstring)."""
+        eta, a = _expand(eta, W), _expand(a, W)
+        if lv.update_by is not None:
+            return a * W - eta * levels[lv.update_by]["running"][w]
+        r = lv.rule
+        if r == "gd":
+            return a * W - eta * g
+        if r in ("momentum", "muon"):
+            beta = _expand(_gate(values, lv.rule_args["beta"]), W)
+            S = beta * aux["S"][w] - eta * g
+            aux["S"][w] = S
+            if r == "muon":
+                return a * W + newton_schulz(S, int(lv.rule_args["steps"])) if W.dim() == 3 else a * W + S
+            return a * W + S
+        if r == "dgd":
+            if W.dim() == 2 or key is None:  # elementwise memory (key 1 for grad contexts): (a - eta k^2) W - eta g
+                k2 = 1.0 if not isinstance(key, torch.Tensor) else key**2
+                return (a - eta * k2) * W - eta * g
+            k = key  # [B, d_in], the layer input at the chunk-start state
+            kW = torch.einsum("bi,bio->bo", k, W)
+            return a * W - eta * torch.einsum("bi,bo->bio", k, kW) - eta * g
+        if r == "delta_momentum":
+            beta = _expand(_gate(values, lv.rule_args["beta"]), W)
+            S = aux["S"][w]
+            if W.dim() == 3:
+                gtg = torch.einsum("bio,bip->bop", g, g)  # [B, d_out, d_out]
+                S = beta * S - torch.einsum("bio,bop->bip", S, gtg) - eta * g
+            else:
+                S = (beta - g * g) * S - eta * g
+            aux["S"][w] = S
+            return a * W + S
+        if r == "adam":
+            b1, b2, eps = (float(lv.rule_args[k]) for k in ("beta1", "beta2", "eps"))
+            n = aux["n"] + 1
+            aux["m"][w] = b1 * aux["m"][w] + (1 - b1) * g
+            aux["v"][w] = b2 * aux["v"][w] + (1 - b2) * g * g
+            m_hat = aux["m"][w] / (1 - b1**n)
+            v_hat = aux["v"][w] / (1 - b2**n)
+            return a * W - eta * m_hat / (v_hat.sqrt() + eps)
+        raise NotImplementedError(r)  # pragma: no cover
+
+
+class ReferenceModel(nn.Module):
+    """A model spec run by the reference interpreter: tokens [B, T] -> logits [B, T, vocab]."""
+
+    def __init__(self, plan: ModelPlan):
+        super().__init__()
+        self.plan = plan
+        self.embed = nn.Embedding(plan.vocab, plan.dim)
+        self.blocks = nn.ModuleList(ReferenceBlock(b) for b in plan.blocks)
+        self.norm = layers.RMSNorm(plan.dim)
+        self.head = layers.Linear(plan.dim, plan.vocab)
+
+    def init_state(self, batch: int) -> dict:
+        like = self.embed.weight
+        return {"blocks": [b.init_state(batch, like) for b in self.blocks], "t": 0}
+
+    def forward(self, tokens: torch.Tensor, state: dict | None = None):
+        streaming = state is not None
+        if state is None:
+            state = self.init_state(tokens.shape[0])
+        check_alignment(state["t"], self.plan.alignment)
+        x = self.embed(tokens)
+        new_blocks = []
+        for block, st in zip(self.blocks, state["blocks"]):
+            y, st = block(x, st)
+            x = x + y
+            new_blocks.append(st)
+        logits = self.head(self.norm(x))
+        if streaming:
+            return logits, {"blocks": new_blocks, "t": state["t"] + tokens.shape[1]}
+        return logits
+
+
+# ---- helpers ----
+
+
+def _get(values: dict, operand):
+    return operand if isinstance(operand, float) else values[operand]
+
+
+def _tok(t):
+    return t.squeeze(1) if isinstance(t, torch.Tensor) and t.dim() == 3 else t
+
+
+def _binary(op: str, a, b):
+    return BINARY[op](a, b) if isinstance(a, torch.Tensor) else BINARY[op](torch.as_tensor(a, dtype=b.dtype), b)
+
+
+def _gate(values: dict, operand):
+    """A gate's value for this token: a float, a 0-dim tensor, or [B]."""
+    v = _get(values, operand)
+    if isinstance(v, torch.Tensor) and v.dim() == 3:
+        return v.reshape(v.shape[0])
+    return v
+
+
+def _expand(g, like: torch.Tensor):
+    if isinstance(g, torch.Tensor) and g.dim() == 1:
+        return g.view(-1, *([1] * (like.dim() - 1)))
+    return g
+
+
+def _layer_keys(frozen: dict, inputs: list) -> dict:
+    """The key dgd projects out, per weight: the input of that weight's layer."""
+    if "m" in frozen or "W" in frozen:
+        return {next(iter(frozen)): inputs[0]}
+    return {f"W{i}": a for i, a in enumerate(inputs)}
+
+
+def _copy_aux(aux: dict) -> dict:
+    return {k: dict(v) if isinstance(v, dict) else v for k, v in aux.items()}

@@ -1,0 +1,472 @@
+"""Instantiate a checked model program into a concrete plan both back ends share.
+
+The plan is the IR with parameters substituted, `repeat`s unrolled and every
+expression flattened into SSA nodes in dependency order. It fixes what both the
+reference interpreter (`nlc.interp`) and the code generator (`nlc.codegen`) must
+agree on: the slow layers and their names and creation order (so state_dicts
+are interchangeable), the levels and their per-token inputs, and which nodes
+depend on in-context reads (computed chunk by chunk) and which do not
+(computed for the whole sequence at once).
+"""
+
+from __future__ import annotations
+
+import builtins
+import keyword
+from dataclasses import dataclass, field
+from typing import Mapping
+
+import networkx as nx
+
+from nlc import builtins as B
+from nlc import ir
+from nlc.errors import Diagnostic, SpecError
+from nlc.passes.params import fold
+from nlc.printer import print_expr
+from nlc.errors import Reporter
+
+Operand = str | float  # an SSA name or a constant
+
+# Names the generated code uses itself; a spec name that collides gets a trailing `_`.
+RESERVED = set(keyword.kwlist) | set(dir(builtins)) | {
+    "torch", "F", "nn", "rt_layers", "rt_memory", "rt_scan", "check_alignment", "self", "x", "s", "e", "T",
+    "outs", "out", "caches", "state", "levels", "learned", "like", "batch", "tokens", "Model",
+}
+HELPER_SUFFIXES = ("_c", "_g", "_S", "_aux", "_pending", "_gates")
+
+
+def py_name(name: str) -> str:
+    """A Python-safe local name for a spec name (keywords, builtins and helper names get `_`)."""
+    while name in RESERVED or keyword.iskeyword(name) or name.endswith(HELPER_SUFFIXES):
+        name += "_"
+    return name
+
+
+@dataclass
+class Node:
+    """One SSA value of a block: `name = op(args, **attrs)`."""
+
+    name: str
+    op: str  # "input", a builtin op, "add" "sub" "mul" "div" "pow" "neg", "read", "value"
+    args: tuple[Operand, ...] = ()
+    attrs: dict = field(default_factory=dict)
+    width: int | None = None  # features per token; None for a scalar (learned gate)
+    module: str | None = None  # the slow layer it uses (attribute name), if any
+    source: str = ""  # the spec text it came from
+    line: int = 0
+    in_loop: bool = False  # depends on an in-context read: computed chunk by chunk
+
+
+@dataclass
+class Module:
+    """A slow layer of a block: `attr = runtime.layers.<cls>(*args, **kwargs)`."""
+
+    attr: str
+    cls: str
+    args: tuple = ()
+    kwargs: dict = field(default_factory=dict)
+
+
+@dataclass
+class LevelPlan:
+    """An in-context level (period in tokens) with everything concrete."""
+
+    name: str
+    var: str  # its Python name in generated code
+    kind: str  # linear | mlp | vector | like
+    weights: dict[str, tuple[int, ...]]  # state tensor name -> shape (without batch)
+    d_in: int
+    d_out: int
+    depth: int = 1
+    residual: bool = False
+    init: str = "learned"  # learned | zeros | identity | copy
+    copy_of: str | None = None
+    like: str | None = None
+    context: tuple = ()  # ("kv", key, value) | ("grad", level)
+    objective: tuple = ("l2",)  # ("l2",) ("dot",) ("huber", delta) ("lp", p)
+    rule: str = "gd"
+    rule_args: dict[str, Operand] = field(default_factory=dict)
+    update_by: str | None = None
+    lr: Operand = 1.0
+    retain: Operand = 1.0
+    period: int = 1
+    online: bool = False
+    line: int = 0
+
+
+@dataclass
+class SlowLevel:
+    """A level outside the forward's learning: period in steps (CMS) or never (frozen)."""
+
+    name: str
+    kind: str
+    weights: dict[str, tuple[int, ...]]
+    d_in: int
+    d_out: int
+    depth: int
+    residual: bool
+    init: str
+    period: int  # steps; 0 for never
+    rule: str
+    lr: float
+    online: bool
+
+
+@dataclass
+class BlockPlan:
+    """One block instance (a `repeat` makes several with the same class)."""
+
+    name: str
+    index: int
+    class_name: str
+    modules: list[Module]
+    nodes: list[Node]
+    levels: list[LevelPlan]
+    slow_levels: list[SlowLevel]
+    out: Operand
+
+    @property
+    def chunk(self) -> int:
+        """The block's base chunk: the smallest in-context period (1 if it has none)."""
+        return min((lv.period for lv in self.levels), default=1)
+
+    @property
+    def max_period(self) -> int:
+        return max((lv.period for lv in self.levels), default=1)
+
+
+@dataclass
+class ModelPlan:
+    name: str
+    dim: int
+    vocab: int
+    blocks: list[BlockPlan]
+    params: dict[str, object]
+    spec_path: str
+
+    @property
+    def alignment(self) -> int:
+        """Streaming pieces must be multiples of this many tokens."""
+        from math import lcm
+
+        return lcm(1, *(b.max_period for b in self.blocks))
+
+
+def plan_model(program: ir.Program, params: Mapping[str, object]) -> ModelPlan:
+    """Return the plan of a checked model program with parameter values `params`."""
+    if not program.is_model:
+        raise SpecError([Diagnostic("E501", f"`{program.name}` is an optimizer, not a model", program.name_span,
+                                    "build optimizers with `nlc.build_optimizer`")])
+    blocks: list[BlockPlan] = []
+    classes: dict[int, str] = {}
+
+    def visit(stmts):
+        for s in stmts:
+            if isinstance(s, ir.Repeat):
+                n = int(fold(s.count, params, Reporter()))
+                for _ in range(n):
+                    visit(s.body)
+            elif isinstance(s, ir.Block):
+                cls = classes.setdefault(id(s), _class_name(s.name, classes.values()))
+                blocks.append(_BlockPlanner(s, params, len(blocks), cls).plan())
+
+    visit(program.body)
+    return ModelPlan(program.name, int(params["dim"]), int(params["vocab"]), blocks, dict(params), program.path)
+
+
+def _class_name(name: str, taken) -> str:
+    base = "".join(part.capitalize() for part in name.split("_")) or "Block"
+    candidate, i = base, 2
+    while candidate in taken:
+        candidate, i = f"{base}{i}", i + 1
+    return candidate
+
+
+class _BlockPlanner:
+    def __init__(self, block: ir.Block, params: Mapping[str, object], index: int, cls: str):
+        self.block = block
+        self.params = params
+        self.index = index
+        self.cls = cls
+        self.nodes: dict[str, Node] = {}
+        self.order: list[str] = []
+        self.modules: list[Module] = []
+        self.lets = {s.name: s for s in block.body if isinstance(s, ir.Let)}
+        self.levels = {s.name: s for s in block.body if isinstance(s, ir.Level)}
+        self.in_context = {n for n, lv in self.levels.items() if lv.period.unit is ir.PeriodUnit.TOKENS}
+        self.shapes: dict[str, tuple] = {}
+        self.var = {n: py_name(n) for n in [*self.lets, *self.levels]}  # spec name -> Python name
+        self.taken: set[str] = set(self.var.values()) | RESERVED
+
+    # ---- naming ----
+    def fresh(self, base: str) -> str:
+        base = py_name(base)
+        name, i = base, 2
+        while name in self.taken or name in self.nodes or name.endswith(HELPER_SUFFIXES):
+            name, i = f"{base}_{i}", i + 1
+        self.taken.add(name)
+        return name
+
+    def const(self, e: ir.Expr) -> float | int | bool:
+        return fold(e, self.params, Reporter())
+
+    # ---- the plan ----
+    def plan(self) -> BlockPlan:
+        self.add(Node("x", "input", width=int(self.params["dim"])))
+        for name in self._let_order():
+            self.expr(self.lets[name].value, self.var[name], root=self.var[name])
+        levels, slow = [], []
+        for name in self._level_order():
+            lv = self.levels[name]
+            if name in self.in_context:
+                levels.append(self.level(lv))
+            else:
+                slow.append(self.slow_level(lv))
+        out = self.expr(self.block.out.value, "out", root=self.fresh("out"))
+        self._mark_loop()
+        nodes = [self.nodes[n] for n in self.order]
+        return BlockPlan(self.block.name, self.index, self.cls, self.modules, nodes, levels, slow, out)
+
+    def _let_order(self) -> list[str]:
+        g = nx.DiGraph()
+        g.add_nodes_from(self.lets)
+        for name, let in self.lets.items():
+            for n in ir.walk(let.value):
+                if isinstance(n, ir.Ref) and n.kind is ir.RefKind.LET:
+                    g.add_edge(n.name, name)
+        return list(nx.lexicographical_topological_sort(g, key=lambda n: self.lets[n].span.start))
+
+    def _level_order(self) -> list[str]:
+        """Levels in source order, except that a level producing another's update comes first."""
+        g = nx.DiGraph()
+        g.add_nodes_from(self.levels)
+        for name, lv in self.levels.items():
+            if isinstance(lv.update, ir.Ref) and lv.update.kind is ir.RefKind.LEVEL:
+                g.add_edge(lv.update.name, name)
+        return list(nx.lexicographical_topological_sort(g, key=lambda n: self.levels[n].span.start))
+
+    def add(self, node: Node) -> str:
+        self.nodes[node.name] = node
+        self.order.append(node.name)
+        return node.name
+
+    # ---- expressions -> SSA ----
+    def expr(self, e: ir.Expr, base: str, root: str | None = None) -> Operand:
+        """Flatten e into nodes; return its operand. `root` names the top node (a let's name)."""
+        if isinstance(e, (ir.Num, ir.Bool)):
+            return float(e.value)
+        if isinstance(e, ir.Ref):
+            if e.kind is ir.RefKind.PARAM:
+                return float(self.params[e.name])
+            if e.kind is ir.RefKind.INPUT:
+                return self._alias(root, "x", e) if root else "x"
+            if e.kind is ir.RefKind.LET:
+                return self._alias(root, self.var[e.name], e) if root else self.var[e.name]
+            if e.kind is ir.RefKind.LEVEL:
+                attrs = {"level": e.name, "var": self.var[e.name], "in_context": e.name in self.in_context}
+                return self._node(root or self.fresh(f"{base}_{e.name}"), "read", (), attrs,
+                                  self._level_width(e.name), e)
+        folded = self._try_fold(e)
+        if folded is not None:
+            return folded
+        name = root or self.fresh(f"{base}_{_op_word(e)}")
+        if isinstance(e, ir.Neg):
+            a = self.expr(e.operand, base)
+            return self._node(name, "neg", (a,), {}, self._width(a), e)
+        if isinstance(e, ir.BinOp):
+            a, b = self.expr(e.lhs, base), self.expr(e.rhs, base)
+            op = {"+": "add", "-": "sub", "*": "mul", "/": "div", "**": "pow"}[e.op]
+            return self._node(name, op, (a, b), {}, _combine(self._width(a), self._width(b)), e)
+        assert isinstance(e, ir.Call)
+        if e.kind is ir.CallKind.READ:
+            args = tuple(self.expr(a, base) for a in e.args)
+            attrs = {"level": e.fn, "var": self.var[e.fn], "in_context": e.fn in self.in_context}
+            return self._node(name, "read", args, attrs, self._level_width(e.fn, args), e)
+        return self.op(e, base, name)
+
+    def _try_fold(self, e: ir.Expr) -> float | None:
+        if any(isinstance(n, ir.Ref) and n.kind is not ir.RefKind.PARAM or
+               isinstance(n, ir.Call) and (n.kind is not ir.CallKind.OP or n.fn not in B.UNARY_OPS)
+               for n in ir.walk(e)):
+            return None
+        rep = Reporter()
+        value = fold(e, self.params, rep)
+        if value is None:
+            from nlc.passes.shapes import _Typer, Const
+
+            t = _Typer(rep, self.params, (), True).type_of(e)
+            return float(t.value) if isinstance(t, Const) else None
+        return float(value)
+
+    def _alias(self, root: str, target: str, e: ir.Expr) -> str:
+        return self._node(root, "alias", (target,), {}, self._width(target), e)
+
+    def _node(self, name: str, op: str, args, attrs, width, e: ir.Expr, module: str | None = None) -> str:
+        span = getattr(e, "span", None)
+        return self.add(Node(name, op, tuple(args), dict(attrs), width, module, print_expr(e),
+                             span.line if span is not None else 0))
+
+    def _width(self, a: Operand) -> int | None:
+        return None if isinstance(a, float) else self.nodes[a].width
+
+    def _level_width(self, level: str, args=()) -> int:
+        shape = self.state_shape(level)
+        if shape[0] == "mlp" or shape[0] == "linear":
+            return shape[2]
+        return shape[2]
+
+    def op(self, e: ir.Call, base: str, name: str) -> str:
+        sig = B.OPS[e.fn]
+        args = [self.expr(a, base) for a in e.args]
+        kwargs = {k.name: k.value for k in e.kwargs}
+        if sig.variadic:
+            width = sum(self._width(a) or 1 for a in args)
+            return self._node(name, e.fn, args, {}, width, e)
+        bound = dict(zip([a.name for a in sig.args], args))
+        for a in sig.args:
+            if a.name in bound:
+                continue
+            if a.name in kwargs:
+                bound[a.name] = self.expr(kwargs[a.name], base) if a.type in (B.ArgType.TENSOR, B.ArgType.ANY) \
+                    else self.const(kwargs[a.name])
+            else:
+                bound[a.name] = a.default
+        x = bound.get("x")
+        width = self._width(x) if isinstance(x, str) else None
+        if e.fn == "linear":
+            out, bias = int(bound["out"]), bool(bound["bias"])
+            self.modules.append(Module(name, "Linear", (width, out), {"bias": bias}))
+            return self._node(name, "linear", (x,), {}, out, e, module=name)
+        if e.fn == "conv":
+            self.modules.append(Module(name, "CausalConv", (width, int(bound["width"]))))
+            return self._node(name, "conv", (x,), {}, width, e, module=name)
+        if e.fn == "rmsnorm":
+            self.modules.append(Module(name, "RMSNorm", (width,)))
+            return self._node(name, "rmsnorm", (x,), {}, width, e, module=name)
+        if e.fn == "swiglu":
+            self.modules.append(Module(name, "SwiGLU", (width, int(bound["hidden"]))))
+            return self._node(name, "swiglu", (x,), {}, width, e, module=name)
+        if e.fn == "attention":
+            memory = bound.get("memory")
+            kw = {k: int(bound[k]) for k in ("heads", "window", "segment", "persistent")}
+            self.modules.append(Module(name, "Attention", (width,), {**kw, "memory": memory is not None}))
+            args = (x,) if memory is None else (x, memory)
+            return self._node(name, "attention", args, {}, width, e, module=name)
+        if e.fn == "learned":
+            self.modules.append(Module(name, "LearnedScalar", (float(bound["init"]),)))
+            return self._node(name, "learned", (), {}, None, e, module=name)
+        if e.fn == "mean":
+            return self._node(name, "mean", (x,), {}, 1, e)
+        if e.fn == "l2norm" or e.fn in B.UNARY_OPS:
+            return self._node(name, e.fn, (x,), {}, width, e)
+        raise SpecError([Diagnostic("E502", f"`{e.fn}` cannot be compiled in a model yet", e.fn_span)])
+
+    # ---- levels ----
+    def state_shape(self, name: str) -> tuple:
+        """("linear"|"mlp"|"vector"|"like", d_in, d_out, hidden, depth, residual, like_of)."""
+        if name in self.shapes:
+            return self.shapes[name]
+        s = self.levels[name].state
+        bound = _bind(s, B.STATES[s.fn], self.const)
+        if s.fn == "linear":
+            shape = ("linear", int(bound["d_in"]), int(bound["d_out"]), 0, 1, False, None)
+        elif s.fn == "mlp":
+            d = int(bound["dim"])
+            hidden = int(bound["hidden"]) if bound["hidden"] is not None else 4 * d
+            shape = ("mlp", d, d, hidden, int(bound["depth"]), bool(bound["residual"]), None)
+        elif s.fn == "vector":
+            n = int(bound["n"])
+            shape = ("vector", n, n, 0, 1, False, None)
+        else:  # like(level)
+            of = s.args[0].name if s.args else s.kwarg("of").name
+            inner = self.state_shape(of)
+            shape = ("like", inner[1], inner[2], inner[3], inner[4], inner[5], of)
+        self.shapes[name] = shape
+        return shape
+
+    def weights(self, name: str) -> dict[str, tuple[int, ...]]:
+        kind, d_in, d_out, hidden, depth, _res, like = self.state_shape(name)
+        if kind == "like":
+            return self.weights(like)
+        if kind == "vector":
+            return {"m": (d_in,)}
+        if kind == "linear":
+            return {"W": (d_in, d_out)}
+        dims = [d_in] + [hidden] * (depth - 1) + [d_out]
+        return {f"W{i}": (dims[i], dims[i + 1]) for i in range(depth)}
+
+    def level(self, lv: ir.Level) -> LevelPlan:
+        kind, d_in, d_out, _h, depth, residual, like = self.state_shape(lv.name)
+        base = self.var[lv.name]
+        ctx = lv.context
+        if isinstance(ctx, ir.Tuple):
+            context = ("kv", self.expr(ctx.items[0], f"{base}_key"), self.expr(ctx.items[1], f"{base}_value"))
+        else:
+            context = ("grad", ctx.args[0].name)
+        obj = lv.objective
+        objective = (obj.fn,) + tuple(float(v) for v in _bind(obj, B.OBJECTIVES[obj.fn], self.const).values())
+        init = lv.init.fn
+        copy_of = lv.init.args[0].name if init == "copy" else None
+        rule, rule_args, update_by = "gd", {}, None
+        if isinstance(lv.update, ir.Ref):
+            update_by = lv.update.name
+        else:
+            rule = lv.update.fn
+            sig = B.UPDATE_RULES[rule]
+            given = {a.name: v for a, v in zip(sig.args, lv.update.args)}
+            given.update({k.name: k.value for k in lv.update.kwargs})
+            for a in sig.args:
+                if a.name in given:
+                    rule_args[a.name] = self.expr(given[a.name], f"{base}_{a.name}")
+                else:
+                    rule_args[a.name] = float(a.default)
+        lr = 1.0 if lv.lr is None else self.expr(lv.lr, f"{base}_lr")
+        retain = 1.0 if lv.retain is None else self.expr(lv.retain, f"{base}_retain")
+        if init == "learned":
+            self.modules.append(Module(f"{base}_init", "MemoryInit", (self.weights(lv.name), kind, residual)))
+        return LevelPlan(lv.name, base, kind, self.weights(lv.name), d_in, d_out, depth, residual, init, copy_of, like,
+                         context, objective, rule, rule_args, update_by, lr, retain,
+                         int(self.const(lv.period.count)), lv.online, lv.span.line)
+
+    def slow_level(self, lv: ir.Level) -> SlowLevel:
+        kind, d_in, d_out, _h, depth, residual, _like = self.state_shape(lv.name)
+        never = lv.period.unit is ir.PeriodUnit.NEVER
+        period = 0 if never else int(self.const(lv.period.count))
+        lr = 1.0 if lv.lr is None else float(self.const(lv.lr))
+        rule = lv.update.fn if isinstance(lv.update, ir.Call) else "gd"
+        self.modules.append(Module(f"{self.var[lv.name]}_state", "SlowMemory",
+                                   (self.weights(lv.name), kind, residual, lv.init.fn, not never)))
+        return SlowLevel(lv.name, kind, self.weights(lv.name), d_in, d_out, depth, residual, lv.init.fn, period,
+                         rule, lr, lv.online)
+
+    def _mark_loop(self) -> None:
+        """Mark nodes that depend on an in-context read (they run chunk by chunk)."""
+        for name in self.order:
+            node = self.nodes[name]
+            reads_level = node.op == "read" and node.attrs["level"] in self.in_context
+            node.in_loop = reads_level or any(isinstance(a, str) and self.nodes[a].in_loop for a in node.args)
+
+
+def _bind(call: ir.Call, sig: B.Builtin, const) -> dict:
+    out = {}
+    given = dict(zip([a.name for a in sig.args], call.args))
+    given.update({k.name: k.value for k in call.kwargs})
+    for a in sig.args:
+        out[a.name] = const(given[a.name]) if a.name in given else (None if a.required else a.default)
+    return out
+
+
+def _combine(a: int | None, b: int | None) -> int | None:
+    if a is None:
+        return b
+    if b is None:
+        return a
+    return max(a, b)
+
+
+def _op_word(e: ir.Expr) -> str:
+    if isinstance(e, ir.Call):
+        return e.fn
+    if isinstance(e, ir.BinOp):
+        return {"+": "sum", "-": "diff", "*": "prod", "/": "ratio", "**": "pow"}[e.op]
+    return "neg"

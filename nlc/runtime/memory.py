@@ -1,0 +1,171 @@
+"""Memories: initial states, reads, and closed-form per-token gradients.
+
+A memory's state is a dict of batched tensors (one memory per sequence):
+  linear(d_in, d_out):  {"W": [B, d_in, d_out]},            M(k) = k W
+  mlp(dim, hidden, L):  {"W0": [B, d, h], ..., "W{L-1}": [B, h, d]},
+                        M(k) = a_{L-1} W_{L-1} (+ k if residual), a_0 = k, a_{l+1} = gelu(a_l W_l)
+  vector(n), like(...): {"m": [B, n]} or the shapes of another memory; M(k) = m * k
+Objectives (per token, on y = M(k)): l2 = 1/2 ||y - v||^2, dot = -<y, v>,
+huber(delta), lp(p) = sum |y - v|^p.
+
+`grads` returns, for every weight W_l, the factors (a_l, d_l) with
+dl/dW_l = a_l^T d_l per token, so a chunk's gradients are never materialised:
+sum_t c_t g_t = (c * A)^T D is one matmul. The interpreter does not use them; it
+takes gradients with torch.autograd (tests compare the two).
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+def act(z: torch.Tensor) -> torch.Tensor:
+    return F.gelu(z)
+
+
+def act_grad(z: torch.Tensor) -> torch.Tensor:
+    """d gelu(z) / dz = Phi(z) + z phi(z)."""
+    cdf = 0.5 * (1 + torch.erf(z / math.sqrt(2)))
+    pdf = torch.exp(-0.5 * z * z) / math.sqrt(2 * math.pi)
+    return cdf + z * pdf
+
+
+def n_layers(state: dict) -> int:
+    return sum(1 for k in state if k.startswith("W") and k[1:].isdigit())
+
+
+def read(kind: str, state: dict, k: torch.Tensor | None, residual: bool = False) -> torch.Tensor:
+    """M(k) for a batched state; k is [B, d_in] or [B, T, d_in] (None reads an elementwise memory)."""
+    return read_with_cache(kind, state, k, residual)[0]
+
+
+def _mm(a: torch.Tensor, W: torch.Tensor) -> torch.Tensor:
+    # a [B, d] or [B, T, d]; W [B, d, e]
+    return torch.einsum("bd,bde->be", a, W) if a.dim() == 2 else torch.einsum("btd,bde->bte", a, W)
+
+
+def read_with_cache(kind: str, state: dict, k, residual: bool = False):
+    """Return (M(k), layer inputs [a_0..a_{L-1}], pre-activations [z_0..z_{L-2}])."""
+    if kind in ("vector", "like") and "m" in state:
+        m = state["m"] if not isinstance(k, torch.Tensor) or k.dim() == 2 else state["m"].unsqueeze(1)
+        return (m if k is None else m * k), [k], []
+    if kind == "linear" or (kind == "like" and "W" in state):
+        return _mm(k, state["W"]), [k], []
+    L = n_layers(state)
+    a, inputs, pre = k, [k], []
+    for i in range(L - 1):
+        z = _mm(a, state[f"W{i}"])
+        pre.append(z)
+        a = act(z)
+        inputs.append(a)
+    y = _mm(a, state[f"W{L - 1}"])
+    return (y + k if residual else y), inputs, pre
+
+
+def objective_value(objective: tuple, y: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+    """The per-token inner loss, summed over features: [...] -> [...] (last dim reduced)."""
+    name = objective[0]
+    r = y - v
+    if name == "l2":
+        return 0.5 * (r * r).sum(-1)
+    if name == "dot":
+        return -(y * v).sum(-1)
+    if name == "huber":
+        delta = objective[1]
+        a = r.abs()
+        return torch.where(a <= delta, 0.5 * r * r, delta * (a - 0.5 * delta)).sum(-1)
+    if name == "lp":
+        return (r.abs() ** objective[1]).sum(-1)
+    raise ValueError(f"unknown objective {name}")
+
+
+def objective_grad(objective: tuple, y: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+    """d objective / d y, elementwise."""
+    name = objective[0]
+    r = y - v
+    if name == "l2":
+        return r
+    if name == "dot":
+        return -v.expand_as(y)
+    if name == "huber":
+        return r.clamp(-objective[1], objective[1])
+    if name == "lp":
+        p = objective[1]
+        return p * r.abs() ** (p - 1) * torch.sign(r)
+    raise ValueError(f"unknown objective {name}")
+
+
+def grads(kind: str, state: dict, k, v, objective: tuple, residual: bool = False):
+    """Per-token gradient factors {weight: (a, d)} with dl/dW = a^T d (elementwise memories: (k, d))."""
+    y, inputs, pre = read_with_cache(kind, state, k, residual)
+    dy = objective_grad(objective, y, v)
+    if "m" in state:
+        return {"m": (k, dy)}
+    if "W" in state:
+        return {"W": (k, dy)}
+    L = n_layers(state)
+    out = {f"W{i}": None for i in range(L)}  # layer order, filled from the last layer back
+    d = dy
+    for i in range(L - 1, -1, -1):
+        out[f"W{i}"] = (inputs[i], d)
+        if i > 0:
+            W = state[f"W{i}"]
+            back = torch.einsum("be,bde->bd", d, W) if d.dim() == 2 else torch.einsum("bte,bde->btd", d, W)
+            d = back * act_grad(pre[i - 1])
+    return out
+
+
+class MemoryInit(nn.Module):
+    """The initial state of an in-context memory; `learned` makes it a slow parameter (meta-learning)."""
+
+    def __init__(self, weights: dict, kind: str, residual: bool, mode: str = "learned"):
+        super().__init__()
+        self.names = list(weights)
+        for i, (name, shape) in enumerate(weights.items()):
+            t = _initial(name, shape, kind, residual, mode, last=(i == len(weights) - 1))
+            if mode == "learned":
+                self.register_parameter(name, nn.Parameter(t))
+            else:
+                self.register_buffer(name, t, persistent=False)
+
+    def forward(self, batch: int) -> dict:
+        """The initial state, expanded over the batch: {name: [B, ...]}."""
+        return {n: getattr(self, n).unsqueeze(0).expand(batch, *getattr(self, n).shape) for n in self.names}
+
+
+def _initial(name: str, shape: tuple, kind: str, residual: bool, mode: str, last: bool) -> torch.Tensor:
+    if mode == "zeros":
+        return torch.zeros(shape)
+    if mode == "identity":
+        if kind == "vector" or name == "m":
+            return torch.ones(shape)
+        if len(shape) == 2 and (kind == "linear" or not residual) and shape[0] == shape[1] and last:
+            return torch.eye(shape[0])
+        return torch.zeros(shape) if last else torch.randn(shape) / math.sqrt(shape[0])
+    # learned: small random weights; the last layer of a residual MLP starts near the identity map
+    if kind in ("vector",) or name == "m":
+        return torch.zeros(shape)
+    std = 1 / math.sqrt(shape[0])
+    if last and residual:
+        std *= 0.1
+    return torch.randn(shape) * std
+
+
+class SlowMemory(nn.Module):
+    """A level updated across optimiser steps (CMS, `period N steps`) or frozen (`never`): slow weights."""
+
+    def __init__(self, weights: dict, kind: str, residual: bool, init: str = "learned", trainable: bool = True):
+        super().__init__()
+        self.kind, self.residual, self.names = kind, residual, list(weights)
+        for i, (name, shape) in enumerate(weights.items()):
+            t = _initial(name, shape, kind, residual, "learned" if init == "learned" else init,
+                         last=(i == len(weights) - 1))
+            self.register_parameter(name, nn.Parameter(t, requires_grad=trainable))
+
+    def forward(self, k: torch.Tensor | None) -> torch.Tensor:
+        state = {n: getattr(self, n).unsqueeze(0).expand(k.shape[0], *getattr(self, n).shape) for n in self.names}
+        return read(self.kind, state, k, self.residual)
