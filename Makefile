@@ -8,7 +8,7 @@ NLC     = $(VENV)/bin/nlc
 STAMP   = $(VENV)/.installed-stamp
 OUT    ?= out
 
-.PHONY: install test test-all demo bench fmt check-generated clean
+.PHONY: install test test-all demo bench fmt generated clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -38,6 +38,9 @@ bench: install
 
 fmt: install
 	$(NLC) fmt examples/*.nl
+
+generated: install  # refresh the checked-in compiled examples
+	for f in examples/*.nl; do $(NLC) compile $$f -o generated/$$(basename $$f .nl).py || exit 1; done
 
 clean:
 	rm -rf $(OUT) .pytest_cache .hypothesis

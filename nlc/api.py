@@ -28,6 +28,8 @@ def load(path: str | Path, **params) -> ir.Program:
         raise SpecError([Diagnostic("E601", f"no such spec file: {path}", hint="check the path")]) from None
     except IsADirectoryError:
         raise SpecError([Diagnostic("E601", f"{path} is a folder, not a spec file")]) from None
+    except OSError as e:  # permissions, a name too long, a device error...
+        raise SpecError([Diagnostic("E601", f"cannot read {path}: {e.strerror or e}")]) from None
     except UnicodeDecodeError as e:
         raise SpecError([Diagnostic("E602", f"{path} is not UTF-8 text (byte {e.start})",
                                     hint="specs are UTF-8 text files")]) from None
@@ -85,3 +87,12 @@ def build(program: ir.Program | str | Path, backend: str = "compiled", **params)
     from nlc.codegen import build_generated
 
     return build_generated(checked.program, plan)
+
+
+def generate(program: ir.Program | str | Path, **params) -> str:
+    """Return the generated Python source of a spec (deterministic: same spec, same bytes)."""
+    from nlc.codegen import generate as _generate
+
+    if not isinstance(program, ir.Program):
+        program = load(program)
+    return _generate(program, **params)

@@ -1,4 +1,4 @@
-"""The `nlc` command line: check, fmt, graph (more commands arrive with the back ends).
+"""The `nlc` command line: check, fmt, compile, graph.
 
 Exit codes: 0 success, 1 the spec has errors (or `fmt --check` found files to
 reformat), 2 bad usage, 3 an internal error (a bug in nlc: please report it).
@@ -53,6 +53,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--diff", action="store_true", help="print a diff instead of writing")
     p.add_argument("--stdout", action="store_true", help="print the canonical text instead of writing")
     p.set_defaults(func=cmd_fmt)
+
+    p = sub.add_parser("compile", help="generate the PyTorch module of a spec")
+    p.add_argument("spec", type=Path, metavar="SPEC")
+    p.add_argument("-o", "--output", type=Path, help="write the module here (default: print it)")
+    p.add_argument("-p", "--param", action="append", type=_param, default=[], metavar="NAME=VALUE")
+    p.set_defaults(func=cmd_compile)
 
     p = sub.add_parser("graph", help="draw the level graph (levels banded by frequency)")
     p.add_argument("spec", type=Path, metavar="SPEC")
@@ -135,6 +141,19 @@ def cmd_fmt(args) -> int:
                 atomic_write_text(path, canonical)
                 print(f"reformatted {path}")
     return status
+
+
+def cmd_compile(args) -> int:
+    import nlc
+    from nlc.files import atomic_write_text
+
+    source = nlc.generate(nlc.load(args.spec), **dict(args.param))
+    if args.output is None:
+        sys.stdout.write(source)
+        return 0
+    atomic_write_text(args.output, source)
+    print(f"wrote {args.output} ({len(source.splitlines())} lines)")
+    return 0
 
 
 def cmd_graph(args) -> int:

@@ -23,19 +23,11 @@ from hypothesis import strategies as st
 import nlc
 from nlc.cli import main
 
-from spec_strategies import INLINE, mutated, mutation, random_yaml, seed_texts, to_yaml, valid_programs
+from spec_strategies import (INLINE, load_or_none, mutated, mutation, random_yaml, seed_texts, to_yaml,
+                             valid_programs)
 
 SEEDS = seed_texts()
-
-
-def _load(text: str, path: str = "<string>"):
-    try:
-        return nlc.loads(text, path)
-    except nlc.SpecError:
-        return None
-
-
-YAML_SEEDS = [to_yaml(p) for p in map(_load, SEEDS) if p is not None]  # YAML twins of the seeds
+YAML_SEEDS = [to_yaml(p) for p in map(load_or_none, SEEDS) if p is not None]  # YAML twins of the seeds
 
 
 def check_front_end(text: str, path: str = "<string>") -> None:
@@ -107,7 +99,7 @@ def test_mutated_random_programs_only_raise_spec_error(text):
 
 @given(st.sampled_from(SEEDS), st.data())
 def test_parameter_overrides_only_raise_spec_error(text, data):
-    prog = _load(text)
+    prog = load_or_none(text)
     if prog is None:
         return
     names = [p.name for p in prog.params] + ["dim", "vocab", "nope"]
@@ -290,3 +282,15 @@ def test_cli_parameter_overrides(tmp_path, capsys, value):
     path.write_text(SEED)
     _run_cli(capsys, ["check", "-p", f"dim={value}", str(path)])
     _run_cli(capsys, ["check", "-p", f"chunk={value}", str(path)])
+
+
+@pytest.mark.parametrize("name", ["missing.nl", "a" * 5000 + ".nl", "folder", "empty.nl", "empty.yaml"])
+def test_cli_on_unreadable_or_odd_paths(tmp_path, capsys, name):
+    (tmp_path / "folder").mkdir()
+    (tmp_path / "empty.nl").write_text("")
+    (tmp_path / "empty.yaml").write_text("")
+    path = str(tmp_path / name)
+    assert _run_cli(capsys, ["check", path])[0] == 1
+    assert _run_cli(capsys, ["fmt", "--check", path])[0] == 1
+    with pytest.raises(nlc.SpecError):
+        nlc.load(path)

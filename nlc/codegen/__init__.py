@@ -29,14 +29,10 @@ _ENV = jinja2.Environment(
 
 
 def spec_hash(program: ir.Program) -> str:
-    """The sha256 of the program's canonical text (layout and comments do not change it)."""
+    """The sha256 of the program's canonical text (layout does not change it; comments do)."""
     from nlc.printer import print_program
 
-    return hashlib.sha256(print_program(_strip(program)).encode()).hexdigest()
-
-
-def _strip(program: ir.Program) -> ir.Program:
-    return program  # comments never reach the hash: they are trivia, but the printer keeps them
+    return hashlib.sha256(print_program(program).encode()).hexdigest()
 
 
 def generate_model(program: ir.Program, plan: ModelPlan) -> str:
@@ -77,10 +73,14 @@ def _model_class(name: str) -> str:
 
 
 def generate(program: ir.Program, **params) -> str:
-    """Return the generated Python source of a spec (models now; optimizers later)."""
+    """Return the generated Python source of a spec: a model module or an optimizer class."""
     from nlc.passes.pipeline import check_ir
 
     checked = check_ir(program, params)
+    if not checked.program.is_model:
+        from nlc.codegen.optimizer import generate_optimizer
+
+        return generate_optimizer(checked.program, checked.params)
     return generate_model(checked.program, plan_model(checked.program, checked.params))
 
 

@@ -216,13 +216,15 @@ def _emit_learn(code: BlockCode, group: list[LevelPlan], chunk: int, in_loop, sl
     desc = ", ".join(f"{lv.name} ({'update by ' + lv.update_by if lv.update_by else lv.rule}, "
                      f"every {lv.period} tokens)" for lv in group)
     lines.append(f"# learn: {desc}")
+    grad_lines = []
     for lv in kv:
         key, value = (_ref(a, in_loop, sliced) for a in lv.context[1:])
-        lines.append(f"{lv.var}_g = rt_memory.grads({lv.kind!r}, {lv.var}, {key}, {value}, "
-                     f"{py_value(lv.objective)}, residual={lv.residual})")
+        grad_lines.append(f"{lv.var}_g = rt_memory.grads({lv.kind!r}, {lv.var}, {key}, {value}, "
+                          f"{py_value(lv.objective)}, residual={lv.residual})")
     gates = {lv.name: {"lr": _ref(lv.lr, in_loop, sliced), "retain": _ref(lv.retain, in_loop, sliced),
                        **{k: _ref(v, in_loop, sliced) for k, v in lv.rule_args.items()}} for lv in group}
     if period > chunk:  # a slower level collects its chunks until its period is complete
+        lines.extend(grad_lines)
         for lv in group:
             g = f"{lv.var}_g" if lv in kv else "None"
             lines.append(f"{lv.var}_pending.append(({g}, {py_value_dict(gates[lv.name])}))")
@@ -233,6 +235,7 @@ def _emit_learn(code: BlockCode, group: list[LevelPlan], chunk: int, in_loop, sl
             gates[lv.name] = {k: f"{lv.var}_gates[{k!r}]" for k in gates[lv.name]}
     else:
         lines.append(f"if e - s == {chunk}:  # a full chunk: the state advances")
+        lines.extend("    " + line for line in grad_lines)
     indent = "    "
     if len(group) == 1 and group[0].rule in CLOSED_FORM and not group[0].update_by and group[0].context[0] == "kv":
         lv = group[0]

@@ -1,0 +1,33 @@
+"""Tiny configurations of every example model, shared by the model tests."""
+
+from pathlib import Path
+
+import torch
+
+import nlc
+
+ROOT = Path(__file__).resolve().parent.parent
+MODEL_EXAMPLES = sorted(p.name for p in (ROOT / "examples").glob("*.nl")
+                        if nlc.load(p).is_model)
+
+
+def tiny(program, **extra) -> dict:
+    """Parameter overrides that make any example model tiny (dim 8, one layer, small hidden)."""
+    over = {"dim": 8}
+    for name, value in (("layers", 1), ("heads", 2), ("hidden", 16), ("cms_hidden", 16), ("ffn", 16),
+                        ("n_persistent", 2)):
+        if program.param(name) is not None:
+            over[name] = value
+    over.update({k: v for k, v in extra.items() if program.param(k) is not None or k in ("dim", "vocab")})
+    return over
+
+
+def pair(name: str, seed: int = 0, dtype=torch.float64, **extra):
+    """(reference, compiled) models of an example with identical parameters."""
+    program = nlc.load(ROOT / "examples" / name)
+    over = tiny(program, **extra)
+    torch.manual_seed(seed)
+    ref = nlc.build(program, backend="reference", **over).to(dtype)
+    gen = nlc.build(program, **over).to(dtype)
+    gen.load_state_dict(ref.state_dict())
+    return ref, gen

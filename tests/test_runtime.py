@@ -1,0 +1,117 @@
+"""Runtime kernels against their naive references (many shapes, float64)."""
+
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from nlc.runtime import layers, memory, scan
+from nlc.runtime.newton_schulz import newton_schulz
+
+F64 = torch.float64
+
+
+def _problem(seed, B, C, i, o, elementwise):
+    g = torch.Generator().manual_seed(seed)
+    r = lambda *s: torch.randn(*s, generator=g, dtype=F64)  # noqa: E731
+    if elementwise:
+        W, grads = {"m": r(B, o)}, {"m": (r(B, C, o), r(B, C, o))}
+    else:
+        W, grads = {"W": r(B, i, o)}, {"W": (r(B, C, i), r(B, C, o))}
+    gates = [torch.rand(B, C, generator=g, dtype=F64) * 0.9 + 0.05 for _ in range(3)]
+    return W, {k: torch.randn_like(v) for k, v in W.items()}, grads, gates
+
+
+shapes = dict(seed=st.integers(0, 10_000), B=st.integers(1, 3), C=st.integers(1, 7), i=st.integers(1, 5),
+              o=st.integers(1, 5), elementwise=st.booleans())
+
+
+@settings(deadline=None)
+@given(**shapes)
+def test_gd_chunk_equals_per_token_loop(seed, B, C, i, o, elementwise):
+    W, _, grads, (lr, retain, _) = _problem(seed, B, C, i, o, elementwise)
+    a, b = scan.gd_chunk(W, grads, lr, retain), scan.gd_reference(W, grads, lr, retain)
+    for k in a:
+        torch.testing.assert_close(a[k], b[k])
+
+
+@settings(deadline=None)
+@given(**shapes)
+def test_momentum_chunk_equals_per_token_loop(seed, B, C, i, o, elementwise):
+    W, S, grads, (lr, retain, beta) = _problem(seed, B, C, i, o, elementwise)
+    (Wa, Sa), (Wb, Sb) = scan.momentum_chunk(W, S, grads, lr, retain, beta), \
+        scan.momentum_reference(W, S, grads, lr, retain, beta)
+    for k in Wa:
+        torch.testing.assert_close(Wa[k], Wb[k])
+        torch.testing.assert_close(Sa[k], Sb[k])
+
+
+@settings(deadline=None)
+@given(**shapes)
+def test_dgd_chunk_equals_per_token_loop(seed, B, C, i, o, elementwise):
+    W, _, grads, (lr, retain, _) = _problem(seed, B, C, i, o, elementwise)
+    a, b = scan.dgd_chunk(W, grads, lr, retain), scan.dgd_reference(W, grads, lr, retain)
+    for k in a:
+        torch.testing.assert_close(a[k], b[k])
+
+
+def test_constant_gates_broadcast():
+    W, _, grads, _ = _problem(0, 2, 4, 3, 3, False)
+    a = scan.gd_chunk(W, grads, 0.5, 1.0)
+    b = scan.gd_reference(W, grads, torch.full((2, 4), 0.5, dtype=F64), torch.ones(2, 4, dtype=F64))
+    torch.testing.assert_close(a["W"], b["W"])
+
+
+@settings(deadline=None, max_examples=30)
+@given(seed=st.integers(0, 1000), depth=st.integers(1, 3), residual=st.booleans(),
+       objective=st.sampled_from([("l2",), ("dot",), ("huber", 0.3), ("lp", 3.0)]))
+def test_closed_form_gradients_equal_autograd(seed, depth, residual, objective):
+    torch.manual_seed(seed)
+    B, T, d, h = 2, 3, 4, 5
+    dims = [d] + [h] * (depth - 1) + [d]
+    state = {f"W{i}": torch.randn(B, dims[i], dims[i + 1], dtype=F64, requires_grad=True) for i in range(depth)}
+    if depth == 1:
+        state = {"W": state["W0"]}
+    kind = "linear" if depth == 1 else "mlp"
+    k, v = torch.randn(B, T, d, dtype=F64), torch.randn(B, T, d, dtype=F64)
+    factors = memory.grads(kind, state, k, v, objective, residual and kind == "mlp")
+    for t in range(T):
+        y = memory.read(kind, state, k[:, t], residual and kind == "mlp")
+        auto = torch.autograd.grad(memory.objective_value(objective, y, v[:, t]).sum(), list(state.values()))
+        for (name, (a, dd)), g in zip(factors.items(), auto):
+            torch.testing.assert_close(torch.einsum("bi,bo->bio", a[:, t], dd[:, t]), g)
+
+
+def test_attention_in_pieces_equals_whole():
+    torch.manual_seed(0)
+    for kw in (dict(), dict(window=3), dict(segment=2, persistent=2), dict(window=2, memory=True)):
+        att = layers.Attention(8, heads=2, **kw).double()
+        x, m = torch.randn(2, 7, 8, dtype=F64), torch.randn(2, 7, 8, dtype=F64)
+        mem = lambda s, e: m[:, s:e] if kw.get("memory") else None  # noqa: E731
+        whole, _ = att(x, att.init_cache(2, x), mem(0, 7))
+        cache, parts = att.init_cache(2, x), []
+        for s, e in ((0, 1), (1, 4), (4, 7)):
+            y, cache = att(x[:, s:e], cache, mem(s, e))
+            parts.append(y)
+        torch.testing.assert_close(torch.cat(parts, 1), whole)
+
+
+def test_causal_conv_in_pieces_equals_whole():
+    conv = layers.CausalConv(5, 4).double()
+    x = torch.randn(2, 9, 5, dtype=F64)
+    whole, _ = conv(x, conv.init_cache(2, 5, x))
+    cache, parts = conv.init_cache(2, 5, x), []
+    for s, e in ((0, 2), (2, 3), (3, 9)):
+        y, cache = conv(x[:, s:e], cache)
+        parts.append(y)
+    torch.testing.assert_close(torch.cat(parts, 1), whole)
+
+
+def test_newton_schulz_orthogonalises():
+    torch.manual_seed(0)
+    for shape in ((6, 6), (4, 9), (9, 4), (3, 5, 7)):
+        G = torch.randn(*shape, dtype=F64)
+        X = newton_schulz(G, 5)
+        s = torch.linalg.svdvals(X)
+        assert X.shape == G.shape and s.min() > 0.5 and s.max() < 1.3, s
+    v = torch.randn(5)
+    assert torch.equal(newton_schulz(v), v)
