@@ -145,6 +145,7 @@ class ReferenceBlock(nn.Module):
             out[lv.name] = self.gradient(lv, levels[lv.name]["frozen"], values, out)
         return out
 
+    @torch.enable_grad()  # inner gradients exist even when the caller runs under torch.no_grad()
     def gradient(self, lv: LevelPlan, frozen: dict, values: dict, done: dict) -> tuple[dict, dict]:
         # a fresh node for the state, so the gradient is taken through this loss only: keys and values
         # that were themselves computed from the state are data here (they still carry outer gradients)
