@@ -88,7 +88,18 @@ class Continuum(nn.Module):
 class CmsIndependentModel(nn.Module):
     """The cms_independent language model."""
 
-    alignment = 1
+    alignment = 1  # streaming pieces are multiples of this many tokens
+    # levels trained across optimiser steps (CMS): parameter prefix -> period in steps, lr, rule
+    step_levels = {
+        'blocks.1.slow_state': {'level': 'slow', 'period': 16, 'lr': 0.01, 'rule': 'gd', 'online': True},
+        'blocks.1.mid_state': {'level': 'mid', 'period': 4, 'lr': 0.01, 'rule': 'gd', 'online': True},
+        'blocks.1.fast_state': {'level': 'fast', 'period': 1, 'lr': 0.01, 'rule': 'gd', 'online': True},
+        'blocks.3.slow_state': {'level': 'slow', 'period': 16, 'lr': 0.01, 'rule': 'gd', 'online': True},
+        'blocks.3.mid_state': {'level': 'mid', 'period': 4, 'lr': 0.01, 'rule': 'gd', 'online': True},
+        'blocks.3.fast_state': {'level': 'fast', 'period': 1, 'lr': 0.01, 'rule': 'gd', 'online': True},
+    }
+    online_levels = [  # in-context levels that keep learning after training
+    ]
 
     def __init__(self):
         super().__init__()

@@ -130,7 +130,16 @@ class Continuum(nn.Module):
 class CmsTitansModel(nn.Module):
     """The cms_titans language model."""
 
-    alignment = 64
+    alignment = 64  # streaming pieces are multiples of this many tokens
+    # levels trained across optimiser steps (CMS): parameter prefix -> period in steps, lr, rule
+    step_levels = {
+        'blocks.1.fast_state': {'level': 'fast', 'period': 1, 'lr': 0.01, 'rule': 'gd', 'online': True},
+        'blocks.3.fast_state': {'level': 'fast', 'period': 1, 'lr': 0.01, 'rule': 'gd', 'online': True},
+    }
+    online_levels = [  # in-context levels that keep learning after training
+        'blocks.1.slow',
+        'blocks.3.slow',
+    ]
 
     def __init__(self):
         super().__init__()

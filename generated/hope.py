@@ -138,7 +138,26 @@ class Hope(nn.Module):
 class HopeModel(nn.Module):
     """The hope language model."""
 
-    alignment = 16
+    alignment = 16  # streaming pieces are multiples of this many tokens
+    # levels trained across optimiser steps (CMS): parameter prefix -> period in steps, lr, rule
+    step_levels = {
+        'blocks.0.cms_1_state': {'level': 'cms_1', 'period': 4, 'lr': 0.01, 'rule': 'gd', 'online': True},
+        'blocks.0.cms_2_state': {'level': 'cms_2', 'period': 1, 'lr': 0.01, 'rule': 'gd', 'online': True},
+        'blocks.1.cms_1_state': {'level': 'cms_1', 'period': 4, 'lr': 0.01, 'rule': 'gd', 'online': True},
+        'blocks.1.cms_2_state': {'level': 'cms_2', 'period': 1, 'lr': 0.01, 'rule': 'gd', 'online': True},
+    }
+    online_levels = [  # in-context levels that keep learning after training
+        'blocks.0.m_k',
+        'blocks.0.m_v',
+        'blocks.0.m_eta',
+        'blocks.0.m_alpha',
+        'blocks.0.memory',
+        'blocks.1.m_k',
+        'blocks.1.m_v',
+        'blocks.1.m_eta',
+        'blocks.1.m_alpha',
+        'blocks.1.memory',
+    ]
 
     def __init__(self):
         super().__init__()

@@ -125,7 +125,16 @@ class MemoryLayer(nn.Module):
 class TitansDgdMomentumModel(nn.Module):
     """The titans_dgd_momentum language model."""
 
-    alignment = 16
+    alignment = 16  # streaming pieces are multiples of this many tokens
+    # levels trained across optimiser steps (CMS): parameter prefix -> period in steps, lr, rule
+    step_levels = {
+    }
+    online_levels = [  # in-context levels that keep learning after training
+        'blocks.0.surprise',
+        'blocks.0.memory',
+        'blocks.1.surprise',
+        'blocks.1.memory',
+    ]
 
     def __init__(self):
         super().__init__()

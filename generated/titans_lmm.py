@@ -112,7 +112,14 @@ class MemoryLayer(nn.Module):
 class TitansLmmModel(nn.Module):
     """The titans_lmm language model."""
 
-    alignment = 16
+    alignment = 16  # streaming pieces are multiples of this many tokens
+    # levels trained across optimiser steps (CMS): parameter prefix -> period in steps, lr, rule
+    step_levels = {
+    }
+    online_levels = [  # in-context levels that keep learning after training
+        'blocks.0.memory',
+        'blocks.1.memory',
+    ]
 
     def __init__(self):
         super().__init__()

@@ -139,7 +139,14 @@ class Mlp(nn.Module):
 class TitansMagModel(nn.Module):
     """The titans_mag language model."""
 
-    alignment = 16
+    alignment = 16  # streaming pieces are multiples of this many tokens
+    # levels trained across optimiser steps (CMS): parameter prefix -> period in steps, lr, rule
+    step_levels = {
+    }
+    online_levels = [  # in-context levels that keep learning after training
+        'blocks.0.memory',
+        'blocks.2.memory',
+    ]
 
     def __init__(self):
         super().__init__()

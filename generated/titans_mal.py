@@ -161,7 +161,14 @@ class Mlp(nn.Module):
 class TitansMalModel(nn.Module):
     """The titans_mal language model."""
 
-    alignment = 16
+    alignment = 16  # streaming pieces are multiples of this many tokens
+    # levels trained across optimiser steps (CMS): parameter prefix -> period in steps, lr, rule
+    step_levels = {
+    }
+    online_levels = [  # in-context levels that keep learning after training
+        'blocks.0.memory',
+        'blocks.3.memory',
+    ]
 
     def __init__(self):
         super().__init__()

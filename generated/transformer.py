@@ -73,7 +73,12 @@ class Mlp(nn.Module):
 class TransformerModel(nn.Module):
     """The transformer language model."""
 
-    alignment = 1
+    alignment = 1  # streaming pieces are multiples of this many tokens
+    # levels trained across optimiser steps (CMS): parameter prefix -> period in steps, lr, rule
+    step_levels = {
+    }
+    online_levels = [  # in-context levels that keep learning after training
+    ]
 
     def __init__(self):
         super().__init__()

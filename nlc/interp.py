@@ -229,6 +229,9 @@ class ReferenceModel(nn.Module):
         self.blocks = nn.ModuleList(ReferenceBlock(b) for b in plan.blocks)
         self.norm = layers.RMSNorm(plan.dim)
         self.head = layers.Linear(plan.dim, plan.vocab)
+        self.alignment = plan.alignment
+        self.step_levels = plan.step_levels()
+        self.online_levels = plan.online_levels()
 
     def init_state(self, batch: int) -> dict:
         like = self.embed.weight

@@ -99,6 +99,7 @@ class SlowLevel:
     """A level outside the forward's learning: period in steps (CMS) or never (frozen)."""
 
     name: str
+    var: str
     kind: str
     weights: dict[str, tuple[int, ...]]
     d_in: int
@@ -143,6 +144,23 @@ class ModelPlan:
     blocks: list[BlockPlan]
     params: dict[str, object]
     spec_path: str
+
+    def step_levels(self) -> dict[str, dict]:
+        """Levels trained across optimiser steps (CMS): parameter-name prefix -> period, lr, rule, online.
+
+        The training loop steps these parameters every `period` steps with the gradients
+        accumulated since their last update; period 0 means frozen (`never`).
+        """
+        out = {}
+        for b in self.blocks:
+            for lv in b.slow_levels:
+                out[f"blocks.{b.index}.{lv.var}_state"] = {"level": lv.name, "period": lv.period, "lr": lv.lr,
+                                                           "rule": lv.rule, "online": lv.online}
+        return out
+
+    def online_levels(self) -> list[str]:
+        """In-context levels marked `online` (as `blocks.I.NAME`): they keep learning after training."""
+        return [f"blocks.{b.index}.{lv.name}" for b in self.blocks for lv in b.levels if lv.online]
 
     @property
     def alignment(self) -> int:
@@ -432,12 +450,16 @@ class _BlockPlanner:
         kind, d_in, d_out, _h, depth, residual, _like = self.state_shape(lv.name)
         never = lv.period.unit is ir.PeriodUnit.NEVER
         period = 0 if never else int(self.const(lv.period.count))
-        lr = 1.0 if lv.lr is None else float(self.const(lv.lr))
+        lr = 1.0 if lv.lr is None else self.const(lv.lr)
+        if lr is None or (lv.retain is not None and self.const(lv.retain) is None):
+            raise SpecError([Diagnostic("E504", f"level `{lv.name}` updates across steps, so its `lr` and "
+                                        "`retain` must be numbers (parameters and arithmetic)", lv.name_span,
+                                        "per-token gates belong to in-context levels (`period N tokens`)")])
         rule = lv.update.fn if isinstance(lv.update, ir.Call) else "gd"
         self.modules.append(Module(f"{self.var[lv.name]}_state", "SlowMemory",
                                    (self.weights(lv.name), kind, residual, lv.init.fn, not never)))
-        return SlowLevel(lv.name, kind, self.weights(lv.name), d_in, d_out, depth, residual, lv.init.fn, period,
-                         rule, lr, lv.online)
+        return SlowLevel(lv.name, self.var[lv.name], kind, self.weights(lv.name), d_in, d_out, depth, residual,
+                         lv.init.fn, period, rule, float(lr), lv.online)
 
     def _mark_loop(self) -> None:
         """Mark nodes that depend on an in-context read (they run chunk by chunk)."""

@@ -16,7 +16,7 @@ from pathlib import Path
 import jinja2
 
 from nlc import ir
-from nlc.codegen.emit import emit_block
+from nlc.codegen.emit import emit_block, py_value
 from nlc.plan import ModelPlan, plan_model
 
 _ENV = jinja2.Environment(
@@ -53,6 +53,8 @@ def generate_model(program: ir.Program, plan: ModelPlan) -> str:
         vocab=plan.vocab,
         dim=plan.dim,
         alignment=plan.alignment,
+        step_levels=[(py_value(k), py_value(v)) for k, v in plan.step_levels().items()],
+        online_levels=[py_value(n) for n in plan.online_levels()],
         blocks=list(classes.values()),
         instances=[b.class_name for b in plan.blocks],
         model_class=_model_class(plan.name),

@@ -43,8 +43,12 @@ def py_value(v) -> str:
         return format_number(v) if isinstance(v, int) else repr(float(v))
     if isinstance(v, str):
         return repr(v)
+    if v is None:
+        return "None"
     if isinstance(v, tuple):
         return "(" + ", ".join(py_value(i) for i in v) + ("," if len(v) == 1 else "") + ")"
+    if isinstance(v, list):
+        return "[" + ", ".join(py_value(i) for i in v) + "]"
     if isinstance(v, dict):
         return "{" + ", ".join(f"{py_value(k)}: {py_value(x)}" for k, x in v.items()) + "}"
     raise TypeError(f"cannot emit {type(v).__name__}")
