@@ -68,8 +68,12 @@ def _checked(text: str, path: str, format: str | None, params) -> Checked:
 BACKENDS = ("compiled", "reference")
 
 
-def build(program: ir.Program | str | Path, backend: str = "compiled", **params):
-    """Return an nn.Module for a model spec: generated code (default) or the reference interpreter."""
+def build(program: ir.Program | str | Path, backend: str = "compiled", kernels: str = "chunked", **params):
+    """Return an nn.Module for a model spec: generated code (default) or the reference interpreter.
+
+    kernels="sequential" makes the generated code run every level token by token inside
+    each chunk instead of using the closed-form chunk kernels (for testing them).
+    """
     import torch  # noqa: F401 - the back ends need it; the front end does not
 
     from nlc.plan import plan_model
@@ -86,7 +90,9 @@ def build(program: ir.Program | str | Path, backend: str = "compiled", **params)
         return ReferenceModel(plan)
     from nlc.codegen import build_generated
 
-    return build_generated(checked.program, plan)
+    if kernels not in ("chunked", "sequential"):
+        raise ValueError(f"kernels must be 'chunked' or 'sequential', not {kernels!r}")
+    return build_generated(checked.program, plan, kernels)
 
 
 def generate(program: ir.Program | str | Path, **params) -> str:

@@ -151,3 +151,15 @@ def test_every_example_learns_a_copy_task(name):
         opt.step()
         losses.append(loss.item())
     assert sum(losses[-5:]) / 5 < 0.5 * losses[0], losses
+
+
+@pytest.mark.parametrize("name", ["titans_lmm.nl", "hope.nl", "cms_titans.nl"])
+def test_chunk_kernels_equal_sequential_kernels(name):
+    program = nlc.load(ROOT / "examples" / name)
+    over = tiny(program, chunk=3)
+    torch.manual_seed(0)
+    chunked = nlc.build(program, **over).double()
+    sequential = nlc.build(program, kernels="sequential", **over).double()
+    sequential.load_state_dict(chunked.state_dict())
+    tokens = torch.randint(0, 256, (2, 2 * chunked.alignment + 2), generator=torch.Generator().manual_seed(5))
+    torch.testing.assert_close(chunked(tokens), sequential(tokens), **F64)

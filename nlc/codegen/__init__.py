@@ -35,13 +35,13 @@ def spec_hash(program: ir.Program) -> str:
     return hashlib.sha256(print_program(program).encode()).hexdigest()
 
 
-def generate_model(program: ir.Program, plan: ModelPlan) -> str:
-    """Return the Python source of a model plan."""
+def generate_model(program: ir.Program, plan: ModelPlan, kernels: str = "chunked") -> str:
+    """Return the Python source of a model plan (kernels: "chunked" or "sequential", see emit_block)."""
     from nlc import __version__
 
     classes = {}
     for block in plan.blocks:
-        classes.setdefault(block.class_name, emit_block(block))
+        classes.setdefault(block.class_name, emit_block(block, kernels))
     params = ", ".join(f"{k}={v}" for k, v in sorted(plan.params.items()))
     text = _ENV.get_template("model.py.j2").render(
         version=__version__,
@@ -116,9 +116,9 @@ def load_source(source: str, name: str) -> types.ModuleType:
     return module
 
 
-def build_generated(program: ir.Program, plan: ModelPlan):
+def build_generated(program: ir.Program, plan: ModelPlan, kernels: str = "chunked"):
     """Return an instance of the generated model for a plan."""
-    source = generate_model(program, plan)
+    source = generate_model(program, plan, kernels)
     module = load_source(source, plan.name)
     model = module.Model()
     model.nlc_source = source

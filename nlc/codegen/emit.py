@@ -33,6 +33,7 @@ class BlockCode:
     loop_lines: list[str] = field(default_factory=list)
     learn_lines: list[str] = field(default_factory=list)
     finish_lines: list[str] = field(default_factory=list)
+    kernels: str = "chunked"
 
 
 def py_value(v) -> str:
@@ -54,9 +55,15 @@ def py_value(v) -> str:
     raise TypeError(f"cannot emit {type(v).__name__}")
 
 
-def emit_block(block: BlockPlan) -> BlockCode:
-    """Return the lines of one block class."""
+def emit_block(block: BlockPlan, kernels: str = "chunked") -> BlockCode:
+    """Return the lines of one block class.
+
+    kernels="chunked" (default) uses the closed-form chunk kernels where a rule has one;
+    "sequential" runs every level token by token inside each chunk (a slower, independent
+    path that property tests compare against).
+    """
     code = BlockCode(block)
+    code.kernels = kernels
     for m in block.modules:
         args = [py_value(a) for a in m.args] + [f"{k}={py_value(v)}" for k, v in m.kwargs.items()]
         ns = "rt_memory" if m.cls in ("MemoryInit", "SlowMemory") else "rt_layers"
@@ -241,7 +248,8 @@ def _emit_learn(code: BlockCode, group: list[LevelPlan], chunk: int, in_loop, sl
         lines.append(f"if e - s == {chunk}:  # a full chunk: the state advances")
         lines.extend("    " + line for line in grad_lines)
     indent = "    "
-    if len(group) == 1 and group[0].rule in CLOSED_FORM and not group[0].update_by and group[0].context[0] == "kv":
+    if (code.kernels == "chunked" and len(group) == 1 and group[0].rule in CLOSED_FORM
+            and not group[0].update_by and group[0].context[0] == "kv"):
         lv = group[0]
         gt = gates[lv.name]
         fn = CLOSED_FORM[lv.rule]
