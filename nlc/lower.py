@@ -105,6 +105,8 @@ class _Lowerer:
         if missing:
             what = " and ".join(f"`{k}`" for k in missing)
             example = {"state": "`state mlp(dim)`", "context": "`context (k, v)`"}
+            if self.kind is ir.ProgramKind.OPTIMIZER:  # an optimizer's levels learn from gradients
+                example = {"state": "`state like(param)`", "context": "`context grad(loss)`"}
             self.rep.error("E115", f"level `{lv.name}` has no {what}", lv.name_span,
                            "add " + " and ".join(example[k] for k in missing))
         d = DEFAULTS[self.kind]

@@ -66,31 +66,33 @@ def _bcast(x: torch.Tensor, W: torch.Tensor) -> torch.Tensor:
     return x.view(-1, *([1] * (W.dim() - 1)))
 
 
+def _any_d(grads: dict) -> torch.Tensor:
+    return next(iter(grads.values()))[1]
+
+
 def gd_chunk(W: dict, grads: dict, lr, retain) -> dict:
     """gd over a chunk: W_t = a_t W_{t-1} - eta_t g_t, all g_t at the chunk-start state."""
-    out = {}
-    for name, W0 in W.items():
-        d = grads[name][1]
-        eta, a = as_gate(lr, d), as_gate(retain, d)
-        coef = eta * suffix_exclusive(a)
-        out[name] = _bcast(a.prod(1), W0) * W0 - matrix_weighted_sum(coef, grads[name], W0)
-    return out
+    d = _any_d(grads)  # the gates' coefficients are shared by every weight of the level
+    eta, a = as_gate(lr, d), as_gate(retain, d)
+    coef, total = eta * suffix_exclusive(a), a.prod(1)
+    return {name: _bcast(total, W0) * W0 - matrix_weighted_sum(coef, grads[name], W0) for name, W0 in W.items()}
 
 
 def momentum_chunk(W: dict, S: dict, grads: dict, lr, retain, beta) -> tuple[dict, dict]:
     """momentum over a chunk: S_t = beta_t S_{t-1} - eta_t g_t; W_t = a_t W_{t-1} + S_t (Titans eqs. 9-14)."""
+    d = _any_d(grads)
+    eta, a, b = as_gate(lr, d), as_gate(retain, d), as_gate(beta, d)
+    G = decay_matrix(b)  # [B, t, u]: prod_{u < r <= t} beta_r
+    prefix_b = torch.cumprod(b, dim=1)  # prod_{r <= t} beta_r
+    suffix_a = suffix_exclusive(a)  # prod_{s > t} a_s
+    coef_S = eta * G[:, -1]
+    coef_W = eta * torch.einsum("bt,btu->bu", suffix_a, G)
+    carry, total_a, total_b = (suffix_a * prefix_b).sum(1), a.prod(1), prefix_b[:, -1]
     W_out, S_out = {}, {}
     for name, W0 in W.items():
-        d = grads[name][1]
-        eta, a, b = as_gate(lr, d), as_gate(retain, d), as_gate(beta, d)
         S0 = S[name]
-        G = decay_matrix(b)  # [B, t, u]
-        prefix_b = torch.cumprod(b, dim=1)  # prod_{r <= t} beta_r
-        suffix_a = suffix_exclusive(a)  # prod_{s > t} a_s
-        S_out[name] = _bcast(prefix_b[:, -1], S0) * S0 - matrix_weighted_sum(eta * G[:, -1], grads[name], S0)
-        coef = eta * torch.einsum("bt,btu->bu", suffix_a, G)
-        carry = (suffix_a * prefix_b).sum(1)
-        W_out[name] = _bcast(a.prod(1), W0) * W0 + _bcast(carry, S0) * S0 - matrix_weighted_sum(coef, grads[name], W0)
+        S_out[name] = _bcast(total_b, S0) * S0 - matrix_weighted_sum(coef_S, grads[name], S0)
+        W_out[name] = _bcast(total_a, W0) * W0 + _bcast(carry, S0) * S0 - matrix_weighted_sum(coef_W, grads[name], W0)
     return W_out, S_out
 
 
