@@ -102,8 +102,8 @@ class Continuum(nn.Module):
         slow_retain_sigmoid = torch.sigmoid(slow_retain_linear)  # sigmoid(linear(h, 1))
         slow_retain_prod = slow_retain_sigmoid * 0.01  # sigmoid(linear(h, 1)) * max_forget
         slow_retain_diff = 1.0 - slow_retain_prod  # 1 - sigmoid(linear(h, 1)) * max_forget
-        # ---- chunk by chunk: reads see the chunk-start state ----
-        outs = []
+        # ---- chunk by chunk: reads see the chunk-start state; the levels learn ----
+        out_slow_parts = []
         T = x.shape[1]
         for s in range(0, T, self.chunk):
             e = min(s + self.chunk, T)
@@ -114,13 +114,15 @@ class Continuum(nn.Module):
             slow_lr_prod_c = slow_lr_prod[:, s:e]
             slow_retain_diff_c = slow_retain_diff[:, s:e]
             out_slow = rt_memory.read('mlp', slow, q_c, residual=True)  # slow(q)
-            out_ = self.fast_state(out_slow)  # fast(slow(q))
-            outs.append(out_)
+            out_slow_parts.append(out_slow)
             # learn: slow (momentum, every 64 tokens)
             if e - s == 64:  # a full chunk: the state advances
                 slow_g = rt_memory.grads('mlp', slow, k_c, v_c, ('l2',), residual=True)
                 slow, slow_S = rt_scan.momentum_chunk(slow, slow_S, slow_g, lr=slow_lr_prod_c, retain=slow_retain_diff_c, beta=slow_beta_sigmoid_c)
-        out = torch.cat(outs, dim=1)
+        # ---- the whole sequence again: what depends on reads but feeds no level ----
+        out_slow = torch.cat(out_slow_parts, dim=1)
+        out_ = self.fast_state(out_slow)  # fast(slow(q))
+        out = out_
         levels = {
             "slow": {"W": slow, "aux": {"S": slow_S}},
         }

@@ -75,8 +75,8 @@ class Hope(nn.Module):
         q_linear = self.q_linear(h)  # linear(h, dim)
         q_conv, caches['q_conv'] = self.q_conv(q_linear, caches['q_conv'])  # conv(linear(h, dim), 4)
         q = rt_layers.l2norm(q_conv)  # l2norm(conv(linear(h, dim), 4))
-        # ---- chunk by chunk: reads see the chunk-start state ----
-        outs = []
+        # ---- chunk by chunk: reads see the chunk-start state; the levels learn ----
+        o_parts = []
         T = x.shape[1]
         for s in range(0, T, self.chunk):
             e = min(s + self.chunk, T)
@@ -101,9 +101,7 @@ class Hope(nn.Module):
             m_eta_value_m_eta = rt_memory.read('mlp', m_eta, v, residual=True)  # m_eta(v)
             m_alpha_value_m_alpha = rt_memory.read('mlp', m_alpha, v, residual=True)  # m_alpha(v)
             memory_value_memory = rt_memory.read('mlp', memory, v, residual=True)  # memory(v)
-            out_cms_1 = self.cms_1_state(o)  # cms_1(o)
-            out_ = self.cms_2_state(out_cms_1)  # cms_2(cms_1(o))
-            outs.append(out_)
+            o_parts.append(o)
             # learn: m_k (dgd, every 16 tokens)
             if e - s == 16:  # a full chunk: the state advances
                 m_k_g = rt_memory.grads('mlp', m_k, k, m_k_value_m_k, ('l2',), residual=True)
@@ -124,7 +122,11 @@ class Hope(nn.Module):
             if e - s == 16:  # a full chunk: the state advances
                 memory_g = rt_memory.grads('mlp', memory, k, memory_value_memory, ('l2',), residual=True)
                 memory = rt_scan.dgd_chunk(memory, memory_g, lr=eta, retain=alpha)
-        out = torch.cat(outs, dim=1)
+        # ---- the whole sequence again: what depends on reads but feeds no level ----
+        o = torch.cat(o_parts, dim=1)
+        out_cms_1 = self.cms_1_state(o)  # cms_1(o)
+        out_ = self.cms_2_state(out_cms_1)  # cms_2(cms_1(o))
+        out = out_
         levels = {
             "m_k": {"W": m_k, "aux": m_k_aux},
             "m_v": {"W": m_v, "aux": m_v_aux},

@@ -68,8 +68,9 @@ class MemoryAsContext(nn.Module):
         q_conv, caches['q_conv'] = self.q_conv(q_linear, caches['q_conv'])  # conv(linear(h, dim), 4)
         q_silu = F.silu(q_conv)  # silu(conv(linear(h, dim), 4))
         q = rt_layers.l2norm(q_silu)  # l2norm(silu(conv(linear(h, dim), 4)))
-        # ---- chunk by chunk: reads see the chunk-start state ----
-        outs = []
+        # ---- chunk by chunk: reads see the chunk-start state; the levels learn ----
+        y_parts = []
+        out_memory_parts = []
         T = x.shape[1]
         for s in range(0, T, self.chunk):
             e = min(s + self.chunk, T)
@@ -97,18 +98,22 @@ class MemoryAsContext(nn.Module):
             memory_retain_sigmoid = torch.sigmoid(memory_retain_linear)  # sigmoid(linear(y, 1))
             memory_retain_prod = memory_retain_sigmoid * 0.01  # sigmoid(linear(y, 1)) * max_forget
             memory_retain_diff = 1.0 - memory_retain_prod  # 1 - sigmoid(linear(y, 1)) * max_forget
-            out_rmsnorm = self.out_rmsnorm(y)  # rmsnorm(y)
             out_memory = rt_memory.read('mlp', memory, qy, residual=True)  # memory(qy)
-            out_rmsnorm_2 = self.out_rmsnorm_2(out_memory)  # rmsnorm(memory(qy))
-            out_sigmoid = torch.sigmoid(out_rmsnorm_2)  # sigmoid(rmsnorm(memory(qy)))
-            out_prod = out_rmsnorm * out_sigmoid  # rmsnorm(y) * sigmoid(rmsnorm(memory(qy)))
-            out_ = self.out_(out_prod)  # linear(rmsnorm(y) * sigmoid(rmsnorm(memory(qy))), dim)
-            outs.append(out_)
+            y_parts.append(y)
+            out_memory_parts.append(out_memory)
             # learn: memory (momentum, every 16 tokens)
             if e - s == 16:  # a full chunk: the state advances
                 memory_g = rt_memory.grads('mlp', memory, k, v, ('l2',), residual=True)
                 memory, memory_S = rt_scan.momentum_chunk(memory, memory_S, memory_g, lr=memory_lr_prod, retain=memory_retain_diff, beta=memory_beta_sigmoid)
-        out = torch.cat(outs, dim=1)
+        # ---- the whole sequence again: what depends on reads but feeds no level ----
+        y = torch.cat(y_parts, dim=1)
+        out_memory = torch.cat(out_memory_parts, dim=1)
+        out_rmsnorm = self.out_rmsnorm(y)  # rmsnorm(y)
+        out_rmsnorm_2 = self.out_rmsnorm_2(out_memory)  # rmsnorm(memory(qy))
+        out_sigmoid = torch.sigmoid(out_rmsnorm_2)  # sigmoid(rmsnorm(memory(qy)))
+        out_prod = out_rmsnorm * out_sigmoid  # rmsnorm(y) * sigmoid(rmsnorm(memory(qy)))
+        out_ = self.out_(out_prod)  # linear(rmsnorm(y) * sigmoid(rmsnorm(memory(qy))), dim)
+        out = out_
         levels = {
             "memory": {"W": memory, "aux": {"S": memory_S}},
         }

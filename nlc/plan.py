@@ -54,7 +54,9 @@ class Node:
     module: str | None = None  # the slow layer it uses (attribute name), if any
     source: str = ""  # the spec text it came from
     line: int = 0
-    in_loop: bool = False  # depends on an in-context read: computed chunk by chunk
+    in_loop: bool = False  # depends on an in-context read
+    phase: str = "pre"  # "pre": whole sequence before the chunk loop; "loop": chunk by chunk (reads and what
+    # the levels learn from); "post": whole sequence after the loop (depends on reads, feeds no learning)
 
 
 @dataclass
@@ -242,6 +244,7 @@ class _BlockPlanner:
                 slow.append(self.slow_level(lv))
         out = self.expr(self.block.out.value, "out", root=self.fresh("out"))
         self._mark_loop()
+        self._mark_phases(levels)
         nodes = [self.nodes[n] for n in self.order]
         return BlockPlan(self.block.name, self.index, self.cls, self.modules, nodes, levels, slow, out)
 
@@ -467,6 +470,28 @@ class _BlockPlanner:
             node = self.nodes[name]
             reads_level = node.op == "read" and node.attrs["level"] in self.in_context
             node.in_loop = reads_level or any(isinstance(a, str) and self.nodes[a].in_loop for a in node.args)
+
+
+    def _mark_phases(self, levels: list[LevelPlan]) -> None:
+        """Split read-dependent nodes: those the levels learn from run in the chunk loop, the rest after it."""
+        stack = [a for lv in levels for a in _learning_operands(lv) if isinstance(a, str)]
+        stack += [n.name for n in self.nodes.values() if n.op == "read" and n.attrs["level"] in self.in_context]
+        feeds: set[str] = set()  # what the levels learn from, every read, and everything those need
+        while stack:
+            name = stack.pop()
+            if name not in feeds:
+                feeds.add(name)
+                stack.extend(a for a in self.nodes[name].args if isinstance(a, str))
+        for node in self.nodes.values():
+            node.phase = "pre" if not node.in_loop else "loop" if node.name in feeds else "post"
+
+
+def _learning_operands(lv: LevelPlan) -> list[Operand]:
+    """The per-token values a level learns from: keys, values, gates and rule arguments."""
+    ops = [lv.lr, lv.retain, *lv.rule_args.values()]
+    if lv.context[0] == "kv":
+        ops += [lv.context[1], lv.context[2]]
+    return ops
 
 
 def _bind(call: ir.Call, sig: B.Builtin, const) -> dict:

@@ -32,6 +32,8 @@ class BlockCode:
     pre_lines: list[str] = field(default_factory=list)
     loop_lines: list[str] = field(default_factory=list)
     learn_lines: list[str] = field(default_factory=list)
+    collect_lines: list[str] = field(default_factory=list)
+    after_lines: list[str] = field(default_factory=list)
     finish_lines: list[str] = field(default_factory=list)
     kernels: str = "chunked"
 
@@ -155,26 +157,34 @@ def _emit_loop(code: BlockCode, nodes: dict, levels: dict, in_loop: set[str]) ->
     if not levels:
         code.finish_lines.append(f"out = {_ref(block.out, None, set())}")
         return
+    loop = {n.name for n in block.nodes if n.phase == "loop"}
+    post = [n for n in block.nodes if n.phase == "post"]
     # every pre-computed tensor the loop uses is sliced to the chunk once
     used = set()
     for n in block.nodes:
-        if n.in_loop:
-            used |= {a for a in n.args if isinstance(a, str) and a not in in_loop}
+        if n.phase == "loop":
+            used |= {a for a in n.args if isinstance(a, str) and a not in loop}
     for lv in block.levels:
-        used |= {a for a in _level_operands(lv) if isinstance(a, str) and a not in in_loop}
-    if isinstance(block.out, str) and block.out not in in_loop:
-        used.add(block.out)
+        used |= {a for a in _level_operands(lv) if isinstance(a, str) and a not in loop}
     sliced = {a for a in used if nodes[a].width is not None}
     for a in sorted(sliced, key=lambda a: list(nodes).index(a)):
         code.loop_lines.append(f"{a}_c = {a}[:, s:e]")
     for node in block.nodes:
-        if node.in_loop:
-            code.loop_lines.append(_node_line(node, levels, in_loop, sliced))
-    code.loop_lines.append(f"outs.append({_ref(block.out, in_loop, sliced)})")
-    groups = _groups(block)
-    chunk = block.chunk
-    for group in groups:
-        _emit_learn(code, group, chunk, in_loop, sliced)
+        if node.phase == "loop":
+            code.loop_lines.append(_node_line(node, levels, loop, sliced))
+    # loop values needed after the loop are collected chunk by chunk, then joined
+    needed = {a for n in post for a in n.args if isinstance(a, str) and a in loop}
+    if isinstance(block.out, str) and block.out in loop:
+        needed.add(block.out)
+    for a in sorted(needed, key=lambda a: list(nodes).index(a)):
+        code.collect_lines.append(f"{a}_parts = []")
+        code.loop_lines.append(f"{a}_parts.append({a})")
+        code.after_lines.append(f"{a} = torch.cat({a}_parts, dim=1)")
+    for node in post:
+        code.after_lines.append(_node_line(node, levels, None))
+    code.after_lines.append(f"out = {_ref(block.out, None, set())}")
+    for group in _groups(block):
+        _emit_learn(code, group, block.chunk, loop, sliced)
 
 
 def _level_operands(lv: LevelPlan) -> list[Operand]:

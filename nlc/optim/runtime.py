@@ -1,0 +1,233 @@
+"""Small kernels that generated optimizers import (`from nlc.optim import runtime as rt`).
+
+Everything here works on one parameter tensor at a time, on any device, and never
+reads a tensor's value on the host (no `.item()`, no Python branching on tensor
+values), so a step stays asynchronous on CUDA and traceable by torch.compile.
+Counts and hyper-parameters are Python numbers.
+
+orthogonalize      Newton-Schulz (Muon) for a parameter-shaped tensor; vectors pass through
+delta_product      m (beta I - g^T g): the forgetting term of delta momentum (NL section 4.4)
+bias_correction    1 - retain^n (Adam's debiasing of an EMA memory)
+mlp_*              an MLP memory R -> R applied to every entry of a tensor (DMGD)
+check_param_group  hyper-parameter validation for constructors and parameter groups
+"""
+
+from __future__ import annotations
+
+import difflib
+import math
+
+import torch
+
+from nlc.runtime.memory import act, act_grad
+from nlc.runtime.newton_schulz import newton_schulz
+
+MLP_INIT_SEED = 0  # identity-initialised MLP memories draw their hidden layers from this seed
+
+
+# ---- update-rule kernels --------------------------------------------------------------
+
+
+def orthogonalize(x: torch.Tensor, steps: int = 5) -> torch.Tensor:
+    """Newton-Schulz orthogonalisation of a parameter-shaped tensor, as Muon applies it.
+
+    A tensor with two or more dims is treated as the matrix [shape[0], rest] (a conv
+    kernel [out, in, kh, kw] becomes [out, in * kh * kw]) and replaced by the
+    quintic Newton-Schulz approximation of U V^T from its SVD (nlc.runtime.newton_schulz:
+    coefficients 3.4445, -4.7750, 2.0315). Vectors and scalars (biases, gains) have no
+    orthogonal form and are returned unchanged: for them Muon is plain momentum.
+    """
+    if x.dim() < 2:
+        return x
+    return newton_schulz(x.reshape(x.shape[0], -1), int(steps)).reshape(x.shape)
+
+
+def delta_product(m: torch.Tensor, g: torch.Tensor, beta) -> torch.Tensor:
+    """m (beta I - g^T g) for a weight m and its gradient g (NL section 4.4, eqs. 48-49).
+
+    Tensors of two or more dims are the matrices [shape[0], rest] (g^T g is
+    [rest, rest]); the product is taken in the cheaper order. Vectors and scalars are
+    treated entry by entry: (beta - g^2) m.
+    """
+    if m.dim() < 2:
+        return (beta - g * g) * m
+    m2, g2 = m.reshape(m.shape[0], -1), g.reshape(g.shape[0], -1)
+    if m2.shape[0] <= m2.shape[1]:
+        proj = (m2 @ g2.transpose(0, 1)) @ g2
+    else:
+        proj = m2 @ (g2.transpose(0, 1) @ g2)
+    return beta * m - proj.reshape(m.shape)
+
+
+def bias_correction(retain, n: int):
+    """1 - retain^n: the total weight an EMA with retention `retain` has after n updates from zero.
+
+    With n = 0 the state has not been written yet and the read is left as it is (1).
+    """
+    return 1 - retain**n if n > 0 else 1.0
+
+
+def l2norm(x: torch.Tensor, eps: float = 1e-12) -> torch.Tensor:
+    """x / ||x|| over the whole tensor (an optimizer has no feature axis)."""
+    return x / x.norm().clamp_min(eps)
+
+
+# ---- scalar versions of the elementwise builtins (Python numbers: gates over `step`) -------
+
+
+def sigmoid(x):
+    return 1 / (1 + math.exp(-x)) if x >= 0 else math.exp(x) / (1 + math.exp(x))
+
+
+def silu(x):
+    return x * sigmoid(x)
+
+
+def softplus(x):
+    return math.log1p(math.exp(-abs(x))) + max(x, 0)
+
+
+def relu(x):
+    return max(x, 0)
+
+
+def gelu(x):
+    return 0.5 * x * (1 + math.erf(x / math.sqrt(2)))
+
+
+# ---- MLP memories applied entry by entry (DMGD) -------------------------------------------
+
+
+def mlp_shapes(hidden: int, depth: int) -> list[tuple[int, int]]:
+    """Weight shapes of an MLP R -> R: [1, h], [h, h] x (depth - 2), [h, 1] (depth 1: [1, 1])."""
+    hidden, depth = int(hidden), int(depth)
+    if depth == 1:
+        return [(1, 1)]
+    return [(1, hidden)] + [(hidden, hidden)] * (depth - 2) + [(hidden, 1)]
+
+
+def mlp_init(like: torch.Tensor, hidden: int, depth: int, mode: str) -> list[torch.Tensor]:
+    """Initial weights of an MLP memory, in `like`'s dtype and device.
+
+    `zeros`: every weight zero. `identity`: the last layer zero (with the residual path the
+    memory starts as the identity map), the others N(0, 1 / fan_in) from a fixed seed, so
+    that the same spec gives the same optimizer on every run and device.
+    """
+    shapes = mlp_shapes(hidden, depth)
+    if mode == "zeros":
+        return [like.new_zeros(s) for s in shapes]
+    gen = torch.Generator().manual_seed(MLP_INIT_SEED)
+    out = []
+    for i, s in enumerate(shapes):
+        if i == len(shapes) - 1:
+            out.append(like.new_zeros(s))
+        else:
+            w = torch.randn(s, generator=gen, dtype=torch.float64) / math.sqrt(s[0])
+            out.append(w.to(dtype=like.dtype, device=like.device))
+    return out
+
+
+def mlp_read(weights: list[torch.Tensor], k: torch.Tensor, residual: bool = True) -> torch.Tensor:
+    """M(k) for every entry of k: a_0 = k, a_{i+1} = gelu(a_i W_i), M(k) = a_{L-1} W_{L-1} (+ k)."""
+    return _mlp_forward(weights, k, residual)[0]
+
+
+def _mlp_forward(weights, k, residual):
+    a = k.reshape(-1, 1)
+    inputs, pre = [a], []
+    for W in weights[:-1]:
+        z = a @ W
+        pre.append(z)
+        a = act(z)
+        inputs.append(a)
+    y = a @ weights[-1]
+    if residual:
+        y = y + inputs[0]
+    return y.reshape(k.shape), inputs, pre
+
+
+def mlp_grads(weights: list[torch.Tensor], k: torch.Tensor, v, objective: str, arg=None,
+              residual: bool = True) -> list[torch.Tensor]:
+    """The gradient of the objective summed over every entry: d/dW_i sum_e l(M(k_e), v_e)."""
+    y, inputs, pre = _mlp_forward(weights, k, residual)
+    d = objective_grad(objective, y, v, arg).reshape(-1, 1)
+    grads = [None] * len(weights)
+    for i in range(len(weights) - 1, -1, -1):
+        grads[i] = inputs[i].transpose(0, 1) @ d
+        if i > 0:
+            d = (d @ weights[i].transpose(0, 1)) * act_grad(pre[i - 1])
+    return grads
+
+
+def objective_grad(objective: str, y: torch.Tensor, v, arg=None) -> torch.Tensor:
+    """d l(y, v) / d y, entry by entry (l2, dot, huber(delta), lp(p); nlc.runtime.memory's objectives)."""
+    if objective == "dot":
+        return torch.zeros_like(y) - v
+    r = y - v
+    if objective == "l2":
+        return r
+    if objective == "huber":
+        return r.clamp(-arg, arg)
+    if objective == "lp":
+        return arg * r.abs() ** (arg - 1) * torch.sign(r)
+    raise ValueError(f"unknown objective {objective!r}")
+
+
+def load_mlp(state: dict, name: str) -> list[torch.Tensor]:
+    """The weights of MLP memory `name` from a parameter's state (keys name.W0, name.W1, ...)."""
+    out = []
+    while f"{name}.W{len(out)}" in state:
+        out.append(state[f"{name}.W{len(out)}"])
+    return out
+
+
+def store_mlp(state: dict, name: str, weights: list[torch.Tensor]) -> None:
+    for i, w in enumerate(weights):
+        state[f"{name}.W{i}"] = w
+
+
+# ---- hyper-parameter validation -------------------------------------------------------------
+
+GROUP_KEYS = ("params", "param_names")
+
+
+def reject_unknown(opt, unknown: dict) -> None:
+    """Raise a ValueError for constructor keywords that are not hyper-parameters of the spec."""
+    if unknown:
+        _unknown(opt, next(iter(unknown)), "keyword argument")
+
+
+def check_param_group(opt, group: dict) -> None:
+    """Validate a parameter group (its own values over the optimizer's defaults) before it is added.
+
+    Unknown keys are an error (with a did-you-mean); every hyper-parameter must be a real
+    number (or a boolean where the spec's default is one); learning rates must be >= 0;
+    periods and counts must be positive whole numbers.
+    """
+    for key in group:
+        if key not in GROUP_KEYS and key not in opt.defaults:
+            _unknown(opt, key, "parameter group key")
+    values = {**opt.defaults, **{k: v for k, v in group.items() if k not in GROUP_KEYS}}
+    for name, value in values.items():
+        want_bool = isinstance(opt.defaults.get(name), bool)
+        ok = isinstance(value, bool) if want_bool else (
+            isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value))
+        if not ok:
+            what = "`true` or `false`" if want_bool else "a finite number"
+            raise ValueError(f"{opt.spec_name}: hyper-parameter `{name}` must be {what}, not {value!r}")
+    for name in opt.learning_rates:
+        if values[name] < 0:
+            raise ValueError(f"{opt.spec_name}: invalid learning rate `{name}` = {values[name]!r}: "
+                             "learning rates must be >= 0")
+    for name in opt.whole_numbers:
+        v = values[name]
+        if v < 1 or not float(v).is_integer():
+            raise ValueError(f"{opt.spec_name}: hyper-parameter `{name}` is a period or a count and must be "
+                             f"a positive whole number, not {v!r}")
+
+
+def _unknown(opt, key, what: str) -> None:
+    names = list(opt.defaults)
+    close = difflib.get_close_matches(str(key), names, n=1, cutoff=0.6)
+    hint = f"did you mean `{close[0]}`?" if close else f"its hyper-parameters are {', '.join(names) or 'none'}"
+    raise ValueError(f"{opt.spec_name}: unknown hyper-parameter `{key}` ({what}); {hint}")
