@@ -184,6 +184,10 @@ class _Planner:
         out.lr, out.retain = lv.lr, lv.retain
         if lv.lr is not None and isinstance(lv.lr, ir.Ref) and lv.lr.kind is ir.RefKind.PARAM:
             self.lr_params.add(lv.lr.name)
+        if lv.period.unit is not ir.PeriodUnit.STEPS:
+            self.error(f"level `{lv.name}` never updates: an optimizer level learns every N `steps`",
+                       lv.period.span, "write `period 1 steps` (the default)")
+            return out
         count = lv.period.count
         value = fold(count, self.params, Reporter())
         out.period_value = int(value)

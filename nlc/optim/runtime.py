@@ -227,7 +227,7 @@ def check_param_group(opt, group: dict) -> None:
 
 
 def _unknown(opt, key, what: str) -> None:
-    names = list(opt.defaults)
+    names = list(opt.hyperparameters)
     close = difflib.get_close_matches(str(key), names, n=1, cutoff=0.6)
     hint = f"did you mean `{close[0]}`?" if close else f"its hyper-parameters are {', '.join(names) or 'none'}"
     raise ValueError(f"{opt.spec_name}: unknown hyper-parameter `{key}` ({what}); {hint}")

@@ -1,0 +1,482 @@
+"""Optimizer plan -> Python source of a torch.optim.Optimizer subclass.
+
+Every decision about the generated code is made here; `templates/optimizer.py.j2`
+only lays the lines out. The generated step follows `nlc.optim`'s semantics
+line by line: per parameter tensor it reads the levels' states from before the
+step, evaluates the `let`s, takes the levels' objective gradients, then applies
+the update rules in plan order (the parameters last). Names in the generated
+code are the spec's names (`m`, `m_new`, `v`, `weights`), so a reader can follow
+the spec. Nothing from a spec is pasted unescaped: names are checked identifiers,
+numbers are formatted, strings are repr'd.
+"""
+
+from __future__ import annotations
+
+import builtins
+import keyword
+from dataclasses import dataclass
+
+from nlc import ir
+from nlc.optim.plan import OptimizerPlan, OptLevel, plan_optimizer
+from nlc.printer import format_number, print_expr
+
+# Names the generated step uses itself; a spec name that collides gets a trailing `_`.
+RESERVED = set(keyword.kwlist) | set(dir(builtins)) | {
+    "self", "closure", "loss", "group", "p", "grad", "param", "step", "state", "torch", "math", "F", "rt",
+    "update", "Optimizer",
+}
+
+ATOM, POW, NEG, MUL, ADD = 5, 4, 3, 2, 1
+BIN_PREC = {"+": ADD, "-": ADD, "*": MUL, "/": MUL, "**": POW}
+
+TENSOR_UNARY = {"sqrt": "torch.sqrt", "exp": "torch.exp", "abs": "torch.abs", "tanh": "torch.tanh",
+                "sigmoid": "torch.sigmoid", "relu": "torch.relu", "silu": "F.silu", "softplus": "F.softplus",
+                "gelu": "F.gelu"}
+SCALAR_UNARY = {"sqrt": "math.sqrt", "exp": "math.exp", "abs": "abs", "tanh": "math.tanh", "sigmoid": "rt.sigmoid",
+                "relu": "rt.relu", "silu": "rt.silu", "softplus": "rt.softplus", "gelu": "rt.gelu"}
+
+
+@dataclass(frozen=True)
+class Code:
+    """A Python expression: its text, how tightly it binds, and whether it is a tensor or a Python number."""
+
+    text: str
+    prec: int = ATOM
+    kind: str = "tensor"  # "tensor" | "py"
+    negated: "Code | None" = None  # this is -(negated)
+
+    def wrap(self, need: int) -> str:
+        return f"({self.text})" if self.prec < need else self.text
+
+
+def binop(op: str, a: Code, b: Code) -> Code:
+    prec = BIN_PREC[op]
+    if op == "**":
+        text = f"{a.wrap(ATOM)} ** {b.wrap(NEG)}"
+    else:
+        text = f"{a.wrap(prec)} {op} {b.wrap(prec + 1)}"
+    return Code(text, prec, "tensor" if "tensor" in (a.kind, b.kind) else "py")
+
+
+def neg(a: Code) -> Code:
+    if a.negated is not None:
+        return a.negated
+    return Code(f"-{a.wrap(NEG)}", NEG, a.kind, negated=a)
+
+
+def scale(gate: Code | None, x: Code) -> Code:
+    """gate * x, or x when the gate is absent (1)."""
+    return x if gate is None else binop("*", gate, x)
+
+
+def plus(base: Code, term: Code) -> Code:
+    """base + term, written base - t when term is -t."""
+    return binop("-", base, term.negated) if term.negated is not None else binop("+", base, term)
+
+
+def minus(base: Code, term: Code) -> Code:
+    return binop("+", base, term.negated) if term.negated is not None else binop("-", base, term)
+
+
+def number(v) -> Code:
+    if isinstance(v, bool):
+        return Code(repr(v), ATOM, "py")
+    text = format_number(v) if isinstance(v, int) else repr(float(v))
+    return Code(text, ATOM if not text.startswith("-") else NEG, "py")
+
+
+class Namer:
+    """Python-safe, unique local names: the spec's names first, then helpers."""
+
+    def __init__(self):
+        self.taken = set(RESERVED)
+
+    def take(self, name: str) -> str:
+        while name in self.taken or keyword.iskeyword(name):
+            name += "_"
+        self.taken.add(name)
+        return name
+
+
+@dataclass
+class OptimizerCode:
+    """The pieces of one generated optimizer class."""
+
+    plan: OptimizerPlan
+    class_name: str
+    signature: list[str]
+    init_lines: list[str]
+    group_lines: list[str]
+    param_lines: list[str]
+    doc_lines: list[str]
+    state_keys: list[str]
+    uses_math: bool
+    uses_F: bool
+
+
+class _Emitter:
+    def __init__(self, plan: OptimizerPlan):
+        self.plan = plan
+        names = Namer()
+        self.hyper = {h.name: names.take(h.name) for h in plan.hypers}
+        self.let = {let.name: names.take(let.name) for let in plan.lets}
+        self.pre = {lv.name: names.take(lv.name) for lv in plan.levels if not lv.root}
+        self.names = names
+        self.new: dict[str, str] = {}  # level -> local holding its new state (once written)
+        self.grads: dict[str, Code] = {}  # level -> its objective gradient
+        self.used_hypers: set[str] = set()
+        self.from_group = False  # hyper-parameters read as group["name"] (in _init_state)
+        self.uses_math = self.uses_F = False
+        self.state_keys: list[str] = ["step"]
+
+    # ---- expressions ----
+    def expr(self, e: ir.Expr, new: bool = False) -> Code:
+        """Python code for a spec expression; `new`: level names mean their state after this step's update."""
+        if isinstance(e, (ir.Num, ir.Bool)):
+            return number(e.value)
+        if isinstance(e, ir.Ref):
+            if e.kind is ir.RefKind.PARAM:
+                if self.from_group:
+                    return Code(f"group[{e.name!r}]", ATOM, "py")
+                self.used_hypers.add(e.name)
+                return Code(self.hyper[e.name], ATOM, "py")
+            if e.kind is ir.RefKind.INPUT:
+                return Code(e.name, ATOM, "py" if e.name == "step" else "tensor")
+            if e.kind is ir.RefKind.LET:
+                return Code(self.let[e.name], ATOM, self.plan.kinds[e.name])
+            if e.kind is ir.RefKind.LEVEL:
+                return self.read(e.name, None, new)
+        if isinstance(e, ir.Neg):
+            return neg(self.expr(e.operand, new))
+        if isinstance(e, ir.BinOp):
+            return binop(e.op, self.expr(e.lhs, new), self.expr(e.rhs, new))
+        if isinstance(e, ir.Call) and e.kind is ir.CallKind.READ:
+            return self.read(e.fn, self.expr(e.args[0], new) if e.args else None, new)
+        if isinstance(e, ir.Call) and e.kind is ir.CallKind.OP:
+            return self.op(e, new)
+        raise AssertionError(f"cannot emit {e!r}")  # pragma: no cover - the plan checked every expression
+
+    def op(self, e: ir.Call, new: bool) -> Code:
+        args = {a: self.expr(v, new) for a, v in zip(("x", "steps"), e.args)}
+        args.update((k.name, self.expr(k.value, new)) for k in e.kwargs)
+        x = args["x"]
+        if e.fn == "newton_schulz":
+            steps = args.get("steps", number(5))
+            return Code(f"rt.orthogonalize({x.text}, {steps.text})")
+        if e.fn == "mean":
+            return Code(f"{x.wrap(ATOM)}.mean()")
+        if e.fn == "l2norm":
+            return Code(f"rt.l2norm({x.text})")
+        if x.kind == "py":
+            fn = SCALAR_UNARY[e.fn]
+            self.uses_math |= fn.startswith("math.")
+            return Code(f"{fn}({x.text})", ATOM, "py")
+        fn = TENSOR_UNARY[e.fn]
+        self.uses_F |= fn.startswith("F.")
+        return Code(f"{fn}({x.text})")
+
+    def read(self, name: str, key: Code | None, new: bool) -> Code:
+        """A level's state (pre-step, or new), debiased if asked, read with `key`."""
+        lv = self.plan.level(name)
+        if lv.root:
+            base = Code("param")
+        elif lv.kind == "mlp":
+            weights = self.new[name] if new else self.pre[name]
+            return Code(f"rt.mlp_read({weights}, {key.text}, residual={self.expr(lv.mlp['residual']).text})")
+        else:
+            base = Code(self.new[name] if new else self.pre[name])
+            if lv.debias:
+                retain = self.expr(lv.retain)
+                base = binop("/", base, Code(f"rt.bias_correction({retain.text}, {self.count(lv, new)})"))
+        return base if key is None else binop("*", base, key)
+
+    def count(self, lv: OptLevel, new: bool) -> str:
+        """How many per-step updates the state a read sees has had."""
+        step = "step" if new else "step - 1"
+        if lv.period is None:
+            return step
+        n = self.expr(lv.period).wrap(MUL + 1)
+        return f"{n} * ({step} // {n})" if new else f"{n} * (({step}) // {n})"
+
+    def period_end(self, lv: OptLevel) -> str:
+        return f"step % {self.expr(lv.period).wrap(MUL + 1)} == 0"
+
+    # ---- a level's context and objective gradient ----
+    def context(self, lv: OptLevel) -> tuple[Code | None, Code]:
+        """(key, value): key None is the constant key 1."""
+        if lv.context == "loss":
+            return None, neg(Code("grad")) if lv.root else Code("grad")
+        if lv.context == "grad":
+            return None, self.grads[lv.grad_of]
+        return (None if lv.key is None else self.expr(lv.key)), self.expr(lv.value)
+
+    def objective_grad(self, lv: OptLevel, lines: list[str]) -> None:
+        """Phase 1: the gradient of lv's objective at its state from before the step."""
+        key, value = self.context(lv)
+        name = self.names.take(f"{lv.name}_grad")
+        if lv.kind == "mlp":
+            arg = "None" if lv.objective_arg is None else self.expr(lv.objective_arg).text
+            res = self.expr(lv.mlp["residual"]).text
+            lines.append(f"{name} = rt.mlp_grads({self.pre[lv.name]}, {key.text}, {value.text}, "
+                         f"{lv.objective!r}, {arg}, residual={res})")
+            self.grads[lv.name] = Code(name)
+            return
+        state = Code("param") if lv.root else Code(self.pre[lv.name])
+        y = state if key is None else binop("*", state, key)
+        if lv.objective == "dot":
+            g = neg(value) if key is None else neg(binop("*", value, key))
+            what = f"d/d{lv.name} -<{lv.name}{'' if key is None else ' * k'}, v>"
+        elif lv.objective == "l2":
+            r = binop("-", y, value)
+            g = r if key is None else binop("*", r, key)
+            what = f"d/d{lv.name} 1/2 ||{lv.name}{'' if key is None else ' * k'} - v||^2"
+        else:
+            arg = self.expr(lv.objective_arg).text
+            g = Code(f"rt.objective_grad({lv.objective!r}, {y.text}, {value.text}, {arg})")
+            g = g if key is None else binop("*", g, key)
+            what = f"d/d{lv.name} {lv.objective}"
+        if g.prec == ATOM and g.negated is None:
+            self.grads[lv.name] = g  # a name already: no line needed
+            self.names.taken.discard(name)
+            return
+        lines.append(f"{name} = {g.text}  # {what}")
+        self.grads[lv.name] = Code(name)
+
+    # ---- a level's update ----
+    def step_term(self, lv: OptLevel, lr: Code | None) -> Code:
+        """-lr * g, with g the objective gradient (for the dot objective: + lr * v * k, without forming g)."""
+        if lv.name in self.grads:
+            return neg(scale(lr, self.grads[lv.name]))
+        key, value = self.context(lv)
+        vk = value if key is None else binop("*", value, key)
+        if vk.negated is not None:
+            return neg(scale(lr, vk.negated))
+        return scale(lr, vk)
+
+    def update(self, lv: OptLevel, lines: list[str]) -> None:
+        """Phase 2: apply lv's update rule; store its state; bind its new state."""
+        name = lv.name
+        lines.append(f"# level {name}: {lv.source}")
+        periodic = lv.period is not None
+        lr = None if lv.lr is None else self.expr(lv.lr)
+        retain = None if lv.retain is None else self.expr(lv.retain)
+        if lv.root and not periodic:
+            prev = Code("param")
+        elif periodic:
+            prev = Code(self.names.take(f"{name}_running"))
+            key = f"{name}.running"
+            load = f"rt.load_mlp(state, {key!r})" if lv.kind == "mlp" else f"state[{key!r}]"
+            lines.append(f"{prev.text} = {load}  # the running state: the rule advances it every step")
+        else:
+            prev = Code(self.pre[name])
+        if lv.kind == "mlp":
+            new = self.mlp_gd(lv, prev, lr, retain)
+        elif lv.rule is None:
+            u = self.expr(lv.update, new=True)
+            if lv.root and not periodic:
+                self.root_in_place(u, lr, retain, lines)
+                return
+            new = minus(scale(retain, prev), scale(lr, u))
+        else:
+            new = self.rule(lv, prev, lr, retain, lines)
+        self.store(lv, prev, new, lines)
+
+    def root_in_place(self, u: Code, lr: Code | None, retain: Code | None, lines: list[str]) -> None:
+        """p <- retain p - lr u, in place (as torch.optim does)."""
+        if u.prec != ATOM or u.negated is not None:
+            lines.append(f"update = {u.text}")
+            u = Code("update")
+        if retain is not None:
+            lines.append(f"p.mul_({retain.text})")
+        if lr is None:
+            lines.append(f"p.sub_({u.text})")
+        elif lr.kind == "py":
+            lines.append(f"p.add_({u.text}, alpha=-{lr.wrap(NEG + 1)})")
+        else:
+            lines.append(f"p.sub_({binop('*', lr, u).text})")
+
+    def rule(self, lv: OptLevel, prev: Code, lr: Code | None, retain: Code | None, lines: list[str]) -> Code:
+        name, r = lv.name, lv.rule
+        args = {k: self.expr(v) for k, v in lv.rule_args.items()}
+        if r == "gd":
+            return plus(scale(retain, prev), self.step_term(lv, lr))
+        if r in ("momentum", "muon", "delta_momentum"):
+            key = f"{name}.momentum"
+            mom = self.names.take(f"{name}_momentum")
+            if r == "delta_momentum":
+                g = self.grads[name]
+                decayed = Code(f"rt.delta_product(state[{key!r}], {g.text}, {args['beta'].text})")
+                lines.append(f"{mom} = {plus(decayed, self.step_term(lv, lr)).text}  # S (beta I - g^T g) - lr g")
+            else:
+                lines.append(f"{mom} = {plus(scale(args['beta'], Code(f'state[{key!r}]')), self.step_term(lv, lr)).text}")
+            lines.append(f"state[{key!r}] = {mom}")
+            step = Code(mom) if r != "muon" else Code(f"rt.orthogonalize({mom}, {args['steps'].text})")
+            return binop("+", scale(retain, prev), step)
+        if r == "dgd":
+            g = self.grads[name]
+            eta = self.names.take(f"{name}_lr")
+            lr_text = "1" if lr is None else lr.wrap(MUL + 1)
+            lines.append(f"{eta} = {lr_text} / (1 + {lr_text})  # dgd: lr' = lr / (1 + lr)")
+            key, _ = self.context(lv)
+            k2 = Code(eta) if key is None else binop("*", Code(eta), binop("*", key, key))
+            decay = binop("-", retain if retain is not None else number(1), k2)
+            return binop("-", binop("*", decay, prev), binop("*", Code(eta), g))
+        if r == "adam":
+            g = self.grads[name]
+            b1, b2, eps = args["beta1"], args["beta2"], args["eps"]
+            m, v = self.names.take(f"{name}_exp_avg"), self.names.take(f"{name}_exp_avg_sq")
+            mk, vk = f"{name}.exp_avg", f"{name}.exp_avg_sq"
+            one = number(1)
+            lines.append(f"{m} = {binop('+', binop('*', b1, Code(f'state[{mk!r}]')), binop('*', binop('-', one, b1), g)).text}")
+            lines.append(f"{v} = {binop('+', binop('*', b2, Code(f'state[{vk!r}]')), binop('*', binop('-', one, b2), binop('*', g, g))).text}")
+            lines.append(f"state[{mk!r}] = {m}")
+            lines.append(f"state[{vk!r}] = {v}")
+            m_hat = binop("/", Code(m), Code(f"rt.bias_correction({b1.text}, step)"))
+            v_hat = binop("/", Code(v), Code(f"rt.bias_correction({b2.text}, step)"))
+            direction = binop("/", m_hat, binop("+", Code(f"torch.sqrt({v_hat.text})"), eps))
+            return minus(scale(retain, prev), scale(lr, direction))
+        raise AssertionError(r)  # pragma: no cover
+
+    def mlp_gd(self, lv: OptLevel, prev: Code, lr: Code | None, retain: Code | None) -> Code:
+        w, dw = self.names.take("w"), self.names.take("dw")
+        body = minus(scale(retain, Code(w)), scale(lr, Code(dw)))
+        return Code(f"[{body.text} for {w}, {dw} in zip({prev.text}, {self.grads[lv.name].text})]")
+
+    def store(self, lv: OptLevel, prev: Code, new: Code, lines: list[str]) -> None:
+        name = lv.name
+        mlp = lv.kind == "mlp"
+
+        def put(key: str, value: str) -> str:
+            return f"rt.store_mlp(state, {key!r}, {value})" if mlp else f"state[{key!r}] = {value}"
+
+        if lv.period is None:
+            if lv.root:
+                lines.append(f"p.copy_({new.text})")
+                return
+            target = self.names.take(f"{name}_new")
+            lines.append(f"{target} = {new.text}")
+            lines.append(put(name, target))
+            self.new[name] = target
+            return
+        lines.append(f"{prev.text} = {new.text}")
+        lines.append(put(f"{name}.running", prev.text))
+        if lv.root:
+            lines.append(f"if {self.period_end(lv)}:  # a full period: the parameters take the running state")
+            lines.append(f"    p.copy_({prev.text})")
+            return
+        target = self.names.take(f"{name}_new")
+        lines.append(f"{target} = {prev.text} if {self.period_end(lv)} else {self.pre[name]}  "
+                     "# reads see the state from the start of the period")
+        lines.append(put(name, target))
+        self.new[name] = target
+
+    # ---- the state before the first step ----
+    def init_state(self) -> list[str]:
+        self.from_group = True
+        lines = ['state["step"] = 0']
+        keys_out = self.state_keys = ["step"]
+        for lv in self.plan.levels:
+            keys = [lv.name] if not lv.root else []
+            if lv.period is not None:
+                keys.append(f"{lv.name}.running")
+            for key in keys:
+                keys_out.append(key if lv.kind != "mlp" else f"{key}.W0, {key}.W1, ...")
+                if lv.root:
+                    lines.append(f"state[{key!r}] = p.detach().clone(memory_format=torch.preserve_format)")
+                elif lv.kind == "mlp":
+                    hidden = "4" if lv.mlp["hidden"] is None else self.expr(lv.mlp["hidden"]).text
+                    depth = self.expr(lv.mlp["depth"]).text
+                    lines.append(f"rt.store_mlp(state, {key!r}, rt.mlp_init(p, {hidden}, {depth}, {lv.init!r}))")
+                else:
+                    fn = "torch.ones_like" if lv.init == "identity" else "torch.zeros_like"
+                    lines.append(f"state[{key!r}] = {fn}(p, memory_format=torch.preserve_format)")
+            aux = {"momentum": ["momentum"], "muon": ["momentum"], "delta_momentum": ["momentum"],
+                   "adam": ["exp_avg", "exp_avg_sq"]}.get(lv.rule or "", [])
+            for a in aux:
+                keys_out.append(f"{lv.name}.{a}")
+                lines.append(f"state[{lv.name + '.' + a!r}] = torch.zeros_like(p, memory_format=torch.preserve_format)")
+        self.from_group = False
+        return lines
+
+    # ---- one parameter's step ----
+    def param_lines(self) -> list[str]:
+        plan = self.plan
+        lines = [
+            "grad = p.grad",
+            "if grad.is_sparse:",
+            f"    raise RuntimeError({plan.name + ' does not support sparse gradients'!r})",
+            "state = self.state[p]",
+            "if not state:",
+            "    self._init_state(p, group)",
+            'state["step"] += 1',
+            "step = state[\"step\"]  # this parameter's step count, from 1",
+            "param = p  # its values before this step",
+        ]
+        for lv in plan.levels:
+            if lv.root:
+                continue
+            if lv.kind == "mlp":
+                lines.append(f"{self.pre[lv.name]} = rt.load_mlp(state, {lv.name!r})  # weights {lv.name}.W0, ...")
+            else:
+                lines.append(f"{self.pre[lv.name]} = state[{lv.name!r}]")
+        for let in plan.lets:
+            lines.append(f"{self.let[let.name]} = {self.expr(let.value).text}  # let {let.name} = "
+                         f"{print_expr(let.value)}")
+        for name in plan.grad_order:
+            lv = plan.level(name)
+            if lv.needs_grad:
+                self.objective_grad(lv, lines)
+        for lv in plan.levels:
+            self.update(lv, lines)
+        return lines
+
+
+def emit_optimizer(plan: OptimizerPlan) -> OptimizerCode:
+    """Return the pieces of the generated optimizer class."""
+    em = _Emitter(plan)
+    init_lines = em.init_state()
+    param_lines = em.param_lines()
+    group_lines = [f"{em.hyper[h.name]} = group[{h.name!r}]" for h in plan.hypers if h.name in em.used_hypers]
+    signature = [f"{h.name}={number(h.default).text}" for h in plan.hypers]
+    doc = [f"level {lv.name}: {lv.source}" for lv in plan.levels]
+    return OptimizerCode(plan, _class_name(plan.name), signature, init_lines, group_lines, param_lines, doc,
+                         em.state_keys,
+                         em.uses_math, em.uses_F)
+
+
+def _class_name(name: str) -> str:
+    return "".join(part[:1].upper() + part[1:] for part in name.split("_") if part) + "Optimizer"
+
+
+def generate_optimizer(program: ir.Program, params: dict) -> str:
+    """Return the Python source of the torch.optim.Optimizer for a checked optimizer program.
+
+    `params` are the program's parameter values (`nlc.passes.pipeline.check_ir(...).params`);
+    they become the defaults of the constructor's keyword arguments.
+    """
+    from nlc import __version__
+    from nlc.codegen import _ENV, _display_path, spec_hash
+
+    plan = plan_optimizer(program, params)
+    code = emit_optimizer(plan)
+    spec_path = _safe(_display_path(program.path))
+    return _ENV.get_template("optimizer.py.j2").render(
+        version=__version__,
+        spec_path=spec_path,
+        spec_hash=spec_hash(program),
+        params=", ".join(f"{k}={number(v).text}" for k, v in sorted(params.items())),
+        name=plan.name,
+        code=code,
+        hypers=repr(tuple(h.name for h in plan.hypers)),
+        learning_rates=repr(tuple(h.name for h in plan.hypers if h.learning_rate)),
+        whole_numbers=repr(tuple(h.name for h in plan.hypers if h.whole)),
+        defaults="{" + ", ".join(f"{h.name!r}: {h.name}" for h in plan.hypers) + "}",
+        spec_name=repr(plan.name),
+        spec_hash_repr=repr(spec_hash(program)),
+        spec_path_repr=repr(spec_path),
+    )
+
+
+def _safe(text: str) -> str:
+    """Text that can sit in a comment and a docstring: printable, no quotes or backslashes."""
+    return "".join(c if c.isprintable() and c not in "\"'\\" else "?" for c in text)

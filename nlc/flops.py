@@ -1,0 +1,76 @@
+"""FLOPs per token of a model, counted from its plan (matmul-class work: 2 flops a multiply-add).
+
+Counted: linear layers, the LM head, causal convolutions, attention (projections,
+scores and weighted sums over the keys each query sees), SwiGLU, memory reads,
+and the learning of in-context levels: the closed-form per-token gradients
+(a second forward through the memory at the chunk-start state plus the backward
+for the deltas) and the chunk update (one weighted sum of factored gradients per
+weight; momentum needs two). Elementwise work (norms, gates, activations) is left
+out, as profilers' FLOP counters do. `benchmarks/roofline.py` checks this count
+against torch.utils.flop_counter on one configuration.
+"""
+
+from __future__ import annotations
+
+from nlc.plan import BlockPlan, LevelPlan, ModelPlan
+
+
+def _memory_matmul_flops(lv: LevelPlan) -> int:
+    """Flops of one read M(k) per token: sum over weights of 2 * d_in * d_out (elementwise: 0)."""
+    return sum(2 * s[0] * s[1] for s in lv.weights.values() if len(s) == 2)
+
+
+def _attention_flops(node, module, seq: int) -> int:
+    d = node.width
+    proj = 4 * 2 * d * d  # q, k, v, o
+    span = seq / 2  # average causal context over a sequence
+    if module.kwargs.get("window"):
+        span = min(span, module.kwargs["window"])
+    if module.kwargs.get("segment"):
+        span = min(span, module.kwargs["segment"] / 2)
+    keys = span * (2 if module.kwargs.get("memory") else 1) + module.kwargs.get("persistent", 0)
+    extra = 2 * d * d if module.kwargs.get("memory") else 0  # k, v projections of the memory stream
+    return int(proj + extra + 2 * 2 * d * keys)
+
+
+def block_flops(block: BlockPlan, seq: int) -> dict[str, int]:
+    """Forward flops per token of one block, by part."""
+    modules = {m.attr: m for m in block.modules}
+    levels = {lv.name: lv for lv in block.levels}
+    parts = {"projections": 0, "attention": 0, "memory reads": 0, "learning": 0}
+    for node in block.nodes:
+        m = modules.get(node.module) if node.module else None
+        if node.op == "linear":
+            parts["projections"] += 2 * m.args[0] * m.args[1]
+        elif node.op == "swiglu":
+            d, h = m.args
+            parts["projections"] += 3 * 2 * d * h
+        elif node.op == "conv":
+            parts["projections"] += 2 * m.args[0] * m.args[1]
+        elif node.op == "attention":
+            parts["attention"] += _attention_flops(node, m, seq)
+        elif node.op == "read":
+            lv = levels.get(node.attrs["level"])
+            if lv is not None:
+                parts["memory reads"] += _memory_matmul_flops(lv)
+            else:  # a slow (CMS) level: an ordinary MLP
+                slow = next(s for s in block.slow_levels if s.name == node.attrs["level"])
+                parts["memory reads"] += sum(2 * s[0] * s[1] for s in slow.weights.values() if len(s) == 2)
+    for lv in block.levels:
+        read = _memory_matmul_flops(lv)
+        backward = read - (2 * lv.d_in * next(iter(lv.weights.values()))[1] if lv.depth > 1 else read)
+        # the chunk update: weighted sums of factored gradients (momentum: two, gd: one); dgd's
+        # delta-rule form does k W0 and k^T R instead
+        sums = {"momentum": 2, "gd": 1, "dgd": 2}.get(lv.rule, 1) * read
+        parts["learning"] += read + backward + sums
+    return parts
+
+
+def model_flops(plan: ModelPlan, seq: int) -> dict[str, int]:
+    """Forward flops per token of a whole model (blocks, embedding-free head), by part."""
+    total = {"head": 2 * plan.dim * plan.vocab}
+    for block in plan.blocks:
+        for k, v in block_flops(block, seq).items():
+            total[k] = total.get(k, 0) + v
+    total["total"] = sum(total.values())
+    return total

@@ -1,0 +1,505 @@
+"""Hypothesis strategies for nlc: random well-formed level graphs, their text, and inputs.
+
+    from hypothesis import given
+    from nlc.testing import programs, inputs
+
+    @given(programs(max_levels=2), inputs(max_length=12))
+    def test_my_property(program, tokens): ...
+
+`spec_texts()` draws the canonical source text of a random model (what `nlc fmt`
+prints); `programs()` draws the checked IR of that text. Every program drawn is
+valid (it loads without diagnostics) and builds with both back ends
+(`nlc.build(p)` and `nlc.build(p, backend="reference")`), by construction:
+the strategy never draws what the code generator cannot compile yet (E5xx, see
+`AVOIDED` below). What it draws, per block:
+
+- state kinds: `linear(d, d)` and `linear(d, 2d)`, `mlp(d, hidden, depth, residual)`,
+  `vector(d)`, `like(level)`;
+- inits: `learned`, `zeros`, `identity`, `copy(level)`;
+- objectives `l2`, `dot`, `huber(delta)`, `lp(p)`; update rules `gd`, `momentum`,
+  `dgd`, `muon`, `delta_momentum`, `adam`, and `update LEVEL` (a deep optimizer);
+- gates (`lr`, `retain`, `beta`): constants, `learned(...)`, data-dependent
+  (`sigmoid(linear(h, 1))`), or another level's output (self-modification);
+- periods that nest (`c`, `2c`, `4c` tokens, where `c` may be 3), given as numbers
+  or through the `chunk` parameter;
+- flows between levels: a key or value read from another level (`l2norm(m1(h))`);
+  self-generated values (`context (k, m(v))`, as in Hope); projections that are
+  memories (self-modifying keys);
+- optimizer levels over gradients: `state like(m)`, `context grad(m)`, and
+  `update o` in `m`;
+- CMS chains: levels with `context loss` and `period N steps` read in a chain,
+  frozen levels (`period never`);
+- blocks without levels (attention, SwiGLU) and `repeat N`.
+
+Knobs bound the size (`max_blocks`, `max_levels`, `max_period`, `dim`) and
+restrict the kinds drawn (`state_kinds`, `objectives`, `updates`, `gates`,
+`roles`). Shrinking goes toward fewer blocks and levels, `gd`, constant gates
+and period 1.
+
+`valid_programs()` is a different strategy, for front-end properties (printer,
+parser): valid text with comments, odd layouts and field orders, and numbers
+of every size, that is not meant to be built.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from hypothesis import strategies as st
+
+import nlc
+
+__all__ = [
+    "ALL_GATES", "ALL_OBJECTIVES", "ALL_ROLES", "ALL_STATE_KINDS", "ALL_UPDATES", "AVOIDED",
+    "inputs", "lengths", "programs", "spec_texts", "valid_programs",
+]
+
+ALL_STATE_KINDS = ("linear", "mlp", "vector", "like")
+ALL_OBJECTIVES = ("l2", "dot", "huber", "lp")
+ALL_UPDATES = ("gd", "momentum", "dgd", "muon", "delta_momentum", "adam")
+ALL_GATES = ("constant", "learned", "data", "level")
+ALL_ROLES = ("memory", "optimizer", "cms", "frozen")
+
+# What the strategies never draw, and why (each would stop `nlc.build` with an E5xx, or is
+# not a model feature the back ends implement):
+AVOIDED = {
+    "E503": "levels coupled by `update LEVEL` or `context grad(LEVEL)` with different periods: "
+            "an optimizer level always gets the period of the level it optimizes",
+    "E504": "per-token or learned gates on `steps`/`never` levels: their lr and retain are numbers",
+    "E502": "`newton_schulz` in a model (an optimizer builtin)",
+    "update expressions": "`update m / (sqrt(v) + eps)` in a model: the model back ends take a rule or a level",
+    "debias": "`debias` on model levels: both back ends ignore the flag (see docs/testing.md)",
+    "dead by construction": "`init zeros` MLP memories and `identity` MLP levels that never update in the "
+                            "forward pass (their gradients are zero at the default init)",
+}
+
+
+# ---- the sketch of a program ---------------------------------------------------------------
+
+
+@dataclass
+class _Level:
+    name: str
+    role: str  # memory | optimizer | cms | frozen
+    kind: str  # linear | mlp | vector | like
+    state: str
+    d_out: int  # width of a read (times dim: 1 or 2)
+    init: str = "learned"
+    context: str = ""
+    objective: str = "l2"
+    update: str = "gd"
+    lr: str | None = None
+    retain: str | None = None
+    period: str = "1 tokens"
+    online: bool = False
+    optimized_by: str | None = None
+    rule_lets: list[str] = field(default_factory=list)
+
+    def lines(self) -> list[str]:
+        out = [f"level {self.name} {{", f"  state {self.state}", f"  init {self.init}",
+               f"  context {self.context}", f"  objective {self.objective}", f"  update {self.update}"]
+        if self.lr is not None:
+            out.append(f"  lr {self.lr}")
+        if self.retain is not None:
+            out.append(f"  retain {self.retain}")
+        out.append(f"  period {self.period}")
+        if self.online:
+            out.append("  online")
+        out.append("}")
+        return out
+
+
+@dataclass
+class _Block:
+    name: str
+    lets: list[tuple[str, str]] = field(default_factory=list)
+    levels: list[_Level] = field(default_factory=list)
+    out: str = "x"
+    repeat: int = 1
+
+    def lines(self) -> list[str]:
+        body = [f"let {n} = {v}" for n, v in self.lets]
+        for lv in self.levels:
+            body += lv.lines()
+        body.append(f"out = {self.out}")
+        lines = [f"block {self.name} {{"] + ["  " + b for b in body] + ["}"]
+        if self.repeat > 1:
+            lines = [f"repeat {self.repeat} {{"] + ["  " + b for b in lines] + ["}"]
+        return lines
+
+
+class _Drawer:
+    """Draws one block's lets, levels and output (names are unique within the block)."""
+
+    def __init__(self, draw, knobs: dict, chunk: int, chunk_param: bool, steps_base: int):
+        self.draw = draw
+        self.k = knobs
+        self.chunk = chunk
+        self.chunk_param = chunk_param
+        self.steps_base = steps_base
+        self.n = 0
+        self.lets: list[tuple[str, str]] = []
+
+    def fresh(self, prefix: str) -> str:
+        self.n += 1
+        return f"{prefix}{self.n}"
+
+    def pick(self, options):
+        return self.draw(st.sampled_from(list(options)))
+
+    # ---- expressions of width dim ----
+    def proj(self, h: str, normalise: bool = False) -> str:
+        e = self.pick(["linear", "linear", "conv", "silu"])
+        if e == "linear":
+            t = f"linear({h}, dim)"
+        elif e == "conv":
+            t = f"conv(linear({h}, dim), {self.draw(st.integers(1, 4))})"
+        else:
+            t = f"silu(linear({h}, dim))"
+        return f"l2norm({t})" if normalise else t
+
+    def read(self, lv: _Level, key: str) -> str:
+        """A dim-wide value read from level lv."""
+        r = f"{lv.name}({key})"
+        return r if lv.d_out == 1 else f"linear({r}, dim)"
+
+    def flow(self, h: str, sources: list[_Level], normalise: bool) -> str:
+        """A key or value: a projection of h, or (a flow) another level's read."""
+        if sources and self.k["flows"] and self.draw(st.integers(0, 2)) == 0:
+            src = self.pick(sources)
+            t = self.read(src, h)
+            return f"l2norm({t})" if normalise else t
+        return self.proj(h, normalise)
+
+    def gate(self, h: str, kind: str, readable: list[_Level], what: str, constant_only: bool = False) -> str | None:
+        """A gate expression (lr, retain or beta), or None for the default."""
+        kinds = ["constant"] if constant_only else [g for g in self.k["gates"]]
+        if "level" in kinds and not (readable and self.k["self_modification"]):
+            kinds.remove("level")
+        if not kinds:
+            kinds = ["constant"]
+        g = self.pick(["default", *kinds]) if what != "lr" else self.pick(kinds)
+        scale = {"lr": "0.1", "retain": "0.05", "beta": "1"}[what]
+        const = {"lr": ["0.1", "0.05", "max_lr", "0.5 * max_lr"], "retain": ["0.99", "1 - 0.01", "0.9"],
+                 "beta": ["0.9", "0.5"]}[what]
+        if g == "default":
+            return None
+        if g == "constant":
+            return self.pick(const)
+        if g == "learned":
+            return {"lr": "learned(0.1)", "retain": "learned(0.99)", "beta": "learned(0.9)"}[what]
+        if g == "data":
+            src = f"linear({h}, 1)" if self.draw(st.booleans()) else f"mean(linear({h}, dim))"
+        else:  # another level's output: self-modification
+            lv = self.pick(readable)
+            r = f"{lv.name}({h})"
+            src = f"linear({r}, 1)" if self.draw(st.booleans()) else f"mean({r})"
+        s = f"sigmoid({src})"
+        if what == "beta" and g == "level":
+            # inside `update`, a level's name means its *new* state (language.md section 5); a `let`
+            # reads the state from before this step, which is what a gate wants
+            name = self.fresh("beta")
+            self.lets.append((name, s))
+            return name
+        if what == "retain":
+            return f"1 - {s} * {scale}"
+        return s if what == "beta" else f"{s} * {scale}"
+
+    def period_tokens(self) -> str:
+        mults = [m for m in (1, 2, 4) if self.chunk * m <= self.k["max_period"]] or [1]
+        m = self.pick(mults)
+        if self.chunk_param:
+            return "chunk tokens" if m == 1 else f"{m} * chunk tokens"
+        return f"{self.chunk * m} tokens"
+
+    # ---- levels ----
+    def state(self, memories: list[_Level], allow_like: bool) -> tuple[str, str, int]:
+        kinds = [k for k in self.k["state_kinds"] if k != "like" or (allow_like and memories)]
+        kind = self.pick(kinds or ["linear"])
+        if kind == "linear":
+            wide = self.draw(st.integers(0, 3)) == 0
+            return kind, ("linear(dim, 2 * dim)" if wide else "linear(dim, dim)"), 2 if wide else 1
+        if kind == "mlp":
+            hidden = self.pick(["", ", dim", ", 2 * dim"])
+            depth = self.draw(st.integers(1, 2))
+            residual = self.pick(["true", "false"])
+            if not hidden and depth == 2 and residual == "true" and self.draw(st.booleans()):
+                return kind, "mlp(dim)", 1
+            return kind, f"mlp(dim{hidden}, depth = {depth}, residual = {residual})", 1
+        if kind == "vector":
+            return kind, "vector(dim)", 1
+        of = self.pick(memories)
+        return "like", f"like({of.name})", of.d_out
+
+    def base_kind(self, lv: _Level, levels: dict[str, _Level]) -> str:
+        while lv.kind == "like":
+            lv = levels[lv.state[len("like("):-1]]
+        return lv.kind
+
+    def init(self, lv: _Level, levels: dict[str, _Level], in_context: bool) -> str:
+        base = self.base_kind(lv, levels)
+        options = ["learned"]
+        if base != "mlp":
+            options.append("zeros")
+        if (base == "mlp" and in_context) or base == "vector" or (base == "linear" and lv.d_out == 1):
+            options.append("identity")
+        same = [o for o in levels.values() if o is not lv and o.role == "memory" and o.state == lv.state
+                and not o.init.startswith("copy")]
+        if same and in_context:
+            options.append("copy")
+        choice = self.pick(options)
+        return f"copy({self.pick(same).name})" if choice == "copy" else choice
+
+    def objective(self) -> str:
+        o = self.pick(self.k["objectives"])
+        if o == "huber":
+            return self.pick(["huber", "huber(delta = 2.0)"])
+        if o == "lp":
+            return self.pick(["lp", "lp(p = 3)"])
+        return o
+
+    def rule(self, h: str, readable: list[_Level]) -> str:
+        r = self.pick(self.k["updates"])
+        if r in ("momentum", "delta_momentum", "muon"):
+            beta = self.gate(h, "beta", readable, "beta")
+            args = []
+            if beta is not None:
+                args.append(f"beta = {beta}")
+            if r == "muon":
+                args.append(f"steps = {self.draw(st.integers(1, 3))}")
+            return f"{r}({', '.join(args)})" if args else r
+        if r == "adam":
+            return self.pick(["adam", "adam(beta1 = 0.8, beta2 = 0.9)"])
+        return r
+
+    def block(self, name: str, n_levels: int) -> _Block:
+        b = _Block(name)
+        self.lets = b.lets
+        h = "x"
+        if self.draw(st.booleans()):
+            h = "h"
+            b.lets.append(("h", "rmsnorm(x)"))
+        levels: dict[str, _Level] = {}
+        roles = list(self.k["roles"])
+        for _ in range(n_levels):
+            memories = [lv for lv in levels.values() if lv.role == "memory"]
+            free = [m for m in memories if m.optimized_by is None]
+            options = [r for r in roles if r != "optimizer" or free]
+            role = self.pick(options or ["memory"])
+            if role == "optimizer":
+                self.optimizer_level(h, self.pick(free), levels)
+            elif role == "memory":
+                self.memory_level(h, levels)
+            else:
+                self.slow_level(h, role, levels)
+        b.levels = list(levels.values())
+        b.out = self.output(h, b)
+        return b
+
+    def memory_level(self, h: str, levels: dict[str, _Level]) -> None:
+        name = self.fresh("mem")
+        others = [lv for lv in levels.values() if lv.role in ("memory", "cms", "frozen")]
+        kind, state, d_out = self.state([lv for lv in levels.values() if lv.role == "memory"], True)
+        lv = _Level(name, "memory", kind, state, d_out)
+        levels[name] = lv
+        before = len(self.lets)
+        rule = self.rule(h, others + [lv])
+        lv.rule_lets = [n for n, _ in self.lets[before:]]
+        normalise = rule.startswith("dgd") or self.draw(st.booleans())
+        key = self.flow(h, others, normalise)
+        if d_out == 1 and self.k["self_modification"] and self.draw(st.integers(0, 3)) == 0:
+            value = f"{name}({self.proj(h)})"  # a self-generated value (Hope, NL eq. 95)
+        else:
+            value = self.flow(h, others, False)
+            if d_out == 2:
+                value = f"linear({value}, 2 * dim)"
+        lv.context = f"({key}, {value})"
+        lv.init = self.init(lv, levels, True)
+        lv.objective = self.objective()
+        lv.update = rule
+        lv.lr = self.gate(h, "lr", others + [lv], "lr")
+        lv.retain = self.gate(h, "retain", others + [lv], "retain")
+        lv.period = self.period_tokens()
+        lv.online = self.draw(st.booleans())
+
+    def optimizer_level(self, h: str, target: _Level, levels: dict[str, _Level]) -> None:
+        name = self.fresh("opt")
+        others = [lv for lv in levels.values() if lv.role in ("memory", "cms", "frozen")]
+        lv = _Level(name, "optimizer", "like", f"like({target.name})", target.d_out)
+        lv.init = self.pick(["zeros", "zeros", "learned"])
+        lv.context = f"grad({target.name})"
+        lv.objective = self.pick(["dot", "l2"])
+        lv.update = self.rule(h, others)
+        lv.lr = self.gate(h, "lr", others, "lr")
+        lv.retain = self.gate(h, "retain", others, "retain")
+        lv.period = target.period  # coupled levels share a period (E503)
+        lv.online = target.online
+        target.update = name
+        self.lets[:] = [(n, v) for n, v in self.lets if n not in target.rule_lets]  # its old rule's gates
+        target.optimized_by = name
+        levels[name] = lv
+
+    def slow_level(self, h: str, role: str, levels: dict[str, _Level]) -> None:
+        name = self.fresh("cms" if role == "cms" else "frz")
+        kinds = [k for k in self.k["state_kinds"] if k != "like"] or ["linear"]
+        kind = self.pick(kinds)
+        if kind == "mlp":
+            state = self.pick(["mlp(dim)", "mlp(dim, dim, depth = 2, residual = true)", "mlp(dim, depth = 1)"])
+        elif kind == "vector":
+            state = "vector(dim)"
+        else:
+            state = "linear(dim, dim)"
+        lv = _Level(name, role, kind, state, 1)
+        lv.init = "learned" if kind == "mlp" else self.pick(["learned", "identity"])
+        if role == "cms" or self.draw(st.booleans()):
+            lv.context = "loss"
+            lv.objective = "dot"
+        else:
+            lv.context = f"({self.proj(h, True)}, {self.proj(h)})"
+            lv.objective = self.objective()
+        lv.update = self.pick(["gd", "gd", "momentum"]) if lv.context == "loss" else "gd"
+        lv.lr = self.pick(["0.01", "cms_lr", None])
+        lv.retain = self.pick([None, None, "0.999"])
+        if role == "cms":
+            lv.period = f"{self.pick([m for m in (1, 2, 4)]) * self.steps_base} steps"
+            lv.online = self.draw(st.booleans())
+        else:
+            lv.period = "never"
+        levels[name] = lv
+
+    def output(self, h: str, b: _Block) -> str:
+        """Every level is read (optimizer levels are used by their `update`); a CMS chain is read as one."""
+        terms = []
+        chain = [lv for lv in b.levels if lv.role == "cms"]
+        readers = [lv for lv in b.levels if lv.role in ("memory", "frozen")]
+        chained = False
+        if len(chain) > 1 and self.draw(st.booleans()):
+            # a CMS chain (NL eq. 70): the slowest level first, the fastest last
+            chain.sort(key=lambda lv: -int(lv.period.split()[0]))
+            inner = h
+            for lv in chain:
+                inner = f"{lv.name}({inner})"
+            terms.append(inner)
+            chained = True
+        for lv in readers + ([] if chained else chain):
+            if lv.role == "memory" and self.draw(st.integers(0, 2)) == 0:
+                qn = self.fresh("q")
+                b.lets.append((qn, self.proj(h, self.draw(st.booleans()))))
+                terms.append(self.read(lv, qn))
+            else:
+                terms.append(self.read(lv, self.pick([h, self.proj(h, True)])))
+        if not terms:
+            kind = self.pick(["linear", "attention", "swiglu"] if self.k["attention"] else ["linear", "swiglu"])
+            if kind == "attention":
+                heads = self.pick([1, 2])
+                extra = self.pick(["", ", window = 4", ", persistent = 2", ", segment = 4"])
+                return f"attention({h}, heads = {heads}{extra})"
+            if kind == "swiglu":
+                return f"swiglu({h}, 2 * dim)"
+            return f"linear({h}, dim)"
+        out = " + ".join(terms)
+        if self.draw(st.integers(0, 2)) == 0:
+            out = f"linear({out}, dim)"
+        return out
+
+
+_DEFAULTS = dict(max_blocks=2, max_levels=3, dim=8, state_kinds=ALL_STATE_KINDS, objectives=ALL_OBJECTIVES,
+                 updates=ALL_UPDATES, gates=ALL_GATES, roles=ALL_ROLES, max_period=4, flows=True,
+                 self_modification=True, attention=True, max_repeat=1, vocab=None)
+
+
+def _knobs(**kw) -> dict:
+    unknown = set(kw) - set(_DEFAULTS)
+    if unknown:
+        raise TypeError(f"unknown knob(s): {', '.join(sorted(unknown))}; known: {', '.join(_DEFAULTS)}")
+    k = {**_DEFAULTS, **kw}
+    for name, allowed in (("state_kinds", ALL_STATE_KINDS), ("objectives", ALL_OBJECTIVES),
+                          ("updates", ALL_UPDATES), ("gates", ALL_GATES), ("roles", ALL_ROLES)):
+        k[name] = tuple(k[name])
+        bad = set(k[name]) - set(allowed)
+        if bad or not k[name]:
+            raise ValueError(f"{name} must be a non-empty subset of {allowed}, got {k[name]}")
+    if set(k["state_kinds"]) == {"like"}:
+        raise ValueError("state_kinds needs a kind other than `like` (like(m) copies the shape of m)")
+    if k["max_blocks"] < 1 or k["max_levels"] < 0 or k["max_period"] < 1 or k["max_repeat"] < 1:
+        raise ValueError("max_blocks, max_period and max_repeat must be >= 1 and max_levels >= 0")
+    return k
+
+
+@st.composite
+def _raw_spec(draw, knobs: dict) -> str:
+    k = knobs
+    chunk = draw(st.sampled_from([c for c in (1, 2, 3) if c <= k["max_period"]]))
+    chunk_param = draw(st.booleans())
+    steps_base = draw(st.sampled_from([1, 2]))
+    name = draw(st.sampled_from(["m", "net", "random_model"]))
+    params = [f"dim = {k['dim']}"]
+    if k["vocab"] is not None:
+        params.append(f"vocab = {k['vocab']}")
+    params += [f"chunk = {chunk}", "max_lr = 0.1", "cms_lr = 0.01"]
+    lines = [f"model {name}({', '.join(params)}) {{"]
+    n_blocks = draw(st.integers(1, k["max_blocks"]))
+    d = _Drawer(draw, k, chunk, chunk_param, steps_base)
+    for i in range(n_blocks):
+        n_levels = draw(st.integers(0 if n_blocks > 1 or k["max_levels"] == 0 else 1, k["max_levels"]))
+        b = d.block(f"b{i}", n_levels)
+        if k["max_repeat"] > 1:
+            b.repeat = draw(st.integers(1, k["max_repeat"]))
+        lines += ["  " + line for line in b.lines()]
+    lines.append("}")
+    text = "\n".join(lines) + "\n"
+    # the header's parameters must all be used (E206 does not apply to parameters, but keep it tidy)
+    return text
+
+
+def spec_texts(**knobs) -> st.SearchStrategy[str]:
+    """Canonical source text of random valid models (see the module docstring for the knobs).
+
+    Knobs: max_blocks (2), max_levels per block (3), dim (8), state_kinds, objectives, updates,
+    gates, roles (subsets of ALL_*), max_period in tokens (4), flows (True), self_modification
+    (True), attention (True: blocks without levels may use attention), max_repeat (1), vocab
+    (None: the default 256).
+    """
+    k = _knobs(**knobs)
+    return _raw_spec(k).map(_canonical)
+
+
+def _canonical(text: str) -> str:
+    return nlc.print_program(nlc.loads(text, "<random>"))
+
+
+def programs(**knobs) -> st.SearchStrategy:
+    """Checked IR (`nlc.ir.Program`) of random valid models; the same knobs as `spec_texts`."""
+    return spec_texts(**knobs).map(lambda text: nlc.loads(text, "<random>"))
+
+
+# ---- inputs ------------------------------------------------------------------------------
+
+
+def lengths(min_length: int = 1, max_length: int = 16, periods: tuple[int, ...] = (2, 3, 4)):
+    """Sequence lengths in [min_length, max_length], often not a multiple of any of `periods`."""
+    if min_length < 1 or max_length < min_length:
+        raise ValueError("need 1 <= min_length <= max_length")
+    awkward = [n for n in range(min_length, max_length + 1) if all(n % p for p in periods if p > 1)]
+    base = st.integers(min_length, max_length)
+    return st.one_of(st.sampled_from(awkward), base) if awkward else base
+
+
+def inputs(vocab: int = 256, min_batch: int = 1, max_batch: int = 2, min_length: int = 1, max_length: int = 16,
+           periods: tuple[int, ...] = (2, 3, 4)):
+    """Token batches: LongTensor [B, T] with B in [min_batch, max_batch] and T from `lengths(...)`."""
+    import torch
+
+    @st.composite
+    def _tokens(draw):
+        b = draw(st.integers(min_batch, max_batch))
+        t = draw(lengths(min_length, max_length, periods))
+        flat = draw(st.lists(st.integers(0, vocab - 1), min_size=b * t, max_size=b * t))
+        return torch.tensor(flat, dtype=torch.long).reshape(b, t)
+
+    return _tokens()
+
+
+# ---- random valid programs for the front end (printer and parser properties) ------------
+
+from nlc.testing._frontend import valid_programs  # noqa: E402  (kept in its own module: it is long)
