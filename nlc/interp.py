@@ -122,8 +122,7 @@ class ReferenceBlock(nn.Module):
         if op == "neg":
             return -args[0]
         if op in BINARY:
-            a, b = args
-            return BINARY[op](torch.as_tensor(a), b) if isinstance(a, float) and isinstance(b, float) else _binary(op, a, b)
+            return _binary(op, *args)
         if op in UNARY:
             return UNARY[op](args[0])
         if op == "read":
@@ -266,6 +265,7 @@ def _tok(t):
 
 
 def _binary(op: str, a, b):
+    """a op b where at most one side is a float constant (constants were folded by the plan)."""
     return BINARY[op](a, b) if isinstance(a, torch.Tensor) else BINARY[op](torch.as_tensor(a, dtype=b.dtype), b)
 
 

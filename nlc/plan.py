@@ -331,10 +331,8 @@ class _BlockPlanner:
         return None if isinstance(a, float) else self.nodes[a].width
 
     def _level_width(self, level: str, args=()) -> int:
-        shape = self.state_shape(level)
-        if shape[0] == "mlp" or shape[0] == "linear":
-            return shape[2]
-        return shape[2]
+        """The width of a read of `level` (its state's output width)."""
+        return self.state_shape(level)[2]
 
     def op(self, e: ir.Call, base: str, name: str) -> str:
         sig = B.OPS[e.fn]
