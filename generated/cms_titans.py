@@ -102,6 +102,7 @@ class Continuum(nn.Module):
         slow_retain_sigmoid = torch.sigmoid(slow_retain_linear)  # sigmoid(linear(h, 1))
         slow_retain_prod = slow_retain_sigmoid * 0.01  # sigmoid(linear(h, 1)) * max_forget
         slow_retain_diff = 1.0 - slow_retain_prod  # 1 - sigmoid(linear(h, 1)) * max_forget
+        slow_coef = rt_scan.chunk_coefficients('momentum', 64, lr=slow_lr_prod, retain=slow_retain_diff, beta=slow_beta_sigmoid)
         # ---- chunk by chunk: reads see the chunk-start state; the levels learn ----
         out_slow_parts = []
         T = x.shape[1]
@@ -110,15 +111,12 @@ class Continuum(nn.Module):
             q_c = q[:, s:e]
             k_c = k[:, s:e]
             v_c = v[:, s:e]
-            slow_beta_sigmoid_c = slow_beta_sigmoid[:, s:e]
-            slow_lr_prod_c = slow_lr_prod[:, s:e]
-            slow_retain_diff_c = slow_retain_diff[:, s:e]
             out_slow = rt_memory.read('mlp', slow, q_c, residual=True)  # slow(q)
             out_slow_parts.append(out_slow)
             # learn: slow (momentum, every 64 tokens)
             if e - s == 64:  # a full chunk: the state advances
                 slow_g = rt_memory.grads('mlp', slow, k_c, v_c, ('l2',), residual=True)
-                slow, slow_S = rt_scan.momentum_chunk(slow, slow_S, slow_g, lr=slow_lr_prod_c, retain=slow_retain_diff_c, beta=slow_beta_sigmoid_c)
+                slow, slow_S = rt_scan.momentum_apply(slow, slow_S, slow_g, slow_coef[s // 64])
         # ---- the whole sequence again: what depends on reads but feeds no level ----
         out_slow = torch.cat(out_slow_parts, dim=1)
         out_ = self.fast_state(out_slow)  # fast(slow(q))

@@ -81,6 +81,7 @@ class MemoryLayer(nn.Module):
         memory_retain_sigmoid = torch.sigmoid(memory_retain_linear)  # sigmoid(linear(h, 1))
         memory_retain_prod = memory_retain_sigmoid * 0.01  # sigmoid(linear(h, 1)) * max_forget
         memory_retain_diff = 1.0 - memory_retain_prod  # 1 - sigmoid(linear(h, 1)) * max_forget
+        memory_coef = rt_scan.chunk_coefficients('momentum', 16, lr=memory_lr_prod, retain=memory_retain_diff, beta=memory_beta_sigmoid)
         # ---- chunk by chunk: reads see the chunk-start state; the levels learn ----
         out_memory_parts = []
         T = x.shape[1]
@@ -89,15 +90,12 @@ class MemoryLayer(nn.Module):
             q_c = q[:, s:e]
             k_c = k[:, s:e]
             v_c = v[:, s:e]
-            memory_beta_sigmoid_c = memory_beta_sigmoid[:, s:e]
-            memory_lr_prod_c = memory_lr_prod[:, s:e]
-            memory_retain_diff_c = memory_retain_diff[:, s:e]
             out_memory = rt_memory.read('mlp', memory, q_c, residual=True)  # memory(q)
             out_memory_parts.append(out_memory)
             # learn: memory (momentum, every 16 tokens)
             if e - s == 16:  # a full chunk: the state advances
                 memory_g = rt_memory.grads('mlp', memory, k_c, v_c, ('l2',), residual=True)
-                memory, memory_S = rt_scan.momentum_chunk(memory, memory_S, memory_g, lr=memory_lr_prod_c, retain=memory_retain_diff_c, beta=memory_beta_sigmoid_c)
+                memory, memory_S = rt_scan.momentum_apply(memory, memory_S, memory_g, memory_coef[s // 16])
         # ---- the whole sequence again: what depends on reads but feeds no level ----
         out_memory = torch.cat(out_memory_parts, dim=1)
         out_rmsnorm = self.out_rmsnorm(out_memory)  # rmsnorm(memory(q))

@@ -33,6 +33,7 @@ class BlockCode:
     loop_lines: list[str] = field(default_factory=list)
     learn_lines: list[str] = field(default_factory=list)
     collect_lines: list[str] = field(default_factory=list)
+    hoist_lines: list[str] = field(default_factory=list)
     after_lines: list[str] = field(default_factory=list)
     finish_lines: list[str] = field(default_factory=list)
     kernels: str = "chunked"
@@ -164,8 +165,13 @@ def _emit_loop(code: BlockCode, nodes: dict, levels: dict, in_loop: set[str]) ->
     for n in block.nodes:
         if n.phase == "loop":
             used |= {a for a in n.args if isinstance(a, str) and a not in loop}
-    for lv in block.levels:
-        used |= {a for a in _level_operands(lv) if isinstance(a, str) and a not in loop}
+    groups = _groups(block)
+    for group in groups:
+        for lv in group:
+            ops = _level_operands(lv)
+            if code.kernels == "chunked" and _is_hoisted(group, block.chunk, loop, nodes):  # gates: before the loop
+                ops = [lv.context[1], lv.context[2]]
+            used |= {a for a in ops if isinstance(a, str) and a not in loop}
     sliced = {a for a in used if nodes[a].width is not None}
     for a in sorted(sliced, key=lambda a: list(nodes).index(a)):
         code.loop_lines.append(f"{a}_c = {a}[:, s:e]")
@@ -183,8 +189,8 @@ def _emit_loop(code: BlockCode, nodes: dict, levels: dict, in_loop: set[str]) ->
     for node in post:
         code.after_lines.append(_node_line(node, levels, None))
     code.after_lines.append(f"out = {_ref(block.out, None, set())}")
-    for group in _groups(block):
-        _emit_learn(code, group, block.chunk, loop, sliced)
+    for group in groups:
+        _emit_learn(code, group, block.chunk, loop, sliced, nodes)
 
 
 def _level_operands(lv: LevelPlan) -> list[Operand]:
@@ -230,7 +236,7 @@ def _gate(op: Operand, in_loop: set[str], sliced: set[str]) -> str:
     return _ref(op, in_loop, sliced)
 
 
-def _emit_learn(code: BlockCode, group: list[LevelPlan], chunk: int, in_loop, sliced) -> None:
+def _emit_learn(code: BlockCode, group: list[LevelPlan], chunk: int, in_loop, sliced, nodes: dict) -> None:
     lines = code.loop_lines
     period = group[0].period
     kv = [lv for lv in group if lv.context[0] == "kv"]
@@ -258,11 +264,23 @@ def _emit_learn(code: BlockCode, group: list[LevelPlan], chunk: int, in_loop, sl
         lines.append(f"if e - s == {chunk}:  # a full chunk: the state advances")
         lines.extend("    " + line for line in grad_lines)
     indent = "    "
-    if (code.kernels == "chunked" and len(group) == 1 and group[0].rule in CLOSED_FORM
-            and not group[0].update_by and group[0].context[0] == "kv"):
+    if code.kernels == "chunked" and _closed_form(group):
         lv = group[0]
         gt = gates[lv.name]
         fn = CLOSED_FORM[lv.rule]
+        if _is_hoisted(group, chunk, in_loop, nodes):
+            # the gates are known for the whole sequence: their chunk coefficients are computed once
+            names = ["lr", "retain"] + (["beta"] if lv.rule == "momentum" else [])
+            ops = {"lr": lv.lr, "retain": lv.retain, "beta": lv.rule_args.get("beta")}
+            args = ", ".join(f"{k}={_ref(ops[k], None, set())}" for k in names)
+            code.hoist_lines.append(f"{lv.var}_coef = rt_scan.chunk_coefficients({lv.rule!r}, {chunk}, {args})")
+            if lv.rule == "momentum":
+                lines.append(f"{indent}{lv.var}, {lv.var}_S = rt_scan.momentum_apply({lv.var}, {lv.var}_S, "
+                             f"{lv.var}_g, {lv.var}_coef[s // {chunk}])")
+            else:
+                lines.append(f"{indent}{lv.var} = rt_scan.{lv.rule}_apply({lv.var}, {lv.var}_g, "
+                             f"{lv.var}_coef[s // {chunk}])")
+            return
         if lv.rule == "momentum":
             lines.append(f"{indent}{lv.var}, {lv.var}_S = rt_scan.{fn}({lv.var}, {lv.var}_S, {lv.var}_g, "
                          f"lr={gt['lr']}, retain={gt['retain']}, beta={gt['beta']})")
@@ -281,6 +299,21 @@ def _emit_learn(code: BlockCode, group: list[LevelPlan], chunk: int, in_loop, sl
     lines.append(f"{indent}], {{{states}}}, {{{grads}}})")
     for lv in group:
         lines.append(f"{indent}{lv.var}, {lv.var}_aux = learned[{lv.name!r}][\"W\"], learned[{lv.name!r}][\"aux\"]")
+
+
+def _closed_form(group: list[LevelPlan]) -> bool:
+    lv = group[0]
+    return len(group) == 1 and lv.rule in CLOSED_FORM and not lv.update_by and lv.context[0] == "kv"
+
+
+def _is_hoisted(group: list[LevelPlan], chunk: int, in_loop: set[str], nodes: dict) -> bool:
+    """Are the level's gate coefficients computed before the loop (closed form, gates read no level)?"""
+    lv = group[0]
+    if not _closed_form(group) or lv.period != chunk:
+        return False
+    gates = [lv.lr, lv.retain] + ([lv.rule_args["beta"]] if lv.rule == "momentum" else [])
+    tensors = [g for g in gates if isinstance(g, str) and nodes[g].width is not None]
+    return bool(tensors) and all(not isinstance(g, str) or g not in in_loop for g in gates)
 
 
 def py_value_dict(d: dict) -> str:

@@ -70,30 +70,78 @@ def _any_d(grads: dict) -> torch.Tensor:
     return next(iter(grads.values()))[1]
 
 
+# Each closed-form rule is split in two: coefficients that depend only on the gates (so
+# generated code can compute them for every chunk before the loop) and the application
+# to the state, which needs the chunk's gradients. `*_chunk` composes the two.
+
+
+def gd_coefficients(lr, retain, like: torch.Tensor) -> dict:
+    eta, a = as_gate(lr, like), as_gate(retain, like)
+    return {"coef": eta * suffix_exclusive(a), "total": a.prod(1)}
+
+
+def gd_apply(W: dict, grads: dict, c: dict) -> dict:
+    return {n: _bcast(c["total"], W0) * W0 - matrix_weighted_sum(c["coef"], grads[n], W0) for n, W0 in W.items()}
+
+
 def gd_chunk(W: dict, grads: dict, lr, retain) -> dict:
     """gd over a chunk: W_t = a_t W_{t-1} - eta_t g_t, all g_t at the chunk-start state."""
-    d = _any_d(grads)  # the gates' coefficients are shared by every weight of the level
-    eta, a = as_gate(lr, d), as_gate(retain, d)
-    coef, total = eta * suffix_exclusive(a), a.prod(1)
-    return {name: _bcast(total, W0) * W0 - matrix_weighted_sum(coef, grads[name], W0) for name, W0 in W.items()}
+    return gd_apply(W, grads, gd_coefficients(lr, retain, _any_d(grads)))
+
+
+def momentum_coefficients(lr, retain, beta, like: torch.Tensor) -> dict:
+    eta, a, b = as_gate(lr, like), as_gate(retain, like), as_gate(beta, like)
+    G = decay_matrix(b)  # [B, t, u]: prod_{u < r <= t} beta_r
+    prefix_b = torch.cumprod(b, dim=1)  # prod_{r <= t} beta_r
+    suffix_a = suffix_exclusive(a)  # prod_{s > t} a_s
+    return {"coef_S": eta * G[:, -1], "coef_W": eta * torch.einsum("bt,btu->bu", suffix_a, G),
+            "carry": (suffix_a * prefix_b).sum(1), "total_a": a.prod(1), "total_b": prefix_b[:, -1]}
+
+
+def momentum_apply(W: dict, S: dict, grads: dict, c: dict) -> tuple[dict, dict]:
+    W_out, S_out = {}, {}
+    for name, W0 in W.items():
+        S0, g = S[name], grads[name]
+        S_out[name] = _bcast(c["total_b"], S0) * S0 - matrix_weighted_sum(c["coef_S"], g, S0)
+        W_out[name] = (_bcast(c["total_a"], W0) * W0 + _bcast(c["carry"], S0) * S0
+                       - matrix_weighted_sum(c["coef_W"], g, W0))
+    return W_out, S_out
 
 
 def momentum_chunk(W: dict, S: dict, grads: dict, lr, retain, beta) -> tuple[dict, dict]:
     """momentum over a chunk: S_t = beta_t S_{t-1} - eta_t g_t; W_t = a_t W_{t-1} + S_t (Titans eqs. 9-14)."""
-    d = _any_d(grads)
-    eta, a, b = as_gate(lr, d), as_gate(retain, d), as_gate(beta, d)
-    G = decay_matrix(b)  # [B, t, u]: prod_{u < r <= t} beta_r
-    prefix_b = torch.cumprod(b, dim=1)  # prod_{r <= t} beta_r
-    suffix_a = suffix_exclusive(a)  # prod_{s > t} a_s
-    coef_S = eta * G[:, -1]
-    coef_W = eta * torch.einsum("bt,btu->bu", suffix_a, G)
-    carry, total_a, total_b = (suffix_a * prefix_b).sum(1), a.prod(1), prefix_b[:, -1]
-    W_out, S_out = {}, {}
+    return momentum_apply(W, S, grads, momentum_coefficients(lr, retain, beta, _any_d(grads)))
+
+
+def dgd_coefficients(lr, retain, like: torch.Tensor) -> dict:
+    eta, a = as_gate(lr, like), as_gate(retain, like)
+    C = a.shape[1]
+    lower = torch.ones(C, C, dtype=torch.bool, device=a.device).tril(-1)
+    cum = torch.cumprod(torch.where(lower, a[:, :, None], torch.ones_like(a)[:, :, None].expand(-1, -1, C)),
+                        dim=1)  # [B, u, j] = prod_{j<s<=u} a_s
+    gamma = torch.cat([torch.ones_like(cum[:, :1]), cum[:, :-1]], dim=1)  # prod_{j<s<u} a_s
+    return {"eta": eta, "a": a, "gamma": eta[:, :, None] * gamma, "prefix": prefix_exclusive(a),
+            "suffix": suffix_exclusive(a), "total": a.prod(1)}
+
+
+def dgd_apply(W: dict, grads: dict, c: dict) -> dict:
+    out = {}
+    eta, a = c["eta"], c["a"]
     for name, W0 in W.items():
-        S0 = S[name]
-        S_out[name] = _bcast(total_b, S0) * S0 - matrix_weighted_sum(coef_S, grads[name], S0)
-        W_out[name] = _bcast(total_a, W0) * W0 + _bcast(carry, S0) * S0 - matrix_weighted_sum(coef_W, grads[name], W0)
-    return W_out, S_out
+        k, d = grads[name]
+        if W0.dim() == 2:  # elementwise memory: a linear scan with coefficients a - eta k^2
+            k2 = k * k if isinstance(k, torch.Tensor) else float(k) ** 2
+            cc = a.unsqueeze(-1) - eta.unsqueeze(-1) * k2 * torch.ones_like(d)
+            g = d * k if isinstance(k, torch.Tensor) else d * float(k)
+            out[name] = cc.prod(1) * W0 - (eta.unsqueeze(-1) * suffix_exclusive(cc) * g).sum(1)
+            continue
+        C = k.shape[1]
+        L = (c["gamma"] * torch.einsum("bui,bji->buj", k, k)).tril(-1)
+        rhs = eta[:, :, None] * (c["prefix"][:, :, None] * torch.einsum("bci,bio->bco", k, W0) + d)
+        eye = torch.eye(C, dtype=k.dtype, device=k.device)
+        R = torch.linalg.solve_triangular(eye + L, rhs, upper=False, unitriangular=True)
+        out[name] = _bcast(c["total"], W0) * W0 - torch.einsum("bc,bci,bco->bio", c["suffix"], k, R)
+    return out
 
 
 def dgd_chunk(W: dict, grads: dict, lr, retain) -> dict:
@@ -103,28 +151,29 @@ def dgd_chunk(W: dict, grads: dict, lr, retain) -> dict:
     eta_t (k_t W_{t-1} + d_t): W_C = P W_0 - sum_u (prod_{s>u} a_s) k_u^T r_u, and the
     r_t solve (I + L) R = eta (P_{t-1} K W_0 + D), L[u, j] = eta_u gamma_uj k_u.k_j (j < u).
     """
-    out = {}
-    for name, W0 in W.items():
-        k, d = grads[name]
-        eta, a = as_gate(lr, d), as_gate(retain, d)
-        if W0.dim() == 2:  # elementwise memory: a linear scan with coefficients a - eta k^2
-            k2 = k * k if isinstance(k, torch.Tensor) else float(k) ** 2
-            c = a.unsqueeze(-1) - eta.unsqueeze(-1) * k2 * torch.ones_like(d)
-            g = d * k if isinstance(k, torch.Tensor) else d * float(k)
-            coef = eta.unsqueeze(-1) * suffix_exclusive(c)
-            out[name] = c.prod(1) * W0 - (coef * g).sum(1)
-            continue
-        C = k.shape[1]
-        cum = torch.cumprod(torch.where(
-            torch.ones(C, C, dtype=torch.bool, device=k.device).tril(-1), a[:, :, None],
-            torch.ones_like(a)[:, :, None].expand(-1, -1, C)), dim=1)  # [B, u, j] = prod_{j<s<=u} a_s
-        gamma = torch.cat([torch.ones_like(cum[:, :1]), cum[:, :-1]], dim=1)  # prod_{j<s<u} a_s
-        L = (eta[:, :, None] * gamma * torch.einsum("bui,bji->buj", k, k)).tril(-1)
-        rhs = eta[:, :, None] * (prefix_exclusive(a)[:, :, None] * torch.einsum("bci,bio->bco", k, W0) + d)
-        eye = torch.eye(C, dtype=k.dtype, device=k.device)
-        R = torch.linalg.solve_triangular(eye + L, rhs, upper=False, unitriangular=True)
-        out[name] = _bcast(a.prod(1), W0) * W0 - torch.einsum("bc,bci,bco->bio", suffix_exclusive(a), k, R)
-    return out
+    return dgd_apply(W, grads, dgd_coefficients(lr, retain, _any_d(grads)))
+
+
+COEFFICIENTS = {"gd": gd_coefficients, "momentum": momentum_coefficients, "dgd": dgd_coefficients}
+
+
+def chunk_coefficients(rule: str, chunk: int, **gates) -> list[dict]:
+    """Every full chunk's gate coefficients at once, before the chunk loop: a list, one dict a chunk.
+
+    Gates are whole-sequence tensors [B, T, 1] (or floats and 0-dim scalars); the T // chunk
+    full chunks are folded into the batch, computed together, and unfolded.
+    """
+    like = next(g for g in gates.values() if isinstance(g, torch.Tensor) and g.dim() == 3)
+    B, T = like.shape[0], like.shape[1]
+    n = T // chunk
+    if n == 0:
+        return []
+    folded = {k: (g[:, : n * chunk].reshape(B * n, chunk) if isinstance(g, torch.Tensor) and g.dim() == 3 else g)
+              for k, g in gates.items()}
+    template = like.new_empty(B * n, chunk)
+    coefs = COEFFICIENTS[rule](**folded, like=template)
+    per_chunk = {k: v.reshape(B, n, *v.shape[1:]).unbind(1) for k, v in coefs.items()}
+    return [{k: v[j] for k, v in per_chunk.items()} for j in range(n)]
 
 
 # ---- naive per-token references (tests compare the kernels with these) ----
