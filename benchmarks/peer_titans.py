@@ -21,7 +21,6 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-import time
 from pathlib import Path
 
 import torch
@@ -30,17 +29,8 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 import nlc  # noqa: E402
+from timing import best_time  # noqa: E402
 from nlc.files import atomic_write_text  # noqa: E402
-
-
-def best(fn, repeats: int) -> float:
-    fn()
-    out = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        fn()
-        out.append(time.perf_counter() - t0)
-    return min(out)
 
 
 def nlc_memory(dim: int, chunk: int):
@@ -69,7 +59,7 @@ def measure(fn, x, repeats):
         fn(xx).square().mean().backward()
 
     n = x.shape[0] * x.shape[1]
-    return n / best(fwd, repeats), n / best(fwd_bwd, repeats)
+    return n / best_time(fwd, repeats), n / best_time(fwd_bwd, repeats)
 
 
 def main() -> None:

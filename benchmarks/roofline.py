@@ -13,7 +13,6 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-import time
 from pathlib import Path
 
 import torch
@@ -23,25 +22,16 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 import nlc  # noqa: E402
+from timing import best_time  # noqa: E402
 from nlc.files import atomic_write_text  # noqa: E402
 from nlc.flops import model_flops  # noqa: E402
 from nlc.passes.pipeline import check_ir  # noqa: E402
 from nlc.plan import plan_model  # noqa: E402
 
 
-def best(fn, repeats=3) -> float:
-    fn()
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return min(times)
-
-
 def matmul_peak(n: int = 1024) -> float:
     a, b = torch.randn(n, n), torch.randn(n, n)
-    return 2 * n**3 / best(lambda: a @ b, 5) / 1e9
+    return 2 * n**3 / best_time(lambda: a @ b, 5) / 1e9
 
 
 def main() -> None:
@@ -77,8 +67,8 @@ def main() -> None:
                 model(tokens).square().mean().backward()
 
             n = tokens.numel()
-            f = per_token * n / best(fwd) / 1e9
-            fb = 3 * per_token * n / best(fwd_bwd) / 1e9
+            f = per_token * n / best_time(fwd) / 1e9
+            fb = 3 * per_token * n / best_time(fwd_bwd) / 1e9
             rows.append({"model": name, "dim": dim, "flops_per_token": per_token, "counter_flops_per_token": counted,
                          "fwd_gflops": f, "fwd_bwd_gflops": fb, "peak_gflops": peak})
             print(f"{name:12s} {dim:4d} {per_token / 1e6:10.2f} {counted / per_token:8.2f} {f:9.1f} "
