@@ -5,9 +5,9 @@ objective, update rule, period) in the nlc language, check it, and get
 PyTorch out. See README.md and DESIGN.md.
 """
 
-from nlc.api import build, check, generate, load, loads
+from nlc.api import build, build_optimizer, check, generate, load, loads
 from nlc.errors import Diagnostic, SpecError
 from nlc.printer import print_program
 
 __version__ = "0.1.0"
-__all__ = ["Diagnostic", "SpecError", "build", "check", "generate", "load", "loads", "print_program", "__version__"]
+__all__ = ["Diagnostic", "SpecError", "build", "build_optimizer", "check", "generate", "load", "loads", "print_program", "__version__"]

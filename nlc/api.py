@@ -80,6 +80,9 @@ def build(program: ir.Program | str | Path, backend: str = "compiled", kernels: 
 
     if not isinstance(program, ir.Program):
         program = load(program)
+    if not program.is_model:
+        raise SpecError([Diagnostic("E501", f"`{program.name}` is an optimizer, not a model", program.name_span,
+                                    "build optimizers with `nlc.build_optimizer`")])
     if backend not in BACKENDS:
         raise ValueError(f"backend must be one of {BACKENDS}, not {backend!r}")
     checked = check_ir(program, params)
@@ -102,3 +105,10 @@ def generate(program: ir.Program | str | Path, **params) -> str:
     if not isinstance(program, ir.Program):
         program = load(program)
     return _generate(program, **params)
+
+
+def build_optimizer(spec: ir.Program | str | Path, params, **hyper):
+    """Return a torch.optim.Optimizer compiled from an optimizer spec (semantics: nlc.optim)."""
+    from nlc.optim import build_optimizer as _build_optimizer
+
+    return _build_optimizer(spec, params, **hyper)

@@ -114,8 +114,9 @@ OBJECTIVES: dict[str, Builtin] = dict([
 UPDATE_RULES: dict[str, Builtin] = dict([
     _b("gd", "theta = a theta - lr g (retention a)"),
     _b("momentum", "S = beta S - lr g; theta = a theta + S (Titans eqs. 9-14)", Arg("beta", G, 0.9)),
-    _b("dgd", "delta gradient descent: W = W (a I - lr' k k^T) - lr' grad, lr' = lr / (1 + lr) for "
-       "normalised keys (NL eqs. 56-57, 88)"),
+    _b("dgd", "delta gradient descent: W = (a I - lr k^T k) W - lr grad with k the layer input, the Hope form "
+       "(NL eq. 88, row-vector convention); NL eqs. 56-57 derive it from the L2 objective with "
+       "lr' = lr / (1 + lr) for normalised keys, which the optimizer back end applies"),
     _b("muon", "momentum, then each matrix update orthogonalised by Newton-Schulz",
        Arg("beta", G, 0.95), Arg("steps", I, 5)),
     _b("delta_momentum", "m = m (beta I - g^T g) - lr g; theta = a theta + m (NL section 2.3, L2 objective)",

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import linecache
+import sys
 import types
 from pathlib import Path
 
@@ -112,6 +113,7 @@ def load_source(source: str, name: str) -> types.ModuleType:
     linecache.cache[filename] = (len(source), None, source.splitlines(True), filename)
     module = types.ModuleType(f"nlc_generated_{name}_{digest}")
     module.__file__ = filename
+    sys.modules[module.__name__] = module  # torch.compile and pickle find classes by their module's name
     exec(compile(source, filename, "exec"), module.__dict__)
     return module
 

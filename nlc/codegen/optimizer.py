@@ -14,6 +14,8 @@ from __future__ import annotations
 
 import builtins
 import keyword
+import re
+import textwrap
 from dataclasses import dataclass
 
 from nlc import ir
@@ -65,8 +67,13 @@ def neg(a: Code) -> Code:
 
 
 def scale(gate: Code | None, x: Code) -> Code:
-    """gate * x, or x when the gate is absent (1)."""
-    return x if gate is None else binop("*", gate, x)
+    """gate * x, or x when the gate is absent or the literal 1."""
+    return x if gate is None or gate.text == "1" else binop("*", gate, x)
+
+
+def q(key: str) -> str:
+    """A string literal for a state or group key (spec names and dots only)."""
+    return f'"{key}"' if re.fullmatch(r"[A-Za-z0-9_.]+", key) else repr(key)
 
 
 def plus(base: Code, term: Code) -> Code:
@@ -104,7 +111,8 @@ class OptimizerCode:
 
     plan: OptimizerPlan
     class_name: str
-    signature: list[str]
+    signature: list[str]  # the constructor's arguments: one line, or one a line between ( and )
+    defaults: list[str]  # the defaults dict: one line, or one entry a line
     init_lines: list[str]
     group_lines: list[str]
     param_lines: list[str]
@@ -137,7 +145,7 @@ class _Emitter:
         if isinstance(e, ir.Ref):
             if e.kind is ir.RefKind.PARAM:
                 if self.from_group:
-                    return Code(f"group[{e.name!r}]", ATOM, "py")
+                    return Code(f"group[{q(e.name)}]", ATOM, "py")
                 self.used_hypers.add(e.name)
                 return Code(self.hyper[e.name], ATOM, "py")
             if e.kind is ir.RefKind.INPUT:
@@ -218,7 +226,7 @@ class _Emitter:
             arg = "None" if lv.objective_arg is None else self.expr(lv.objective_arg).text
             res = self.expr(lv.mlp["residual"]).text
             lines.append(f"{name} = rt.mlp_grads({self.pre[lv.name]}, {key.text}, {value.text}, "
-                         f"{lv.objective!r}, {arg}, residual={res})")
+                         f"{q(lv.objective)}, {arg}, residual={res})")
             self.grads[lv.name] = Code(name)
             return
         state = Code("param") if lv.root else Code(self.pre[lv.name])
@@ -227,12 +235,12 @@ class _Emitter:
             g = neg(value) if key is None else neg(binop("*", value, key))
             what = f"d/d{lv.name} -<{lv.name}{'' if key is None else ' * k'}, v>"
         elif lv.objective == "l2":
-            r = binop("-", y, value)
+            r = minus(y, value)
             g = r if key is None else binop("*", r, key)
             what = f"d/d{lv.name} 1/2 ||{lv.name}{'' if key is None else ' * k'} - v||^2"
         else:
             arg = self.expr(lv.objective_arg).text
-            g = Code(f"rt.objective_grad({lv.objective!r}, {y.text}, {value.text}, {arg})")
+            g = Code(f"rt.objective_grad({q(lv.objective)}, {y.text}, {value.text}, {arg})")
             g = g if key is None else binop("*", g, key)
             what = f"d/d{lv.name} {lv.objective}"
         if g.prec == ATOM and g.negated is None:
@@ -256,7 +264,7 @@ class _Emitter:
     def update(self, lv: OptLevel, lines: list[str]) -> None:
         """Phase 2: apply lv's update rule; store its state; bind its new state."""
         name = lv.name
-        lines.append(f"# level {name}: {lv.source}")
+        lines += _pack(lv.parts, 96, f"# level {name}: ", "#   ")
         periodic = lv.period is not None
         lr = None if lv.lr is None else self.expr(lv.lr)
         retain = None if lv.retain is None else self.expr(lv.retain)
@@ -265,7 +273,7 @@ class _Emitter:
         elif periodic:
             prev = Code(self.names.take(f"{name}_running"))
             key = f"{name}.running"
-            load = f"rt.load_mlp(state, {key!r})" if lv.kind == "mlp" else f"state[{key!r}]"
+            load = f"rt.load_mlp(state, {q(key)})" if lv.kind == "mlp" else f"state[{q(key)}]"
             lines.append(f"{prev.text} = {load}  # the running state: the rule advances it every step")
         else:
             prev = Code(self.pre[name])
@@ -305,11 +313,11 @@ class _Emitter:
             mom = self.names.take(f"{name}_momentum")
             if r == "delta_momentum":
                 g = self.grads[name]
-                decayed = Code(f"rt.delta_product(state[{key!r}], {g.text}, {args['beta'].text})")
+                decayed = Code(f"rt.delta_product(state[{q(key)}], {g.text}, {args['beta'].text})")
                 lines.append(f"{mom} = {plus(decayed, self.step_term(lv, lr)).text}  # S (beta I - g^T g) - lr g")
             else:
-                lines.append(f"{mom} = {plus(scale(args['beta'], Code(f'state[{key!r}]')), self.step_term(lv, lr)).text}")
-            lines.append(f"state[{key!r}] = {mom}")
+                lines.append(f"{mom} = {plus(scale(args['beta'], Code(f'state[{q(key)}]')), self.step_term(lv, lr)).text}")
+            lines.append(f"state[{q(key)}] = {mom}")
             step = Code(mom) if r != "muon" else Code(f"rt.orthogonalize({mom}, {args['steps'].text})")
             return binop("+", scale(retain, prev), step)
         if r == "dgd":
@@ -327,10 +335,10 @@ class _Emitter:
             m, v = self.names.take(f"{name}_exp_avg"), self.names.take(f"{name}_exp_avg_sq")
             mk, vk = f"{name}.exp_avg", f"{name}.exp_avg_sq"
             one = number(1)
-            lines.append(f"{m} = {binop('+', binop('*', b1, Code(f'state[{mk!r}]')), binop('*', binop('-', one, b1), g)).text}")
-            lines.append(f"{v} = {binop('+', binop('*', b2, Code(f'state[{vk!r}]')), binop('*', binop('-', one, b2), binop('*', g, g))).text}")
-            lines.append(f"state[{mk!r}] = {m}")
-            lines.append(f"state[{vk!r}] = {v}")
+            lines.append(f"{m} = {binop('+', binop('*', b1, Code(f'state[{q(mk)}]')), binop('*', binop('-', one, b1), g)).text}")
+            lines.append(f"{v} = {binop('+', binop('*', b2, Code(f'state[{q(vk)}]')), binop('*', binop('-', one, b2), binop('*', g, g))).text}")
+            lines.append(f"state[{q(mk)}] = {m}")
+            lines.append(f"state[{q(vk)}] = {v}")
             m_hat = binop("/", Code(m), Code(f"rt.bias_correction({b1.text}, step)"))
             v_hat = binop("/", Code(v), Code(f"rt.bias_correction({b2.text}, step)"))
             direction = binop("/", m_hat, binop("+", Code(f"torch.sqrt({v_hat.text})"), eps))
@@ -347,7 +355,7 @@ class _Emitter:
         mlp = lv.kind == "mlp"
 
         def put(key: str, value: str) -> str:
-            return f"rt.store_mlp(state, {key!r}, {value})" if mlp else f"state[{key!r}] = {value}"
+            return f"rt.store_mlp(state, {q(key)}, {value})" if mlp else f"state[{q(key)}] = {value}"
 
         if lv.period is None:
             if lv.root:
@@ -380,21 +388,21 @@ class _Emitter:
             if lv.period is not None:
                 keys.append(f"{lv.name}.running")
             for key in keys:
-                keys_out.append(key if lv.kind != "mlp" else f"{key}.W0, {key}.W1, ...")
+                keys_out.append(key if lv.kind != "mlp" else f"{key}.W<i> (MLP weights)")
                 if lv.root:
-                    lines.append(f"state[{key!r}] = p.detach().clone(memory_format=torch.preserve_format)")
+                    lines.append(f"state[{q(key)}] = p.detach().clone(memory_format=torch.preserve_format)")
                 elif lv.kind == "mlp":
                     hidden = "4" if lv.mlp["hidden"] is None else self.expr(lv.mlp["hidden"]).text
                     depth = self.expr(lv.mlp["depth"]).text
-                    lines.append(f"rt.store_mlp(state, {key!r}, rt.mlp_init(p, {hidden}, {depth}, {lv.init!r}))")
+                    lines.append(f"rt.store_mlp(state, {q(key)}, rt.mlp_init(p, {hidden}, {depth}, {q(lv.init)}))")
                 else:
                     fn = "torch.ones_like" if lv.init == "identity" else "torch.zeros_like"
-                    lines.append(f"state[{key!r}] = {fn}(p, memory_format=torch.preserve_format)")
+                    lines.append(f"state[{q(key)}] = {fn}(p, memory_format=torch.preserve_format)")
             aux = {"momentum": ["momentum"], "muon": ["momentum"], "delta_momentum": ["momentum"],
                    "adam": ["exp_avg", "exp_avg_sq"]}.get(lv.rule or "", [])
             for a in aux:
                 keys_out.append(f"{lv.name}.{a}")
-                lines.append(f"state[{lv.name + '.' + a!r}] = torch.zeros_like(p, memory_format=torch.preserve_format)")
+                lines.append(f"state[{q(lv.name + '.' + a)}] = torch.zeros_like(p, memory_format=torch.preserve_format)")
         self.from_group = False
         return lines
 
@@ -404,7 +412,7 @@ class _Emitter:
         lines = [
             "grad = p.grad",
             "if grad.is_sparse:",
-            f"    raise RuntimeError({plan.name + ' does not support sparse gradients'!r})",
+            f'    raise RuntimeError("{plan.name} does not support sparse gradients")',
             "state = self.state[p]",
             "if not state:",
             "    self._init_state(p, group)",
@@ -416,9 +424,9 @@ class _Emitter:
             if lv.root:
                 continue
             if lv.kind == "mlp":
-                lines.append(f"{self.pre[lv.name]} = rt.load_mlp(state, {lv.name!r})  # weights {lv.name}.W0, ...")
+                lines.append(f"{self.pre[lv.name]} = rt.load_mlp(state, {q(lv.name)})  # weights {lv.name}.W0, ...")
             else:
-                lines.append(f"{self.pre[lv.name]} = state[{lv.name!r}]")
+                lines.append(f"{self.pre[lv.name]} = state[{q(lv.name)}]")
         for let in plan.lets:
             lines.append(f"{self.let[let.name]} = {self.expr(let.value).text}  # let {let.name} = "
                          f"{print_expr(let.value)}")
@@ -436,11 +444,23 @@ def emit_optimizer(plan: OptimizerPlan) -> OptimizerCode:
     em = _Emitter(plan)
     init_lines = em.init_state()
     param_lines = em.param_lines()
-    group_lines = [f"{em.hyper[h.name]} = group[{h.name!r}]" for h in plan.hypers if h.name in em.used_hypers]
-    signature = [f"{h.name}={number(h.default).text}" for h in plan.hypers]
-    doc = [f"level {lv.name}: {lv.source}" for lv in plan.levels]
-    return OptimizerCode(plan, _class_name(plan.name), signature, init_lines, group_lines, param_lines, doc,
-                         em.state_keys,
+    group_lines = [f"{em.hyper[h.name]} = group[{q(h.name)}]" for h in plan.hypers if h.name in em.used_hypers]
+    signature = ["self", "params", *(f"{h.name}={number(h.default).text}" for h in plan.hypers), "**unknown"]
+    defaults = [f"{q(h.name)}: {h.name}" for h in plan.hypers]
+    if len(", ".join(signature)) > 80:  # one argument a line
+        signature = ["", *(f"    {a}," for a in signature), ""]
+    else:
+        signature = [", ".join(signature)]
+    defaults = ["{" + ", ".join(defaults) + "}"] if len(", ".join(defaults)) < 70 else \
+        ["{", *(f"    {d}," for d in defaults), "}"]
+    width = max(len(lv.name) for lv in plan.levels)
+    doc = []
+    for lv in plan.levels:
+        doc += _pack(lv.parts, 84, f"{lv.name:<{width}}  ", " " * (width + 2))
+    keys = textwrap.wrap("State per parameter (self.state[p]): " + ", ".join(em.state_keys) + ".", 86,
+                         break_on_hyphens=False)
+    return OptimizerCode(plan, _class_name(plan.name), signature, defaults, init_lines, group_lines, param_lines,
+                         doc, keys,
                          em.uses_math, em.uses_F)
 
 
@@ -467,14 +487,31 @@ def generate_optimizer(program: ir.Program, params: dict) -> str:
         params=", ".join(f"{k}={number(v).text}" for k, v in sorted(params.items())),
         name=plan.name,
         code=code,
-        hypers=repr(tuple(h.name for h in plan.hypers)),
-        learning_rates=repr(tuple(h.name for h in plan.hypers if h.learning_rate)),
-        whole_numbers=repr(tuple(h.name for h in plan.hypers if h.whole)),
-        defaults="{" + ", ".join(f"{h.name!r}: {h.name}" for h in plan.hypers) + "}",
-        spec_name=repr(plan.name),
-        spec_hash_repr=repr(spec_hash(program)),
-        spec_path_repr=repr(spec_path),
+        hypers=_tuple(h.name for h in plan.hypers),
+        learning_rates=_tuple(h.name for h in plan.hypers if h.learning_rate),
+        whole_numbers=_tuple(h.name for h in plan.hypers if h.whole),
+        spec_name=q(plan.name),
+        spec_hash_repr=q(spec_hash(program)),
+        spec_path_repr=f'"{spec_path}"',
     )
+
+
+def _pack(parts, width: int, first: str, indent: str) -> list[str]:
+    """Lay comma-separated parts out in lines of at most `width` characters, never splitting a part."""
+    lines, line = [], first
+    for i, part in enumerate(parts):
+        text = part + ("," if i < len(parts) - 1 else "")
+        if line.strip() and len(line) + 1 + len(text) > width:
+            lines.append(line)
+            line = indent + text
+        else:
+            line = line + ("" if line == first else " ") + text
+    return lines + [line]
+
+
+def _tuple(names) -> str:
+    items = [q(n) for n in names]
+    return "(" + ", ".join(items) + ("," if len(items) == 1 else "") + ")"
 
 
 def _safe(text: str) -> str:

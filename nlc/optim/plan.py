@@ -74,7 +74,7 @@ class OptLevel:
     debias: bool = False
     update_deps: tuple[str, ...] = ()  # levels whose *new* state this level's update reads
     needs_grad: bool = False  # the objective gradient is used (by the rule or by a grad(this) context)
-    source: str = ""  # one-line description for comments
+    parts: tuple[str, ...] = ()  # its fields as spec text, for comments: ("state like(param)", "lr 1 - beta1", ...)
     line: int = 0
 
     @property
@@ -103,11 +103,16 @@ class OptimizerPlan:
 
 def plan_optimizer(program: ir.Program, params: Mapping[str, object]) -> OptimizerPlan:
     """Return the plan of a checked optimizer program with parameter values `params`."""
+    require_optimizer(program)
+    return _Planner(program, dict(params)).plan()
+
+
+def require_optimizer(program: ir.Program) -> None:
+    """Raise SpecError E510 if `program` is a model."""
     if program.is_model:
         raise SpecError([Diagnostic("E510", f"`{program.name}` is a model, not an optimizer", program.name_span,
                                     "build models with `nlc.build`; `nlc.build_optimizer` takes an optimizer spec "
                                     "such as examples/adam.nl")])
-    return _Planner(program, dict(params)).plan()
 
 
 class _Planner:
@@ -182,6 +187,11 @@ class _Planner:
             out.objective_arg = arg if arg is not None else ir.Num(B.OBJECTIVES[obj.fn].args[0].default)
         self.update(lv, out)
         out.lr, out.retain = lv.lr, lv.retain
+        if out.kind == "mlp":
+            for gate, word in ((lv.lr, "lr"), (lv.retain, "retain")):
+                if gate is not None and self.kind_of(gate) != "py":
+                    self.error(f"the `{word}` of the MLP memory `{lv.name}` must be one number (parameters, "
+                               "arithmetic, `step`), not a parameter-shaped rate", gate.span)
         if lv.lr is not None and isinstance(lv.lr, ir.Ref) and lv.lr.kind is ir.RefKind.PARAM:
             self.lr_params.add(lv.lr.name)
         if lv.period.unit is not ir.PeriodUnit.STEPS:
@@ -196,7 +206,7 @@ class _Planner:
         out.debias = lv.debias
         if lv.debias:
             self.check_debias(lv, out)
-        out.source = _describe(lv)
+        out.parts = _describe(lv)
         return out
 
     def state(self, lv: ir.Level, out: OptLevel) -> None:
@@ -303,6 +313,9 @@ class _Planner:
                                   and out.kind != "mlp")
             return
         out.update = upd
+        if out.kind == "mlp":
+            self.error(f"the MLP memory `{lv.name}` of an optimizer learns with `gd`", upd.span,
+                       "write `update gd` (with `retain` for the decay of DMGD)")
         deps = []
         for n in ir.walk(upd):
             name = n.name if isinstance(n, ir.Ref) and n.kind is ir.RefKind.LEVEL else \
@@ -432,8 +445,8 @@ def _const(v) -> ir.Expr:
     return ir.Bool(v) if isinstance(v, bool) else ir.Num(v)
 
 
-def _describe(lv: ir.Level) -> str:
-    """A one-line summary of a level for comments in the generated code."""
+def _describe(lv: ir.Level) -> tuple[str, ...]:
+    """A level's fields as spec text, for comments in the generated code."""
     from nlc.printer import print_expr
 
     parts = [f"state {print_expr(lv.state)}"]
@@ -451,4 +464,4 @@ def _describe(lv: ir.Level) -> str:
                  else f"period {print_expr(p.count)} steps")
     if lv.debias:
         parts.append("debias")
-    return ", ".join(parts)
+    return tuple(parts)

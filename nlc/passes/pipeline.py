@@ -1,4 +1,4 @@
-"""The front end in order: parse -> lower -> resolve -> params -> graph -> frequency -> shapes.
+"""The front end in order: parse -> lower -> resolve -> params -> graph -> frequency -> shapes -> optimizer.
 
 Each stage reports every problem it finds; the pipeline stops after the first
 stage with errors (later stages assume the earlier ones held).
@@ -11,7 +11,7 @@ from typing import Mapping
 
 from nlc import ir
 from nlc.errors import Diagnostic, Reporter, SpecError
-from nlc.passes import frequency, graph_checks, resolve, shapes
+from nlc.passes import frequency, graph_checks, optimizer, resolve, shapes
 from nlc.passes.params import evaluate
 
 
@@ -35,6 +35,8 @@ def check_ir(program: ir.Program, overrides: Mapping[str, object] | None = None)
     rep.raise_if_errors()
     frequency.run(program, env, rep)
     shapes.run(program, env, rep)
+    rep.raise_if_errors()
+    optimizer.run(program, env, rep)
     rep.raise_if_errors()
     return Checked(program, env, rep.diagnostics)
 

@@ -1,0 +1,268 @@
+"""The reference optimizer: `nlc.optim`'s semantics executed literally, to test generated code against.
+
+Slow and plain on purpose. It walks the IR every step: expressions are evaluated
+by a small recursive evaluator, objective gradients are taken with
+torch.autograd (not the closed forms the generator writes), update rules are
+the formulas of the `nlc.optim` docstring, and periods keep a visible and a
+running state. It shares with the generated code only the plan (which level is
+which, the order of a step) and the state's initial values. Tests compare the
+two on the example specs and on random ones (tests/test_optim.py).
+
+    opt = reference_optimizer("examples/m3.nl", model.parameters(), lr=1e-3)
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+from nlc import ir
+from nlc.optim import runtime as rt
+from nlc.optim.plan import OptimizerPlan, OptLevel, plan_optimizer
+from nlc.runtime.memory import act
+from nlc.runtime.newton_schulz import newton_schulz
+
+UNARY = {"sqrt": (torch.sqrt, math.sqrt), "exp": (torch.exp, math.exp), "abs": (torch.abs, abs),
+         "tanh": (torch.tanh, math.tanh), "sigmoid": (torch.sigmoid, lambda x: 1 / (1 + math.exp(-x))),
+         "relu": (torch.relu, lambda x: max(x, 0)), "silu": (torch.nn.functional.silu, lambda x: x / (1 + math.exp(-x))),
+         "softplus": (torch.nn.functional.softplus, lambda x: math.log1p(math.exp(x))),
+         "gelu": (torch.nn.functional.gelu, lambda x: 0.5 * x * (1 + math.erf(x / math.sqrt(2))))}
+
+
+def reference_optimizer(spec, params, **hyper) -> "ReferenceOptimizer":
+    """The reference optimizer of a spec (a path or a Program) over `params`."""
+    from nlc.optim import _program
+    from nlc.optim.plan import require_optimizer
+    from nlc.passes.pipeline import check_ir
+
+    program = _program(spec)
+    require_optimizer(program)
+    checked = check_ir(program, hyper)
+    return ReferenceOptimizer(plan_optimizer(checked.program, checked.params), params)
+
+
+class ReferenceOptimizer(torch.optim.Optimizer):
+    def __init__(self, plan: OptimizerPlan, params):
+        self.plan = plan
+        self.lets = {let.name: let for let in plan.lets}
+        super().__init__(params, {h.name: h.default for h in plan.hypers})
+
+    # ---- state ----
+    def init_state(self, p: torch.Tensor, group: dict) -> dict:
+        st = {"step": 0}
+        for lv in self.plan.levels:
+            if lv.root:
+                st["running"] = p.detach().clone()
+                continue
+            if lv.kind == "mlp":
+                hidden = 4 if lv.mlp["hidden"] is None else self._const(lv.mlp["hidden"], group)
+                init = rt.mlp_init(p, hidden, self._const(lv.mlp["depth"], group), lv.init)
+            else:
+                init = torch.full_like(p, 1.0 if lv.init == "identity" else 0.0)
+            st[lv.name] = {"visible": init, "running": init, "aux": {}}
+        return st
+
+    def _const(self, e: ir.Expr, group: dict):
+        return _Step(self, group, None, None).eval(e)
+
+    # ---- one step ----
+    @torch.no_grad()
+    def step(self, closure=None):
+        loss = None
+        if closure is not None:
+            with torch.enable_grad():
+                loss = closure()
+        for group in self.param_groups:
+            for p in group["params"]:
+                if p.grad is None:
+                    continue
+                st = self.state[p]
+                if not st:
+                    st.update(self.init_state(p, group))
+                st["step"] += 1
+                _Step(self, group, p, st).run()
+        return loss
+
+
+class _Step:
+    """One step of one parameter."""
+
+    def __init__(self, opt: ReferenceOptimizer, group: dict, p, st):
+        self.opt, self.plan, self.group, self.p, self.st = opt, opt.plan, group, p, st
+        self.t = st["step"] if st else 0
+        self.param = None if p is None else p.detach().clone()
+        self.new: dict[str, object] = {}
+        self.grads: dict[str, object] = {}
+        self.let_values: dict[str, object] = {}
+        # the states reads see from before this step (updates replace st[...]["visible"] as they go)
+        self.pre = {lv.name: st[lv.name]["visible"] for lv in self.plan.levels if st and not lv.root}
+
+    def run(self) -> None:
+        for name in self.plan.grad_order:
+            lv = self.plan.level(name)
+            self.grads[name] = self.objective_gradient(lv)
+        for lv in self.plan.levels:
+            self.update(lv)
+
+    # ---- expressions ----
+    def eval(self, e: ir.Expr, new: bool = False):
+        if isinstance(e, (ir.Num, ir.Bool)):
+            return e.value
+        if isinstance(e, ir.Ref):
+            if e.kind is ir.RefKind.PARAM:
+                return self.group[e.name]
+            if e.kind is ir.RefKind.INPUT:
+                return {"grad": self.p.grad if self.p is not None else None, "param": self.param, "step": self.t}[e.name]
+            if e.kind is ir.RefKind.LET:  # lets always see the states from before the step
+                if e.name not in self.let_values:
+                    self.let_values[e.name] = self.eval(self.opt.lets[e.name].value)
+                return self.let_values[e.name]
+            return self.read(e.name, None, new)
+        if isinstance(e, ir.Neg):
+            return -self.eval(e.operand, new)
+        if isinstance(e, ir.BinOp):
+            a, b = self.eval(e.lhs, new), self.eval(e.rhs, new)
+            return {"+": lambda: a + b, "-": lambda: a - b, "*": lambda: a * b, "/": lambda: a / b,
+                    "**": lambda: a ** b}[e.op]()
+        assert isinstance(e, ir.Call)
+        if e.kind is ir.CallKind.READ:
+            return self.read(e.fn, self.eval(e.args[0], new) if e.args else None, new)
+        args = [self.eval(a, new) for a in e.args]
+        kwargs = {k.name: self.eval(k.value, new) for k in e.kwargs}
+        x = args[0] if args else kwargs["x"]
+        if e.fn == "newton_schulz":
+            steps = args[1] if len(args) > 1 else kwargs.get("steps", 5)
+            return _orthogonalize(x, steps)
+        if e.fn == "mean":
+            return x.mean()
+        if e.fn == "l2norm":
+            return x / x.norm().clamp_min(1e-12)
+        tensor_fn, scalar_fn = UNARY[e.fn]
+        return tensor_fn(x) if isinstance(x, torch.Tensor) else scalar_fn(x)
+
+    def read(self, name: str, key, new: bool):
+        lv = self.plan.level(name)
+        if lv.root:
+            state = self.param
+        else:
+            state = self.new[name] if new else self.pre[name]
+        if lv.kind == "mlp":
+            return _mlp(state, key, self.eval(lv.mlp["residual"]))
+        if lv.debias:
+            a = self.eval(lv.retain)
+            n = self.updates_seen(lv, new)
+            state = state / (1 - a ** n) if n > 0 else state
+        return state if key is None else state * key
+
+    def updates_seen(self, lv: OptLevel, new: bool) -> int:
+        n = self.eval(lv.period) if lv.period is not None else 1
+        t = self.t if new else self.t - 1
+        return n * (t // n)
+
+    # ---- objective gradients, with autograd ----
+    def context(self, lv: OptLevel):
+        if lv.context == "loss":
+            return 1.0, -self.p.grad if lv.root else self.p.grad
+        if lv.context == "grad":
+            return 1.0, self.grads[lv.grad_of]
+        return (1.0 if lv.key is None else self.eval(lv.key)), self.eval(lv.value)
+
+    def objective_gradient(self, lv: OptLevel):
+        key, value = self.context(lv)
+        state = self.param if lv.root else self.pre[lv.name]
+        with torch.enable_grad():
+            if lv.kind == "mlp":
+                ws = [w.detach().clone().requires_grad_() for w in state]
+                y = _mlp(ws, key, self.eval(lv.mlp["residual"]))
+                leaves = ws
+            else:
+                s = state.detach().clone().requires_grad_()
+                y = s * key
+                leaves = [s]
+            arg = None if lv.objective_arg is None else self.eval(lv.objective_arg)
+            loss = _objective(lv.objective, y, value, arg).sum()
+            grads = torch.autograd.grad(loss, leaves)
+        return list(grads) if lv.kind == "mlp" else grads[0]
+
+    # ---- updates ----
+    def update(self, lv: OptLevel) -> None:
+        eta = 1.0 if lv.lr is None else self.eval(lv.lr)
+        a = 1.0 if lv.retain is None else self.eval(lv.retain)
+        running = self.st["running"] if lv.root else self.st[lv.name]["running"]
+        aux = self.st.setdefault("aux", {}) if lv.root else self.st[lv.name]["aux"]
+        G = self.grads.get(lv.name)
+        if lv.kind == "mlp":
+            running = [a * w - eta * g for w, g in zip(running, G)]
+        elif lv.rule is None:
+            running = a * running - eta * self.eval(lv.update, new=True)
+        else:
+            running = self.rule(lv, running, G, eta, a, aux)
+        period = 1 if lv.period is None else self.eval(lv.period)
+        if lv.root:
+            self.st["running"] = running
+            if self.t % period == 0:
+                self.p.copy_(running)
+            return
+        self.st[lv.name]["running"] = running
+        if self.t % period == 0:
+            self.st[lv.name]["visible"] = running
+        self.new[lv.name] = self.st[lv.name]["visible"]
+
+    def rule(self, lv: OptLevel, S, G, eta, a, aux: dict):
+        args = {k: self.eval(v) for k, v in lv.rule_args.items()}
+        r = lv.rule
+        if r == "gd":
+            return a * S - eta * G
+        if r in ("momentum", "muon"):
+            Z = args["beta"] * aux.get("Z", torch.zeros_like(S)) - eta * G
+            aux["Z"] = Z
+            return a * S + (_orthogonalize(Z, args["steps"]) if r == "muon" else Z)
+        if r == "dgd":
+            key, _ = self.context(lv)
+            eta2 = eta / (1 + eta)
+            return (a - eta2 * key * key) * S - eta2 * G
+        if r == "delta_momentum":
+            Z = aux.get("Z", torch.zeros_like(S))
+            if S.dim() >= 2:  # Z (beta I - G^T G) on the matrices [shape[0], rest]
+                Z2, G2 = Z.reshape(S.shape[0], -1), G.reshape(S.shape[0], -1)
+                decayed = args["beta"] * Z - (Z2 @ (G2.T @ G2)).reshape(S.shape)
+            else:
+                decayed = (args["beta"] - G * G) * Z
+            Z = decayed - eta * G
+            aux["Z"] = Z
+            return a * S + Z
+        if r == "adam":
+            b1, b2, eps = args["beta1"], args["beta2"], args["eps"]
+            m = b1 * aux.get("m", torch.zeros_like(S)) + (1 - b1) * G
+            v = b2 * aux.get("v", torch.zeros_like(S)) + (1 - b2) * G * G
+            aux["m"], aux["v"] = m, v
+            t = self.t
+            return a * S - eta * (m / (1 - b1 ** t)) / ((v / (1 - b2 ** t)).sqrt() + eps)
+        raise AssertionError(r)
+
+
+def _orthogonalize(x: torch.Tensor, steps) -> torch.Tensor:
+    if x.dim() < 2:
+        return x
+    return newton_schulz(x.reshape(x.shape[0], -1), int(steps)).reshape(x.shape)
+
+
+def _mlp(weights, key, residual):
+    k = key.reshape(-1, 1)
+    a = k
+    for w in weights[:-1]:
+        a = act(a @ w)
+    y = a @ weights[-1]
+    return (y + k if residual else y).reshape(key.shape)
+
+
+def _objective(name: str, y, v, arg):
+    r = y - v
+    if name == "l2":
+        return 0.5 * r * r
+    if name == "dot":
+        return -y * v
+    if name == "huber":
+        return torch.where(r.abs() <= arg, 0.5 * r * r, arg * (r.abs() - 0.5 * arg))
+    return r.abs() ** arg
