@@ -31,6 +31,8 @@ NOT_FROM_A_FILE = {
     "E208": "an unknown build-time parameter override: needs `loads(..., name=value)` "
             "(test_unknown_parameter_override)",
     "E601": "no such spec file, or a folder: there is no file to put in tests/bad/ (test_missing_spec_file)",
+    "E501": "an optimizer spec passed to `nlc.build`: needs the build call, not a file "
+            "(tests/test_optim.py::test_a_model_spec_is_not_an_optimizer_and_vice_versa)",
 }
 # E5xx (code generation) and E6xx (runtime and data) are raised after a spec has loaded, by the back
 # ends, the runtime and the trainers, and are tested there; only the E6xx that the loader itself
