@@ -32,6 +32,13 @@ demo: install
 	for f in examples/*.nl; do $(NLC) graph $$f -o $(OUT)/graphs/$$(basename $$f .nl).png || exit 1; done
 	$(PY) benchmarks/frontend.py --out $(OUT)/frontend.json
 	@echo "level graphs written to $(OUT)/graphs/"
+	# Transformer++ vs Titans (MAG) vs Hope at a tiny size, same data, seed and token budget (docs/training.md).
+	# One torch thread: these models run many small ops, which more threads slow down on a shared CPU.
+	rm -rf $(OUT)/compare
+	OMP_NUM_THREADS=1 $(NLC) compare examples/transformer.nl examples/titans_mag.nl examples/hope.nl \
+		--task lm,mqar:kv=4,seq=64,niah --budget 500k --batch 16 --seq 128 \
+		-p dim=32 -p layers=2 -p max_lr=0.01 --match-params hope --niah-lengths 256,512,1k --out $(OUT)/compare
+	@echo "comparison: $(OUT)/compare/compare.md; plots: $(OUT)/compare/loss_*.png, $(OUT)/compare/niah.png"
 
 bench: install
 	$(PY) benchmarks/frontend.py

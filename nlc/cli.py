@@ -65,6 +65,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-o", "--output", type=Path, required=True, help="FILE.png, FILE.svg or FILE.dot")
     p.add_argument("-p", "--param", action="append", type=_param, default=[], metavar="NAME=VALUE")
     p.set_defaults(func=cmd_graph)
+    from nlc.testing.fuzz import register as register_fuzz
+    register_fuzz(sub)
+    from nlc.train.cli import register
+    register(sub)
     return parser
 
 

@@ -214,7 +214,7 @@ class ReferenceBlock(nn.Module):
             aux["v"][w] = b2 * aux["v"][w] + (1 - b2) * g * g
             m_hat = aux["m"][w] / (1 - b1**n)
             v_hat = aux["v"][w] / (1 - b2**n)
-            return a * W - eta * m_hat / (v_hat.sqrt() + eps)
+            return a * W - eta * m_hat / (memory.safe_sqrt(v_hat) + eps)
         raise NotImplementedError(r)  # pragma: no cover
 
 

@@ -299,6 +299,8 @@ def _emit_learn(code: BlockCode, group: list[LevelPlan], chunk: int, in_loop, sl
     lines.append(f"{indent}], {{{states}}}, {{{grads}}})")
     for lv in group:
         lines.append(f"{indent}{lv.var}, {lv.var}_aux = learned[{lv.name!r}][\"W\"], learned[{lv.name!r}][\"aux\"]")
+        if lv.rule == "momentum" and not lv.update_by:  # the block returns momentum as `{var}_S`: keep it current
+            lines.append(f"{indent}{lv.var}_S = {lv.var}_aux[\"S\"]")
 
 
 def _closed_form(group: list[LevelPlan]) -> bool:

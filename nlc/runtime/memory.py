@@ -66,6 +66,13 @@ def read_with_cache(kind: str, state: dict, k, residual: bool = False):
     return (y + k if residual else y), inputs, pre
 
 
+def safe_sqrt(v: torch.Tensor) -> torch.Tensor:
+    """sqrt(v) for v >= 0 whose gradient at v = 0 is 0, not inf (Adam's second moment of a weight
+    whose gradient is exactly zero would otherwise make every gradient through the update NaN)."""
+    pos = v > 0
+    return torch.where(pos, v, torch.ones_like(v)).sqrt() * pos
+
+
 def objective_value(objective: tuple, y: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
     """The per-token inner loss, summed over features: [...] -> [...] (last dim reduced)."""
     name = objective[0]
@@ -125,8 +132,11 @@ class MemoryInit(nn.Module):
     def __init__(self, weights: dict, kind: str, residual: bool, mode: str = "learned"):
         super().__init__()
         self.names = list(weights)
+        # `zeros` and `identity` states are rebuilt by every init_state: their random hidden layers
+        # (identity MLPs) must be the same every time, so they come from a fixed seed, not the global RNG
+        generator = torch.Generator().manual_seed(IDENTITY_SEED) if mode != "learned" else None
         for i, (name, shape) in enumerate(weights.items()):
-            t = _initial(name, shape, kind, residual, mode, last=(i == len(weights) - 1))
+            t = _initial(name, shape, kind, residual, mode, last=(i == len(weights) - 1), generator=generator)
             if mode == "learned":
                 self.register_parameter(name, nn.Parameter(t))
             else:
@@ -137,7 +147,11 @@ class MemoryInit(nn.Module):
         return {n: getattr(self, n).unsqueeze(0).expand(batch, *getattr(self, n).shape) for n in self.names}
 
 
-def _initial(name: str, shape: tuple, kind: str, residual: bool, mode: str, last: bool) -> torch.Tensor:
+IDENTITY_SEED = 0  # the hidden layers of an `init identity` MLP memory (the same in every sequence and call)
+
+
+def _initial(name: str, shape: tuple, kind: str, residual: bool, mode: str, last: bool,
+             generator: torch.Generator | None = None) -> torch.Tensor:
     if mode == "zeros":
         return torch.zeros(shape)
     if mode == "identity":
@@ -145,7 +159,7 @@ def _initial(name: str, shape: tuple, kind: str, residual: bool, mode: str, last
             return torch.ones(shape)
         if len(shape) == 2 and (kind == "linear" or not residual) and shape[0] == shape[1] and last:
             return torch.eye(shape[0])
-        return torch.zeros(shape) if last else torch.randn(shape) / math.sqrt(shape[0])
+        return torch.zeros(shape) if last else torch.randn(shape, generator=generator) / math.sqrt(shape[0])
     # learned: small random weights; the last layer of a residual MLP starts near the identity map
     if kind in ("vector",) or name == "m":
         return torch.zeros(shape)

@@ -314,7 +314,9 @@ def _rule(s, w, W, g, key, t, eta, a, aux, running, newton_schulz):
         aux["m"][w] = b1 * aux["m"][w] + (1 - b1) * g
         aux["v"][w] = b2 * aux["v"][w] + (1 - b2) * g * g
         m_hat, v_hat = aux["m"][w] / (1 - b1**n), aux["v"][w] / (1 - b2**n)
-        return a * W - eta * m_hat / (v_hat.sqrt() + eps)
+        from nlc.runtime.memory import safe_sqrt
+
+        return a * W - eta * m_hat / (safe_sqrt(v_hat) + eps)
     raise ValueError(f"unknown rule {r}")
 
 

@@ -3,8 +3,26 @@
 Strategies (hypothesis) draw random well-formed level graphs, their text and inputs;
 properties are functions you call on your own spec; `nlc fuzz` runs them from the
 command line. See docs/testing.md.
+
+    from hypothesis import given
+    import nlc.testing as nt
+
+    @given(nt.programs(max_levels=2), nt.inputs(max_length=12))
+    def test_compiled_matches_reference(program, tokens):
+        nt.check_matches_reference(program, tokens)
+
+    nt.check_all("examples/titans_lmm.nl", params={"dim": 8, "layers": 1})
 """
 
+from nlc.testing.properties import (PROPERTIES, check_all, check_causal, check_chunked_equals_sequential,
+                                    check_compiles, check_deterministic, check_finite, check_matches_reference,
+                                    check_no_dead_parameters, check_round_trip, check_streaming, default_tokens,
+                                    run_property)
 from nlc.testing.strategies import inputs, lengths, programs, spec_texts, valid_programs
 
-__all__ = ["inputs", "lengths", "programs", "spec_texts", "valid_programs"]
+__all__ = [
+    "PROPERTIES", "check_all", "check_causal", "check_chunked_equals_sequential", "check_compiles",
+    "check_deterministic", "check_finite", "check_matches_reference", "check_no_dead_parameters",
+    "check_round_trip", "check_streaming", "default_tokens", "inputs", "lengths", "programs", "run_property",
+    "spec_texts", "valid_programs",
+]

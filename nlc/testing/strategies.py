@@ -48,6 +48,7 @@ from dataclasses import dataclass, field
 from hypothesis import strategies as st
 
 import nlc
+from nlc.testing._frontend import valid_programs  # front-end text (printer, parser); its own module
 
 __all__ = [
     "ALL_GATES", "ALL_OBJECTIVES", "ALL_ROLES", "ALL_STATE_KINDS", "ALL_UPDATES", "AVOIDED",
@@ -69,8 +70,13 @@ AVOIDED = {
     "E502": "`newton_schulz` in a model (an optimizer builtin)",
     "update expressions": "`update m / (sqrt(v) + eps)` in a model: the model back ends take a rule or a level",
     "debias": "`debias` on model levels: both back ends ignore the flag (see docs/testing.md)",
-    "dead by construction": "`init zeros` MLP memories and `identity` MLP levels that never update in the "
-                            "forward pass (their gradients are zero at the default init)",
+    "dead by construction": "`init zeros` MLP memories, `identity` MLPs and learned (zero) vectors on levels that "
+                            "do not learn in the forward pass, flows, gates and self-generated values read from a "
+                            "level whose initial read is zero, a value equal to the key of an identity memory: "
+                            "their gradients are zero at the default init (check_no_dead_parameters)",
+    "unstable by construction": "keys read from levels without l2norm, unnormalised block inputs below the first "
+                                "block, lp(p = 3) on values read from levels, delta_momentum on MLP states or "
+                                "optimizer levels: they diverge within 16 tokens (check_finite)",
 }
 
 
@@ -163,17 +169,21 @@ class _Drawer:
         r = f"{lv.name}({key})"
         return r if lv.d_out == 1 else f"linear({r}, dim)"
 
-    def flow(self, h: str, sources: list[_Level], normalise: bool) -> str:
-        """A key or value: a projection of h, or (a flow) another level's read."""
-        if sources and self.k["flows"] and self.draw(st.integers(0, 2)) == 0:
+    def flow(self, h: str, sources: list[_Level], normalise: bool, key: bool = False) -> tuple[str, bool]:
+        """A key or value: a projection of h, or (a flow) another level's read; and whether it is a flow.
+
+        Keys read from a level are always l2-normalised: a read can grow as that level learns,
+        and a gradient step is stable only while lr * |k|^2 < 2.
+        """
+        if sources and self.k["flows"] and self.draw(st.integers(0, 2)) == 2:
             src = self.pick(sources)
             t = self.read(src, h)
-            return f"l2norm({t})" if normalise else t
-        return self.proj(h, normalise)
+            return (f"l2norm({t})" if normalise or key else t), True
+        return self.proj(h, normalise), False
 
-    def gate(self, h: str, kind: str, readable: list[_Level], what: str, constant_only: bool = False) -> str | None:
-        """A gate expression (lr, retain or beta), or None for the default."""
-        kinds = ["constant"] if constant_only else [g for g in self.k["gates"]]
+    def gate(self, h: str, readable: list[_Level], what: str) -> str | None:
+        """A gate expression (what: lr, retain or beta), or None for the default."""
+        kinds = list(self.k["gates"])
         if "level" in kinds and not (readable and self.k["self_modification"]):
             kinds.remove("level")
         if not kinds:
@@ -217,7 +227,7 @@ class _Drawer:
         kinds = [k for k in self.k["state_kinds"] if k != "like" or (allow_like and memories)]
         kind = self.pick(kinds or ["linear"])
         if kind == "linear":
-            wide = self.draw(st.integers(0, 3)) == 0
+            wide = self.draw(st.integers(0, 3)) == 3
             return kind, ("linear(dim, 2 * dim)" if wide else "linear(dim, dim)"), 2 if wide else 1
         if kind == "mlp":
             hidden = self.pick(["", ", dim", ", 2 * dim"])
@@ -258,10 +268,11 @@ class _Drawer:
             return self.pick(["lp", "lp(p = 3)"])
         return o
 
-    def rule(self, h: str, readable: list[_Level]) -> str:
-        r = self.pick(self.k["updates"])
+    def rule(self, h: str, readable: list[_Level], delta_ok: bool = True) -> str:
+        rules = [r for r in self.k["updates"] if delta_ok or r != "delta_momentum"]
+        r = self.pick(rules or ["gd"])
         if r in ("momentum", "delta_momentum", "muon"):
-            beta = self.gate(h, "beta", readable, "beta")
+            beta = self.gate(h, readable, "beta")
             args = []
             if beta is not None:
                 args.append(f"beta = {beta}")
@@ -272,11 +283,13 @@ class _Drawer:
             return self.pick(["adam", "adam(beta1 = 0.8, beta2 = 0.9)"])
         return r
 
-    def block(self, name: str, n_levels: int) -> _Block:
+    def block(self, name: str, n_levels: int, first: bool = True) -> _Block:
         b = _Block(name)
         self.lets = b.lets
         h = "x"
-        if self.draw(st.booleans()):
+        # levels deeper in the stack read a normalised input (pre-norm), as every reference model does:
+        # the residual stream grows with depth, and so would unnormalised keys
+        if (n_levels and not first) or self.draw(st.booleans()):
             h = "h"
             b.lets.append(("h", "rmsnorm(x)"))
         levels: dict[str, _Level] = {}
@@ -298,40 +311,68 @@ class _Drawer:
 
     def memory_level(self, h: str, levels: dict[str, _Level]) -> None:
         name = self.fresh("mem")
-        others = [lv for lv in levels.values() if lv.role in ("memory", "cms", "frozen")]
         kind, state, d_out = self.state([lv for lv in levels.values() if lv.role == "memory"], True)
         lv = _Level(name, "memory", kind, state, d_out)
         levels[name] = lv
+        lv.init = self.init(lv, levels, True)
+        # flows and gates read only levels whose initial read is not zero: a zero read as a key,
+        # value or gate would stop gradients until that level has learned, and every parameter
+        # must get a gradient within 2 * alignment + 1 tokens (check_no_dead_parameters)
+        others = [o for o in levels.values() if o.role in ("memory", "cms", "frozen") and o is not lv
+                  and self.nonzero_at_init(o, levels)]
+        me = [lv] if self.nonzero_at_init(lv, levels) else []
         before = len(self.lets)
-        rule = self.rule(h, others + [lv])
+        # delta_momentum, S <- S (beta I - g^T g) - eta g, is stable only while |g|^2 < 1 + beta: it gets
+        # linear or elementwise states, l2-normalised keys and a Huber objective whose gradient is
+        # clipped to |d|^2 <= 1/4 (an MLP's hidden activations are not normalised)
+        delta_ok = self.base_kind(lv, levels) != "mlp"
+        rule = self.rule(h, others + me, delta_ok)
         lv.rule_lets = [n for n, _ in self.lets[before:]]
-        normalise = rule.startswith("dgd") or self.draw(st.booleans())
-        key = self.flow(h, others, normalise)
-        if d_out == 1 and self.k["self_modification"] and self.draw(st.integers(0, 3)) == 0:
-            value = f"{name}({self.proj(h)})"  # a self-generated value (Hope, NL eq. 95)
+        normalise = rule.startswith(("dgd", "delta_momentum")) or self.draw(st.booleans())
+        key, _ = self.flow(h, others, normalise, key=True)
+        if d_out == 1 and me and self.k["self_modification"] and self.draw(st.integers(0, 3)) == 3:
+            value, read = f"{name}({self.proj(h)})", True  # a self-generated value (Hope, NL eq. 95)
         else:
-            value = self.flow(h, others, False)
+            value, read = self.flow(h, others, False)
             if d_out == 2:
                 value = f"linear({value}, 2 * dim)"
+        if value == key or f"l2norm({value})" == key:
+            value, read = self.proj(h), False  # a memory that starts as the identity would see nothing to learn
         lv.context = f"({key}, {value})"
-        lv.init = self.init(lv, levels, True)
-        lv.objective = self.objective()
+        # lp(p = 3) steps grow with the square of the error: only for values that do not grow themselves
+        lv.objective = self.objective().replace("lp(p = 3)", "lp") if read else self.objective()
+        if rule.startswith("delta_momentum"):
+            lv.objective = f"huber(delta = {0.5 / self.k['dim'] ** 0.5:.3g})"
         lv.update = rule
-        lv.lr = self.gate(h, "lr", others + [lv], "lr")
-        lv.retain = self.gate(h, "retain", others + [lv], "retain")
+        lv.lr = self.gate(h, others + me, "lr")
+        lv.retain = self.gate(h, others + me, "retain")
         lv.period = self.period_tokens()
         lv.online = self.draw(st.booleans())
 
+    def nonzero_at_init(self, lv: _Level, levels: dict[str, _Level]) -> bool:
+        """Does reading lv at its initial state give a non-zero value?"""
+        if lv.init.startswith("copy("):
+            return self.nonzero_at_init(levels[lv.init[len("copy("):-1]], levels)
+        base = lv
+        while base.kind == "like":
+            base = levels[base.state[len("like("):-1]]
+        if lv.init == "zeros":
+            return False
+        if lv.init == "learned":
+            return base.kind != "vector"  # a learned vector starts at zeros
+        return base.kind != "mlp" or "residual = false" not in base.state  # identity
+
     def optimizer_level(self, h: str, target: _Level, levels: dict[str, _Level]) -> None:
         name = self.fresh("opt")
-        others = [lv for lv in levels.values() if lv.role in ("memory", "cms", "frozen")]
+        others = [lv for lv in levels.values() if lv.role in ("memory", "cms", "frozen")
+                  and self.nonzero_at_init(lv, levels)]
         lv = _Level(name, "optimizer", "like", f"like({target.name})", target.d_out)
         lv.init = self.pick(["zeros", "zeros", "learned"])
         lv.context = f"grad({target.name})"
         lv.objective = self.pick(["dot", "l2"])
-        lv.update = self.rule(h, others)
-        lv.lr = self.gate(h, "lr", others, "lr")
-        lv.retain = self.gate(h, "retain", others, "retain")
+        lv.update = self.rule(h, others, delta_ok=False)  # its gradients are another level's: unbounded
+        lv.lr = self.gate(h, others, "lr")
+        lv.retain = self.gate(h, others, "retain")
         lv.period = target.period  # coupled levels share a period (E503)
         lv.online = target.online
         target.update = name
@@ -350,7 +391,8 @@ class _Drawer:
         else:
             state = "linear(dim, dim)"
         lv = _Level(name, role, kind, state, 1)
-        lv.init = "learned" if kind == "mlp" else self.pick(["learned", "identity"])
+        # these levels do not learn inside the forward pass: their initial read must not be zero
+        lv.init = {"mlp": "learned", "vector": "identity"}.get(kind) or self.pick(["learned", "identity"])
         if role == "cms" or self.draw(st.booleans()):
             lv.context = "loss"
             lv.objective = "dot"
@@ -382,7 +424,7 @@ class _Drawer:
             terms.append(inner)
             chained = True
         for lv in readers + ([] if chained else chain):
-            if lv.role == "memory" and self.draw(st.integers(0, 2)) == 0:
+            if lv.role == "memory" and self.draw(st.integers(0, 2)) == 2:
                 qn = self.fresh("q")
                 b.lets.append((qn, self.proj(h, self.draw(st.booleans()))))
                 terms.append(self.read(lv, qn))
@@ -391,14 +433,14 @@ class _Drawer:
         if not terms:
             kind = self.pick(["linear", "attention", "swiglu"] if self.k["attention"] else ["linear", "swiglu"])
             if kind == "attention":
-                heads = self.pick([1, 2])
+                heads = self.pick([n for n in (1, 2) if self.k["dim"] % n == 0])
                 extra = self.pick(["", ", window = 4", ", persistent = 2", ", segment = 4"])
                 return f"attention({h}, heads = {heads}{extra})"
             if kind == "swiglu":
                 return f"swiglu({h}, 2 * dim)"
             return f"linear({h}, dim)"
         out = " + ".join(terms)
-        if self.draw(st.integers(0, 2)) == 0:
+        if self.draw(st.integers(0, 2)) == 2:
             out = f"linear({out}, dim)"
         return out
 
@@ -442,14 +484,12 @@ def _raw_spec(draw, knobs: dict) -> str:
     d = _Drawer(draw, k, chunk, chunk_param, steps_base)
     for i in range(n_blocks):
         n_levels = draw(st.integers(0 if n_blocks > 1 or k["max_levels"] == 0 else 1, k["max_levels"]))
-        b = d.block(f"b{i}", n_levels)
-        if k["max_repeat"] > 1:
-            b.repeat = draw(st.integers(1, k["max_repeat"]))
+        repeat = draw(st.integers(1, k["max_repeat"])) if k["max_repeat"] > 1 else 1
+        b = d.block(f"b{i}", n_levels, first=i == 0 and repeat == 1)
+        b.repeat = repeat
         lines += ["  " + line for line in b.lines()]
     lines.append("}")
-    text = "\n".join(lines) + "\n"
-    # the header's parameters must all be used (E206 does not apply to parameters, but keep it tidy)
-    return text
+    return "\n".join(lines) + "\n"
 
 
 def spec_texts(**knobs) -> st.SearchStrategy[str]:
@@ -498,8 +538,3 @@ def inputs(vocab: int = 256, min_batch: int = 1, max_batch: int = 2, min_length:
         return torch.tensor(flat, dtype=torch.long).reshape(b, t)
 
     return _tokens()
-
-
-# ---- random valid programs for the front end (printer and parser properties) ------------
-
-from nlc.testing._frontend import valid_programs  # noqa: E402  (kept in its own module: it is long)

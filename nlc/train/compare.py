@@ -1,0 +1,380 @@
+"""`nlc compare`: train several specs on the same tasks with the same data, seed and token budget.
+
+    nlc compare examples/transformer.nl examples/titans_mag.nl examples/hope.nl \\
+        --task lm,mqar,niah --budget 300k -p dim=32 -p layers=2 --out out/compare
+
+For every task and spec, a run folder out/runs/TASK/SPEC (an ordinary `nlc train` run: a
+finished one is reused, an interrupted one resumed), then its evaluation. Every spec sees
+the same batches (they depend only on the seed and the step) and the same number of tokens.
+`-p NAME=VALUE` goes to every spec that declares NAME (`-p SPEC.NAME=VALUE` to one spec).
+A task may set its own sequence length (`mqar:kv=8,seq=64`: the budget then buys more
+steps). `--match-params first` (or a spec's name, or a number) sets each spec's `dim` so
+that its parameter count is as close as it gets to that spec's (or to that number). Writes compare.md (the table, the details, the plots),
+compare.json, and the plots: loss_TASK.png, niah.png, forgetting.png.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import statistics
+import sys
+from pathlib import Path
+
+from nlc.errors import SpecError
+from nlc.files import atomic_write_text
+from nlc.train.errors import train_error
+from nlc.train.evaluate import (eval_accuracy, eval_lm, eval_mqar, eval_niah, load_run, markdown_table)
+from nlc.train.loop import (TrainConfig, build_model, continual_rows, continual_summary, count_parameters,
+                            read_metrics, read_spec, train, train_curve)
+from nlc.train.tasks import Continual, LanguageModel, MQAR, NIAH, make_task, parse_length, parse_task
+
+DEFAULT_NIAH_LENGTHS = ("512", "1k", "2k")
+
+
+def parse_budget(text: str | int) -> int:
+    """"300k" -> 300000, "1.5M" -> 1500000 (tokens)."""
+    if isinstance(text, int):
+        return text
+    m = re.fullmatch(r"\s*([0-9]*\.?[0-9]+)\s*([kKmMgG]?)\s*", str(text))
+    if not m:
+        raise train_error("E633", f"not a token budget: {text!r}", "write budgets like 200000, 300k or 1.5M")
+    scale = {"": 1, "k": 1e3, "m": 1e6, "g": 1e9}[m.group(2).lower()]
+    return int(float(m.group(1)) * scale)
+
+
+def _declared(spec_text: str, path: str) -> set[str]:
+    import nlc
+    from nlc.api import check_with_params
+
+    return set(check_with_params(nlc.loads(spec_text, path)).params)
+
+
+def spec_params(specs: list[str], params: dict) -> list[dict]:
+    """Each spec's overrides: the -p values whose names it declares (E633 for a name none declares).
+
+    `NAME` goes to every spec that declares it; `LABEL.NAME` (LABEL a spec's file stem) to that spec only.
+    """
+    declared = [_declared(read_spec(s), str(s)) for s in specs]
+    labels = _label(specs)
+    out = [{} for _ in specs]
+    for key, value in params.items():
+        label, _, name = key.rpartition(".")
+        targets = [i for i, d in enumerate(declared) if name in d and (not label or labels[i] == label)]
+        if label and label not in labels:
+            raise train_error("E633", f"-p {key}: no spec is called `{label}`", "specs: " + ", ".join(labels))
+        if not targets:
+            raise train_error("E633", f"no spec {'called `' + label + '` ' if label else ''}declares a parameter "
+                              f"`{name}`", "check the name: -p NAME=V goes to every spec that declares NAME, "
+                              "-p SPEC.NAME=V to one spec")
+        for i in targets:
+            if label or name not in out[i]:
+                out[i][name] = value
+    return out
+
+
+def parameter_count(spec: str, params: dict) -> int:
+    model = build_model(read_spec(spec), str(spec), params, 0)
+    return count_parameters(model)["total"]
+
+
+def match_dim(spec: str, params: dict, target: int, step: int = 8, limit: int = 4096) -> tuple[int, int]:
+    """The multiple of `step` for `dim` whose parameter count is closest to target: (dim, count)."""
+    cache: dict[int, int | None] = {}
+
+    def count(d: int):
+        if d not in cache:
+            try:
+                cache[d] = parameter_count(spec, {**params, "dim": d})
+            except SpecError:
+                cache[d] = None
+        return cache[d]
+
+    lo, hi = step, step
+    while hi <= limit and (count(hi) is None or count(hi) < target):
+        lo, hi = hi, hi * 2
+    hi = min(hi, limit)
+    while hi - lo > step:  # counts grow with dim: bisect on multiples of step
+        mid = (lo + hi) // 2 // step * step
+        c = count(mid)
+        if c is None or c < target:
+            lo = mid
+        else:
+            hi = mid
+    options = [(abs(c - target), d, c) for d in range(max(step, lo - step), hi + 2 * step, step)
+               if (c := count(d)) is not None]
+    if not options:
+        raise train_error("E633", f"no `dim` up to {limit} gives {spec} a parameter count near {target:,}")
+    _, d, c = min(options)
+    return d, c
+
+
+def split_seq(task_text: str, seq: int) -> tuple[str, int]:
+    """"mqar:kv=8,seq=64" -> ("mqar:kv=8", 64): a task's own sequence length in a comparison."""
+    name, colon, rest = task_text.partition(":")
+    items, own = [], seq
+    for item in filter(None, (x.strip() for x in rest.split(","))):
+        key, _, value = item.partition("=")
+        if key == "seq":
+            try:
+                own = int(value)
+            except ValueError:
+                raise train_error("E614", f"task option seq={value!r} is not a whole number") from None
+            if own < 1:
+                raise train_error("E614", f"task option seq={value} must be at least 1")
+        else:
+            items.append(item)
+    return name + (":" + ",".join(items) if items else ""), own
+
+
+def _label(specs: list[str]) -> list[str]:
+    labels, seen = [], {}
+    for s in specs:
+        base = Path(s).stem
+        seen[base] = seen.get(base, 0) + 1
+        labels.append(base if seen[base] == 1 else f"{base}_{seen[base]}")
+    return labels
+
+
+def _run_one(spec, run: Path, cfg: dict, quiet: bool) -> dict:
+    """Train (or reuse / resume) one run; return its summary."""
+    summary_path = run / "summary.json"
+    if (run / "config.json").exists():
+        stored = json.loads((run / "config.json").read_text("utf-8"))
+        same = all(stored["train"].get(k) == v for k, v in cfg.items() if k not in ("quiet", "device"))
+        from nlc.train.loop import spec_identity
+
+        _, h = spec_identity(read_spec(spec), str(spec), cfg.get("params", {}))
+        if not same or stored["spec"]["hash"] != h:
+            raise train_error("E622", f"{run} holds a run with other settings",
+                              "remove it, or pass another --out folder (nothing was changed)")
+        if summary_path.exists():
+            if not quiet:
+                print(f"reusing {run}")
+            return json.loads(summary_path.read_text("utf-8"))
+        return train(spec, run, resume=True, **cfg)
+    return train(spec, run, **cfg)
+
+
+def compare(specs: list[str], tasks: list[str], budget: int | str, out: str | Path, batch: int = 16,
+            seq: int = 128, lr: float = 3e-3, seed: int = 0, params: dict | None = None,
+            match_params: str | int | None = None, device: str = "cpu", niah_lengths=None, niah_depths=None,
+            niah_samples: int = 4, eval_batches: int = 4, eval_tokens: int = 32768, data=None,
+            quiet: bool = False) -> dict:
+    out = Path(out)
+    if len(specs) < 1:
+        raise train_error("E633", "nothing to compare", "pass one or more specs")
+    budget = parse_budget(budget)
+    plan = [split_seq(t, seq) for t in tasks]
+    for t, tseq in plan:  # fail before training anything
+        if budget // (batch * tseq) < 1:
+            raise train_error("E633", f"a budget of {budget:,} tokens is less than one step "
+                              f"({batch} x {tseq} = {batch * tseq:,} tokens)", "raise --budget or lower --batch/--seq")
+        make_task(t, data).check(tseq)
+    steps = budget // (batch * seq)
+    labels = _label(specs)
+    overrides = spec_params(specs, dict(params or {}))
+    counts = {}
+    if match_params is not None:
+        mp = str(match_params)
+        if mp == "first" or mp in labels:
+            i = 0 if mp == "first" else labels.index(mp)
+            target = parameter_count(specs[i], overrides[i])
+        elif re.fullmatch(r"\s*[0-9]*\.?[0-9]+\s*[kKmMgG]?\s*", mp):
+            target = parse_budget(mp)
+        else:
+            raise train_error("E633", f"--match-params {mp}: not `first`, a spec name or a number",
+                              "specs: " + ", ".join(labels))
+        for i, s in enumerate(specs):
+            d, c = match_dim(s, overrides[i], target)
+            overrides[i] = {**overrides[i], "dim": d}
+            counts[labels[i]] = c
+    for i, s in enumerate(specs):
+        counts.setdefault(labels[i], parameter_count(s, overrides[i]))
+    lengths = [parse_length(x) if isinstance(x, str) else int(x) for x in (niah_lengths or DEFAULT_NIAH_LENGTHS)]
+    depths = list(niah_depths) if niah_depths is not None else [0.0, 0.25, 0.5, 0.75, 1.0]
+    results: dict = {"budget": budget, "steps": steps, "batch": batch, "seq": seq, "lr": lr, "seed": seed,
+                     "threads": __import__("torch").get_num_threads(),
+                     "specs": {lab: {"path": str(s), "params": overrides[i], "parameters": counts[lab]}
+                               for i, (lab, s) in enumerate(zip(labels, specs))}, "tasks": {}}
+    plots_written = []
+    from nlc.train import plots
+
+    for (task_text, seq), given in zip(plan, tasks):
+        name, _ = parse_task(task_text)
+        task = make_task(task_text, data)
+        steps = budget // (batch * seq)
+        per = results["tasks"].setdefault(name, {"task": given, "seq": seq, "steps": steps, "runs": {}})
+        curves = {}
+        for i, (lab, spec) in enumerate(zip(labels, specs)):
+            run = out / "runs" / name / lab
+            cfg = dict(task=task_text, data=[str(Path(d).resolve()) for d in data or []], params=overrides[i],
+                       steps=steps, batch=batch, seq=seq, lr=lr, seed=seed, device=device, quiet=quiet,
+                       ckpt_every=max(50, steps // 4))
+            try:
+                summary = _run_one(spec, run, cfg, quiet)
+            except SpecError as e:
+                if "E630" not in e.codes:
+                    raise
+                # a diverging spec is a result, not the end of the comparison
+                print(e.render(), file=sys.stderr)
+                per["runs"][lab] = {"run": str(run), "diverged": e.diagnostics[0].message,
+                                    "tok_s": _median_rate(run)}
+                curves[lab] = [(s * batch * seq, loss) for s, loss in train_curve(run)]
+                continue
+            rec = {"run": str(run), "train_loss": summary.get("loss"), "val": summary.get("val"),
+                   "tok_s": _median_rate(run)}
+            loaded = load_run(run, device)
+            dev = loaded.device
+            if isinstance(task, LanguageModel):
+                rec["test"] = eval_lm(loaded.model, task, False, dev, eval_tokens)
+                frozen = load_run(run, device)
+                rec["test_frozen"] = eval_lm(frozen.model, task, True, dev, eval_tokens)
+            elif isinstance(task, NIAH):
+                rec["niah"] = eval_niah(loaded.model, task, False, dev, lengths, depths, niah_samples)
+            elif isinstance(task, MQAR):
+                rec["mqar"] = eval_mqar(loaded.model, task, False, dev, eval_batches, batch, seq)
+            elif isinstance(task, Continual):
+                rows = continual_rows(run)
+                rec["continual"] = continual_summary(rows, [n for n, _ in task.domains])
+            else:
+                rec["accuracy"] = eval_accuracy(loaded.model, task, False, dev, eval_batches, batch, seq)
+            per["runs"][lab] = rec
+            curves[lab] = [(s * batch * seq, loss) for s, loss in train_curve(run)]
+        png = out / f"loss_{name}.png"
+        plots.loss_curves(curves, png, title=f"training loss: {task_text} ({budget:,} tokens, seq {seq})")
+        plots_written.append(png)
+        if name == "niah":
+            png = out / "niah.png"
+            plots.niah_heatmaps({lab: r["niah"] for lab, r in per["runs"].items() if "niah" in r}, png,
+                                title="NIAH: pass-key exact match")
+            plots_written.append(png)
+        if name == "continual":
+            png = out / "forgetting.png"
+            plots.forgetting_curves({lab: r["continual"] for lab, r in per["runs"].items() if r.get("continual")},
+                                    png)
+            plots_written.append(png)
+    results["plots"] = [str(p) for p in plots_written]
+    table = summary_table(results)
+    results["table"] = table
+    atomic_write_text(out / "compare.json", json.dumps(results, indent=1) + "\n")
+    atomic_write_text(out / "compare.md", render_markdown(results))
+    return results
+
+
+def _median_rate(run: Path) -> float:
+    rates = [r["tok_s"] for r in read_metrics(run) if "tok_s" in r]
+    return statistics.median(rates[len(rates) // 5:] or rates) if rates else 0.0
+
+
+HEADLINES = {  # task -> (column title, how to get it from a run record)
+    "lm": ("LM test bits/byte ↓", lambda r: r["test"]["bpb"]),
+    "mqar": ("MQAR acc ↑", lambda r: r["mqar"]["acc"]),
+    "niah": ("NIAH acc ↑", lambda r: r["niah"]["acc"]),
+    "continual": ("continual forgetting ↓", lambda r: r["continual"].get("avg_forgetting", float("nan"))),
+    "parity": ("parity acc ↑", lambda r: r["accuracy"]["acc"]),
+    "brackets": ("brackets acc ↑", lambda r: r["accuracy"]["acc"]),
+}
+
+
+def _finite(record: dict) -> bool:
+    """False when an evaluation met NaN/inf logits (the model's state blew up on a long input)."""
+    for key in ("niah", "accuracy"):
+        if key in record and not record[key].get("finite", True):
+            return False
+    if "mqar" in record and not all(v.get("finite", True) for v in record["mqar"]["by_kv"].values()):
+        return False
+    return True
+
+
+def summary_table(results: dict) -> str:
+    headers = ["spec", "parameters"]
+    tasks = list(results["tasks"])
+    for t in tasks:
+        headers.append(HEADLINES[t][0])
+        if t == "lm":
+            headers.append("LM bits/byte, frozen")
+        if t == "continual":
+            headers.append("continual final loss ↓")
+    headers.append("train tokens/s")
+    rows = []
+    for lab, info in results["specs"].items():
+        row = [lab, f"{info['parameters']:,}"]
+        rates = []
+        for t in tasks:
+            r = results["tasks"][t]["runs"][lab]
+            extra = 1 if t in ("lm", "continual") else 0
+            rates.append(r["tok_s"])
+            if "diverged" in r:
+                row += ["diverged"] * (1 + extra)
+                continue
+            value = HEADLINES[t][1](r)
+            row.append(value if _finite(r) else f"{value:.3f} (non-finite outputs)")
+            if t == "lm":
+                row.append(r["test_frozen"]["bpb"])
+            if t == "continual":
+                row.append(r["continual"].get("final_avg_loss", float("nan")))
+        row.append(f"{statistics.mean(rates):,.0f}" if rates else "")
+        rows.append(row)
+    return markdown_table(headers, rows)
+
+
+def render_markdown(results: dict) -> str:
+    lines = ["# nlc compare", "",
+             f"Budget {results['budget']:,} tokens a run (batch {results['batch']}; "
+             + ", ".join(f"{t}: {p['steps']} steps of {p['seq']} tokens" for t, p in results["tasks"].items())
+             + f"), lr {results['lr']}, seed {results['seed']}; the same batches for every spec.",
+             "", results["table"], ""]
+    for lab, info in results["specs"].items():
+        p = ", ".join(f"{k}={v}" for k, v in info["params"].items()) or "defaults"
+        lines.append(f"- `{lab}`: {info['path']} ({p}), {info['parameters']:,} parameters")
+    lines.append("")
+    for t, per in results["tasks"].items():
+        lines.append(f"## {per['task']}")
+        lines.append("")
+        ok = {lab: r for lab, r in per["runs"].items() if "diverged" not in r}
+        for lab, r in per["runs"].items():
+            if "diverged" in r:
+                lines += [f"{lab}: diverged: {r['diverged']}", ""]
+        if t == "mqar" and ok:
+            kvs = list(next(iter(ok.values()))["mqar"]["by_kv"])
+            lines.append(markdown_table(["spec"] + [f"{kv} pairs" for kv in kvs],
+                                        [[lab] + [r["mqar"]["by_kv"][kv]["acc"] for kv in kvs]
+                                         for lab, r in ok.items()]))
+        elif t == "niah":
+            for lab, r in ok.items():
+                n = r["niah"]
+                lines.append(f"{lab} ({n['variant']}, exact match, {n['samples']} samples a cell; answer digits "
+                             f"right overall {n.get('digit_acc', float('nan')):.3f}, chance 0.1)"
+                             + ("; NaN/inf logits: the model's state blew up" if not n.get("finite", True) else "")
+                             + ":")
+                lines.append("")
+                lines.append(markdown_table(["length \\ depth"] + [f"{d:g}" for d in n["depths"]],
+                                            [[L] + row for L, row in zip(n["lengths"], n["grid"])]))
+                lines.append("")
+        elif t == "continual":
+            for lab, r in ok.items():
+                c = r["continual"]
+                if not c:
+                    continue
+                lines.append(f"{lab}: loss on each domain (columns) after training on each domain (rows)")
+                lines.append("")
+                lines.append(markdown_table(["after"] + c["names"],
+                                            [[n] + row for n, row in zip(c["names"], c["matrix"])]))
+                lines.append("")
+        elif t == "lm":
+            lines.append(markdown_table(["spec", "test loss", "bits/byte", "perplexity", "bits/byte frozen",
+                                         "val loss (train)"],
+                                        [[lab, r["test"]["loss"], r["test"]["bpb"], r["test"]["ppl"],
+                                          r["test_frozen"]["bpb"], (r.get("val") or {}).get("loss", "")]
+                                         for lab, r in ok.items()]))
+        lines.append("")
+        lines.append(f"![loss curves](loss_{t}.png)")
+        lines.append("")
+    for p in results["plots"]:
+        if Path(p).name in ("niah.png", "forgetting.png"):
+            lines.append(f"![{Path(p).stem}]({Path(p).name})")
+    return "\n".join(lines) + "\n"
+
+
+__all__ = ["compare", "parse_budget", "match_dim", "spec_params", "TrainConfig"]

@@ -1,0 +1,106 @@
+"""Levels that learn across optimiser steps: the CMS levels (`context loss`, `period N steps`).
+
+`model.step_levels` maps a parameter-name prefix (e.g. "blocks.0.cms_1_state") to the level's
+period (in steps; 0 = frozen), learning rate, rule and `online` flag. These parameters are not
+given to the main optimizer. After every backward pass their gradients are added to a running
+sum; every `period` steps the level takes one step of its own rule with that sum and the sum
+is cleared (NL eqs. 70-71: theta <- theta - eta * sum of the gradients of the chunk):
+
+    gd         theta <- a theta - lr * sum g
+    momentum   S <- beta S - lr * sum g ;  theta <- a theta + S      (DESIGN.md, update rules)
+
+with retention a = `retain` (1 when the model does not say) and beta from the rule (0.9 when
+the model does not say). Counting starts at the first step: with period 4 the level moves
+after steps 4, 8, 12, ... Frozen levels (`period never`) are not step levels: the model
+decides whether their weights train (with the outer optimizer) or not at all.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from nlc.train.errors import train_error
+
+RULES = ("gd", "momentum")
+
+
+class StepLevels:
+    """The step levels of a model: which parameters they own, their sums, when they move."""
+
+    def __init__(self, model: torch.nn.Module, only_online: bool = False):
+        info = dict(getattr(model, "step_levels", {}) or {})
+        named = dict(model.named_parameters())
+        self.levels: list[tuple[str, dict, list[str]]] = []
+        self.owned: set[str] = set()
+        for prefix, lv in sorted(info.items()):
+            names = [n for n in named if n == prefix or n.startswith(prefix + ".")]
+            if lv.get("period", 0) <= 0:  # frozen: whatever the model lets train belongs to the outer level
+                continue
+            self.owned.update(names)
+            if only_online and not lv.get("online", False):
+                continue
+            if lv.get("rule", "gd") not in RULES:
+                raise train_error("E632", f"level `{lv.get('level', prefix)}` ({prefix}) updates every "
+                                  f"{lv['period']} steps with `{lv['rule']}`; the training loop implements "
+                                  + " and ".join(f"`{r}`" for r in RULES) + " for such levels",
+                                  "use `update gd` or `update momentum(...)` for `period N steps` levels")
+            self.levels.append((prefix, lv, names))
+        self.params = named
+        self.sums = {n: torch.zeros_like(named[n]) for _, _, ns in self.levels for n in ns}
+        self.momenta = {n: torch.zeros_like(named[n]) for _, lv, ns in self.levels if lv["rule"] == "momentum"
+                        for n in ns}
+        self.count = 0  # backward passes since the start
+
+    def owns(self, name: str) -> bool:
+        return name in self.owned
+
+    def __bool__(self) -> bool:
+        return bool(self.levels)
+
+    def parameters(self) -> list[torch.nn.Parameter]:
+        return [self.params[n] for _, _, ns in self.levels for n in ns]
+
+    def accumulate(self) -> None:
+        """Add the current gradients to the sums and clear them (call after backward)."""
+        for n, s in self.sums.items():
+            p = self.params[n]
+            if p.grad is not None:
+                s.add_(p.grad)
+                p.grad = None
+
+    @torch.no_grad()
+    def step(self) -> list[str]:
+        """Count one optimiser step; move the levels whose period ends here. Returns their names."""
+        self.count += 1
+        moved = []
+        for prefix, lv, names in self.levels:
+            if self.count % int(lv["period"]):
+                continue
+            lr, retain = float(lv["lr"]), float(lv.get("retain", 1.0))
+            for n in names:
+                p, g = self.params[n], self.sums[n]
+                if lv["rule"] == "gd":
+                    if retain != 1.0:
+                        p.mul_(retain)
+                    p.sub_(lr * g)
+                else:
+                    m = self.momenta[n]
+                    m.mul_(float(lv.get("beta", 0.9))).sub_(lr * g)
+                    if retain != 1.0:
+                        p.mul_(retain)
+                    p.add_(m)
+                g.zero_()
+            moved.append(prefix)
+        return moved
+
+    def state_tensors(self) -> dict[str, torch.Tensor]:
+        out = {f"steplevel.sum.{n}": t for n, t in self.sums.items()}
+        out.update({f"steplevel.momentum.{n}": t for n, t in self.momenta.items()})
+        return out
+
+    def load_state_tensors(self, tensors: dict[str, torch.Tensor], count: int) -> None:
+        for n, t in self.sums.items():
+            t.copy_(tensors[f"steplevel.sum.{n}"])
+        for n, t in self.momenta.items():
+            t.copy_(tensors[f"steplevel.momentum.{n}"])
+        self.count = count

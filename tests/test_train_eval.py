@@ -1,0 +1,140 @@
+"""Evaluation (online vs frozen, NIAH grid, continual table) and `nlc compare` on tiny models."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+
+import pytest
+
+import nlc
+from nlc.train import compare as cmp
+from nlc.train import evaluate as ev
+from nlc.train import loop
+
+ROOT = Path(__file__).resolve().parent.parent
+HOPE = str(ROOT / "examples" / "hope.nl")
+TITANS = str(ROOT / "examples" / "titans_lmm.nl")
+TRANSFORMER = str(ROOT / "examples" / "transformer.nl")
+HOPE_P = {"dim": 8, "layers": 1, "chunk": 8, "max_lr": 0.01, "cms_slow": 2}
+
+
+@pytest.fixture(scope="module")
+def domains(tmp_path_factory) -> list[str]:
+    root = tmp_path_factory.mktemp("domains")
+    out = []
+    for name, unit in (("code", "def f(x):\n    return x + 1\n"), ("prose", "The sky is blue and the sea is calm. "),
+                       ("digits", "3141592653 2718281828 1414213562\n")):
+        d = root / name
+        d.mkdir()
+        (d / "a.txt").write_text(unit * 600)
+        out.append(str(d))
+    return out
+
+
+@pytest.fixture(scope="module")
+def hope_run(tmp_path_factory, domains) -> Path:
+    run = tmp_path_factory.mktemp("runs") / "hope"
+    loop.train(HOPE, run, params=HOPE_P, task="lm", data=[domains[0]], steps=4, batch=2, seq=8, quiet=True,
+               eval_batches=1)
+    return run
+
+
+def _hashes(folder: Path) -> dict:
+    return {str(p): hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(folder.rglob("*.safetensors"))}
+
+
+def test_online_levels_learn_during_eval_unless_frozen(hope_run):
+    before = _hashes(hope_run)
+    online = ev.evaluate(hope_run, tokens=256, segment=8, plot=False)
+    frozen = ev.evaluate(hope_run, tokens=256, segment=8, frozen=True, plot=False)
+    again = ev.evaluate(hope_run, tokens=256, segment=8, frozen=True, plot=False)
+    assert online["carried_state"] and online["step_level_updates"] > 0
+    assert not frozen["carried_state"] and frozen["step_level_updates"] == 0
+    assert frozen["loss"] == again["loss"] and online["loss"] != frozen["loss"]
+    assert online["tokens"] == frozen["tokens"] > 0
+    assert _hashes(hope_run) == before  # evaluation never writes checkpoints
+    files = [Path(f).name for f in online["files"] + frozen["files"]]
+    assert files == ["eval_lm.json", "eval_lm_frozen.json"]
+    assert "bits/byte" in ev.report(online)
+
+
+def test_niah_grid_and_heat_map(hope_run, tmp_path):
+    r = ev.evaluate(hope_run, task="niah", lengths=["128", "192"], depths=[0.0, 1.0], samples=2, out=tmp_path,
+                    frozen=True)
+    assert r["lengths"] == [128, 192] and r["depths"] == [0.0, 1.0]
+    assert len(r["grid"]) == 2 and all(len(row) == 2 and all(0 <= v <= 1 for v in row) for row in r["grid"])
+    png = tmp_path / "eval_niah_frozen.png"
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert "length \\ depth" in ev.report(r)
+
+
+def test_mqar_accuracy_by_key_value_count(hope_run):
+    r = ev.evaluate(hope_run, task="mqar:kv=4", batches=1, seq=32, plot=False)
+    assert sorted(r["by_kv"]) == [1, 2, 4] and 0 <= r["acc"] <= 1
+
+
+def test_continual_table_online_and_frozen(hope_run, domains, tmp_path):
+    frozen = ev.evaluate(hope_run, task="continual", data=domains, frozen=True, tokens=4096, segment=32,
+                         out=tmp_path)
+    assert frozen["names"] == ["code", "prose", "digits"] and len(frozen["matrix"]) == 3
+    assert all(row == frozen["before"] for row in frozen["matrix"])  # nothing learns: nothing is forgotten
+    assert frozen["avg_forgetting"] == 0
+    online = ev.evaluate(hope_run, task="continual", data=domains, tokens=4096, segment=32, out=tmp_path)
+    assert online["step_level_updates"] > 0 and online["matrix"][0] != online["before"]
+    assert set(online["forgetting"]) == {"code", "prose"}
+    assert (tmp_path / "eval_continual.png").exists() and "forgetting" in ev.report(online)
+
+
+def test_continual_training_records_the_matrix(tmp_path, domains):
+    run = tmp_path / "run"
+    out = loop.train(TITANS, run, params={"dim": 8, "layers": 1, "chunk": 4}, task="continual", data=domains,
+                     steps=6, batch=2, seq=8, quiet=True, eval_batches=1)
+    c = out["continual"]
+    assert c["names"] == ["code", "prose", "digits"] and len(c["matrix"]) == 3
+    # forgetting is recomputed here from the matrix: final loss minus the best earlier loss
+    for j, name in enumerate(c["names"][:-1]):
+        best = min(c["matrix"][i][j] for i in range(j, 2))
+        assert c["forgetting"][name] == pytest.approx(c["matrix"][2][j] - best)
+    assert json.loads((run / "continual.json").read_text())["names"] == c["names"]
+
+
+def test_compare_same_budget_table_and_plots(tmp_path, domains):
+    out = tmp_path / "cmp"
+    r = cmp.compare([TRANSFORMER, TITANS], ["lm", "mqar:kv=2"], "256", out, batch=2, seq=16,
+                    params={"dim": 8, "layers": 1, "titans_lmm.chunk": 4}, data=[domains[1]], eval_tokens=256,
+                    eval_batches=1, quiet=True)
+    assert r["steps"] == 8 and set(r["specs"]) == {"transformer", "titans_lmm"}
+    assert r["specs"]["titans_lmm"]["params"] == {"dim": 8, "layers": 1, "chunk": 4}
+    md = (out / "compare.md").read_text()
+    assert r["table"] in md and "| transformer |" in md and "MQAR acc" in md and "LM test bits/byte" in md
+    for png in ("loss_lm.png", "loss_mqar.png"):
+        assert (out / png).read_bytes()[:4] == b"\x89PNG"
+    curves = {lab: loop.train_curve(Path(run["run"])) for lab, run in r["tasks"]["lm"]["runs"].items()}
+    assert all(len(c) == 8 for c in curves.values())  # the same number of steps and tokens each
+    # a second call reuses the finished runs
+    again = cmp.compare([TRANSFORMER, TITANS], ["lm", "mqar:kv=2"], "256", out, batch=2, seq=16,
+                        params={"dim": 8, "layers": 1, "titans_lmm.chunk": 4}, data=[domains[1]],
+                        eval_tokens=256, eval_batches=1, quiet=True)
+    assert again["table"] == r["table"]
+
+
+def test_match_params_and_parameter_errors():
+    target = cmp.parameter_count(TRANSFORMER, {"dim": 32, "layers": 1})
+    dim, count = cmp.match_dim(TITANS, {"layers": 1}, target)
+    assert dim % 8 == 0
+    below = cmp.parameter_count(TITANS, {"layers": 1, "dim": dim - 8})
+    above = cmp.parameter_count(TITANS, {"layers": 1, "dim": dim + 8})
+    assert abs(count - target) <= min(abs(below - target), abs(above - target))
+    with pytest.raises(nlc.SpecError) as e:
+        cmp.spec_params([TRANSFORMER, TITANS], {"dimm": 3})
+    assert e.value.codes == ["E633"]
+    with pytest.raises(nlc.SpecError) as e:
+        cmp.compare([TRANSFORMER], ["lm"], "10", "/nonexistent/never", batch=4, seq=16)
+    assert e.value.codes == ["E633"] and "less than one step" in str(e.value)
+    assert cmp.parse_budget("1.5M") == 1_500_000 and cmp.parse_budget("300k") == 300_000
+    assert cmp.split_seq("mqar:kv=8,seq=64", 128) == ("mqar:kv=8", 64) and cmp.split_seq("lm", 128) == ("lm", 128)
+    from nlc.train.cli import _tasks
+
+    assert _tasks("lm,mqar:kv=8,seq=64,niah") == ["lm", "mqar:kv=8,seq=64", "niah"]

@@ -1,0 +1,322 @@
+"""The training loop: bit-for-bit resume, CMS step levels, checkpoints, clean errors, Ctrl-C."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+import nlc
+from nlc.train import checkpoint as ck
+from nlc.train import loop
+from nlc.train import evaluate as ev
+from nlc.train.tasks import make_task
+
+ROOT = Path(__file__).resolve().parent.parent
+HOPE = str(ROOT / "examples" / "hope.nl")
+TITANS = str(ROOT / "examples" / "titans_lmm.nl")
+TRANSFORMER = str(ROOT / "examples" / "transformer.nl")
+# tiny and numerically tame (hope's in-context memories need a small max_lr on real text)
+HOPE_P = {"dim": 8, "layers": 1, "chunk": 4, "max_lr": 0.01, "cms_slow": 3}
+TITANS_P = {"dim": 8, "layers": 1, "chunk": 4}
+
+
+@pytest.fixture(scope="module")
+def text(tmp_path_factory) -> str:
+    f = tmp_path_factory.mktemp("data") / "corpus.txt"
+    lines = [f"def f{i}(x):\n    return x * {i} + {i % 7}  # value {i}\n" for i in range(3000)]
+    f.write_text("".join(lines))
+    return str(f)
+
+
+def _opts(text, **kw):
+    base = dict(task="lm", data=[text], batch=2, seq=8, steps=6, lr=3e-3, quiet=True, ckpt_every=3, eval_batches=1)
+    base.update(kw)
+    return base
+
+
+def _snapshot(folder: Path) -> dict:
+    return {str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def _losses_after_last_resume(run: Path) -> dict:
+    records = loop.read_metrics(run)
+    start = max(i for i, r in enumerate(records) if r.get("event") in ("start", "resume"))
+    return {r["step"]: r["loss"] for r in records[start:] if "loss" in r and "eval" not in r}
+
+
+class _StopAfter(loop._Stop):
+    """Acts as if Ctrl-C came during step `n` of this session."""
+
+    n = 3
+
+    def __enter__(self):
+        self.checks = 0
+        return self
+
+    def __exit__(self, *exc):
+        return False
+
+    @property
+    def requested(self):
+        self.checks += 1
+        return self.checks >= self.n
+
+    @requested.setter
+    def requested(self, value):
+        pass
+
+
+@pytest.mark.parametrize("spec, params, stream", [(HOPE, HOPE_P, True), (TITANS, TITANS_P, False)],
+                         ids=["hope-stream", "titans"])
+def test_resume_equals_uninterrupted(tmp_path, text, monkeypatch, spec, params, stream):
+    whole = loop.train(spec, tmp_path / "whole", params=params, stream=stream, **_opts(text, steps=7))
+    monkeypatch.setattr(loop, "_Stop", _StopAfter)
+    part = loop.train(spec, tmp_path / "part", params=params, stream=stream, **_opts(text, steps=7))
+    assert part["interrupted"] and part["step"] == 3
+    monkeypatch.undo()
+    done = loop.train(spec, tmp_path / "part", resume=True, quiet=True)
+    assert not done["interrupted"] and done["step"] == 7
+    a, b = loop.train_curve(tmp_path / "whole"), loop.train_curve(tmp_path / "part")
+    assert [s for s, _ in a] == list(range(1, 8))
+    assert a == b  # the same losses, bit for bit
+    assert _losses_after_last_resume(tmp_path / "part") == dict(a[3:])
+    assert whole["val"] == done["val"]
+    m1 = ck.load_checkpoint(tmp_path / "whole").model
+    m2 = ck.load_checkpoint(tmp_path / "part").model
+    assert all(torch.equal(m1[k], m2[k]) for k in m1)
+    if stream:
+        assert (Path(done["checkpoint"]) / "state.safetensors").exists()
+
+
+def test_cms_step_levels_move_every_period_with_the_summed_gradients(tmp_path, text):
+    run = tmp_path / "cms"
+    opts = _opts(text, steps=6, ckpt_every=1, keep=0)
+    loop.train(HOPE, run, params=HOPE_P, **opts)
+    model = loop.build_model(Path(HOPE).read_text(), HOPE, HOPE_P, 0)
+    assert model.step_levels["blocks.0.cms_1_state"]["period"] == 3
+    assert model.step_levels["blocks.0.cms_2_state"]["period"] == 1
+    params = [{k: v.clone() for k, v in model.state_dict().items()}]
+    params += [ck.load_checkpoint(ck.step_dir(run, s)).model for s in range(1, 7)]
+    slow = [k for k in params[0] if k.startswith("blocks.0.cms_1_state.")]
+    fast = [k for k in params[0] if k.startswith("blocks.0.cms_2_state.")]
+    assert slow and fast
+    for s in range(1, 7):
+        moved = not all(torch.equal(params[s][k], params[s - 1][k]) for k in slow)
+        assert moved == (s % 3 == 0), s  # the slow level moves after steps 3 and 6 only
+        assert not all(torch.equal(params[s][k], params[s - 1][k]) for k in fast)  # the fast one every step
+    # independently: the step-3 update is -lr times the gradients of steps 1..3, each taken at its own weights
+    task = make_task("lm", [text])
+    lr = model.step_levels["blocks.0.cms_1_state"]["lr"]
+    total = {k: torch.zeros_like(params[0][k]) for k in slow}
+    for s in range(3):
+        model.load_state_dict(params[s])
+        model.zero_grad()
+        b = task.batch(s, 2, 8, 0)
+        F.cross_entropy(model(b.tokens).reshape(-1, 256), b.targets.reshape(-1)).backward()
+        named = dict(model.named_parameters())
+        for k in slow:
+            total[k] += named[k].grad
+    for k in slow:
+        torch.testing.assert_close(params[3][k], params[0][k] - lr * total[k], rtol=1e-5, atol=1e-7)
+
+
+def test_checkpoint_files_and_config(tmp_path, text):
+    run = tmp_path / "run"
+    out = loop.train(HOPE, run, params=HOPE_P, stream=True, **_opts(text))
+    config = json.loads((run / "config.json").read_text())
+    assert config["spec"]["text"] == Path(HOPE).read_text() and len(config["spec"]["hash"]) == 64
+    assert config["train"]["params"] == HOPE_P and config["parameters"]["step_levels"] > 0
+    ckpt = Path(out["checkpoint"])
+    assert sorted(p.name for p in ckpt.iterdir()) == ["meta.json", "model.safetensors", "state.safetensors",
+                                                      "trainer.safetensors"]
+    assert [p.name for p in ck.list_checkpoints(run)] == ["step_00000003", "step_00000006"]
+    loaded = ck.load_checkpoint(run, config["spec"]["hash"])
+    assert loaded.step == 6 and loaded.stream_state["t"] == 6 * 8
+    online = set(loaded.stream_state["blocks"][0]["levels"])
+    assert {"m_k", "m_v", "m_eta", "m_alpha", "memory"} <= online
+    records = loop.read_metrics(run)
+    steps = [r for r in records if "loss" in r and "eval" not in r]
+    assert [r["step"] for r in steps] == list(range(1, 7))
+    assert all(r["tok_s"] > 0 and r["tokens"] == r["step"] * 16 for r in steps)
+    assert (run / "summary.json").exists()
+
+
+def _two_checkpoints(tmp_path, text) -> Path:
+    run = tmp_path / "run"
+    loop.train(TITANS, run, params=TITANS_P, **_opts(text, steps=4, ckpt_every=2))
+    return run
+
+
+def test_corrupt_or_truncated_checkpoint(tmp_path, text):
+    run = _two_checkpoints(tmp_path, text)
+    newest = ck.step_dir(run, 4) / "model.safetensors"
+    data = bytearray(newest.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    newest.write_bytes(bytes(data))
+    before = _snapshot(run)
+    with pytest.raises(nlc.SpecError) as e:
+        loop.train(TITANS, run, resume=True, quiet=True)
+    msg = str(e.value)
+    assert e.value.codes == ["E621"] and "model.safetensors does not match its recorded sha256" in msg
+    assert "step_00000002" in msg and "--resume" in msg  # the way out
+    with pytest.raises(nlc.SpecError) as e:
+        ev.load_run(run)
+    assert e.value.codes == ["E621"]
+    newest.write_bytes(bytes(data[:100]))
+    with pytest.raises(nlc.SpecError) as e:
+        loop.train(TITANS, run, resume=True, quiet=True)
+    assert e.value.codes == ["E621"] and "truncated (100 bytes" in str(e.value)
+    after = _snapshot(run)
+    assert {k: v for k, v in after.items() if "step_00000004/model" not in k} == \
+        {k: v for k, v in before.items() if "step_00000004/model" not in k}  # nothing else touched
+    # resuming from the whole earlier checkpoint works
+    done = loop.train(TITANS, run, resume=ck.step_dir(run, 2), quiet=True)
+    assert done["step"] == 4
+
+
+def test_interrupted_save_is_ignored(tmp_path, text):
+    run = _two_checkpoints(tmp_path, text)
+    (ck.step_dir(run, 4) / "meta.json").unlink()  # as if killed while writing step 4
+    assert ck.find_checkpoint(run) == ck.step_dir(run, 2)
+    with pytest.raises(nlc.SpecError) as e:
+        ck.load_checkpoint(ck.step_dir(run, 4))
+    assert e.value.codes == ["E621"] and "incomplete" in str(e.value)
+    (ck.step_dir(run, 2) / "meta.json").write_text("{not json")
+    with pytest.raises(nlc.SpecError) as e:
+        ck.load_checkpoint(run)
+    assert e.value.codes == ["E621"]
+
+
+def test_checkpoint_of_another_spec(tmp_path, text):
+    run = _two_checkpoints(tmp_path, text)
+    before = _snapshot(run)
+    with pytest.raises(nlc.SpecError) as e:
+        loop.train(HOPE, run, resume=True, params=TITANS_P, quiet=True)
+    assert e.value.codes == ["E622"] and "not the spec run" in str(e.value)
+    with pytest.raises(nlc.SpecError) as e:
+        loop.train(TITANS, run, resume=True, params={**TITANS_P, "dim": 16}, quiet=True)
+    assert e.value.codes == ["E622"] and "params" in str(e.value)
+    with pytest.raises(nlc.SpecError) as e:
+        ck.load_checkpoint(run, spec_hash="0" * 64)
+    assert e.value.codes == ["E622"] and "different spec" in str(e.value)
+    other = loop.build_model(Path(HOPE).read_text(), HOPE, HOPE_P, 0)
+    with pytest.raises(nlc.SpecError) as e:
+        ck.load_model_tensors(other, ck.load_checkpoint(run).model, run)
+    assert e.value.codes == ["E622"] and "does not fit this model" in str(e.value)
+    assert _snapshot(run) == before
+
+
+def test_an_existing_run_is_never_overwritten(tmp_path, text):
+    run = _two_checkpoints(tmp_path, text)
+    before = _snapshot(run)
+    with pytest.raises(nlc.SpecError) as e:
+        loop.train(TITANS, run, params=TITANS_P, **_opts(text))
+    assert e.value.codes == ["E623"] and "--resume" in str(e.value)
+    assert _snapshot(run) == before
+
+
+@pytest.mark.parametrize("content, code", [(b"", "E612"), (b"\x00\x01\x02binary", "E613")])
+def test_bad_data_file_stops_before_writing(tmp_path, content, code):
+    f = tmp_path / "data.txt"
+    f.write_bytes(content)
+    with pytest.raises(nlc.SpecError) as e:
+        loop.train(TITANS, tmp_path / "run", params=TITANS_P, task="lm", data=[str(f)], steps=2, quiet=True)
+    assert e.value.codes == [code]
+    assert not (tmp_path / "run").exists()
+
+
+def test_unaligned_streaming_length(tmp_path, text):
+    with pytest.raises(nlc.SpecError) as e:
+        loop.train(HOPE, tmp_path / "run", params=HOPE_P, stream=True, **_opts(text, seq=6))
+    assert e.value.codes == ["E603"] and "--seq 6 is not a multiple of the model's alignment (4 tokens)" in \
+        str(e.value) and "use --seq 4 or 8" in str(e.value)
+    assert not (tmp_path / "run").exists()
+    run = _two_checkpoints(tmp_path, text)
+    with pytest.raises(nlc.SpecError) as e:
+        ev.evaluate(run, task="lm", segment=6)
+    assert e.value.codes == ["E603"] and "--segment 6" in str(e.value)
+
+
+def test_nan_loss_stops_with_step_and_last_good_checkpoint(tmp_path, text):
+    run = tmp_path / "run"
+    with pytest.raises(nlc.SpecError) as e:
+        loop.train(TRANSFORMER, run, params={"dim": 8, "layers": 1, "heads": 2},
+                   **_opts(text, steps=50, lr=1e12, ckpt_every=1, warmup=0, clip=1e30))
+    msg = str(e.value)
+    m = re.search(r"the (loss|gradient norm) is (nan|inf|-inf) at step (\d+) of run", msg)
+    assert e.value.codes == ["E630"] and m, msg
+    step = int(m.group(3))
+    assert f"the last good checkpoint is {ck.step_dir(run, step - 1)}" in msg
+    ck.verify(ck.step_dir(run, step - 1))  # whole
+    assert loop.read_metrics(run)[-1]["event"] == "nonfinite"
+
+
+def test_unsupported_step_level_rule_and_bad_options(tmp_path, text):
+    spec = tmp_path / "m.nl"
+    spec.write_text(
+        "model m(dim = 8) {\n  block b {\n    level c {\n      state mlp(dim, 16, depth = 2, residual = true)\n"
+        "      init learned\n      context loss\n      objective dot\n      update muon\n      lr 0.01\n"
+        "      period 2 steps\n    }\n\n    out = c(x)\n  }\n}\n")
+    try:
+        nlc.build(nlc.load(spec))
+    except nlc.SpecError:
+        pytest.skip("the back end does not build muon step levels")
+    with pytest.raises(nlc.SpecError) as e:
+        loop.train(spec, tmp_path / "run", **_opts(text))
+    assert e.value.codes == ["E632"] and "`muon`" in str(e.value)
+    with pytest.raises(nlc.SpecError) as e:
+        loop.train(TITANS, tmp_path / "run2", params=TITANS_P, **_opts(text, steps=0))
+    assert e.value.codes == ["E633"]
+    with pytest.raises(nlc.SpecError) as e:
+        loop.train(TITANS, tmp_path / "run3", params=TITANS_P, **_opts(text, device="cuda:7"))
+    assert e.value.codes == ["E631"]
+
+
+def test_ctrl_c_saves_and_resume_finishes(tmp_path, text):
+    run = tmp_path / "run"
+    argv = [sys.executable, "-m", "nlc.train.cli", "train", TITANS, "--out", str(run), "--task", "lm",
+            "--data", text, "-p", "dim=8", "-p", "layers=1", "-p", "chunk=4", "--steps", "100000",
+            "--batch", "2", "--seq", "8", "--ckpt-every", "0", "--quiet"]
+    proc = subprocess.Popen(argv, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env={**os.environ, "PYTHONPATH": str(ROOT)})
+    deadline = time.time() + 60
+    while time.time() < deadline:
+        if len([r for r in loop.read_metrics(run) if "loss" in r]) >= 3:
+            break
+        time.sleep(0.1)
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130, err
+    assert "Traceback" not in err and "--resume" in err
+    ckpt = ck.find_checkpoint(run)
+    ck.verify(ckpt)
+    step = ck.load_checkpoint(run).step
+    assert step >= 3 and loop.read_metrics(run)[-1]["event"] == "interrupted"
+    done = loop.train(TITANS, run, resume=True, steps=step + 2, quiet=True)
+    assert done["step"] == step + 2 and not done["interrupted"]
+
+
+def test_cli_train_and_eval(tmp_path, text, capsys):
+    from nlc.cli import main
+
+    run = tmp_path / "run"
+    assert main(["train", TITANS, "--out", str(run), "--task", "lm", "--data", text, "-p", "dim=8",
+                 "-p", "layers=1", "-p", "chunk=4", "--steps", "3", "--batch", "2", "--seq", "8", "--quiet"]) == 0
+    assert "done: 3 steps" in capsys.readouterr().out
+    assert main(["eval", str(run), "--tokens", "256", "--segment", "8"]) == 0
+    assert "bits/byte" in capsys.readouterr().out
+    assert main(["train", TITANS, "--out", str(run), "--task", "lm", "--data", text, "--quiet"]) == 1
+    err = capsys.readouterr().err
+    assert "error[E623]" in err and "Traceback" not in err
