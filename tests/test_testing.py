@@ -369,3 +369,34 @@ def test_fuzz_random_finds_a_planted_bug_and_prints_a_small_spec(monkeypatch, ca
 def test_fuzz_usage_errors(capsys):
     assert main(["fuzz"]) == 2
     assert main(["fuzz", "--random", "--examples", "0"]) == 2
+
+
+# ---- bugs these properties found (minimal reproducers) -----------------------------------------
+
+
+def _memory_spec(state: str, init: str, update: str) -> str:
+    return (f"model m(dim = 8) {{\n  block b {{\n    level mem {{\n      state {state}\n      init {init}\n"
+            f"      context (l2norm(linear(x, dim)), linear(x, dim))\n      update {update}\n      lr 0.1\n"
+            "    }\n    out = mem(x)\n  }\n}\n")
+
+
+def test_identity_mlp_memory_is_the_same_in_every_call():
+    """`init identity` MLP states drew new random hidden weights at every init_state (nlc/runtime/memory.py)."""
+    torch.manual_seed(0)
+    model = nlc.build(nlc.loads(_memory_spec("mlp(dim)", "identity", "gd")))
+    tokens = torch.randint(0, 256, (1, 4))
+    torch.testing.assert_close(model(tokens), model(tokens), rtol=0, atol=0)
+    nt.check_matches_reference(_memory_spec("mlp(dim)", "identity", "gd"))
+
+
+def test_momentum_survives_streaming_with_sequential_kernels():
+    """A momentum level run token by token returned its momentum from the start of the call
+    (nlc/codegen/emit.py): streaming in pieces lost it."""
+    nt.check_streaming(_memory_spec("linear(dim, dim)", "learned", "momentum"), backends=("sequential",))
+
+
+def test_adam_gradients_are_finite_when_a_weight_gradient_is_zero():
+    """Adam's sqrt(v) at v = 0 made every gradient through the update NaN (the hidden layer of an
+    identity MLP has a zero gradient at first): nlc/runtime/memory.py safe_sqrt."""
+    nt.check_finite(_memory_spec("mlp(dim)", "identity", "adam"))
+    nt.check_matches_reference(_memory_spec("mlp(dim)", "identity", "adam"))
