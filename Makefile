@@ -30,7 +30,7 @@ demo: install
 	$(NLC) fmt --check examples/*.nl
 	mkdir -p $(OUT)/graphs
 	for f in examples/*.nl; do $(NLC) graph $$f -o $(OUT)/graphs/$$(basename $$f .nl).png || exit 1; done
-	$(PY) benchmarks/frontend.py --out $(OUT)/frontend.json
+	$(NLC) bench frontend --quick --out $(OUT)/bench
 	@echo "level graphs written to $(OUT)/graphs/"
 	# Transformer++ vs Titans (MAG) vs Hope at a tiny size, same data, seed and token budget (docs/training.md).
 	# One torch thread: these models run many small ops, which more threads slow down on a shared CPU.
@@ -40,8 +40,8 @@ demo: install
 		-p dim=32 -p layers=2 -p max_lr=0.01 --match-params hope --niah-lengths 256,512,1k --out $(OUT)/compare
 	@echo "comparison: $(OUT)/compare/compare.md; plots: $(OUT)/compare/loss_*.png, $(OUT)/compare/niah.png"
 
-bench: install
-	$(PY) benchmarks/frontend.py
+bench: install  # every suite, default sizes: tables on stdout, benchmarks/results/bench.json and bench.md
+	$(NLC) bench
 
 fmt: install
 	$(NLC) fmt examples/*.nl

@@ -50,6 +50,8 @@ class Continuum(nn.Module):
     """Block `continuum`: in-context levels slow, chunk 64."""
 
     chunk = 64
+    compiled_step = None  # set by nlc.runtime.compile.compile_chunks: chunk_step under torch.compile
+    step_shapes_fixed = True  # False: a cache or pending list grows chunk by chunk
 
     def __init__(self):
         super().__init__()
@@ -105,18 +107,13 @@ class Continuum(nn.Module):
         slow_coef = rt_scan.chunk_coefficients('momentum', 64, lr=slow_lr_prod, retain=slow_retain_diff, beta=slow_beta_sigmoid)
         # ---- chunk by chunk: reads see the chunk-start state; the levels learn ----
         out_slow_parts = []
+        step = self.chunk_step if self.compiled_step is None else self.compiled_step
         T = x.shape[1]
         for s in range(0, T, self.chunk):
             e = min(s + self.chunk, T)
-            q_c = q[:, s:e]
-            k_c = k[:, s:e]
-            v_c = v[:, s:e]
-            out_slow = rt_memory.read('mlp', slow, q_c, residual=True)  # slow(q)
+            full = e - s == 64  # only a full chunk advances the state
+            out_slow, slow, slow_S = step(slow, slow_S, q[:, s:e], k[:, s:e], v[:, s:e], slow_coef[s // 64] if full else None, full)
             out_slow_parts.append(out_slow)
-            # learn: slow (momentum, every 64 tokens)
-            if e - s == 64:  # a full chunk: the state advances
-                slow_g = rt_memory.grads('mlp', slow, k_c, v_c, ('l2',), residual=True)
-                slow, slow_S = rt_scan.momentum_apply(slow, slow_S, slow_g, slow_coef[s // 64])
         # ---- the whole sequence again: what depends on reads but feeds no level ----
         out_slow = torch.cat(out_slow_parts, dim=1)
         out_ = self.fast_state(out_slow)  # fast(slow(q))
@@ -125,6 +122,15 @@ class Continuum(nn.Module):
             "slow": {"W": slow, "aux": {"S": slow_S}},
         }
         return out, {"levels": levels, "caches": caches}
+
+    def chunk_step(self, slow, slow_S, q_c, k_c, v_c, slow_coef_c, full):
+        """One chunk: reads see the chunk-start state; a full chunk then advances the levels."""
+        out_slow = rt_memory.read('mlp', slow, q_c, residual=True)  # slow(q)
+        # learn: slow (momentum, every 64 tokens)
+        if full:  # the state advances
+            slow_g = rt_memory.grads('mlp', slow, k_c, v_c, ('l2',), residual=True)
+            slow, slow_S = rt_scan.momentum_apply(slow, slow_S, slow_g, slow_coef_c)
+        return out_slow, slow, slow_S
 
 
 class CmsTitansModel(nn.Module):

@@ -25,6 +25,8 @@ class Hope(nn.Module):
     """Block `hope`: in-context levels m_k, m_v, m_eta, m_alpha, memory, chunk 16."""
 
     chunk = 16
+    compiled_step = None  # set by nlc.runtime.compile.compile_chunks: chunk_step under torch.compile
+    step_shapes_fixed = True  # False: a cache or pending list grows chunk by chunk
 
     def __init__(self):
         super().__init__()
@@ -77,52 +79,13 @@ class Hope(nn.Module):
         q = rt_layers.l2norm(q_conv)  # l2norm(conv(linear(h, dim), 4))
         # ---- chunk by chunk: reads see the chunk-start state; the levels learn ----
         o_parts = []
+        step = self.chunk_step if self.compiled_step is None else self.compiled_step
         T = x.shape[1]
         for s in range(0, T, self.chunk):
             e = min(s + self.chunk, T)
-            h_c = h[:, s:e]
-            q_c = q[:, s:e]
-            k_m_k = rt_memory.read('mlp', m_k, h_c, residual=True)  # m_k(h)
-            k_conv, caches['k_conv'] = self.k_conv(k_m_k, caches['k_conv'])  # conv(m_k(h), 4)
-            k = rt_layers.l2norm(k_conv)  # l2norm(conv(m_k(h), 4))
-            v_m_v = rt_memory.read('mlp', m_v, h_c, residual=True)  # m_v(h)
-            v = rt_layers.l2norm(v_m_v)  # l2norm(m_v(h))
-            eta_m_eta = rt_memory.read('mlp', m_eta, h_c, residual=True)  # m_eta(h)
-            eta_linear = self.eta_linear(eta_m_eta)  # linear(m_eta(h), 1)
-            eta_sigmoid = torch.sigmoid(eta_linear)  # sigmoid(linear(m_eta(h), 1))
-            eta = eta_sigmoid * 0.1  # sigmoid(linear(m_eta(h), 1)) * max_lr
-            alpha_m_alpha = rt_memory.read('mlp', m_alpha, h_c, residual=True)  # m_alpha(h)
-            alpha_linear = self.alpha_linear(alpha_m_alpha)  # linear(m_alpha(h), 1)
-            alpha_sigmoid = torch.sigmoid(alpha_linear)  # sigmoid(linear(m_alpha(h), 1))
-            alpha_prod = alpha_sigmoid * 0.01  # sigmoid(linear(m_alpha(h), 1)) * max_forget
-            alpha = 1.0 - alpha_prod  # 1 - sigmoid(linear(m_alpha(h), 1)) * max_forget
-            o = rt_memory.read('mlp', memory, q_c, residual=True)  # memory(q)
-            m_k_value_m_k = rt_memory.read('mlp', m_k, v, residual=True)  # m_k(v)
-            m_v_value_m_v = rt_memory.read('mlp', m_v, v, residual=True)  # m_v(v)
-            m_eta_value_m_eta = rt_memory.read('mlp', m_eta, v, residual=True)  # m_eta(v)
-            m_alpha_value_m_alpha = rt_memory.read('mlp', m_alpha, v, residual=True)  # m_alpha(v)
-            memory_value_memory = rt_memory.read('mlp', memory, v, residual=True)  # memory(v)
+            full = e - s == 16  # only a full chunk advances the state
+            o, m_k, m_v, m_eta, m_alpha, memory, caches = step(m_k, m_v, m_eta, m_alpha, memory, caches, h[:, s:e], q[:, s:e], full)
             o_parts.append(o)
-            # learn: m_k (dgd, every 16 tokens)
-            if e - s == 16:  # a full chunk: the state advances
-                m_k_g = rt_memory.grads('mlp', m_k, k, m_k_value_m_k, ('l2',), residual=True)
-                m_k = rt_scan.dgd_chunk(m_k, m_k_g, lr=eta, retain=alpha)
-            # learn: m_v (dgd, every 16 tokens)
-            if e - s == 16:  # a full chunk: the state advances
-                m_v_g = rt_memory.grads('mlp', m_v, k, m_v_value_m_v, ('l2',), residual=True)
-                m_v = rt_scan.dgd_chunk(m_v, m_v_g, lr=eta, retain=alpha)
-            # learn: m_eta (dgd, every 16 tokens)
-            if e - s == 16:  # a full chunk: the state advances
-                m_eta_g = rt_memory.grads('mlp', m_eta, k, m_eta_value_m_eta, ('l2',), residual=True)
-                m_eta = rt_scan.dgd_chunk(m_eta, m_eta_g, lr=eta, retain=alpha)
-            # learn: m_alpha (dgd, every 16 tokens)
-            if e - s == 16:  # a full chunk: the state advances
-                m_alpha_g = rt_memory.grads('mlp', m_alpha, k, m_alpha_value_m_alpha, ('l2',), residual=True)
-                m_alpha = rt_scan.dgd_chunk(m_alpha, m_alpha_g, lr=eta, retain=alpha)
-            # learn: memory (dgd, every 16 tokens)
-            if e - s == 16:  # a full chunk: the state advances
-                memory_g = rt_memory.grads('mlp', memory, k, memory_value_memory, ('l2',), residual=True)
-                memory = rt_scan.dgd_chunk(memory, memory_g, lr=eta, retain=alpha)
         # ---- the whole sequence again: what depends on reads but feeds no level ----
         o = torch.cat(o_parts, dim=1)
         out_cms_1 = self.cms_1_state(o)  # cms_1(o)
@@ -136,6 +99,51 @@ class Hope(nn.Module):
             "memory": {"W": memory, "aux": memory_aux},
         }
         return out, {"levels": levels, "caches": caches}
+
+    def chunk_step(self, m_k, m_v, m_eta, m_alpha, memory, caches, h_c, q_c, full):
+        """One chunk: reads see the chunk-start state; a full chunk then advances the levels."""
+        caches = dict(caches)
+        k_m_k = rt_memory.read('mlp', m_k, h_c, residual=True)  # m_k(h)
+        k_conv, caches['k_conv'] = self.k_conv(k_m_k, caches['k_conv'])  # conv(m_k(h), 4)
+        k = rt_layers.l2norm(k_conv)  # l2norm(conv(m_k(h), 4))
+        v_m_v = rt_memory.read('mlp', m_v, h_c, residual=True)  # m_v(h)
+        v = rt_layers.l2norm(v_m_v)  # l2norm(m_v(h))
+        eta_m_eta = rt_memory.read('mlp', m_eta, h_c, residual=True)  # m_eta(h)
+        eta_linear = self.eta_linear(eta_m_eta)  # linear(m_eta(h), 1)
+        eta_sigmoid = torch.sigmoid(eta_linear)  # sigmoid(linear(m_eta(h), 1))
+        eta = eta_sigmoid * 0.1  # sigmoid(linear(m_eta(h), 1)) * max_lr
+        alpha_m_alpha = rt_memory.read('mlp', m_alpha, h_c, residual=True)  # m_alpha(h)
+        alpha_linear = self.alpha_linear(alpha_m_alpha)  # linear(m_alpha(h), 1)
+        alpha_sigmoid = torch.sigmoid(alpha_linear)  # sigmoid(linear(m_alpha(h), 1))
+        alpha_prod = alpha_sigmoid * 0.01  # sigmoid(linear(m_alpha(h), 1)) * max_forget
+        alpha = 1.0 - alpha_prod  # 1 - sigmoid(linear(m_alpha(h), 1)) * max_forget
+        o = rt_memory.read('mlp', memory, q_c, residual=True)  # memory(q)
+        m_k_value_m_k = rt_memory.read('mlp', m_k, v, residual=True)  # m_k(v)
+        m_v_value_m_v = rt_memory.read('mlp', m_v, v, residual=True)  # m_v(v)
+        m_eta_value_m_eta = rt_memory.read('mlp', m_eta, v, residual=True)  # m_eta(v)
+        m_alpha_value_m_alpha = rt_memory.read('mlp', m_alpha, v, residual=True)  # m_alpha(v)
+        memory_value_memory = rt_memory.read('mlp', memory, v, residual=True)  # memory(v)
+        # learn: m_k (dgd, every 16 tokens)
+        if full:  # the state advances
+            m_k_g = rt_memory.grads('mlp', m_k, k, m_k_value_m_k, ('l2',), residual=True)
+            m_k = rt_scan.dgd_chunk(m_k, m_k_g, lr=eta, retain=alpha)
+        # learn: m_v (dgd, every 16 tokens)
+        if full:  # the state advances
+            m_v_g = rt_memory.grads('mlp', m_v, k, m_v_value_m_v, ('l2',), residual=True)
+            m_v = rt_scan.dgd_chunk(m_v, m_v_g, lr=eta, retain=alpha)
+        # learn: m_eta (dgd, every 16 tokens)
+        if full:  # the state advances
+            m_eta_g = rt_memory.grads('mlp', m_eta, k, m_eta_value_m_eta, ('l2',), residual=True)
+            m_eta = rt_scan.dgd_chunk(m_eta, m_eta_g, lr=eta, retain=alpha)
+        # learn: m_alpha (dgd, every 16 tokens)
+        if full:  # the state advances
+            m_alpha_g = rt_memory.grads('mlp', m_alpha, k, m_alpha_value_m_alpha, ('l2',), residual=True)
+            m_alpha = rt_scan.dgd_chunk(m_alpha, m_alpha_g, lr=eta, retain=alpha)
+        # learn: memory (dgd, every 16 tokens)
+        if full:  # the state advances
+            memory_g = rt_memory.grads('mlp', memory, k, memory_value_memory, ('l2',), residual=True)
+            memory = rt_scan.dgd_chunk(memory, memory_g, lr=eta, retain=alpha)
+        return o, m_k, m_v, m_eta, m_alpha, memory, caches
 
 
 class HopeModel(nn.Module):

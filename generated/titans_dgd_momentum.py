@@ -25,6 +25,8 @@ class MemoryLayer(nn.Module):
     """Block `memory_layer`: in-context levels surprise, memory, chunk 16."""
 
     chunk = 16
+    compiled_step = None  # set by nlc.runtime.compile.compile_chunks: chunk_step under torch.compile
+    step_shapes_fixed = True  # False: a cache or pending list grows chunk by chunk
 
     def __init__(self):
         super().__init__()
@@ -89,27 +91,13 @@ class MemoryLayer(nn.Module):
         memory_retain_diff = 1.0 - memory_retain_prod  # 1 - sigmoid(linear(h, 1)) * max_forget
         # ---- chunk by chunk: reads see the chunk-start state; the levels learn ----
         out_memory_parts = []
+        step = self.chunk_step if self.compiled_step is None else self.compiled_step
         T = x.shape[1]
         for s in range(0, T, self.chunk):
             e = min(s + self.chunk, T)
-            q_c = q[:, s:e]
-            k_c = k[:, s:e]
-            v_c = v[:, s:e]
-            surprise_lr_sigmoid_c = surprise_lr_sigmoid[:, s:e]
-            surprise_retain_sigmoid_c = surprise_retain_sigmoid[:, s:e]
-            memory_lr_prod_c = memory_lr_prod[:, s:e]
-            memory_retain_diff_c = memory_retain_diff[:, s:e]
-            out_memory = rt_memory.read('mlp', memory, q_c, residual=True)  # memory(q)
+            full = e - s == 16  # only a full chunk advances the state
+            out_memory, surprise, surprise_aux, memory, memory_aux = step(surprise, surprise_aux, memory, memory_aux, q[:, s:e], k[:, s:e], v[:, s:e], surprise_lr_sigmoid[:, s:e], surprise_retain_sigmoid[:, s:e], memory_lr_prod[:, s:e], memory_retain_diff[:, s:e], full)
             out_memory_parts.append(out_memory)
-            # learn: surprise (dgd, every 16 tokens), memory (update by surprise, every 16 tokens)
-            if e - s == 16:  # a full chunk: the state advances
-                memory_g = rt_memory.grads('mlp', memory, k_c, v_c, ('l2',), residual=True)
-                learned = rt_scan.sequential_chunk([
-                    {'name': 'surprise', 'rule': 'dgd', 'objective': ('l2',), 'context': 'memory', 'update_by': None, 'lr': surprise_lr_sigmoid_c, 'retain': surprise_retain_sigmoid_c},
-                    {'name': 'memory', 'rule': 'gd', 'objective': ('l2',), 'context': 'kv', 'update_by': 'surprise', 'lr': memory_lr_prod_c, 'retain': memory_retain_diff_c},
-                ], {'surprise': {"W": surprise, "aux": surprise_aux}, 'memory': {"W": memory, "aux": memory_aux}}, {'memory': memory_g})
-                surprise, surprise_aux = learned['surprise']["W"], learned['surprise']["aux"]
-                memory, memory_aux = learned['memory']["W"], learned['memory']["aux"]
         # ---- the whole sequence again: what depends on reads but feeds no level ----
         out_memory = torch.cat(out_memory_parts, dim=1)
         out_rmsnorm = self.out_rmsnorm(out_memory)  # rmsnorm(memory(q))
@@ -121,6 +109,20 @@ class MemoryLayer(nn.Module):
             "memory": {"W": memory, "aux": memory_aux},
         }
         return out, {"levels": levels, "caches": caches}
+
+    def chunk_step(self, surprise, surprise_aux, memory, memory_aux, q_c, k_c, v_c, surprise_lr_sigmoid_c, surprise_retain_sigmoid_c, memory_lr_prod_c, memory_retain_diff_c, full):
+        """One chunk: reads see the chunk-start state; a full chunk then advances the levels."""
+        out_memory = rt_memory.read('mlp', memory, q_c, residual=True)  # memory(q)
+        # learn: surprise (dgd, every 16 tokens), memory (update by surprise, every 16 tokens)
+        if full:  # the state advances
+            memory_g = rt_memory.grads('mlp', memory, k_c, v_c, ('l2',), residual=True)
+            learned = rt_scan.sequential_chunk([
+                {'name': 'surprise', 'rule': 'dgd', 'objective': ('l2',), 'context': 'memory', 'update_by': None, 'lr': surprise_lr_sigmoid_c, 'retain': surprise_retain_sigmoid_c},
+                {'name': 'memory', 'rule': 'gd', 'objective': ('l2',), 'context': 'kv', 'update_by': 'surprise', 'lr': memory_lr_prod_c, 'retain': memory_retain_diff_c},
+            ], {'surprise': {"W": surprise, "aux": surprise_aux}, 'memory': {"W": memory, "aux": memory_aux}}, {'memory': memory_g})
+            surprise, surprise_aux = learned['surprise']["W"], learned['surprise']["aux"]
+            memory, memory_aux = learned['memory']["W"], learned['memory']["aux"]
+        return out_memory, surprise, surprise_aux, memory, memory_aux
 
 
 class TitansDgdMomentumModel(nn.Module):

@@ -25,6 +25,8 @@ class MemoryAsContext(nn.Module):
     """Block `memory_as_context`: in-context levels memory, chunk 16."""
 
     chunk = 16
+    compiled_step = None  # set by nlc.runtime.compile.compile_chunks: chunk_step under torch.compile
+    step_shapes_fixed = False  # False: a cache or pending list grows chunk by chunk
 
     def __init__(self):
         super().__init__()
@@ -71,40 +73,14 @@ class MemoryAsContext(nn.Module):
         # ---- chunk by chunk: reads see the chunk-start state; the levels learn ----
         y_parts = []
         out_memory_parts = []
+        step = self.chunk_step if self.compiled_step is None else self.compiled_step
         T = x.shape[1]
         for s in range(0, T, self.chunk):
             e = min(s + self.chunk, T)
-            h_c = h[:, s:e]
-            q_c = q[:, s:e]
-            retrieved = rt_memory.read('mlp', memory, q_c, residual=True)  # memory(q)
-            y, caches['y'] = self.y(h_c, caches['y'], retrieved)
-            k_linear = self.k_linear(y)  # linear(y, dim)
-            k_conv, caches['k_conv'] = self.k_conv(k_linear, caches['k_conv'])  # conv(linear(y, dim), 4)
-            k_silu = F.silu(k_conv)  # silu(conv(linear(y, dim), 4))
-            k = rt_layers.l2norm(k_silu)  # l2norm(silu(conv(linear(y, dim), 4)))
-            v_linear = self.v_linear(y)  # linear(y, dim)
-            v_conv, caches['v_conv'] = self.v_conv(v_linear, caches['v_conv'])  # conv(linear(y, dim), 4)
-            v = F.silu(v_conv)  # silu(conv(linear(y, dim), 4))
-            qy_linear = self.qy_linear(y)  # linear(y, dim)
-            qy_conv, caches['qy_conv'] = self.qy_conv(qy_linear, caches['qy_conv'])  # conv(linear(y, dim), 4)
-            qy_silu = F.silu(qy_conv)  # silu(conv(linear(y, dim), 4))
-            qy = rt_layers.l2norm(qy_silu)  # l2norm(silu(conv(linear(y, dim), 4)))
-            memory_beta_linear = self.memory_beta_linear(y)  # linear(y, 1)
-            memory_beta_sigmoid = torch.sigmoid(memory_beta_linear)  # sigmoid(linear(y, 1))
-            memory_lr_linear = self.memory_lr_linear(y)  # linear(y, 1)
-            memory_lr_sigmoid = torch.sigmoid(memory_lr_linear)  # sigmoid(linear(y, 1))
-            memory_lr_prod = memory_lr_sigmoid * 0.1  # sigmoid(linear(y, 1)) * max_lr
-            memory_retain_linear = self.memory_retain_linear(y)  # linear(y, 1)
-            memory_retain_sigmoid = torch.sigmoid(memory_retain_linear)  # sigmoid(linear(y, 1))
-            memory_retain_prod = memory_retain_sigmoid * 0.01  # sigmoid(linear(y, 1)) * max_forget
-            memory_retain_diff = 1.0 - memory_retain_prod  # 1 - sigmoid(linear(y, 1)) * max_forget
-            out_memory = rt_memory.read('mlp', memory, qy, residual=True)  # memory(qy)
+            full = e - s == 16  # only a full chunk advances the state
+            y, out_memory, memory, memory_S, caches = step(memory, memory_S, caches, h[:, s:e], q[:, s:e], full)
             y_parts.append(y)
             out_memory_parts.append(out_memory)
-            # learn: memory (momentum, every 16 tokens)
-            if e - s == 16:  # a full chunk: the state advances
-                memory_g = rt_memory.grads('mlp', memory, k, v, ('l2',), residual=True)
-                memory, memory_S = rt_scan.momentum_chunk(memory, memory_S, memory_g, lr=memory_lr_prod, retain=memory_retain_diff, beta=memory_beta_sigmoid)
         # ---- the whole sequence again: what depends on reads but feeds no level ----
         y = torch.cat(y_parts, dim=1)
         out_memory = torch.cat(out_memory_parts, dim=1)
@@ -118,6 +94,38 @@ class MemoryAsContext(nn.Module):
             "memory": {"W": memory, "aux": {"S": memory_S}},
         }
         return out, {"levels": levels, "caches": caches}
+
+    def chunk_step(self, memory, memory_S, caches, h_c, q_c, full):
+        """One chunk: reads see the chunk-start state; a full chunk then advances the levels."""
+        caches = dict(caches)
+        retrieved = rt_memory.read('mlp', memory, q_c, residual=True)  # memory(q)
+        y, caches['y'] = self.y(h_c, caches['y'], retrieved)
+        k_linear = self.k_linear(y)  # linear(y, dim)
+        k_conv, caches['k_conv'] = self.k_conv(k_linear, caches['k_conv'])  # conv(linear(y, dim), 4)
+        k_silu = F.silu(k_conv)  # silu(conv(linear(y, dim), 4))
+        k = rt_layers.l2norm(k_silu)  # l2norm(silu(conv(linear(y, dim), 4)))
+        v_linear = self.v_linear(y)  # linear(y, dim)
+        v_conv, caches['v_conv'] = self.v_conv(v_linear, caches['v_conv'])  # conv(linear(y, dim), 4)
+        v = F.silu(v_conv)  # silu(conv(linear(y, dim), 4))
+        qy_linear = self.qy_linear(y)  # linear(y, dim)
+        qy_conv, caches['qy_conv'] = self.qy_conv(qy_linear, caches['qy_conv'])  # conv(linear(y, dim), 4)
+        qy_silu = F.silu(qy_conv)  # silu(conv(linear(y, dim), 4))
+        qy = rt_layers.l2norm(qy_silu)  # l2norm(silu(conv(linear(y, dim), 4)))
+        memory_beta_linear = self.memory_beta_linear(y)  # linear(y, 1)
+        memory_beta_sigmoid = torch.sigmoid(memory_beta_linear)  # sigmoid(linear(y, 1))
+        memory_lr_linear = self.memory_lr_linear(y)  # linear(y, 1)
+        memory_lr_sigmoid = torch.sigmoid(memory_lr_linear)  # sigmoid(linear(y, 1))
+        memory_lr_prod = memory_lr_sigmoid * 0.1  # sigmoid(linear(y, 1)) * max_lr
+        memory_retain_linear = self.memory_retain_linear(y)  # linear(y, 1)
+        memory_retain_sigmoid = torch.sigmoid(memory_retain_linear)  # sigmoid(linear(y, 1))
+        memory_retain_prod = memory_retain_sigmoid * 0.01  # sigmoid(linear(y, 1)) * max_forget
+        memory_retain_diff = 1.0 - memory_retain_prod  # 1 - sigmoid(linear(y, 1)) * max_forget
+        out_memory = rt_memory.read('mlp', memory, qy, residual=True)  # memory(qy)
+        # learn: memory (momentum, every 16 tokens)
+        if full:  # the state advances
+            memory_g = rt_memory.grads('mlp', memory, k, v, ('l2',), residual=True)
+            memory, memory_S = rt_scan.momentum_chunk(memory, memory_S, memory_g, lr=memory_lr_prod, retain=memory_retain_diff, beta=memory_beta_sigmoid)
+        return y, out_memory, memory, memory_S, caches
 
 
 class Mlp(nn.Module):

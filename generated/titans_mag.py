@@ -25,6 +25,8 @@ class MemoryAsGate(nn.Module):
     """Block `memory_as_gate`: in-context levels memory, chunk 16."""
 
     chunk = 16
+    compiled_step = None  # set by nlc.runtime.compile.compile_chunks: chunk_step under torch.compile
+    step_shapes_fixed = True  # False: a cache or pending list grows chunk by chunk
 
     def __init__(self):
         super().__init__()
@@ -86,18 +88,13 @@ class MemoryAsGate(nn.Module):
         memory_coef = rt_scan.chunk_coefficients('momentum', 16, lr=memory_lr_prod, retain=memory_retain_diff, beta=memory_beta_sigmoid)
         # ---- chunk by chunk: reads see the chunk-start state; the levels learn ----
         out_memory_parts = []
+        step = self.chunk_step if self.compiled_step is None else self.compiled_step
         T = x.shape[1]
         for s in range(0, T, self.chunk):
             e = min(s + self.chunk, T)
-            q_c = q[:, s:e]
-            k_c = k[:, s:e]
-            v_c = v[:, s:e]
-            out_memory = rt_memory.read('mlp', memory, q_c, residual=True)  # memory(q)
+            full = e - s == 16  # only a full chunk advances the state
+            out_memory, memory, memory_S = step(memory, memory_S, q[:, s:e], k[:, s:e], v[:, s:e], memory_coef[s // 16] if full else None, full)
             out_memory_parts.append(out_memory)
-            # learn: memory (momentum, every 16 tokens)
-            if e - s == 16:  # a full chunk: the state advances
-                memory_g = rt_memory.grads('mlp', memory, k_c, v_c, ('l2',), residual=True)
-                memory, memory_S = rt_scan.momentum_apply(memory, memory_S, memory_g, memory_coef[s // 16])
         # ---- the whole sequence again: what depends on reads but feeds no level ----
         out_memory = torch.cat(out_memory_parts, dim=1)
         out_rmsnorm_2 = self.out_rmsnorm_2(out_memory)  # rmsnorm(memory(q))
@@ -109,6 +106,15 @@ class MemoryAsGate(nn.Module):
             "memory": {"W": memory, "aux": {"S": memory_S}},
         }
         return out, {"levels": levels, "caches": caches}
+
+    def chunk_step(self, memory, memory_S, q_c, k_c, v_c, memory_coef_c, full):
+        """One chunk: reads see the chunk-start state; a full chunk then advances the levels."""
+        out_memory = rt_memory.read('mlp', memory, q_c, residual=True)  # memory(q)
+        # learn: memory (momentum, every 16 tokens)
+        if full:  # the state advances
+            memory_g = rt_memory.grads('mlp', memory, k_c, v_c, ('l2',), residual=True)
+            memory, memory_S = rt_scan.momentum_apply(memory, memory_S, memory_g, memory_coef_c)
+        return out_memory, memory, memory_S
 
 
 class Mlp(nn.Module):

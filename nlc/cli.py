@@ -1,4 +1,4 @@
-"""The `nlc` command line: check, fmt, compile, graph.
+"""The `nlc` command line: check, fmt, compile, graph (and fuzz, train, eval, compare, bench).
 
 Exit codes: 0 success, 1 the spec has errors (or `fmt --check` found files to
 reformat), 2 bad usage, 3 an internal error (a bug in nlc: please report it).
@@ -69,6 +69,8 @@ def build_parser() -> argparse.ArgumentParser:
     register_fuzz(sub)
     from nlc.train.cli import register
     register(sub)
+    from nlc.bench.cli import register as register_bench
+    register_bench(sub)
     return parser
 
 

@@ -6,8 +6,8 @@ and the learning of in-context levels: the closed-form per-token gradients
 (a second forward through the memory at the chunk-start state plus the backward
 for the deltas) and the chunk update (one weighted sum of factored gradients per
 weight; momentum needs two). Elementwise work (norms, gates, activations) is left
-out, as profilers' FLOP counters do. `benchmarks/roofline.py` checks this count
-against torch.utils.flop_counter on one configuration.
+out, as profilers' FLOP counters do. `nlc bench roofline` checks this count
+against torch.utils.flop_counter on every eager configuration it times.
 """
 
 from __future__ import annotations

@@ -30,8 +30,11 @@ class BlockCode:
     init_lines: list[str] = field(default_factory=list)
     state_lines: list[str] = field(default_factory=list)
     pre_lines: list[str] = field(default_factory=list)
-    loop_lines: list[str] = field(default_factory=list)
-    learn_lines: list[str] = field(default_factory=list)
+    loop_lines: list[str] = field(default_factory=list)  # the chunk loop's body: slices in, step, collect
+    step_params: list[str] = field(default_factory=list)  # `chunk_step`'s parameters, its body and its results
+    step_lines: list[str] = field(default_factory=list)
+    step_returns: list[str] = field(default_factory=list)
+    step_shapes_fixed: bool = True  # False when something in the loop grows chunk by chunk
     collect_lines: list[str] = field(default_factory=list)
     hoist_lines: list[str] = field(default_factory=list)
     after_lines: list[str] = field(default_factory=list)
@@ -154,43 +157,84 @@ def _node_line(node: Node, levels: dict, in_loop: set[str] | None, sliced: set[s
 
 
 def _emit_loop(code: BlockCode, nodes: dict, levels: dict, in_loop: set[str]) -> None:
+    """The chunk loop: a `chunk_step` method (reads, in-loop nodes, learning) and the loop calling it.
+
+    `chunk_step` takes the level states at the chunk start and the chunk's slices of
+    everything computed before the loop, and returns what the rest of the forward needs
+    and the new states. Its shapes are the same for every full chunk, so
+    `torch.compile` of it is one small graph reused by every chunk
+    (`nlc.runtime.compile.compile_chunks`), instead of the whole unrolled loop.
+    """
     block = code.plan
     if not levels:
         code.finish_lines.append(f"out = {_ref(block.out, None, set())}")
         return
     loop = {n.name for n in block.nodes if n.phase == "loop"}
     post = [n for n in block.nodes if n.phase == "post"]
-    # every pre-computed tensor the loop uses is sliced to the chunk once
+    # every pre-computed tensor the loop uses is sliced to the chunk (at the call)
     used = set()
     for n in block.nodes:
         if n.phase == "loop":
             used |= {a for a in n.args if isinstance(a, str) and a not in loop}
     groups = _groups(block)
+    hoisted = [grp[0] for grp in groups if code.kernels == "chunked" and _is_hoisted(grp, block.chunk, loop, nodes)]
     for group in groups:
         for lv in group:
-            ops = _level_operands(lv)
-            if code.kernels == "chunked" and _is_hoisted(group, block.chunk, loop, nodes):  # gates: before the loop
-                ops = [lv.context[1], lv.context[2]]
+            ops = [lv.context[1], lv.context[2]] if lv in hoisted else _level_operands(lv)  # hoisted gates: before
             used |= {a for a in ops if isinstance(a, str) and a not in loop}
-    sliced = {a for a in used if nodes[a].width is not None}
-    for a in sorted(sliced, key=lambda a: list(nodes).index(a)):
-        code.loop_lines.append(f"{a}_c = {a}[:, s:e]")
+    order = list(nodes)
+    sliced = sorted((a for a in used if nodes[a].width is not None), key=order.index)
+    whole = sorted((a for a in used if nodes[a].width is None), key=order.index)  # scalars: passed as they are
     for node in block.nodes:
         if node.phase == "loop":
-            code.loop_lines.append(_node_line(node, levels, loop, sliced))
+            code.step_lines.append(_node_line(node, levels, loop, set(sliced)))
     # loop values needed after the loop are collected chunk by chunk, then joined
     needed = {a for n in post for a in n.args if isinstance(a, str) and a in loop}
     if isinstance(block.out, str) and block.out in loop:
         needed.add(block.out)
-    for a in sorted(needed, key=lambda a: list(nodes).index(a)):
+    needed = sorted(needed, key=order.index)
+    for group in groups:
+        _emit_learn(code, group, block.chunk, loop, set(sliced), nodes)
+    # the step's parameters: states, caches, chunk slices, hoisted coefficients, flags
+    states = _step_states(block, groups, code.kernels)
+    uses_caches = any(n.phase == "loop" and n.op in ("conv", "attention") for n in block.nodes)
+    periods = sorted({lv.period for lv in block.levels if lv.period > block.chunk})
+    # an attention cache inside the loop, or a slow level's list of pending chunks, grows chunk by chunk
+    code.step_shapes_fixed = not periods and not any(n.phase == "loop" and n.op == "attention" for n in block.nodes)
+    code.step_params = [*states, *(["caches"] if uses_caches else []), *(f"{a}_c" for a in sliced), *whole,
+                        *(f"{lv.var}_coef_c" for lv in hoisted), "full", *(f"end_{p}" for p in periods)]
+    code.step_returns = [*needed, *states, *(["caches"] if uses_caches else [])]
+    if uses_caches:
+        code.step_lines.insert(0, "caches = dict(caches)")
+    args = [*states, *(["caches"] if uses_caches else []), *(f"{a}[:, s:e]" for a in sliced), *whole,
+            *(f"{lv.var}_coef[s // {block.chunk}] if full else None" for lv in hoisted), "full",
+            *(f"e % {p} == 0" for p in periods)]
+    for a in needed:
         code.collect_lines.append(f"{a}_parts = []")
+    code.loop_lines.append(f"full = e - s == {block.chunk}  # only a full chunk advances the state")
+    code.loop_lines.append(f"{', '.join(code.step_returns)}{',' if len(code.step_returns) == 1 else ''} = "
+                           f"step({', '.join(args)})")
+    for a in needed:
         code.loop_lines.append(f"{a}_parts.append({a})")
         code.after_lines.append(f"{a} = torch.cat({a}_parts, dim=1)")
     for node in post:
         code.after_lines.append(_node_line(node, levels, None))
     code.after_lines.append(f"out = {_ref(block.out, None, set())}")
-    for group in groups:
-        _emit_learn(code, group, block.chunk, loop, sliced, nodes)
+
+
+def _step_states(block: BlockPlan, groups: list[list[LevelPlan]], kernels: str) -> list[str]:
+    """The state variables `chunk_step` reads and returns, level by level."""
+    sequential = {lv.name for grp in groups if not (kernels == "chunked" and _closed_form(grp)) for lv in grp}
+    out = []
+    for lv in block.levels:
+        out.append(lv.var)
+        if lv.rule == "momentum" and not lv.update_by:
+            out.append(f"{lv.var}_S")
+        if lv.name in sequential:
+            out.append(f"{lv.var}_aux")
+        if lv.period > block.chunk:
+            out.append(f"{lv.var}_pending")
+    return out
 
 
 def _level_operands(lv: LevelPlan) -> list[Operand]:
@@ -237,7 +281,7 @@ def _gate(op: Operand, in_loop: set[str], sliced: set[str]) -> str:
 
 
 def _emit_learn(code: BlockCode, group: list[LevelPlan], chunk: int, in_loop, sliced, nodes: dict) -> None:
-    lines = code.loop_lines
+    lines = code.step_lines
     period = group[0].period
     kv = [lv for lv in group if lv.context[0] == "kv"]
     desc = ", ".join(f"{lv.name} ({'update by ' + lv.update_by if lv.update_by else lv.rule}, "
@@ -255,13 +299,13 @@ def _emit_learn(code: BlockCode, group: list[LevelPlan], chunk: int, in_loop, sl
         for lv in group:
             g = f"{lv.var}_g" if lv in kv else "None"
             lines.append(f"{lv.var}_pending.append(({g}, {py_value_dict(gates[lv.name])}))")
-        lines.append(f"if e - s == {chunk} and e % {period} == 0:  # a full period: join its chunks")
+        lines.append(f"if full and end_{period}:  # a full period: join its chunks")
         for lv in group:
             lines.append(f"    {lv.var}_g, {lv.var}_gates = rt_scan.concat_pending({lv.var}_pending)")
             lines.append(f"    {lv.var}_pending = []")
             gates[lv.name] = {k: f"{lv.var}_gates[{k!r}]" for k in gates[lv.name]}
     else:
-        lines.append(f"if e - s == {chunk}:  # a full chunk: the state advances")
+        lines.append("if full:  # the state advances")
         lines.extend("    " + line for line in grad_lines)
     indent = "    "
     if code.kernels == "chunked" and _closed_form(group):
@@ -276,10 +320,9 @@ def _emit_learn(code: BlockCode, group: list[LevelPlan], chunk: int, in_loop, sl
             code.hoist_lines.append(f"{lv.var}_coef = rt_scan.chunk_coefficients({lv.rule!r}, {chunk}, {args})")
             if lv.rule == "momentum":
                 lines.append(f"{indent}{lv.var}, {lv.var}_S = rt_scan.momentum_apply({lv.var}, {lv.var}_S, "
-                             f"{lv.var}_g, {lv.var}_coef[s // {chunk}])")
+                             f"{lv.var}_g, {lv.var}_coef_c)")
             else:
-                lines.append(f"{indent}{lv.var} = rt_scan.{lv.rule}_apply({lv.var}, {lv.var}_g, "
-                             f"{lv.var}_coef[s // {chunk}])")
+                lines.append(f"{indent}{lv.var} = rt_scan.{lv.rule}_apply({lv.var}, {lv.var}_g, {lv.var}_coef_c)")
             return
         if lv.rule == "momentum":
             lines.append(f"{indent}{lv.var}, {lv.var}_S = rt_scan.{fn}({lv.var}, {lv.var}_S, {lv.var}_g, "

@@ -61,6 +61,15 @@ def matrix_weighted_sum(coef: torch.Tensor, factor: Factor, W: torch.Tensor) -> 
     return (c * g).sum(1)
 
 
+def minus_weighted_sum(base: torch.Tensor, coef: torch.Tensor, factor: Factor, W: torch.Tensor) -> torch.Tensor:
+    """base - sum_t coef_t g_t: for matrices one baddbmm, which adds into `base` inside the matmul
+    instead of writing the sum and subtracting it (the state is the largest tensor in a chunk step)."""
+    a, d = factor
+    if W.dim() == 3:
+        return torch.baddbmm(base, (coef.unsqueeze(-1) * a).transpose(1, 2), d, alpha=-1)
+    return base - matrix_weighted_sum(coef, factor, W)
+
+
 def _bcast(x: torch.Tensor, W: torch.Tensor) -> torch.Tensor:
     """[B] -> broadcastable against W [B, ...]."""
     return x.view(-1, *([1] * (W.dim() - 1)))
@@ -81,7 +90,7 @@ def gd_coefficients(lr, retain, like: torch.Tensor) -> dict:
 
 
 def gd_apply(W: dict, grads: dict, c: dict) -> dict:
-    return {n: _bcast(c["total"], W0) * W0 - matrix_weighted_sum(c["coef"], grads[n], W0) for n, W0 in W.items()}
+    return {n: minus_weighted_sum(_bcast(c["total"], W0) * W0, c["coef"], grads[n], W0) for n, W0 in W.items()}
 
 
 def gd_chunk(W: dict, grads: dict, lr, retain) -> dict:
@@ -102,9 +111,9 @@ def momentum_apply(W: dict, S: dict, grads: dict, c: dict) -> tuple[dict, dict]:
     W_out, S_out = {}, {}
     for name, W0 in W.items():
         S0, g = S[name], grads[name]
-        S_out[name] = _bcast(c["total_b"], S0) * S0 - matrix_weighted_sum(c["coef_S"], g, S0)
-        W_out[name] = (_bcast(c["total_a"], W0) * W0 + _bcast(c["carry"], S0) * S0
-                       - matrix_weighted_sum(c["coef_W"], g, W0))
+        S_out[name] = minus_weighted_sum(_bcast(c["total_b"], S0) * S0, c["coef_S"], g, S0)
+        W_out[name] = minus_weighted_sum(torch.addcmul(_bcast(c["total_a"], W0) * W0, _bcast(c["carry"], S0), S0),
+                                         c["coef_W"], g, W0)
     return W_out, S_out
 
 
@@ -140,7 +149,7 @@ def dgd_apply(W: dict, grads: dict, c: dict) -> dict:
         rhs = eta[:, :, None] * (c["prefix"][:, :, None] * torch.einsum("bci,bio->bco", k, W0) + d)
         eye = torch.eye(C, dtype=k.dtype, device=k.device)
         R = torch.linalg.solve_triangular(eye + L, rhs, upper=False, unitriangular=True)
-        out[name] = _bcast(c["total"], W0) * W0 - torch.einsum("bc,bci,bco->bio", c["suffix"], k, R)
+        out[name] = minus_weighted_sum(_bcast(c["total"], W0) * W0, c["suffix"], (k, R), W0)
     return out
 
 
@@ -172,7 +181,8 @@ def chunk_coefficients(rule: str, chunk: int, **gates) -> list[dict]:
               for k, g in gates.items()}
     template = like.new_empty(B * n, chunk)
     coefs = COEFFICIENTS[rule](**folded, like=template)
-    per_chunk = {k: v.reshape(B, n, *v.shape[1:]).unbind(1) for k, v in coefs.items()}
+    # chunk-major and contiguous: every chunk's coefficients have the same strides whatever T is
+    per_chunk = {k: v.reshape(B, n, *v.shape[1:]).movedim(1, 0).contiguous().unbind(0) for k, v in coefs.items()}
     return [{k: v[j] for k, v in per_chunk.items()} for j in range(n)]
 
 

@@ -1,0 +1,75 @@
+"""`nlc bench`: nlc's benchmarks, one command, one results file.
+
+Suites (each a module with `run(config) -> {"title", "columns", "rows", "notes"}`):
+
+    frontend   ms a spec for `nlc.load` (parse + lower + checks; target 20 ms) and `nlc.generate`
+               (the whole compile front end), every examples/*.nl
+    peer       titans-pytorch's NeuralMemory against nlc's generated Titans memory, tokens/s and
+               nlc/peer ratios, forward and forward+backward, eager and compiled (extra: '.[bench]')
+    roofline   achieved GFLOP/s against the fp32 matmul peak measured in the same run; the planned
+               flops (nlc.flops) checked against torch's FlopCounterMode
+    scaling    titans_lmm and hope from 1k to 64k tokens: streaming time (linear) and peak memory
+               (flat, measured in a fresh process), whole-sequence forward+backward time (linear)
+    models     reference interpreter vs generated eager vs generated compiled; hope vs titans_lmm
+               vs transformer at equal parameter count
+
+Measuring rules: every timing warms up once, then takes the best of several repeats
+(`--repeats`); torch's threads are pinned with torch.set_num_threads for the whole run;
+CUDA timings synchronise; comparisons are ratios of numbers measured side by side in one
+run, never against numbers from another run or machine. Tests run the suites at tiny sizes
+and check the shape of the results, never a time.
+
+    nlc bench [SUITE ...] [--quick] [--threads N] [--device cpu|cuda] [--repeats N] [--no-compile] [--out DIR]
+
+writes DIR/bench.json ({"environment": ..., "config": ..., "suites": {name: table}}) and DIR/bench.md.
+"""
+
+from __future__ import annotations
+
+import importlib
+from dataclasses import asdict
+from pathlib import Path
+
+from nlc.bench.config import BenchConfig, BenchError
+
+__all__ = ["SUITES", "BenchConfig", "BenchError", "run_suites"]
+
+
+def _suite(module: str):
+    """The `run` of nlc.bench.<module>, imported when first called (torch loads only for a benchmark)."""
+
+    def run(cfg: BenchConfig) -> dict:
+        return importlib.import_module(f"nlc.bench.{module}").run(cfg)
+
+    run.__name__ = module
+    return run
+
+
+SUITES = {name: _suite(name) for name in ("frontend", "peer", "roofline", "scaling", "models")}
+NEEDS_EXAMPLES = ("frontend", "roofline", "scaling", "models")
+
+
+def run_suites(names: list[str], cfg: BenchConfig, out: Path | None = None, echo=print) -> dict:
+    """Run suites in order, echo each table as it finishes and (with out) rewrite bench.json/.md after each."""
+    import torch
+
+    from nlc.bench import report
+    from nlc.bench.build import examples_dir
+    from nlc.bench.timing import environment
+
+    unknown = [n for n in names if n not in SUITES]
+    if unknown:
+        raise BenchError(f"unknown suite {unknown[0]!r}; choose from {', '.join(SUITES)}")
+    if cfg.device.startswith("cuda") and not torch.cuda.is_available():
+        raise BenchError("--device cuda: this torch sees no CUDA GPU (use --device cpu)")
+    if any(n in NEEDS_EXAMPLES for n in names):
+        examples_dir()
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    results = {"environment": environment(cfg.device), "config": asdict(cfg), "suites": {}}
+    for name in names:
+        results["suites"][name] = result = SUITES[name](cfg)
+        echo("\n\n".join(report.format_table(t) for t in report.tables(result)) + "\n")
+        if out is not None:
+            report.write(out, results)
+    return results

@@ -1,0 +1,43 @@
+"""The models the suites time: example specs from the repository, eager or compiled, seeded."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+import nlc
+from nlc.bench.config import BenchConfig, BenchError
+
+def examples_dir() -> Path:
+    """The repository's examples/ (not installed with the package)."""
+    path = Path(nlc.__file__).resolve().parent.parent / "examples"
+    if not path.is_dir():
+        raise BenchError(f"no examples folder at {path}: this suite needs the nlc repository's examples/ "
+                         "(run nlc bench from a git checkout installed with `pip install -e .`)")
+    return path
+
+
+def example(name: str) -> Path:
+    return examples_dir() / f"{name}.nl"
+
+
+def modes(cfg: BenchConfig) -> list[tuple[str, bool]]:
+    """(label, compiled) of the variants a suite times: eager, and compiled when compile is on."""
+    return [("eager", False)] + ([("compiled", True)] if cfg.compile else [])
+
+
+def build(spec: str | Path, device: str = "cpu", compiled: bool = False, backend: str = "compiled", **params):
+    """The model of a spec seeded with 0 on `device` (compiled: nlc.build(compile=True), chunk steps compiled)."""
+    torch.manual_seed(0)
+    options = {"compile": True} if compiled else {}
+    return nlc.build(nlc.load(spec), backend=backend, **options, **params).to(device)
+
+
+def state_bytes(state) -> int:
+    """Bytes of the tensors in a (nested) streaming state."""
+    if isinstance(state, dict):
+        return sum(state_bytes(v) for v in state.values())
+    if isinstance(state, (list, tuple)):
+        return sum(state_bytes(v) for v in state)
+    return state.numel() * state.element_size() if isinstance(state, torch.Tensor) else 0

@@ -1,0 +1,49 @@
+"""torch.compile for generated models, one chunk step at a time.
+
+`torch.compile(model)` traces the whole forward, and the chunk loop unrolls into it:
+a graph that grows with the sequence (T / chunk copies of the step) and takes minutes
+to compile. Every full chunk runs the same computation on tensors of the same shapes,
+so compiling each block's `chunk_step` gives a few small graphs (the first chunk, the
+later ones, a partial last chunk; with and without autograd) that every chunk reuses;
+the work before and after the loop is a few large matmuls over the whole sequence
+that eager mode already runs well.
+"""
+
+from __future__ import annotations
+
+import warnings
+
+import torch
+from torch import nn
+
+
+def compile_chunks(model: nn.Module, **options) -> nn.Module:
+    """Compile the `chunk_step` of every block of a generated model in place; return the model.
+
+    options go to torch.compile (default dynamic=None: a new batch size or length makes
+    the shapes symbolic after one recompile instead of compiling again for every size;
+    fullgraph stays False so that an unforeseen recompile limit falls back to eager
+    instead of failing; the tests check there are no graph breaks). Blocks whose chunk
+    step grows chunk by chunk (an attention cache, or a slow level's pending chunks,
+    inside the loop) would recompile at every chunk: they stay eager, with a warning.
+    The eager `chunk_step` stays the definition; `uncompile_chunks` undoes this.
+    """
+    eager = []
+    for name, block in model.named_modules():
+        if not (hasattr(type(block), "compiled_step") and hasattr(block, "chunk_step")):
+            continue
+        if not getattr(block, "step_shapes_fixed", True):
+            eager.append(name)
+            continue
+        block.compiled_step = torch.compile(block.chunk_step, **{"dynamic": None, **options})
+    if eager:
+        warnings.warn(f"chunk steps left eager (they grow chunk by chunk): {', '.join(eager)}", stacklevel=2)
+    return model
+
+
+def uncompile_chunks(model: nn.Module) -> nn.Module:
+    """Undo `compile_chunks`: every block runs its eager `chunk_step` again."""
+    for m in model.modules():
+        if "compiled_step" in vars(m):
+            del m.compiled_step
+    return model

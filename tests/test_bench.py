@@ -1,0 +1,111 @@
+"""`nlc bench`: every suite runs at a tiny size and returns well-formed tables; the CLI writes
+bench.json and bench.md and refuses bad requests cleanly. Shapes only: never a timed assertion."""
+
+import functools
+import json
+import math
+import sys
+
+import pytest
+import torch
+
+import nlc
+from nlc.bench import SUITES
+from nlc.bench.build import examples_dir
+from nlc.bench.config import profile
+from nlc.bench.report import format_table, markdown_table, tables
+from nlc.cli import main
+
+TINY = profile(True, threads=1, repeats=1, frontend_repeats=1, compile=False, peer_dims=(16,), peer_seqs=(32,),
+               roofline_models=("titans_lmm",), roofline_dims=(16,), roofline_seq=32, scaling_dim=16,
+               lengths=(32, 64), piece=32, train_cap=64, models_dim=16, models_seq=32, ref_seq=16)
+
+NON_NEGATIVE = {"stream_mb"}  # memory growth while streaming: may be 0 at a tiny size
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    """Pin torch to TINY.threads as `nlc bench` does (the scaling suite's fresh processes pin it too)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(TINY.threads)
+    yield
+    torch.set_num_threads(before)
+
+
+@functools.cache
+def ran(name: str) -> dict:
+    """A suite's result at the tiny size (each suite runs once in this file)."""
+    return SUITES[name](TINY)
+
+
+def check_table(table: dict) -> None:
+    assert table["title"] and isinstance(table["notes"], list) and table["rows"]
+    for row in table["rows"]:
+        for key, _, _ in table["columns"]:
+            value = row[key]
+            if isinstance(value, (int, float)) and not isinstance(value, bool):
+                assert math.isfinite(value) and (value >= 0 if key in NON_NEGATIVE else value > 0), (key, row)
+    assert format_table(table).startswith(table["title"])
+    assert markdown_table(table).count("\n|") == len(table["rows"]) + 2  # header, rule, rows
+
+
+@pytest.mark.parametrize("name", list(SUITES))
+def test_suite_runs_at_a_tiny_size(name):
+    result = ran(name)
+    for table in tables(result):
+        check_table(table)
+    json.dumps(result)
+
+
+def test_suite_rows_cover_the_configurations():
+    scaling = ran("scaling")
+    assert [(r["model"], r["tokens"]) for r in scaling["rows"]] == [
+        (m, n) for m in TINY.scaling_models for n in TINY.lengths]
+    assert scaling["rows"][0]["stream_time_ratio"] == 1.0
+    models = ran("models")
+    matched = models["extra_tables"][0]["rows"]
+    assert [r["model"] for r in matched] == list(TINY.matched) and matched[0]["dim"] == TINY.models_dim
+
+
+def test_flop_count_matches_torch_counter_for_titans_lmm():
+    row = ran("roofline")["rows"][0]
+    assert row["model"] == "titans_lmm" and 0.9 <= row["counter_ratio"] <= 1.1
+
+
+def test_peer_without_titans_pytorch_says_how_to_install(monkeypatch):
+    monkeypatch.setitem(sys.modules, "titans_pytorch", None)  # makes `import titans_pytorch` fail
+    result = SUITES["peer"](TINY)
+    assert result["rows"] == [] and "pip install -e '.[bench]'" in result["notes"][0]
+
+
+def test_cli_writes_json_and_markdown(tmp_path, capsys):
+    assert main(["bench", "frontend", "--quick", "--no-compile", "--out", str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    assert "front end" in out and "bench.json" in out
+    run = json.loads((tmp_path / "bench.json").read_text())
+    assert set(run) >= {"environment", "suites"} and list(run["suites"]) == ["frontend"]
+    assert run["environment"]["torch"] == torch.__version__ and run["environment"]["threads"] >= 1
+    rows = run["suites"]["frontend"]["rows"]
+    assert len(rows) == len(list(examples_dir().glob("*.nl"))) and all(r["ok"] for r in rows)
+    md = (tmp_path / "bench.md").read_text()
+    assert md.startswith("# nlc bench") and "### front end" in md and "| titans_lmm.nl |" in md
+
+
+def test_cli_unknown_suite_is_a_clean_error(tmp_path, capsys):
+    assert main(["bench", "nope", "--out", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert "unknown suite 'nope'" in err and "frontend" in err and "Traceback" not in err
+    assert not (tmp_path / "bench.json").exists()
+
+
+def test_cli_missing_examples_is_a_clean_error(tmp_path, monkeypatch, capsys):
+    monkeypatch.setattr(nlc, "__file__", str(tmp_path / "site" / "nlc" / "__init__.py"))
+    assert main(["bench", "frontend", "--out", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert "no examples folder" in err and "Traceback" not in err
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has CUDA")
+def test_cli_cuda_without_a_gpu_is_a_clean_error(tmp_path, capsys):
+    assert main(["bench", "frontend", "--device", "cuda", "--out", str(tmp_path)]) == 2
+    assert "no CUDA GPU" in capsys.readouterr().err
