@@ -125,10 +125,12 @@ class Continuum(nn.Module):
 
     def chunk_step(self, slow, slow_S, q_c, k_c, v_c, slow_coef_c, full):
         """One chunk: reads see the chunk-start state; a full chunk then advances the levels."""
-        out_slow = rt_memory.read('mlp', slow, q_c, residual=True)  # slow(q)
+        if full:  # the read and the gradients' forward pass share one pass through the memory
+            out_slow, slow_g = rt_memory.read_and_grads('mlp', slow, q_c, k_c, v_c, ('l2',), residual=True)
+        else:
+            out_slow = rt_memory.read('mlp', slow, q_c, residual=True)  # slow(q)
         # learn: slow (momentum, every 64 tokens)
         if full:  # the state advances
-            slow_g = rt_memory.grads('mlp', slow, k_c, v_c, ('l2',), residual=True)
             slow, slow_S = rt_scan.momentum_apply(slow, slow_S, slow_g, slow_coef_c)
         return out_slow, slow, slow_S
 

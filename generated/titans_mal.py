@@ -106,10 +106,12 @@ class MemoryLayer(nn.Module):
 
     def chunk_step(self, memory, memory_S, q_c, k_c, v_c, memory_coef_c, full):
         """One chunk: reads see the chunk-start state; a full chunk then advances the levels."""
-        out_memory = rt_memory.read('mlp', memory, q_c, residual=True)  # memory(q)
+        if full:  # the read and the gradients' forward pass share one pass through the memory
+            out_memory, memory_g = rt_memory.read_and_grads('mlp', memory, q_c, k_c, v_c, ('l2',), residual=True)
+        else:
+            out_memory = rt_memory.read('mlp', memory, q_c, residual=True)  # memory(q)
         # learn: memory (momentum, every 16 tokens)
         if full:  # the state advances
-            memory_g = rt_memory.grads('mlp', memory, k_c, v_c, ('l2',), residual=True)
             memory, memory_S = rt_scan.momentum_apply(memory, memory_S, memory_g, memory_coef_c)
         return out_memory, memory, memory_S
 

@@ -74,9 +74,10 @@ def build(program: ir.Program | str | Path, backend: str = "compiled", kernels: 
 
     kernels="sequential" makes the generated code run every level token by token inside
     each chunk instead of using the closed-form chunk kernels (for testing them).
-    compile=True runs each block's chunk step under torch.compile (fullgraph): one small
-    graph that every chunk reuses (`nlc.runtime.compile.compile_chunks`). The first call
-    of each shape compiles (tens of seconds on a CPU); later calls are faster than eager.
+    compile=True runs each block's chunk step under torch.compile: a few small graphs that
+    every chunk reuses (blocks without a chunk loop: their forward), see
+    `nlc.runtime.compile.compile_chunks`. The first call of each shape compiles (tens of
+    seconds on a CPU); later calls are faster than eager.
     `torch.compile(model)` also works but unrolls the chunk loop into one graph.
     """
     import torch  # noqa: F401 - the back ends need it; the front end does not

@@ -57,7 +57,7 @@ model two_periods(dim = 8, chunk = 4) {
 """
 
 
-@pytest.mark.parametrize("name", ["titans_lmm.nl", "hope.nl", "titans_mac.nl", TWO_PERIODS])
+@pytest.mark.parametrize("name", ["titans_lmm.nl", "hope.nl", "titans_mac.nl", "transformer.nl", TWO_PERIODS])
 def test_compiled_chunk_steps_equal_eager(name):
     """nlc.build(compile=True): each block's chunk step compiled once, reused by every chunk."""
     import torch._dynamo
@@ -103,3 +103,4 @@ def test_compiled_chunk_steps_equal_eager(name):
     assert sum(counters["graph_break"].values()) == 0
     uncompile_chunks(compiled)
     assert all(b.compiled_step is None for b in compiled.blocks if hasattr(b, "chunk_step"))
+    assert all(b._compiled_call_impl is None for b in compiled.blocks)

@@ -185,16 +185,30 @@ def _emit_loop(code: BlockCode, nodes: dict, levels: dict, in_loop: set[str]) ->
     order = list(nodes)
     sliced = sorted((a for a in used if nodes[a].width is not None), key=order.index)
     whole = sorted((a for a in used if nodes[a].width is None), key=order.index)  # scalars: passed as they are
+    shared = _shared_reads(block, groups, loop, code.kernels)
     for node in block.nodes:
-        if node.phase == "loop":
-            code.step_lines.append(_node_line(node, levels, loop, set(sliced)))
+        if node.phase != "loop":
+            continue
+        line = _node_line(node, levels, loop, set(sliced))
+        if node.name in shared:
+            lv = levels[node.attrs["level"]]
+            key, value = (_ref(a, loop, set(sliced)) for a in lv.context[1:])
+            code.step_lines += [
+                "if full:  # the read and the gradients' forward pass share one pass through the memory",
+                f"    {node.name}, {lv.var}_g = rt_memory.read_and_grads({lv.kind!r}, {lv.var}, "
+                f"{_ref(node.args[0], loop, set(sliced))}, {key}, {value}, {py_value(lv.objective)}, "
+                f"residual={lv.residual})",
+                "else:", "    " + line]
+        else:
+            code.step_lines.append(line)
     # loop values needed after the loop are collected chunk by chunk, then joined
     needed = {a for n in post for a in n.args if isinstance(a, str) and a in loop}
     if isinstance(block.out, str) and block.out in loop:
         needed.add(block.out)
     needed = sorted(needed, key=order.index)
     for group in groups:
-        _emit_learn(code, group, block.chunk, loop, set(sliced), nodes)
+        _emit_learn(code, group, block.chunk, loop, set(sliced), nodes,
+                    {nodes[r].attrs["level"] for r in shared})
     # the step's parameters: states, caches, chunk slices, hoisted coefficients, flags
     states = _step_states(block, groups, code.kernels)
     uses_caches = any(n.phase == "loop" and n.op in ("conv", "attention") for n in block.nodes)
@@ -220,6 +234,23 @@ def _emit_loop(code: BlockCode, nodes: dict, levels: dict, in_loop: set[str]) ->
     for node in post:
         code.after_lines.append(_node_line(node, levels, None))
     code.after_lines.append(f"out = {_ref(block.out, None, set())}")
+
+
+def _shared_reads(block: BlockPlan, groups: list[list[LevelPlan]], loop: set[str], kernels: str) -> set[str]:
+    """Reads that can share their pass through a memory with the level's gradients: the first read
+    of a closed-form matrix level that learns every chunk from keys and values computed before the
+    loop (so both are known when the read runs)."""
+    out = set()
+    for group in groups:
+        lv = group[0]
+        if not (kernels == "chunked" and _closed_form(group) and lv.period == block.chunk
+                and lv.kind in ("mlp", "linear") and all(isinstance(a, str) and a not in loop for a in lv.context[1:])):
+            continue
+        read = next((n for n in block.nodes if n.phase == "loop" and n.op == "read" and n.attrs["in_context"]
+                     and n.attrs["level"] == lv.name and n.args and isinstance(n.args[0], str)), None)
+        if read is not None:
+            out.add(read.name)
+    return out
 
 
 def _step_states(block: BlockPlan, groups: list[list[LevelPlan]], kernels: str) -> list[str]:
@@ -280,7 +311,9 @@ def _gate(op: Operand, in_loop: set[str], sliced: set[str]) -> str:
     return _ref(op, in_loop, sliced)
 
 
-def _emit_learn(code: BlockCode, group: list[LevelPlan], chunk: int, in_loop, sliced, nodes: dict) -> None:
+def _emit_learn(code: BlockCode, group: list[LevelPlan], chunk: int, in_loop, sliced, nodes: dict,
+                shared: set[str] = frozenset()) -> None:
+    """The learning of one group of levels (levels in `shared` got their gradients with their read)."""
     lines = code.step_lines
     period = group[0].period
     kv = [lv for lv in group if lv.context[0] == "kv"]
@@ -289,6 +322,8 @@ def _emit_learn(code: BlockCode, group: list[LevelPlan], chunk: int, in_loop, sl
     lines.append(f"# learn: {desc}")
     grad_lines = []
     for lv in kv:
+        if lv.name in shared:
+            continue
         key, value = (_ref(a, in_loop, sliced) for a in lv.context[1:])
         grad_lines.append(f"{lv.var}_g = rt_memory.grads({lv.kind!r}, {lv.var}, {key}, {value}, "
                           f"{py_value(lv.objective)}, residual={lv.residual})")

@@ -6,7 +6,9 @@ to compile. Every full chunk runs the same computation on tensors of the same sh
 so compiling each block's `chunk_step` gives a few small graphs (the first chunk, the
 later ones, a partial last chunk; with and without autograd) that every chunk reuses;
 the work before and after the loop is a few large matmuls over the whole sequence
-that eager mode already runs well.
+that eager mode already runs well. Blocks without in-context levels (attention, MLPs,
+CMS levels) have no loop: their whole forward is compiled (`nn.Module.compile`, in
+place, so parameter names and checkpoints do not change).
 """
 
 from __future__ import annotations
@@ -18,7 +20,8 @@ from torch import nn
 
 
 def compile_chunks(model: nn.Module, **options) -> nn.Module:
-    """Compile the `chunk_step` of every block of a generated model in place; return the model.
+    """Compile the `chunk_step` of every block of a generated model in place (blocks without a
+    chunk loop: their forward); return the model.
 
     options go to torch.compile (default dynamic=None: a new batch size or length makes
     the shapes symbolic after one recompile instead of compiling again for every size;
@@ -29,6 +32,9 @@ def compile_chunks(model: nn.Module, **options) -> nn.Module:
     The eager `chunk_step` stays the definition; `uncompile_chunks` undoes this.
     """
     eager = []
+    for block in getattr(model, "blocks", []):
+        if not hasattr(block, "chunk_step"):  # no chunk loop: a fixed-size graph whatever the length
+            block.compile(**{"dynamic": None, **options})
     for name, block in model.named_modules():
         if not (hasattr(type(block), "compiled_step") and hasattr(block, "chunk_step")):
             continue
@@ -42,8 +48,10 @@ def compile_chunks(model: nn.Module, **options) -> nn.Module:
 
 
 def uncompile_chunks(model: nn.Module) -> nn.Module:
-    """Undo `compile_chunks`: every block runs its eager `chunk_step` again."""
+    """Undo `compile_chunks`: every block runs eagerly again."""
     for m in model.modules():
         if "compiled_step" in vars(m):
             del m.compiled_step
+        if getattr(m, "_compiled_call_impl", None) is not None:  # set by nn.Module.compile
+            m._compiled_call_impl = None
     return model

@@ -109,6 +109,22 @@ def objective_grad(objective: tuple, y: torch.Tensor, v: torch.Tensor) -> torch.
 def grads(kind: str, state: dict, k, v, objective: tuple, residual: bool = False):
     """Per-token gradient factors {weight: (a, d)} with dl/dW = a^T d (elementwise memories: (k, d))."""
     y, inputs, pre = read_with_cache(kind, state, k, residual)
+    return _factors(state, k, y, inputs, pre, v, objective)
+
+
+def read_and_grads(kind: str, state: dict, q: torch.Tensor, k: torch.Tensor, v, objective: tuple,
+                   residual: bool = False):
+    """(M(q), grads(k, v)) at one state: one pass through the memory for the read and the
+    gradients' forward, on the queries and keys side by side ([B, 2C, d]), so each weight is
+    read once and the matmuls are twice as tall. Matrix memories (linear, mlp) only."""
+    n = q.shape[1]
+    y, inputs, pre = read_with_cache(kind, state, torch.cat([q, k], dim=1), residual)
+    keys = [a[:, n:] for a in inputs]
+    return y[:, :n], _factors(state, keys[0], y[:, n:], keys, [z[:, n:] for z in pre], v, objective)
+
+
+def _factors(state: dict, k, y, inputs: list, pre: list, v, objective: tuple) -> dict:
+    """The gradient factors of every weight, backwards from dl/dy (layer inputs and pre-activations given)."""
     dy = objective_grad(objective, y, v)
     if "m" in state:
         return {"m": (k, dy)}

@@ -370,8 +370,11 @@ def train(spec: str | Path, out: str | Path, resume: bool | str = False, **optio
                   "step_levels": {k: dict(v) for k, v in (getattr(model, "step_levels", {}) or {}).items()},
                   "online_levels": list(getattr(model, "online_levels", []) or [])}
         atomic_write_text(out / "config.json", json.dumps(config, indent=1) + "\n")
-    forward = torch.compile(model) if cfg.compile else model
-    return _run(cfg, out, model, forward, task, opt, levels, main_params, start, state, device, shash, prog.name,
+    if cfg.compile:  # each block's chunk step under torch.compile: compile time independent of the length
+        from nlc.runtime.compile import compile_chunks
+
+        compile_chunks(model)
+    return _run(cfg, out, model, task, opt, levels, main_params, start, state, device, shash, prog.name,
                 ckpt.path if resume and ckpt is not None else None, changed if resume else {})
 
 
@@ -437,7 +440,7 @@ def _load_trainer(opt, levels: StepLevels, ckpt: ck.Checkpoint) -> None:
         torch.set_rng_state(ckpt.trainer["rng.torch"])
 
 
-def _run(cfg, out, model, forward, task, opt, levels, main_params, start, state, device, shash, name,
+def _run(cfg, out, model, task, opt, levels, main_params, start, state, device, shash, name,
          last_ckpt, changed) -> dict:
     from tqdm import tqdm
 
@@ -476,10 +479,10 @@ def _run(cfg, out, model, forward, task, opt, levels, main_params, start, state,
                     group["lr"] = lr_at(cfg, step)
                 if cfg.stream:
                     batch = task.stream_batch(step, cfg.batch, cfg.seq, cfg.seed).to(device)
-                    logits, new_state = forward(batch.tokens, state=state)
+                    logits, new_state = model(batch.tokens, state=state)
                 else:
                     batch = task.batch(step, cfg.batch, cfg.seq, cfg.seed).to(device)
-                    logits = forward(batch.tokens)
+                    logits = model(batch.tokens)
                 loss = masked_loss(logits, batch)
                 loss_value = float(loss.detach())
                 if not math.isfinite(loss_value):
