@@ -51,6 +51,8 @@ def check_table(table: dict) -> None:
 
 @pytest.mark.parametrize("name", list(SUITES))
 def test_suite_runs_at_a_tiny_size(name):
+    if name == "peer":  # the peer is a benchmark-only extra (pip install -e '.[bench]'); CI runs without it
+        pytest.importorskip("titans_pytorch")
     result = ran(name)
     for table in tables(result):
         check_table(table)
