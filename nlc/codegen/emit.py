@@ -162,7 +162,7 @@ def _emit_loop(code: BlockCode, nodes: dict, levels: dict, in_loop: set[str]) ->
     `chunk_step` takes the level states at the chunk start and the chunk's slices of
     everything computed before the loop, and returns what the rest of the forward needs
     and the new states. Its shapes are the same for every full chunk, so
-    `torch.compile` of it is one small graph reused by every chunk
+    `torch.compile` of it gives a few small graphs that every chunk reuses
     (`nlc.runtime.compile.compile_chunks`), instead of the whole unrolled loop.
     """
     block = code.plan

@@ -81,7 +81,8 @@ def register(sub) -> None:
     p.add_argument("--stream", action="store_true", default=None,
                    help="lm: read the corpus consecutively and carry the streaming state across steps")
     p.add_argument("--device", help="cpu (default), cuda, cuda:N")
-    p.add_argument("--compile", action="store_true", default=None, help="torch.compile each block's chunk step (nlc.build(compile=True))")
+    p.add_argument("--compile", action="store_true", default=None,
+                   help="torch.compile each block's chunk step (nlc.build(compile=True))")
     p.add_argument("--eval-every", type=int, dest="eval_every", help="validate every N steps (default: at the end)")
     p.add_argument("--eval-batches", type=int, dest="eval_batches")
     p.add_argument("--ckpt-every", type=int, dest="ckpt_every", help="checkpoint every N steps (default 100)")
