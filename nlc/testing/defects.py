@@ -242,18 +242,13 @@ def inject(text: str, kind: str, where, prog: ir.Program, env) -> Defect:
         ed.replace(sp.start, sp.end, opt)  # unchanged: the marker
         t, s, e = ed.apply(1, 0, len(opt))
         return Defect(kind, t, code, s, e, f"`{opt}` ({2 * p} tokens) updates `{lv.name}` ({p} tokens)")
-    if kind == "debias_without_retain":
+    if kind in ("debias_without_retain", "online_frozen"):  # a flag line added at the end of the level
+        flag = kind.split("_")[0]
         at = field_end(lv)
         ind = _indent(text, lv.span.start) + "  "
-        new = f"{ind}debias\n"
-        return replace_span(at, at, new, len(ind), len(ind) + len("debias"),
-                            f"`debias` on `{lv.name}` without `retain`")
-    if kind == "online_frozen":
-        at = field_end(lv)
-        ind = _indent(text, lv.span.start) + "  "
-        new = f"{ind}online\n"
-        return replace_span(at, at, new, len(ind), len(ind) + len("online"),
-                            f"`online` on the frozen level `{lv.name}`")
+        desc = (f"`debias` on `{lv.name}` without `retain`" if flag == "debias"
+                else f"`online` on the frozen level `{lv.name}`")
+        return replace_span(at, at, f"{ind}{flag}\n", len(ind), len(ind) + len(flag), desc)
     if kind == "loss_in_tokens":
         ps = lv.field_span("period")
         token_periods = [_period(v, env) for v in _levels(block) if v.period.unit is ir.PeriodUnit.TOKENS]

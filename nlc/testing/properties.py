@@ -187,31 +187,33 @@ def check_matches_reference(spec, tokens=None, params: Mapping | None = None, se
     _model_only(prog, "check_matches_reference")
     ref, gen = _pair(prog, params, seed, {"backend": "reference"}, {}, None)
     tokens = default_tokens(gen, seed=seed) if tokens is None else tokens
-    a, b = ref(tokens), gen(tokens)
-    _close(b, a, f"`{prog.name}`: compiled logits != reference logits on {tuple(tokens.shape)} tokens", rtol, atol)
+    _check_agree(prog, gen, ref, tokens, seed, ("compiled", "reference"), "compiled logits != reference logits",
+                 rtol, atol)
+
+
+def _check_agree(prog, got, want, tokens, seed: int, names: tuple[str, str], what: str,
+                 rtol: float, atol: float) -> None:
+    """Two models of one spec give the same logits on tokens and, after a weighted loss, the same
+    parameter names and the same gradient for every parameter. Absent and zero are the same
+    gradient: autograd may or may not connect a path that carries nothing (e.g. the generated
+    code reads a memory and takes its gradients in one pass)."""
+    a, b = want(tokens), got(tokens)
+    _close(b, a, f"`{prog.name}`: {what} on {tuple(tokens.shape)} tokens", rtol, atol)
     w = _loss_weights(a, seed)
     (a * w).sum().backward()
     (b * w).sum().backward()
-    ga, gb = _grads(ref), _grads(gen)
+    ga, gb = _grads(want), _grads(got)
     if ga.keys() != gb.keys():
         raise AssertionError(f"`{prog.name}`: parameter names differ: {sorted(ga.keys() ^ gb.keys())}")
-    _close_grads(gb, ga, f"`{prog.name}`", ("compiled", "reference"), rtol, atol)
-
-
-def _close_grads(got: dict, want: dict, what: str, names: tuple[str, str], rtol: float, atol: float) -> None:
-    """Every parameter's gradient equal in two models. Absent and zero are the same gradient:
-    autograd may or may not connect a path that carries nothing (e.g. the generated code reads
-    a memory and takes its gradients in one pass)."""
-    for n in want:
-        a, b = want[n], got[n]
-        if (a is None) != (b is None):
-            present = a if a is not None else b
+    for n in ga:
+        if (ga[n] is None) != (gb[n] is None):
+            present = ga[n] if ga[n] is not None else gb[n]
             if float(present.abs().max()) > atol:
-                has = names[0] if b is not None else names[1]
-                raise AssertionError(f"{what}: only the {has} model gives `{n}` a gradient")
-        elif a is not None:
-            _close(b, a, f"{what}: gradient of `{n}` ({names[0]} vs {names[1]})", rtol,
-                   atol * max(1.0, float(a.abs().max())))
+                has = names[0] if gb[n] is not None else names[1]
+                raise AssertionError(f"`{prog.name}`: only the {has} model gives `{n}` a gradient")
+        elif ga[n] is not None:
+            _close(gb[n], ga[n], f"`{prog.name}`: gradient of `{n}` ({names[0]} vs {names[1]})", rtol,
+                   atol * max(1.0, float(ga[n].abs().max())))
 
 
 def check_causal(spec, tokens=None, params: Mapping | None = None, seed: int = 0, t: int | None = None,
@@ -290,13 +292,8 @@ def check_chunked_equals_sequential(spec, tokens=None, params: Mapping | None = 
     _model_only(prog, "check_chunked_equals_sequential")
     chunked, seq = _pair(prog, params, seed, {}, {"kernels": "sequential"}, None)
     tokens = default_tokens(chunked, seed=seed) if tokens is None else tokens
-    a, b = seq(tokens), chunked(tokens)
-    _close(b, a, f"`{prog.name}`: chunked kernels != sequential kernels on {tuple(tokens.shape)} tokens", rtol, atol)
-    w = _loss_weights(a, seed)
-    (a * w).sum().backward()
-    (b * w).sum().backward()
-    _close_grads(_grads(chunked), _grads(seq), f"`{prog.name}`", ("chunked-kernel", "sequential-kernel"),
-                 rtol, atol)
+    _check_agree(prog, chunked, seq, tokens, seed, ("chunked-kernel", "sequential-kernel"),
+                 "chunked kernels != sequential kernels", rtol, atol)
 
 
 def check_round_trip(spec, params: Mapping | None = None) -> None:
