@@ -31,17 +31,15 @@ def compile_chunks(model: nn.Module, **options) -> nn.Module:
     inside the loop) would recompile at every chunk: they stay eager, with a warning.
     The eager `chunk_step` stays the definition; `uncompile_chunks` undoes this.
     """
+    options = {"dynamic": None, **options}
     eager = []
-    for block in getattr(model, "blocks", []):
+    for i, block in enumerate(model.blocks):
         if not hasattr(block, "chunk_step"):  # no chunk loop: a fixed-size graph whatever the length
-            block.compile(**{"dynamic": None, **options})
-    for name, block in model.named_modules():
-        if not (hasattr(type(block), "compiled_step") and hasattr(block, "chunk_step")):
-            continue
-        if not getattr(block, "step_shapes_fixed", True):
-            eager.append(name)
-            continue
-        block.compiled_step = torch.compile(block.chunk_step, **{"dynamic": None, **options})
+            block.compile(**options)
+        elif not block.step_shapes_fixed:
+            eager.append(f"blocks.{i}")
+        else:
+            block.compiled_step = torch.compile(block.chunk_step, **options)
     if eager:
         warnings.warn(f"chunk steps left eager (they grow chunk by chunk): {', '.join(eager)}", stacklevel=2)
     return model
@@ -49,9 +47,7 @@ def compile_chunks(model: nn.Module, **options) -> nn.Module:
 
 def uncompile_chunks(model: nn.Module) -> nn.Module:
     """Undo `compile_chunks`: every block runs eagerly again."""
-    for m in model.modules():
-        if "compiled_step" in vars(m):
-            del m.compiled_step
-        if getattr(m, "_compiled_call_impl", None) is not None:  # set by nn.Module.compile
-            m._compiled_call_impl = None
+    for block in model.blocks:
+        vars(block).pop("compiled_step", None)  # the class attribute (None) shows again
+        block._compiled_call_impl = None  # set by nn.Module.compile
     return model

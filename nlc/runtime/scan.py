@@ -52,22 +52,17 @@ def decay_matrix(b: torch.Tensor) -> torch.Tensor:
     return G.masked_fill(~torch.ones(C, C, dtype=torch.bool, device=b.device).tril(), 0.0)
 
 
-def matrix_weighted_sum(coef: torch.Tensor, factor: Factor, W: torch.Tensor) -> torch.Tensor:
-    a, d = factor
-    if W.dim() == 3:
-        return torch.einsum("bc,bci,bco->bio", coef, a, d)
-    g = d * a if isinstance(a, torch.Tensor) else d * float(a)
-    c = coef if coef.dim() == 3 else coef.unsqueeze(-1)
-    return (c * g).sum(1)
-
-
 def minus_weighted_sum(base: torch.Tensor, coef: torch.Tensor, factor: Factor, W: torch.Tensor) -> torch.Tensor:
-    """base - sum_t coef_t g_t: for matrices one baddbmm, which adds into `base` inside the matmul
-    instead of writing the sum and subtracting it (the state is the largest tensor in a chunk step)."""
+    """base - sum_t coef_t g_t with g_t = a_t^T d_t (matrices) or a_t * d_t (elementwise memories).
+
+    For matrices one baddbmm, which adds into `base` inside the matmul instead of writing the
+    sum and subtracting it (the state is the largest tensor in a chunk step)."""
     a, d = factor
     if W.dim() == 3:
         return torch.baddbmm(base, (coef.unsqueeze(-1) * a).transpose(1, 2), d, alpha=-1)
-    return base - matrix_weighted_sum(coef, factor, W)
+    g = d * a if isinstance(a, torch.Tensor) else d * float(a)
+    c = coef if coef.dim() == 3 else coef.unsqueeze(-1)
+    return base - (c * g).sum(1)
 
 
 def _bcast(x: torch.Tensor, W: torch.Tensor) -> torch.Tensor:
