@@ -28,7 +28,7 @@ class AdamOptimizer(torch.optim.Optimizer):
     """The `adam` optimizer (examples/adam.nl); hyper-parameters lr, beta1, beta2, eps, weight_decay."""
 
     spec_name = "adam"
-    spec_path = "examples/adam.nl"
+    spec_path = 'examples/adam.nl'
     spec_hash = "2e4aa8232a4898b4752dbad433f4ae91a345a452570910dfd3ad286e9aca9915"
     hyperparameters = ("lr", "beta1", "beta2", "eps", "weight_decay")
     learning_rates = ("lr",)  # must be >= 0

@@ -28,7 +28,7 @@ class AdamwOptimizer(torch.optim.Optimizer):
     """The `adamw` optimizer (examples/adamw.nl); hyper-parameters lr, beta1, beta2, eps, weight_decay."""
 
     spec_name = "adamw"
-    spec_path = "examples/adamw.nl"
+    spec_path = 'examples/adamw.nl'
     spec_hash = "ab2bb2f304cbab658e96bf2fef984f5f6ff97dace1f213f8e59586bfedd6fe7f"
     hyperparameters = ("lr", "beta1", "beta2", "eps", "weight_decay")
     learning_rates = ("lr",)  # must be >= 0

@@ -21,7 +21,7 @@ from nlc.runtime import scan as rt_scan
 from nlc.runtime.state import check_alignment
 
 
-class Attn(nn.Module):
+class AttnBlock(nn.Module):
     """Block `attn`."""
 
     chunk = 1
@@ -46,7 +46,7 @@ class Attn(nn.Module):
         return out, {"levels": levels, "caches": caches}
 
 
-class Continuum(nn.Module):
+class ContinuumBlock(nn.Module):
     """Block `continuum`: in-context levels slow, chunk 64."""
 
     chunk = 64
@@ -153,10 +153,10 @@ class CmsTitansModel(nn.Module):
         super().__init__()
         self.embed = nn.Embedding(256, 64)
         self.blocks = nn.ModuleList([
-            Attn(),
-            Continuum(),
-            Attn(),
-            Continuum(),
+            AttnBlock(),
+            ContinuumBlock(),
+            AttnBlock(),
+            ContinuumBlock(),
         ])
         self.norm = rt_layers.RMSNorm(64)
         self.head = rt_layers.Linear(64, 256)

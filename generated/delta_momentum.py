@@ -25,7 +25,7 @@ class DeltaMomentumOptimizer(torch.optim.Optimizer):
     """The `delta_momentum` optimizer (examples/delta_momentum.nl); hyper-parameters lr, beta, weight_decay."""
 
     spec_name = "delta_momentum"
-    spec_path = "examples/delta_momentum.nl"
+    spec_path = 'examples/delta_momentum.nl'
     spec_hash = "629dc086f6a0bef49088de3b54b28b22fc2bb97fa620f961061bf9b820b57a2e"
     hyperparameters = ("lr", "beta", "weight_decay")
     learning_rates = ("lr",)  # must be >= 0

@@ -24,7 +24,7 @@ class DgdOptimizer(torch.optim.Optimizer):
     """The `dgd` optimizer (examples/dgd.nl); hyper-parameters lr."""
 
     spec_name = "dgd"
-    spec_path = "examples/dgd.nl"
+    spec_path = 'examples/dgd.nl'
     spec_hash = "9179ea621614080281051dd5f98bb18df01e37541a47d345bfdd900b32dddebe"
     hyperparameters = ("lr",)
     learning_rates = ("lr",)  # must be >= 0

@@ -29,7 +29,7 @@ class DmgdOptimizer(torch.optim.Optimizer):
     """The `dmgd` optimizer (examples/dmgd.nl); hyper-parameters lr, momentum, inner_lr, beta, hidden."""
 
     spec_name = "dmgd"
-    spec_path = "examples/dmgd.nl"
+    spec_path = 'examples/dmgd.nl'
     spec_hash = "fa78038177ace7a349d9a83b44dbcb5168e6d6638f862fec04e20deef9ab21ac"
     hyperparameters = ("lr", "momentum", "inner_lr", "beta", "hidden")
     learning_rates = ("lr", "inner_lr")  # must be >= 0

@@ -21,7 +21,7 @@ from nlc.runtime import scan as rt_scan
 from nlc.runtime.state import check_alignment
 
 
-class Hope(nn.Module):
+class HopeBlock(nn.Module):
     """Block `hope`: in-context levels m_k, m_v, m_eta, m_alpha, memory, chunk 16."""
 
     chunk = 16
@@ -174,8 +174,8 @@ class HopeModel(nn.Module):
         super().__init__()
         self.embed = nn.Embedding(256, 64)
         self.blocks = nn.ModuleList([
-            Hope(),
-            Hope(),
+            HopeBlock(),
+            HopeBlock(),
         ])
         self.norm = rt_layers.RMSNorm(64)
         self.head = rt_layers.Linear(64, 256)

@@ -31,7 +31,7 @@ class M3Optimizer(torch.optim.Optimizer):
     """The `m3` optimizer (examples/m3.nl); hyper-parameters lr, beta1, beta2, beta3, alpha, eps, f, ns_steps."""
 
     spec_name = "m3"
-    spec_path = "examples/m3.nl"
+    spec_path = 'examples/m3.nl'
     spec_hash = "77c53868278ccc1416e7dd8b757be8dc941a9f1b0fc3a87abbd234a336616c66"
     hyperparameters = ("lr", "beta1", "beta2", "beta3", "alpha", "eps", "f", "ns_steps")
     learning_rates = ("lr", "beta1", "beta2", "beta3")  # must be >= 0

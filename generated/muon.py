@@ -27,7 +27,7 @@ class MuonOptimizer(torch.optim.Optimizer):
     """The `muon` optimizer (examples/muon.nl); hyper-parameters lr, momentum, ns_steps, weight_decay."""
 
     spec_name = "muon"
-    spec_path = "examples/muon.nl"
+    spec_path = 'examples/muon.nl'
     spec_hash = "7227c821906554c4bddb272336e85a64e6722af3b55d49111ae17727c08896c0"
     hyperparameters = ("lr", "momentum", "ns_steps", "weight_decay")
     learning_rates = ("lr",)  # must be >= 0

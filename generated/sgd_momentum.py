@@ -27,7 +27,7 @@ class SgdMomentumOptimizer(torch.optim.Optimizer):
     """The `sgd_momentum` optimizer (examples/sgd_momentum.nl); hyper-parameters lr, momentum, dampening, weight_decay, nesterov."""
 
     spec_name = "sgd_momentum"
-    spec_path = "examples/sgd_momentum.nl"
+    spec_path = 'examples/sgd_momentum.nl'
     spec_hash = "7e3ab0ce03ca17ac567d50268737af022793f9a184049f8708d440deba0a9155"
     hyperparameters = ("lr", "momentum", "dampening", "weight_decay", "nesterov")
     learning_rates = ("lr",)  # must be >= 0

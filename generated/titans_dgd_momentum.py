@@ -21,7 +21,7 @@ from nlc.runtime import scan as rt_scan
 from nlc.runtime.state import check_alignment
 
 
-class MemoryLayer(nn.Module):
+class MemoryLayerBlock(nn.Module):
     """Block `memory_layer`: in-context levels surprise, memory, chunk 16."""
 
     chunk = 16
@@ -143,8 +143,8 @@ class TitansDgdMomentumModel(nn.Module):
         super().__init__()
         self.embed = nn.Embedding(256, 64)
         self.blocks = nn.ModuleList([
-            MemoryLayer(),
-            MemoryLayer(),
+            MemoryLayerBlock(),
+            MemoryLayerBlock(),
         ])
         self.norm = rt_layers.RMSNorm(64)
         self.head = rt_layers.Linear(64, 256)

@@ -21,7 +21,7 @@ from nlc.runtime import scan as rt_scan
 from nlc.runtime.state import check_alignment
 
 
-class MemoryLayer(nn.Module):
+class MemoryLayerBlock(nn.Module):
     """Block `memory_layer`: in-context levels memory, chunk 16."""
 
     chunk = 16
@@ -132,8 +132,8 @@ class TitansLmmModel(nn.Module):
         super().__init__()
         self.embed = nn.Embedding(256, 64)
         self.blocks = nn.ModuleList([
-            MemoryLayer(),
-            MemoryLayer(),
+            MemoryLayerBlock(),
+            MemoryLayerBlock(),
         ])
         self.norm = rt_layers.RMSNorm(64)
         self.head = rt_layers.Linear(64, 256)

@@ -21,7 +21,7 @@ from nlc.runtime import scan as rt_scan
 from nlc.runtime.state import check_alignment
 
 
-class MemoryAsContext(nn.Module):
+class MemoryAsContextBlock(nn.Module):
     """Block `memory_as_context`: in-context levels memory, chunk 16."""
 
     chunk = 16
@@ -33,7 +33,7 @@ class MemoryAsContext(nn.Module):
         self.h = rt_layers.RMSNorm(64)
         self.q_linear = rt_layers.Linear(64, 64, bias=False)
         self.q_conv = rt_layers.CausalConv(64, 4)
-        self.y = rt_layers.Attention(64, heads=4, window=0, segment=16, persistent=4, memory=True)
+        self.y_ = rt_layers.Attention(64, heads=4, window=0, segment=16, persistent=4, memory=True)
         self.k_linear = rt_layers.Linear(64, 64, bias=False)
         self.k_conv = rt_layers.CausalConv(64, 4)
         self.v_linear = rt_layers.Linear(64, 64, bias=False)
@@ -53,7 +53,7 @@ class MemoryAsContext(nn.Module):
         memory = {k: v.to(like) for k, v in self.memory_init(batch).items()}
         levels['memory'] = {"W": memory, "aux": {"S": {k: torch.zeros_like(v) for k, v in memory.items()}}}
         caches['q_conv'] = self.q_conv.init_cache(batch, 64, like)
-        caches['y'] = self.y.init_cache(batch, like)
+        caches['y_'] = self.y_.init_cache(batch, like)
         caches['k_conv'] = self.k_conv.init_cache(batch, 64, like)
         caches['v_conv'] = self.v_conv.init_cache(batch, 64, like)
         caches['qy_conv'] = self.qy_conv.init_cache(batch, 64, like)
@@ -71,20 +71,20 @@ class MemoryAsContext(nn.Module):
         q_silu = F.silu(q_conv)  # silu(conv(linear(h, dim), 4))
         q = rt_layers.l2norm(q_silu)  # l2norm(silu(conv(linear(h, dim), 4)))
         # ---- chunk by chunk: reads see the chunk-start state; the levels learn ----
-        y_parts = []
+        y__parts = []
         out_memory_parts = []
         step = self.chunk_step if self.compiled_step is None else self.compiled_step
         T = x.shape[1]
         for s in range(0, T, self.chunk):
             e = min(s + self.chunk, T)
             full = e - s == 16  # only a full chunk advances the state
-            y, out_memory, memory, memory_S, caches = step(memory, memory_S, caches, h[:, s:e], q[:, s:e], full)
-            y_parts.append(y)
+            y_, out_memory, memory, memory_S, caches = step(memory, memory_S, caches, h[:, s:e], q[:, s:e], full)
+            y__parts.append(y_)
             out_memory_parts.append(out_memory)
         # ---- the whole sequence again: what depends on reads but feeds no level ----
-        y = torch.cat(y_parts, dim=1)
+        y_ = torch.cat(y__parts, dim=1)
         out_memory = torch.cat(out_memory_parts, dim=1)
-        out_rmsnorm = self.out_rmsnorm(y)  # rmsnorm(y)
+        out_rmsnorm = self.out_rmsnorm(y_)  # rmsnorm(y)
         out_rmsnorm_2 = self.out_rmsnorm_2(out_memory)  # rmsnorm(memory(qy))
         out_sigmoid = torch.sigmoid(out_rmsnorm_2)  # sigmoid(rmsnorm(memory(qy)))
         out_prod = out_rmsnorm * out_sigmoid  # rmsnorm(y) * sigmoid(rmsnorm(memory(qy)))
@@ -99,24 +99,24 @@ class MemoryAsContext(nn.Module):
         """One chunk: reads see the chunk-start state; a full chunk then advances the levels."""
         caches = dict(caches)
         retrieved = rt_memory.read('mlp', memory, q_c, residual=True)  # memory(q)
-        y, caches['y'] = self.y(h_c, caches['y'], retrieved)
-        k_linear = self.k_linear(y)  # linear(y, dim)
+        y_, caches['y_'] = self.y_(h_c, caches['y_'], retrieved)
+        k_linear = self.k_linear(y_)  # linear(y, dim)
         k_conv, caches['k_conv'] = self.k_conv(k_linear, caches['k_conv'])  # conv(linear(y, dim), 4)
         k_silu = F.silu(k_conv)  # silu(conv(linear(y, dim), 4))
         k = rt_layers.l2norm(k_silu)  # l2norm(silu(conv(linear(y, dim), 4)))
-        v_linear = self.v_linear(y)  # linear(y, dim)
+        v_linear = self.v_linear(y_)  # linear(y, dim)
         v_conv, caches['v_conv'] = self.v_conv(v_linear, caches['v_conv'])  # conv(linear(y, dim), 4)
         v = F.silu(v_conv)  # silu(conv(linear(y, dim), 4))
-        qy_linear = self.qy_linear(y)  # linear(y, dim)
+        qy_linear = self.qy_linear(y_)  # linear(y, dim)
         qy_conv, caches['qy_conv'] = self.qy_conv(qy_linear, caches['qy_conv'])  # conv(linear(y, dim), 4)
         qy_silu = F.silu(qy_conv)  # silu(conv(linear(y, dim), 4))
         qy = rt_layers.l2norm(qy_silu)  # l2norm(silu(conv(linear(y, dim), 4)))
-        memory_beta_linear = self.memory_beta_linear(y)  # linear(y, 1)
+        memory_beta_linear = self.memory_beta_linear(y_)  # linear(y, 1)
         memory_beta_sigmoid = torch.sigmoid(memory_beta_linear)  # sigmoid(linear(y, 1))
-        memory_lr_linear = self.memory_lr_linear(y)  # linear(y, 1)
+        memory_lr_linear = self.memory_lr_linear(y_)  # linear(y, 1)
         memory_lr_sigmoid = torch.sigmoid(memory_lr_linear)  # sigmoid(linear(y, 1))
         memory_lr_prod = memory_lr_sigmoid * 0.1  # sigmoid(linear(y, 1)) * max_lr
-        memory_retain_linear = self.memory_retain_linear(y)  # linear(y, 1)
+        memory_retain_linear = self.memory_retain_linear(y_)  # linear(y, 1)
         memory_retain_sigmoid = torch.sigmoid(memory_retain_linear)  # sigmoid(linear(y, 1))
         memory_retain_prod = memory_retain_sigmoid * 0.01  # sigmoid(linear(y, 1)) * max_forget
         memory_retain_diff = 1.0 - memory_retain_prod  # 1 - sigmoid(linear(y, 1)) * max_forget
@@ -125,10 +125,10 @@ class MemoryAsContext(nn.Module):
         if full:  # the state advances
             memory_g = rt_memory.grads('mlp', memory, k, v, ('l2',), residual=True)
             memory, memory_S = rt_scan.momentum_chunk(memory, memory_S, memory_g, lr=memory_lr_prod, retain=memory_retain_diff, beta=memory_beta_sigmoid)
-        return y, out_memory, memory, memory_S, caches
+        return y_, out_memory, memory, memory_S, caches
 
 
-class Mlp(nn.Module):
+class MlpBlock(nn.Module):
     """Block `mlp`."""
 
     chunk = 1
@@ -168,10 +168,10 @@ class TitansMacModel(nn.Module):
         super().__init__()
         self.embed = nn.Embedding(256, 64)
         self.blocks = nn.ModuleList([
-            MemoryAsContext(),
-            Mlp(),
-            MemoryAsContext(),
-            Mlp(),
+            MemoryAsContextBlock(),
+            MlpBlock(),
+            MemoryAsContextBlock(),
+            MlpBlock(),
         ])
         self.norm = rt_layers.RMSNorm(64)
         self.head = rt_layers.Linear(64, 256)

@@ -21,7 +21,7 @@ from nlc.runtime import scan as rt_scan
 from nlc.runtime.state import check_alignment
 
 
-class MemoryAsGate(nn.Module):
+class MemoryAsGateBlock(nn.Module):
     """Block `memory_as_gate`: in-context levels memory, chunk 16."""
 
     chunk = 16
@@ -31,7 +31,7 @@ class MemoryAsGate(nn.Module):
     def __init__(self):
         super().__init__()
         self.h = rt_layers.RMSNorm(64)
-        self.y = rt_layers.Attention(64, heads=4, window=32, segment=0, persistent=4, memory=False)
+        self.y_ = rt_layers.Attention(64, heads=4, window=32, segment=0, persistent=4, memory=False)
         self.q_linear = rt_layers.Linear(64, 64, bias=False)
         self.q_conv = rt_layers.CausalConv(64, 4)
         self.k_linear = rt_layers.Linear(64, 64, bias=False)
@@ -50,7 +50,7 @@ class MemoryAsGate(nn.Module):
         levels, caches = {}, {}
         memory = {k: v.to(like) for k, v in self.memory_init(batch).items()}
         levels['memory'] = {"W": memory, "aux": {"S": {k: torch.zeros_like(v) for k, v in memory.items()}}}
-        caches['y'] = self.y.init_cache(batch, like)
+        caches['y_'] = self.y_.init_cache(batch, like)
         caches['q_conv'] = self.q_conv.init_cache(batch, 64, like)
         caches['k_conv'] = self.k_conv.init_cache(batch, 64, like)
         caches['v_conv'] = self.v_conv.init_cache(batch, 64, like)
@@ -63,7 +63,7 @@ class MemoryAsGate(nn.Module):
         memory_S = memory_aux["S"]
         # ---- the whole sequence at once: everything that reads no in-context level ----
         h = self.h(x)  # rmsnorm(x)
-        y, caches['y'] = self.y(h, caches['y'])
+        y_, caches['y_'] = self.y_(h, caches['y_'])
         q_linear = self.q_linear(h)  # linear(h, dim)
         q_conv, caches['q_conv'] = self.q_conv(q_linear, caches['q_conv'])  # conv(linear(h, dim), 4)
         q_silu = F.silu(q_conv)  # silu(conv(linear(h, dim), 4))
@@ -84,7 +84,7 @@ class MemoryAsGate(nn.Module):
         memory_retain_sigmoid = torch.sigmoid(memory_retain_linear)  # sigmoid(linear(h, 1))
         memory_retain_prod = memory_retain_sigmoid * 0.01  # sigmoid(linear(h, 1)) * max_forget
         memory_retain_diff = 1.0 - memory_retain_prod  # 1 - sigmoid(linear(h, 1)) * max_forget
-        out_rmsnorm = self.out_rmsnorm(y)  # rmsnorm(y)
+        out_rmsnorm = self.out_rmsnorm(y_)  # rmsnorm(y)
         memory_coef = rt_scan.chunk_coefficients('momentum', 16, lr=memory_lr_prod, retain=memory_retain_diff, beta=memory_beta_sigmoid)
         # ---- chunk by chunk: reads see the chunk-start state; the levels learn ----
         out_memory_parts = []
@@ -119,7 +119,7 @@ class MemoryAsGate(nn.Module):
         return out_memory, memory, memory_S
 
 
-class Mlp(nn.Module):
+class MlpBlock(nn.Module):
     """Block `mlp`."""
 
     chunk = 1
@@ -159,10 +159,10 @@ class TitansMagModel(nn.Module):
         super().__init__()
         self.embed = nn.Embedding(256, 64)
         self.blocks = nn.ModuleList([
-            MemoryAsGate(),
-            Mlp(),
-            MemoryAsGate(),
-            Mlp(),
+            MemoryAsGateBlock(),
+            MlpBlock(),
+            MemoryAsGateBlock(),
+            MlpBlock(),
         ])
         self.norm = rt_layers.RMSNorm(64)
         self.head = rt_layers.Linear(64, 256)

@@ -21,7 +21,7 @@ from nlc.runtime import scan as rt_scan
 from nlc.runtime.state import check_alignment
 
 
-class MemoryLayer(nn.Module):
+class MemoryLayerBlock(nn.Module):
     """Block `memory_layer`: in-context levels memory, chunk 16."""
 
     chunk = 16
@@ -116,7 +116,7 @@ class MemoryLayer(nn.Module):
         return out_memory, memory, memory_S
 
 
-class SlidingWindowAttention(nn.Module):
+class SlidingWindowAttentionBlock(nn.Module):
     """Block `sliding_window_attention`."""
 
     chunk = 1
@@ -141,7 +141,7 @@ class SlidingWindowAttention(nn.Module):
         return out, {"levels": levels, "caches": caches}
 
 
-class Mlp(nn.Module):
+class MlpBlock(nn.Module):
     """Block `mlp`."""
 
     chunk = 1
@@ -181,12 +181,12 @@ class TitansMalModel(nn.Module):
         super().__init__()
         self.embed = nn.Embedding(256, 64)
         self.blocks = nn.ModuleList([
-            MemoryLayer(),
-            SlidingWindowAttention(),
-            Mlp(),
-            MemoryLayer(),
-            SlidingWindowAttention(),
-            Mlp(),
+            MemoryLayerBlock(),
+            SlidingWindowAttentionBlock(),
+            MlpBlock(),
+            MemoryLayerBlock(),
+            SlidingWindowAttentionBlock(),
+            MlpBlock(),
         ])
         self.norm = rt_layers.RMSNorm(64)
         self.head = rt_layers.Linear(64, 256)

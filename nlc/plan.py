@@ -11,8 +11,6 @@ depend on in-context reads (computed chunk by chunk) and which do not
 
 from __future__ import annotations
 
-import builtins
-import keyword
 from dataclasses import dataclass, field
 from typing import Mapping
 
@@ -24,23 +22,9 @@ from nlc.errors import Diagnostic, SpecError
 from nlc.passes.params import fold
 from nlc.printer import print_expr
 from nlc.errors import Reporter
+from nlc.names import NameAllocator, camel
 
 Operand = str | float  # an SSA name or a constant
-
-# Names the generated code uses itself; a spec name that collides gets a trailing `_`.
-RESERVED = set(keyword.kwlist) | set(dir(builtins)) | {
-    "torch", "F", "nn", "rt_layers", "rt_memory", "rt_scan", "check_alignment", "self", "x", "s", "e", "T",
-    "outs", "out", "caches", "state", "levels", "learned", "like", "batch", "tokens", "Model",
-}
-HELPER_SUFFIXES = ("_c", "_g", "_S", "_aux", "_pending", "_gates")
-
-
-def py_name(name: str) -> str:
-    """A Python-safe local name for a spec name (keywords, builtins and helper names get `_`)."""
-    while name in RESERVED or keyword.iskeyword(name) or name.endswith(HELPER_SUFFIXES):
-        name += "_"
-    return name
-
 
 @dataclass
 class Node:
@@ -187,18 +171,18 @@ def plan_model(program: ir.Program, params: Mapping[str, object]) -> ModelPlan:
                 for _ in range(n):
                     visit(s.body)
             elif isinstance(s, ir.Block):
-                cls = classes.setdefault(id(s), _class_name(s.name, classes.values()))
+                cls = classes.setdefault(id(s), _class_name(s.name, set(classes.values())))
                 blocks.append(_BlockPlanner(s, params, len(blocks), cls).plan())
 
     visit(program.body)
     return ModelPlan(program.name, int(params["dim"]), int(params["vocab"]), blocks, dict(params), program.path)
 
 
-def _class_name(name: str, taken) -> str:
-    base = "".join(part.capitalize() for part in name.split("_")) or "Block"
-    candidate, i = base, 2
+def _class_name(name: str, taken: set[str]) -> str:
+    """`memory_layer` -> `MemoryLayerBlock` (`MemoryLayer2Block` when two blocks share the name)."""
+    candidate, i = camel(name, "Block"), 2
     while candidate in taken:
-        candidate, i = f"{base}{i}", i + 1
+        candidate, i = camel(f"{name}{i}", "Block"), i + 1
     return candidate
 
 
@@ -215,17 +199,12 @@ class _BlockPlanner:
         self.levels = {s.name: s for s in block.body if isinstance(s, ir.Level)}
         self.in_context = {n for n, lv in self.levels.items() if lv.period.unit is ir.PeriodUnit.TOKENS}
         self.shapes: dict[str, tuple] = {}
-        self.var = {n: py_name(n) for n in [*self.lets, *self.levels]}  # spec name -> Python name
-        self.taken: set[str] = set(self.var.values()) | RESERVED
+        self.names = NameAllocator()
+        self.var = {n: self.names.take(n) for n in [*self.lets, *self.levels]}  # spec name -> Python name
 
     # ---- naming ----
     def fresh(self, base: str) -> str:
-        base = py_name(base)
-        name, i = base, 2
-        while name in self.taken or name in self.nodes or name.endswith(HELPER_SUFFIXES):
-            name, i = f"{base}_{i}", i + 1
-        self.taken.add(name)
-        return name
+        return self.names.fresh(base)
 
     def const(self, e: ir.Expr) -> float | int | bool:
         return fold(e, self.params, Reporter())

@@ -18,6 +18,8 @@ import jinja2
 
 from nlc import ir
 from nlc.codegen.emit import emit_block, py_value
+from nlc.codegen.safety import audit_source, comment_text
+from nlc.names import camel
 from nlc.plan import ModelPlan, plan_model
 
 _ENV = jinja2.Environment(
@@ -46,7 +48,7 @@ def generate_model(program: ir.Program, plan: ModelPlan, kernels: str = "chunked
     params = ", ".join(f"{k}={v}" for k, v in sorted(plan.params.items()))
     text = _ENV.get_template("model.py.j2").render(
         version=__version__,
-        spec_path=_display_path(plan.spec_path),
+        spec_path=comment_text(_display_path(plan.spec_path)),
         spec_hash=spec_hash(program),
         params=params,
         name=plan.name,
@@ -60,6 +62,7 @@ def generate_model(program: ir.Program, plan: ModelPlan, kernels: str = "chunked
         instances=[b.class_name for b in plan.blocks],
         model_class=_model_class(plan.name),
     )
+    audit_source(text, plan.name)
     return text
 
 
@@ -72,7 +75,7 @@ def _display_path(path: str) -> str:
 
 
 def _model_class(name: str) -> str:
-    return "".join(part.capitalize() for part in name.split("_")) + "Model"
+    return camel(name, "Model")
 
 
 def generate(program: ir.Program, **params) -> str:

@@ -216,7 +216,7 @@ def _emit_loop(code: BlockCode, nodes: dict, levels: dict, in_loop: set[str]) ->
     # an attention cache inside the loop, or a slow level's list of pending chunks, grows chunk by chunk
     code.step_shapes_fixed = not periods and not any(n.phase == "loop" and n.op == "attention" for n in block.nodes)
     code.step_params = [*states, *(["caches"] if uses_caches else []), *(f"{a}_c" for a in sliced), *whole,
-                        *(f"{lv.var}_coef_c" for lv in hoisted), "full", *(f"end_{p}" for p in periods)]
+                        *(f"{lv.var}_coef_c" for lv in hoisted), "full", *(f"period{p}_ends" for p in periods)]
     code.step_returns = [*needed, *states, *(["caches"] if uses_caches else [])]
     if uses_caches:
         code.step_lines.insert(0, "caches = dict(caches)")
@@ -334,7 +334,7 @@ def _emit_learn(code: BlockCode, group: list[LevelPlan], chunk: int, in_loop, sl
         for lv in group:
             g = f"{lv.var}_g" if lv in kv else "None"
             lines.append(f"{lv.var}_pending.append(({g}, {py_value_dict(gates[lv.name])}))")
-        lines.append(f"if full and end_{period}:  # a full period: join its chunks")
+        lines.append(f"if full and period{period}_ends:  # a full period: join its chunks")
         for lv in group:
             lines.append(f"    {lv.var}_g, {lv.var}_gates = rt_scan.concat_pending({lv.var}_pending)")
             lines.append(f"    {lv.var}_pending = []")

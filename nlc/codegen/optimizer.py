@@ -12,21 +12,14 @@ numbers are formatted, strings are repr'd.
 
 from __future__ import annotations
 
-import builtins
-import keyword
 import re
 import textwrap
 from dataclasses import dataclass
 
 from nlc import ir
 from nlc.optim.plan import OptimizerPlan, OptLevel, plan_optimizer
+from nlc.names import NameAllocator, camel
 from nlc.printer import format_number, print_expr
-
-# Names the generated step uses itself; a spec name that collides gets a trailing `_`.
-RESERVED = set(keyword.kwlist) | set(dir(builtins)) | {
-    "self", "closure", "loss", "group", "p", "grad", "param", "step", "state", "torch", "math", "F", "rt",
-    "update", "Optimizer",
-}
 
 ATOM, POW, NEG, MUL, ADD = 5, 4, 3, 2, 1
 BIN_PREC = {"+": ADD, "-": ADD, "*": MUL, "/": MUL, "**": POW}
@@ -92,19 +85,6 @@ def number(v) -> Code:
     return Code(text, ATOM if not text.startswith("-") else NEG, "py")
 
 
-class Namer:
-    """Python-safe, unique local names: the spec's names first, then helpers."""
-
-    def __init__(self):
-        self.taken = set(RESERVED)
-
-    def take(self, name: str) -> str:
-        while name in self.taken or keyword.iskeyword(name):
-            name += "_"
-        self.taken.add(name)
-        return name
-
-
 @dataclass
 class OptimizerCode:
     """The pieces of one generated optimizer class."""
@@ -125,7 +105,7 @@ class OptimizerCode:
 class _Emitter:
     def __init__(self, plan: OptimizerPlan):
         self.plan = plan
-        names = Namer()
+        names = NameAllocator()
         self.hyper = {h.name: names.take(h.name) for h in plan.hypers}
         self.let = {let.name: names.take(let.name) for let in plan.lets}
         self.pre = {lv.name: names.take(lv.name) for lv in plan.levels if not lv.root}
@@ -465,7 +445,7 @@ def emit_optimizer(plan: OptimizerPlan) -> OptimizerCode:
 
 
 def _class_name(name: str) -> str:
-    return "".join(part[:1].upper() + part[1:] for part in name.split("_") if part) + "Optimizer"
+    return camel(name, "Optimizer")
 
 
 def generate_optimizer(program: ir.Program, params: dict) -> str:
@@ -476,11 +456,12 @@ def generate_optimizer(program: ir.Program, params: dict) -> str:
     """
     from nlc import __version__
     from nlc.codegen import _ENV, _display_path, spec_hash
+    from nlc.codegen.safety import audit_source, comment_text
 
     plan = plan_optimizer(program, params)
     code = emit_optimizer(plan)
-    spec_path = _safe(_display_path(program.path))
-    return _ENV.get_template("optimizer.py.j2").render(
+    spec_path = comment_text(_display_path(program.path))
+    text = _ENV.get_template("optimizer.py.j2").render(
         version=__version__,
         spec_path=spec_path,
         spec_hash=spec_hash(program),
@@ -492,8 +473,10 @@ def generate_optimizer(program: ir.Program, params: dict) -> str:
         whole_numbers=_tuple(h.name for h in plan.hypers if h.whole),
         spec_name=q(plan.name),
         spec_hash_repr=q(spec_hash(program)),
-        spec_path_repr=f'"{spec_path}"',
+        spec_path_repr=q(spec_path),
     )
+    audit_source(text, plan.name)
+    return text
 
 
 def _pack(parts, width: int, first: str, indent: str) -> list[str]:
@@ -512,8 +495,3 @@ def _pack(parts, width: int, first: str, indent: str) -> list[str]:
 def _tuple(names) -> str:
     items = [q(n) for n in names]
     return "(" + ", ".join(items) + ("," if len(items) == 1 else "") + ")"
-
-
-def _safe(text: str) -> str:
-    """Text that can sit in a comment and a docstring: printable, no quotes or backslashes."""
-    return "".join(c if c.isprintable() and c not in "\"'\\" else "?" for c in text)

@@ -31,13 +31,15 @@ import networkx as nx
 from nlc import builtins as B
 from nlc import ir
 from nlc.errors import Diagnostic, Reporter, SpecError
+from nlc.names import FORBIDDEN_NAMES
 from nlc.passes.params import fold
 from nlc.passes.graph_checks import is_root
 
 MODEL_ONLY_OPS = ("linear", "conv", "attention", "rmsnorm", "swiglu", "concat", "learned")
 TENSOR_OPS = ("newton_schulz", "mean", "l2norm")
 # keyword arguments the generated constructor already has, besides Python keywords
-CONSTRUCTOR_NAMES = ("self", "params", "unknown", "defaults")
+# the generated constructor's own names: a hyper-parameter (a keyword argument) must not shadow them
+CONSTRUCTOR_NAMES = frozenset({"self", "params", "unknown", "defaults", "rt", "torch", "math", "F", "super"})
 
 
 @dataclass(frozen=True)
@@ -155,7 +157,8 @@ class _Planner:
 
     def check_names(self) -> None:
         for p in self.program.params:
-            if keyword.iskeyword(p.name) or p.name in CONSTRUCTOR_NAMES:
+            if (keyword.iskeyword(p.name) or p.name in CONSTRUCTOR_NAMES or p.name in FORBIDDEN_NAMES
+                    or p.name.startswith("__")):
                 self.rep.error("E512", f"parameter `{p.name}` cannot be a keyword argument of the generated "
                                "optimizer's constructor", p.span, "rename it")
 
