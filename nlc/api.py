@@ -37,9 +37,13 @@ def load(path: str | Path, **params) -> ir.Program:
 
 
 def check(program: ir.Program | str | Path, **params) -> list[Diagnostic]:
-    """Check a program (with parameter overrides); raise SpecError on errors, return warnings."""
+    """Check a program (with parameter overrides); raise SpecError on errors, return warnings.
+
+    Besides parameters, every function here that checks takes the size limits `max_params`,
+    `max_state`, `max_depth` and `max_blocks` (nlc.passes.size.SizeLimits: E420, E421).
+    """
     if not isinstance(program, ir.Program):
-        program = load(program)
+        program = load(program, **params)
     return check_ir(program, params).warnings
 
 
@@ -85,7 +89,7 @@ def build(program: ir.Program | str | Path, backend: str = "compiled", kernels: 
     from nlc.plan import plan_model
 
     if not isinstance(program, ir.Program):
-        program = load(program)
+        program = load(program, **params)  # the overrides apply to the spec's defaults too (`dim = 10**12`)
     if not program.is_model:
         raise SpecError([Diagnostic("E501", f"`{program.name}` is an optimizer, not a model", program.name_span,
                                     "build optimizers with `nlc.build_optimizer`")])
@@ -116,7 +120,7 @@ def generate(program: ir.Program | str | Path, **params) -> str:
     from nlc.codegen import generate as _generate
 
     if not isinstance(program, ir.Program):
-        program = load(program)
+        program = load(program, **params)
     return _generate(program, **params)
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import difflib
 import json
+import math
 import os
 import sys
 import traceback
@@ -35,6 +36,45 @@ def _param(text: str) -> tuple[str, object]:
             raise argparse.ArgumentTypeError(f"{name}: {value!r} is not a number") from None
 
 
+SIZE_HELP = {  # the size limits (nlc.passes.size.SizeLimits; E420, E421) and what each refuses
+    "max_params": "refuse a model with more than N parameters (default {})",
+    "max_state": "refuse a model whose one sequence (an optimizer whose state for one parameter tensor) "
+                 "needs more than N numbers (default {})",
+    "max_depth": "refuse an MLP memory deeper than N layers (default {})",
+    "max_blocks": "refuse a model that unrolls to more than N blocks (default {})",
+}
+
+
+def add_size_options(p: argparse.ArgumentParser) -> None:
+    """--max-params N, --max-state N, --max-depth N, --max-blocks N."""
+    from nlc.passes.size import SizeLimits
+
+    for name, help in SIZE_HELP.items():
+        default = getattr(SizeLimits(), name)
+        p.add_argument("--" + name.replace("_", "-"), dest=name, type=_whole, metavar="N",
+                       help=help.format(f"{default:.0e}".replace("e+0", "e") if default >= 10**6 else default))
+
+
+def size_limits(args) -> dict[str, int]:
+    """The size limits given on the command line, as keywords for nlc.load / nlc.build."""
+    return {k: getattr(args, k) for k in SIZE_HELP if getattr(args, k, None) is not None}
+
+
+def _whole(text: str) -> int:
+    """A positive whole number, also written 2e9."""
+    try:
+        value = int(text)
+    except ValueError:
+        try:
+            number = float(text)
+        except ValueError:
+            number = math.nan
+        value = int(number) if math.isfinite(number) and number.is_integer() else 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive whole number, got {text!r}")
+    return value
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="nlc", description="Compiler for Nested Learning level graphs.")
     parser.add_argument("--version", action="version", version=f"nlc {_version()}")
@@ -45,6 +85,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="print diagnostics as JSON on stdout")
     p.add_argument("-p", "--param", action="append", type=_param, default=[], metavar="NAME=VALUE",
                    help="override a parameter (repeatable)")
+    add_size_options(p)
     p.set_defaults(func=cmd_check)
 
     p = sub.add_parser("fmt", help="rewrite specs in canonical form")
@@ -58,12 +99,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("spec", type=Path, metavar="SPEC")
     p.add_argument("-o", "--output", type=Path, help="write the module here (default: print it)")
     p.add_argument("-p", "--param", action="append", type=_param, default=[], metavar="NAME=VALUE")
+    add_size_options(p)
     p.set_defaults(func=cmd_compile)
 
     p = sub.add_parser("graph", help="draw the level graph (levels banded by frequency)")
     p.add_argument("spec", type=Path, metavar="SPEC")
     p.add_argument("-o", "--output", type=Path, required=True, help="FILE.png, FILE.svg or FILE.dot")
     p.add_argument("-p", "--param", action="append", type=_param, default=[], metavar="NAME=VALUE")
+    add_size_options(p)
     p.set_defaults(func=cmd_graph)
     from nlc.testing.fuzz import register as register_fuzz
     register_fuzz(sub)
@@ -91,7 +134,7 @@ def cmd_check(args) -> int:
     report = []
     for path in args.specs:
         try:
-            prog = nlc.load(path, **dict(args.param))
+            prog = nlc.load(path, **{**dict(args.param), **size_limits(args)})
         except SpecError as e:
             failed = True
             report.append({"file": str(path), "ok": False, "diagnostics": [d.to_json() for d in e.diagnostics]})
@@ -153,7 +196,7 @@ def cmd_compile(args) -> int:
     import nlc
     from nlc.files import atomic_write_text
 
-    source = nlc.generate(nlc.load(args.spec), **dict(args.param))
+    source = nlc.generate(args.spec, **{**dict(args.param), **size_limits(args)})
     if args.output is None:
         sys.stdout.write(source)
         return 0
@@ -171,7 +214,8 @@ def cmd_graph(args) -> int:
         _eprint(f"error: cannot draw to {args.output}: use a .png, .svg or .dot file")
         return 2
     try:
-        checked = check_ir(nlc.load(args.spec), dict(args.param))
+        options = {**dict(args.param), **size_limits(args)}
+        checked = check_ir(nlc.load(args.spec, **options), options)
     except SpecError as e:
         _eprint(e.render())
         return 1

@@ -1,7 +1,9 @@
-"""The front end in order: parse -> lower -> resolve -> params -> graph -> frequency -> shapes -> optimizer.
+"""The front end in order: parse -> lower -> resolve -> params -> graph -> frequency -> shapes -> optimizer -> size.
 
 Each stage reports every problem it finds; the pipeline stops after the first
-stage with errors (later stages assume the earlier ones held).
+stage with errors (later stages assume the earlier ones held). The size pass
+refuses programs past the size limits (`max_params=` ... among the overrides,
+`nlc.passes.size.SizeLimits`) before any back end unrolls or allocates them.
 """
 
 from __future__ import annotations
@@ -11,25 +13,31 @@ from typing import Mapping
 
 from nlc import ir
 from nlc.errors import Diagnostic, Reporter, SpecError
-from nlc.passes import frequency, graph_checks, optimizer, resolve, shapes
+from nlc.passes import frequency, graph_checks, optimizer, resolve, shapes, size
 from nlc.passes.params import evaluate
+from nlc.passes.size import SizeEstimate
 
 
 @dataclass
 class Checked:
-    """A checked program, its parameter values and any warnings."""
+    """A checked program, its parameter values, any warnings, and its size (parameters, state per sequence)."""
 
     program: ir.Program
     params: dict[str, object]
     warnings: list[Diagnostic] = field(default_factory=list)
+    size: SizeEstimate = field(default_factory=SizeEstimate)
 
 
 def check_ir(program: ir.Program, overrides: Mapping[str, object] | None = None) -> Checked:
-    """Run every pass on a lowered program; raise SpecError on the first stage with errors."""
+    """Run every pass on a lowered program; raise SpecError on the first stage with errors.
+
+    `overrides` are parameter values, and may hold the size limits (`max_params=` ...: SizeLimits' fields).
+    """
+    limits, overrides = size.split_limits(overrides or {})
     rep = Reporter()
     program = resolve.run(program, rep)
     rep.raise_if_errors()
-    env = evaluate(program, dict(overrides or {}), rep)
+    env = evaluate(program, overrides, rep)
     rep.raise_if_errors()
     graph_checks.run(program, rep)
     rep.raise_if_errors()
@@ -38,6 +46,8 @@ def check_ir(program: ir.Program, overrides: Mapping[str, object] | None = None)
     rep.raise_if_errors()
     optimizer.run(program, env, rep)
     rep.raise_if_errors()
-    return Checked(program, env, rep.diagnostics)
+    estimate = size.run(program, env, rep, limits, overridden=set(overrides))
+    rep.raise_if_errors()
+    return Checked(program, env, rep.diagnostics, estimate)
 
 

@@ -90,6 +90,8 @@ def register(sub) -> None:
     p.add_argument("--resume", nargs="?", const=True, default=False, metavar="CKPT",
                    help="continue the run in --out from its newest checkpoint (or from CKPT)")
     p.add_argument("--quiet", action="store_true", default=None, help="no progress bar")
+    from nlc.cli import add_size_options
+    add_size_options(p)  # stored in the run: `nlc eval` rebuilds the model with the same limits
     p.set_defaults(func=cmd_train)
 
     p = sub.add_parser("eval", help="evaluate a run's checkpoint (perplexity, accuracy, NIAH, continual)")
@@ -145,6 +147,9 @@ def cmd_train(args) -> int:
         options["data"] = args.data
     if args.param:
         options["params"] = dict(args.param)
+    from nlc.cli import size_limits
+    if size_limits(args):
+        options["limits"] = size_limits(args)
     summary = train(args.spec, args.out, resume=args.resume if args.resume is True else
                     (Path(args.resume) if args.resume else False), **options)
     if summary["interrupted"]:

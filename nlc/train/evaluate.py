@@ -72,7 +72,7 @@ def load_run(path: str | Path, device: str = "cpu") -> Loaded:
         raise train_error("E621", f"{run}/config.json cannot be read: {e}") from None
     cfg = TrainConfig(**{k: v for k, v in config["train"].items() if k in TrainConfig.__dataclass_fields__})
     ckpt = ck.load_checkpoint(ckpt_path, spec["hash"])
-    model = build_model(spec["text"], spec["path"], cfg.params, cfg.seed, device)
+    model = build_model(spec["text"], spec["path"], cfg.params, cfg.seed, device, cfg.limits)
     ck.load_model_tensors(model, ckpt.model, ckpt.path)
     return Loaded(model, config, cfg, ckpt, resolve_device(device))
 

@@ -65,6 +65,7 @@ class TrainConfig:
     ckpt_every: int = 100
     keep: int = 3
     quiet: bool = False
+    limits: dict = field(default_factory=dict)  # size limits (`max_params` ...: nlc.passes.size.SizeLimits)
 
 
 TRAJECTORY = ("task", "data", "params", "steps", "batch", "seq", "lr", "warmup", "schedule", "weight_decay",
@@ -76,12 +77,12 @@ ADJUSTABLE = ("steps", "lr", "clip")
 
 # ---- building ---------------------------------------------------------------------------------
 
-def spec_identity(spec_text: str, spec_path: str, params: dict):
-    """(program, canonical spec hash) of a spec text with parameter overrides."""
+def spec_identity(spec_text: str, spec_path: str, params: dict, limits: dict | None = None):
+    """(program, canonical spec hash) of a spec text with parameter overrides (and size limits)."""
     import nlc
     from nlc.codegen import spec_hash
 
-    prog = nlc.loads(spec_text, spec_path, **params)
+    prog = nlc.loads(spec_text, spec_path, **{**params, **(limits or {})})
     return prog, spec_hash(prog)
 
 
@@ -99,13 +100,14 @@ def read_spec(spec: str | Path) -> str:
         raise train_error("E602", f"{path} is not UTF-8 text (byte {e.start})") from None
 
 
-def build_model(spec_text: str, spec_path: str, params: dict, seed: int, device: str = "cpu"):
-    """The model of a spec, initialised from `seed`, on `device`."""
+def build_model(spec_text: str, spec_path: str, params: dict, seed: int, device: str = "cpu",
+                limits: dict | None = None):
+    """The model of a spec, initialised from `seed`, on `device`; `limits`: the size limits to check it with."""
     import nlc
 
-    prog, _ = spec_identity(spec_text, spec_path, params)
+    prog, _ = spec_identity(spec_text, spec_path, params, limits)
     torch.manual_seed(seed)
-    model = nlc.build(prog, **params)
+    model = nlc.build(prog, **{**params, **(limits or {})})
     return model.to(resolve_device(device))
 
 
@@ -316,7 +318,7 @@ def train(spec: str | Path, out: str | Path, resume: bool | str = False, **optio
                               "continue it with --resume, or pass another --out folder (nothing was changed)")
     cfg.data = [str(Path(p).resolve()) for p in cfg.data]
     _check_config(cfg)
-    prog, shash = spec_identity(spec_text, spec_path, cfg.params)
+    prog, shash = spec_identity(spec_text, spec_path, cfg.params, cfg.limits)
     if resume and stored["spec"]["hash"] != shash:
         raise train_error("E622", f"{spec} is not the spec run {out} was started with "
                           f"(spec hash {shash[:12]}, the run's {stored['spec']['hash'][:12]})",
@@ -330,7 +332,7 @@ def train(spec: str | Path, out: str | Path, resume: bool | str = False, **optio
                           "leave --stream out, or use --task lm")
     task.check(cfg.seq)
     device = resolve_device(cfg.device)
-    model = build_model(spec_text, spec_path, cfg.params, cfg.seed, cfg.device)
+    model = build_model(spec_text, spec_path, cfg.params, cfg.seed, cfg.device, cfg.limits)
     if cfg.stream:
         check_streaming_length(model, cfg.seq)
     levels = StepLevels(model)
@@ -345,7 +347,7 @@ def train(spec: str | Path, out: str | Path, resume: bool | str = False, **optio
         where = out if resume is True else Path(resume)
         if resume is not True and ck.run_of(where).resolve() != out.resolve():
             raise train_error("E622", f"checkpoint {where} is not a checkpoint of run {out}")
-        if changed:
+        if changed or cfg.limits != stored["train"].get("limits", {}):  # new limits: `nlc eval` must see them
             stored["train"] = asdict(cfg)
             atomic_write_text(out / "config.json", json.dumps(stored, indent=1) + "\n")
         if resume is True and not ck.list_checkpoints(out):
