@@ -6,8 +6,8 @@ PyTorch out. See README.md and DESIGN.md.
 """
 
 from nlc.api import build, build_optimizer, check, generate, load, loads
-from nlc.errors import Diagnostic, SpecError
+from nlc.errors import Diagnostic, SpecError, StreamError
 from nlc.printer import print_program
 
 __version__ = "0.1.0"
-__all__ = ["Diagnostic", "SpecError", "build", "build_optimizer", "check", "generate", "load", "loads", "print_program", "__version__"]
+__all__ = ["Diagnostic", "SpecError", "StreamError", "build", "build_optimizer", "check", "generate", "load", "loads", "print_program", "__version__"]

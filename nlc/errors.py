@@ -94,6 +94,26 @@ class SpecError(Exception):
         return json.dumps([d.to_json() for d in self.diagnostics], indent=2)
 
 
+class StreamError(SpecError, ValueError):
+    """A model called with bad input (tokens, a streaming state): a coded diagnostic, and a ValueError.
+
+    Raised by `nlc.runtime.state.check_stream` (E603, E605-E609) as StreamError(code, message,
+    hint); catch it as either class. It keeps ValueError's constructor, not SpecError's: torch.compile
+    can trace raising it then, so a compiled forward raises it as eager does (under fullgraph=True,
+    dynamo's own error quotes it).
+    """
+
+    __init__ = ValueError.__init__
+
+    @property
+    def diagnostics(self) -> tuple[Diagnostic, ...]:
+        code, message, *hint = self.args
+        return (Diagnostic(code, message, hint=hint[0] if hint else None),)
+
+    def __str__(self) -> str:
+        return self.render()
+
+
 def did_you_mean(name: str, candidates: Iterable[str]) -> str | None:
     """Return a "did you mean `x`?" hint for the closest candidate, if any is close."""
     matches = difflib.get_close_matches(name, sorted(set(candidates)), n=1, cutoff=0.6)

@@ -28,7 +28,7 @@ from torch import nn
 from nlc.plan import BlockPlan, LevelPlan, ModelPlan, Node
 from nlc.runtime import layers, memory
 from nlc.runtime.newton_schulz import newton_schulz
-from nlc.runtime.state import check_alignment
+from nlc.runtime.state import carried_state, check_stream
 
 UNARY = {
     "silu": torch.nn.functional.silu, "sigmoid": torch.sigmoid, "softplus": torch.nn.functional.softplus,
@@ -236,11 +236,11 @@ class ReferenceModel(nn.Module):
         like = self.embed.weight
         return {"blocks": [b.init_state(batch, like) for b in self.blocks], "t": 0}
 
-    def forward(self, tokens: torch.Tensor, state: dict | None = None):
+    def forward(self, tokens: torch.Tensor, state: dict | None = None, detach_state: bool = True):
+        check_stream(self, tokens, state)
         streaming = state is not None
         if state is None:
             state = self.init_state(tokens.shape[0])
-        check_alignment(state["t"], self.plan.alignment)
         x = self.embed(tokens)
         new_blocks = []
         for block, st in zip(self.blocks, state["blocks"]):
@@ -249,7 +249,7 @@ class ReferenceModel(nn.Module):
             new_blocks.append(st)
         logits = self.head(self.norm(x))
         if streaming:
-            return logits, {"blocks": new_blocks, "t": state["t"] + tokens.shape[1]}
+            return logits, carried_state({"blocks": new_blocks, "t": state["t"] + tokens.shape[1]}, detach_state)
         return logits
 
 

@@ -39,10 +39,11 @@ import torch
 import torch.nn.functional as F
 
 from nlc.files import atomic_write_text
+from nlc.runtime.state import detach_state
 from nlc.train import checkpoint as ck
 from nlc.train.errors import train_error
 from nlc.train.loop import (EVAL_SEED, TrainConfig, build_model, check_streaming_length, continual_summary,
-                            detach_state, resolve_device)
+                            resolve_device)
 from nlc.train.steplevels import StepLevels
 from nlc.train.tasks import (NIAH, Continual, LanguageModel, MQAR, Task, accuracy_counts, bits_per_byte,
                              make_task, niah_example, parse_length, seed_for)
@@ -148,11 +149,12 @@ def eval_lm(model, corpus_task: LanguageModel, frozen: bool, device, tokens: int
 # ---- synthetic tasks -------------------------------------------------------------------------
 
 def _read_whole(model, tokens: torch.Tensor, seg: int) -> torch.Tensor:
-    """Logits of whole sequences read in aligned segments with the state carried."""
+    """Logits of whole sequences read in aligned segments with the state carried (and its graph: a backward
+    pass from the last segment reaches the first, as it would reading the sequence whole)."""
     state = model.init_state(tokens.shape[0])
     outs = []
     for s in range(0, tokens.shape[1], seg):
-        logits, state = model(tokens[:, s:s + seg], state=state)
+        logits, state = model(tokens[:, s:s + seg], state=state, detach_state=False)
         outs.append(logits)
     return torch.cat(outs, 1)
 

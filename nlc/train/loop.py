@@ -32,6 +32,7 @@ import torch.nn.functional as F
 
 from nlc.errors import SpecError
 from nlc.files import atomic_write_text
+from nlc.runtime.state import detach_state
 from nlc.train import checkpoint as ck
 from nlc.train.errors import train_error
 from nlc.train.steplevels import StepLevels
@@ -135,16 +136,6 @@ def count_parameters(model: torch.nn.Module) -> dict:
 def masked_loss(logits: torch.Tensor, batch: Batch) -> torch.Tensor:
     m = batch.loss_mask
     return F.cross_entropy(logits[m].float(), batch.targets[m])
-
-
-def detach_state(state):
-    if isinstance(state, torch.Tensor):
-        return state.detach()
-    if isinstance(state, dict):
-        return {k: detach_state(v) for k, v in state.items()}
-    if isinstance(state, (list, tuple)):
-        return type(state)(detach_state(v) for v in state)
-    return state
 
 
 def state_to(state, device):
