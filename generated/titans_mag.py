@@ -18,7 +18,7 @@ from torch import nn
 from nlc.runtime import layers as rt_layers
 from nlc.runtime import memory as rt_memory
 from nlc.runtime import scan as rt_scan
-from nlc.runtime.state import check_alignment
+from nlc.runtime.state import carried_state, check_stream
 
 
 class MemoryAsGateBlock(nn.Module):
@@ -171,11 +171,11 @@ class TitansMagModel(nn.Module):
         like = self.embed.weight
         return {"blocks": [b.init_state(batch, like) for b in self.blocks], "t": 0}
 
-    def forward(self, tokens: torch.Tensor, state: dict | None = None):
+    def forward(self, tokens: torch.Tensor, state: dict | None = None, detach_state: bool = True):
+        check_stream(self, tokens, state)
         streaming = state is not None
         if state is None:
             state = self.init_state(tokens.shape[0])
-        check_alignment(state["t"], self.alignment)
         x = self.embed(tokens)
         new_states = []
         for block, block_state in zip(self.blocks, state["blocks"]):
@@ -184,7 +184,7 @@ class TitansMagModel(nn.Module):
             new_states.append(block_state)
         logits = self.head(self.norm(x))
         if streaming:
-            return logits, {"blocks": new_states, "t": state["t"] + tokens.shape[1]}
+            return logits, carried_state({"blocks": new_states, "t": state["t"] + tokens.shape[1]}, detach_state)
         return logits
 
 

@@ -31,7 +31,8 @@ import keyword
 
 # The generated modules' imports and locals (model and optimizer code).
 GENERATOR_NAMES = frozenset({
-    "torch", "F", "nn", "math", "rt", "rt_layers", "rt_memory", "rt_scan", "check_alignment",
+    "torch", "F", "nn", "math", "rt", "rt_layers", "rt_memory", "rt_scan", "check_alignment", "check_stream",
+    "carried_state", "detach_state",
     "self", "x", "s", "e", "T", "out", "outs", "caches", "state", "levels", "learned", "like", "batch", "tokens",
     "step", "full", "streaming", "logits", "new_states", "block", "block_state", "y", "Model",
     "closure", "loss", "group", "p", "grad", "param", "update", "Optimizer",
