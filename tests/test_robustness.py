@@ -8,13 +8,17 @@ Properties (hypothesis; the profile comes from NLC_HYPOTHESIS_PROFILE, see conft
     prints and reparses to itself, never RecursionError or any other exception;
 (c) the same for YAML: mutated YAML twins of the seeds and random YAML documents;
 (d) the CLI: `nlc check` and `nlc fmt --check` on mutated files exit 0 or 1 (never 3, an
-    internal error) and print no traceback.
+    internal error) and print no traceback;
+(e) large input: the front end's work (counted in function calls) grows linearly with the spec,
+    and brackets nested deeper than 256 are refused up front.
 Deterministic cases pin the nastiest inputs (deep nesting, huge numbers, long chains).
 """
 
 from __future__ import annotations
 
+import cProfile
 import json
+import pstats
 
 import pytest
 from hypothesis import HealthCheck, example, given, settings
@@ -294,3 +298,74 @@ def test_cli_on_unreadable_or_odd_paths(tmp_path, capsys, name):
     assert _run_cli(capsys, ["fmt", "--check", path])[0] == 1
     with pytest.raises(nlc.SpecError):
         nlc.load(path)
+
+
+# ---- (e) large input ------------------------------------------------------------------------
+# Scaling is measured by counting Python function calls (cProfile), never by wall time: a front
+# end that is linear does about 4 times the calls for an input 4 times as large.
+
+
+def _calls_to_load(text: str, path: str) -> int:
+    """The number of Python function calls `nlc.loads(text, path)` makes (SpecError allowed)."""
+    profile = cProfile.Profile()
+    profile.enable()
+    try:
+        nlc.loads(text, path)
+    except nlc.SpecError:
+        pass
+    finally:
+        profile.disable()
+    return pstats.Stats(profile).total_calls
+
+
+def _growth(make, path: str, n: int) -> float:
+    """How many times more calls loading make(4 n) takes than loading make(n)."""
+    _calls_to_load(make(1), path)  # build the parsers first: their one-off cost is not the input's
+    return _calls_to_load(make(4 * n), path) / _calls_to_load(make(n), path)
+
+
+def _commented_lets(n: int) -> str:  # every line carries a comment: comments were attached in quadratic time
+    lets = "".join(f"    let a{i + 1} = a{i} + x  # step {i}\n" for i in range(n))
+    return f"# a long chain\nmodel m {{\n  block b {{  # the block\n    let a0 = x\n{lets}    out = a{n}\n  }}\n}}\n"
+
+
+def _commented_levels(n: int) -> str:
+    levels = "".join(f"    # level {i}\n    level l{i} {{  # opens\n      state mlp(dim)  # state\n"
+                     f"      context (x, x)\n    }}\n    let s{i + 1} = s{i} + l{i}(x)\n" for i in range(n))
+    return f"model m {{\n  block b {{\n    let s0 = x\n{levels}    out = s{n}  # last\n  }}\n}}\n"
+
+
+def _yaml_lets(n: int) -> str:  # each YAML expression used to be parsed after a blanked copy of the whole file
+    lets = "".join(f"      - let a{i + 1}: a{i} + x\n" for i in range(n))
+    return f"model: m\nbody:\n  - block b:\n      - let a0: x\n{lets}      - out: a{n}\n"
+
+
+def _yaml_levels(n: int) -> str:
+    levels = "".join(f"      - level l{i}:\n          state: mlp(dim)\n          context: (x, x)\n"
+                     f"          online: true\n      - let s{i + 1}: s{i} + l{i}(x)\n" for i in range(n))
+    return f"model: m\nbody:\n  - block b:\n      - let s0: x\n{levels}      - out: s{n}\n"
+
+
+@pytest.mark.parametrize("make, path, n", [(_commented_lets, "m.nl", 150), (_commented_levels, "m.nl", 40),
+                                           (_yaml_lets, "m.yaml", 150), (_yaml_levels, "m.yaml", 40)],
+                         ids=["nl_commented_lets", "nl_commented_levels", "yaml_lets", "yaml_levels"])
+def test_front_end_work_grows_linearly(make, path, n):
+    nlc.loads(make(n), path)  # the inputs are valid specs: the whole front end runs
+    assert _growth(make, path, n) < 6
+
+
+def test_deep_brackets_are_rejected_before_parsing():
+    def parens(n: int) -> str:
+        return "model m {\n block b {\n  out = " + "(" * n + "x" + ")" * n + "\n }\n}\n"
+
+    with pytest.raises(nlc.SpecError) as e:
+        nlc.loads(parens(1000))
+    assert e.value.codes == ["E108"] and "brackets nested more than 256 deep" in str(e.value)
+    assert e.value.diagnostics[0].span.col == len("  out = ") + 255  # inside `model {` and `block {`: the 257th bracket
+    assert _growth(parens, "m.nl", 2000) < 1.5  # a million `(` cost what a thousand do
+    yaml_text = "model: m\nbody:\n - block b:\n   - out: " + "(" * 1000 + "x" + ")" * 1000 + "\n"
+    with pytest.raises(nlc.SpecError) as e:  # YAML reads every character, but lark no longer parses them
+        nlc.loads(yaml_text, "m.yaml")
+    assert e.value.codes == ["E108"]
+    span = e.value.diagnostics[0].span
+    assert (span.line, span.col, span.text) == (4, len("   - out: ") + 257, "(")
