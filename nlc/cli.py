@@ -119,14 +119,10 @@ def cmd_fmt(args) -> int:
     status = 0
     for path in args.specs:
         try:
-            text = path.read_text(encoding="utf-8")
+            text = nlc.api.read_spec(path)
             prog = nlc.loads(text, str(path))
         except SpecError as e:
             _eprint(e.render() + "\n")
-            status = 1
-            continue
-        except (OSError, UnicodeDecodeError) as e:
-            _eprint(f"error[E601]: cannot read {path}: {e}")
             status = 1
             continue
         canonical = nlc.print_program(prog)

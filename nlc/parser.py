@@ -20,6 +20,7 @@ from lark.exceptions import UnexpectedCharacters, UnexpectedEOF, UnexpectedInput
 from nlc import syntax as S
 from nlc.errors import Diagnostic, SpecError, did_you_mean, one_of
 from nlc.grammar_file import grammar_text
+from nlc.limits import StatementCounter
 from nlc.source import Source, Span
 
 MAX_DEPTH = 64  # expressions nested deeper than this are rejected (E108), keeping every pass non-recursive-safe
@@ -283,12 +284,13 @@ class _Builder:
     """Turns a lark parse tree into `nlc.syntax` nodes (one method a rule).
 
     The tree's positions are `offset` characters into the source (a YAML expression's place in
-    its file).
+    its file). `statements` counts parameters, statements and fields against the limit (E118).
     """
 
     def __init__(self, source: Source, offset: int = 0):
         self.src = source
         self.offset = offset
+        self.statements = StatementCounter()
 
     def span(self, node: Tree | Token) -> Span:
         if isinstance(node, Token):
@@ -308,9 +310,11 @@ class _Builder:
 
     def param(self, t: Tree) -> S.Param:
         name, value = t.children
+        self.statements.add(self.span(name))
         return S.Param(self.span(t), str(name), self.span(name), self.expr(value))
 
     def stmt(self, t: Tree, depth: int = 0) -> S.Stmt:
+        self.statements.add(self.span(t.children[0]))
         if t.data not in ("block", "repeat"):
             return getattr(self, "stmt_" + t.data)(t)
         if depth >= MAX_DEPTH:  # `repeat`s nested thousands deep would overflow the Python stack
@@ -339,6 +343,7 @@ class _Builder:
 
     def field(self, t: Tree) -> S.Field:
         key, *rest = t.children
+        self.statements.add(self.span(key))
         span, key_span = self.span(t), self.span(key)
         if t.data == "flag":
             return S.Field(span, str(key), key_span)

@@ -25,7 +25,8 @@ from __future__ import annotations
 import yaml
 
 from nlc import syntax as S
-from nlc.errors import Diagnostic, SpecError
+from nlc.errors import Diagnostic, SpecError, did_you_mean
+from nlc.limits import StatementCounter
 from nlc.parser import FIELD_KEYWORDS, FLAG_KEYWORDS, MAX_DEPTH, parse_expr
 from nlc.source import Source, Span
 
@@ -67,6 +68,7 @@ def _reject_aliases(root: yaml.Node | None, source: Source) -> None:
 class _YamlBuilder:
     def __init__(self, source: Source):
         self.src = source
+        self.statements = StatementCounter()  # the limit on statements (E118), as for nlc text
 
     def span(self, node: yaml.Node) -> Span:
         return self.src.span(node.start_mark.index, node.end_mark.index)
@@ -103,6 +105,7 @@ class _YamlBuilder:
         params = []
         if "params" in keys:
             for k, v in self.mapping(keys["params"][1], "`params`"):
+                self.statements.add(self.span(k))
                 pname = self.name(k)
                 params.append(S.Param(self.span(k).to(self.span(v)), pname, self.span(k), self.expr(v)))
         body = self.stmts(keys["body"][1]) if "body" in keys else []
@@ -128,6 +131,7 @@ class _YamlBuilder:
             self.fail(node, "each statement is a mapping with one key",
                       "e.g. `- let q: linear(x, dim)` or `- level mem: {...}`")
         key_node, value = items[0]
+        self.statements.add(self.span(key_node))
         key = self.scalar(key_node, "a statement key")
         word, _, rest = key.partition(" ")
         rest = rest.strip()
@@ -155,6 +159,7 @@ class _YamlBuilder:
     def fields(self, node: yaml.Node) -> list[S.Field]:
         out = []
         for k, v in self.mapping(node, "a level"):
+            self.statements.add(self.span(k))
             key = self.scalar(k, "a field name")
             span = self.span(k).to(self.span(v))
             if key in FLAG_KEYWORDS:
@@ -165,8 +170,6 @@ class _YamlBuilder:
                 out.append(self.period(span, k, v))
                 continue
             if key not in FIELD_KEYWORDS:
-                from nlc.errors import did_you_mean
-
                 self.fail(k, f"unknown level field `{key}`", did_you_mean(key, FIELD_KEYWORDS + FLAG_KEYWORDS))
             out.append(S.Field(span, key, self.span(k), self.expr(v)))
         return out

@@ -126,3 +126,32 @@ def test_every_error_carries_code_span_and_render():
     d = e.value.diagnostics[0]
     assert d.code == "E202" and d.hint == "did you mean `linear`?"
     assert d.render().splitlines()[-2].strip().endswith("^^^^^^")
+
+
+# ---- hostile details: byte order marks, non-ASCII digits, YAML keys and flags, statement limit ----
+
+TINY = "model m(a = 1) {\n  block b {\n    out = x * a\n  }\n}\n"
+TINY_YAML = "model: m\nparams: {a: 1}\nbody:\n  - block b:\n      - out: x * a\n"
+
+
+def test_statement_limit(monkeypatch):
+    assert nlc.loads(TINY)  # 3 statements: the parameter `a`, the block, `out`
+    for text, path in [(TINY, "m.nl"), (TINY_YAML, "m.yaml")]:
+        monkeypatch.setenv("NLC_MAX_STATEMENTS", "3")
+        nlc.loads(text, path)
+        monkeypatch.setenv("NLC_MAX_STATEMENTS", "2")
+        with pytest.raises(nlc.SpecError) as e:
+            nlc.loads(text, path)
+        (d,) = e.value.diagnostics
+        assert d.code == "E118" and d.message == "the spec has more than 2 statements" and d.span.text == "out"
+        assert d.hint == "split it into smaller specs, or raise the limit: NLC_MAX_STATEMENTS=4"
+    monkeypatch.setenv("NLC_MAX_STATEMENTS", "0")
+    with pytest.raises(nlc.SpecError) as e:
+        nlc.loads(TINY)
+    assert e.value.codes == ["E118"] and "NLC_MAX_STATEMENTS='0' is not a positive whole number" in str(e.value)
+    monkeypatch.delenv("NLC_MAX_STATEMENTS")
+    lets = "".join(f"let a{i + 1} = a{i}\n" for i in range(10_000))  # the block, then 10,001 lets: one too many
+    text = f"model m {{\n block b {{\n let a0 = x\n{lets} out = a10000\n }}\n}}\n"
+    with pytest.raises(nlc.SpecError) as e:
+        nlc.loads(text)
+    assert e.value.codes == ["E118"] and e.value.diagnostics[0].span.line == 10_002
