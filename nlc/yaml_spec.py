@@ -17,7 +17,9 @@ mirroring the text syntax line by line:
           - out: linear(memory(q), dim)
 
 Expressions are nlc expressions in YAML strings. E116: the YAML does not have
-this shape; E117: the file is not valid YAML.
+this shape; E117: the file is not valid YAML; E119: a key given twice in one
+mapping (YAML would keep one value silently); E120: a flag (`online`, `debias`)
+that is not a YAML boolean.
 """
 
 from __future__ import annotations
@@ -45,6 +47,7 @@ def parse_yaml(source: Source) -> S.Program:
     except RecursionError:
         raise SpecError([Diagnostic("E117", "invalid YAML: nested too deeply")]) from None
     _reject_aliases(root, source)
+    _reject_duplicate_keys(root, source)
     return _YamlBuilder(source).program(root)
 
 
@@ -63,6 +66,35 @@ def _reject_aliases(root: yaml.Node | None, source: Source) -> None:
             stack.extend(node.value)
         elif isinstance(node, yaml.MappingNode):
             stack.extend(x for kv in node.value for x in kv)
+
+
+def _reject_duplicate_keys(root: yaml.Node | None, source: Source) -> None:
+    """Raise E119 at the first key (in the file) given twice in one mapping: YAML itself would
+    keep one of the values without a word (a second `body:` replaced the first).
+    Call after `_reject_aliases`, which makes the nodes a tree."""
+    repeats = []  # (the repeated key, its first occurrence)
+    stack = [root] if root is not None else []
+    while stack:
+        node = stack.pop()
+        if isinstance(node, yaml.SequenceNode):
+            stack.extend(node.value)
+        elif isinstance(node, yaml.MappingNode):
+            first: dict[str, yaml.Node] = {}
+            for key, value in node.value:
+                stack.extend((key, value))
+                if isinstance(key, yaml.ScalarNode) and key.value in first:
+                    repeats.append((key, first[key.value]))
+                elif isinstance(key, yaml.ScalarNode):
+                    first[key.value] = key
+    if repeats:
+        key, first_key = min(repeats, key=lambda r: r[0].start_mark.index)
+        span = source.span(key.start_mark.index, key.end_mark.index)
+        first_span = source.span(first_key.start_mark.index, first_key.end_mark.index)
+        raise SpecError([Diagnostic("E119", f"key `{key.value}` is given twice", span, "keep one of them",
+                                    notes=((first_span, "first given here"),))])
+
+
+_YAML_BOOL = "tag:yaml.org,2002:bool"
 
 
 class _YamlBuilder:
@@ -163,7 +195,7 @@ class _YamlBuilder:
             key = self.scalar(k, "a field name")
             span = self.span(k).to(self.span(v))
             if key in FLAG_KEYWORDS:
-                if self.scalar(v, f"`{key}`") in ("true", "True", "yes"):
+                if self.flag(key, v):
                     out.append(S.Field(span, key, self.span(k)))
                 continue
             if key == "period":
@@ -173,6 +205,21 @@ class _YamlBuilder:
                 self.fail(k, f"unknown level field `{key}`", did_you_mean(key, FIELD_KEYWORDS + FLAG_KEYWORDS))
             out.append(S.Field(span, key, self.span(k), self.expr(v)))
         return out
+
+    def flag(self, key: str, node: yaml.Node) -> bool:
+        """The value of a flag: a YAML boolean (`true`/`false`, or YAML 1.1's `yes`/`no`, `on`/`off`).
+        Anything else is E120: `online: treu` or `online: 1` must not quietly mean "not online"."""
+        value = yaml.SafeLoader.bool_values.get(node.value.lower()) if isinstance(node, yaml.ScalarNode) else None
+        if value is not None and node.tag == _YAML_BOOL:  # `!!bool treu` has the tag but no value
+            return value
+        if isinstance(node, yaml.ScalarNode) and (node.style in ("'", '"') or value is not None):
+            found = f"the text `{node.value}`"  # "true" in quotes, or `!!str true`
+        elif isinstance(node, yaml.ScalarNode):
+            found = f"`{node.value}`" if node.value else "an empty value"
+        else:
+            found = "a list" if isinstance(node, yaml.SequenceNode) else "a mapping"
+        raise SpecError([Diagnostic("E120", f"`{key}` must be `true` or `false`, not {found}", self.span(node),
+                                    f"write `{key}: true` or `{key}: false` (no quotes), or leave `{key}` out")])
 
     def period(self, span: Span, k: yaml.Node, v: yaml.Node) -> S.Field:
         text = self.scalar(v, "`period`").strip()

@@ -134,6 +134,66 @@ TINY = "model m(a = 1) {\n  block b {\n    out = x * a\n  }\n}\n"
 TINY_YAML = "model: m\nparams: {a: 1}\nbody:\n  - block b:\n      - out: x * a\n"
 
 
+def _level_yaml(*fields: str) -> str:
+    lines = "".join(f"          {f}\n" for f in fields)
+    return ("model: m\nbody:\n  - block b:\n      - level mem:\n          state: mlp(dim)\n"
+            f"          context: (x, x)\n{lines}      - out: mem(x)\n")
+
+
+DUPLICATE_KEYS = {  # YAML: where the second key is (line, column)
+    "body": ("model: m\nbody: []\nbody:\n  - block b:\n      - out: x\n", (3, 1)),
+    "model": ("model: m\nmodel: n\nbody: []\n", (2, 1)),
+    "params": ("model: m\nparams: {a: 1}\nparams: {b: 2}\nbody: []\n", (3, 1)),
+    "param": ("model: m\nparams: {a: 1, a: 2}\nbody: []\n", (2, 16)),
+    "online": (_level_yaml("online: true", "online: false"), (8, 11)),
+    "state": (_level_yaml("state: linear(dim, dim)"), (7, 11)),
+    "statement": ("model: m\nbody:\n  - block b:\n      - let a: x\n        let a: x\n        out: a\n", (5, 9)),
+}
+
+
+@pytest.mark.parametrize("case", sorted(DUPLICATE_KEYS))
+def test_yaml_duplicate_keys_are_an_error(case):
+    text, (line, col) = DUPLICATE_KEYS[case]
+    with pytest.raises(nlc.SpecError) as e:
+        nlc.loads(text, "m.yaml")
+    (d,) = e.value.diagnostics
+    assert d.code == "E119" and (d.span.line, d.span.col) == (line, col)
+    key = d.span.text
+    assert d.message == f"key `{key}` is given twice" and d.notes[0][0].text == key
+    assert d.notes[0][0].start < d.span.start
+
+
+def test_yaml_duplicate_key_reported_is_the_first_in_the_file():
+    text = _level_yaml("online: true", "online: true").replace("body:", "params: {a: 1, a: 1}\nbody:")
+    with pytest.raises(nlc.SpecError) as e:
+        nlc.loads(text, "m.yaml")
+    assert e.value.diagnostics[0].span.line == 2
+
+
+FLAG_VALUES = {  # YAML text -> the flag's value (None: E120)
+    "true": True, "false": False, "True": True, "FALSE": False, "yes": True, "no": False, "on": True, "off": False,
+    "treu": None, "1": None, "0": None, "'true'": None, '"false"': None, "": None, "~": None, "null": None,
+    "[true]": None, "{a: 1}": None, "1.0": None, "y": None, "enabled": None,
+    "!!bool treu": None, "!!str true": None, "!!bool yes": True,
+}
+
+
+@pytest.mark.parametrize("flag", ["online", "debias"])
+@pytest.mark.parametrize("value", sorted(FLAG_VALUES))
+def test_yaml_flags_are_booleans(flag, value):
+    text = _level_yaml("retain: 0.9", f"{flag}: {value}")
+    want = FLAG_VALUES[value]
+    if want is None:
+        with pytest.raises(nlc.SpecError) as e:
+            nlc.loads(text, "m.yaml")
+        (d,) = e.value.diagnostics
+        assert d.code == "E120" and d.message.startswith(f"`{flag}` must be `true` or `false`, not ")
+        assert (d.span.line, d.span.col) == (8, 11 + len(flag) + 2 - (value == ""))  # the caret under the value
+        return
+    level = ir.all_levels(nlc.loads(text, "m.yaml"))[0]
+    assert getattr(level, flag) is want
+
+
 def test_statement_limit(monkeypatch):
     assert nlc.loads(TINY)  # 3 statements: the parameter `a`, the block, `out`
     for text, path in [(TINY, "m.nl"), (TINY_YAML, "m.yaml")]:
