@@ -124,6 +124,7 @@ def check_with_params(program: ir.Program, **params) -> Checked:
 
 def _checked(text: str, path: str, format: str | None, params) -> Checked:
     is_yaml = format == "yaml" or (format is None and path.endswith(YAML_SUFFIXES))
+    text = text.removeprefix("\ufeff")  # a byte order mark, as some editors write one, is not part of the spec
     if len(text) > max_spec_bytes():
         raise too_large(path, f"{len(text)} characters")
     if "\x00" in text:

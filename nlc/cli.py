@@ -26,6 +26,8 @@ def _param(text: str) -> tuple[str, object]:
         raise argparse.ArgumentTypeError(f"expected NAME=VALUE, got {text!r}")
     if value in ("true", "false"):
         return name, value == "true"
+    if not value.isascii():  # int("٣") is 3 in Python; a spec's numbers are ASCII, and so are overrides
+        raise argparse.ArgumentTypeError(f"{name}: {value!r} is not a number (write digits 0-9)")
     try:
         return name, int(value)
     except ValueError:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import bisect
 import re
+import unicodedata
 from functools import lru_cache
 from typing import Callable
 
@@ -60,7 +61,7 @@ def _parse_tree(text: str, source: Source, start: str, offset: int = 0) -> Tree:
     try:
         return _lark(start).parse(text)
     except UnexpectedInput as e:
-        raise SpecError([_syntax_diagnostic(e, source, text, offset)]) from None
+        raise SpecError([_syntax_diagnostic(e, source, text, offset, start)]) from None
 
 
 _BRACKET_OR_COMMENT = re.compile(r"[(){}]|#[^\n]*")
@@ -193,8 +194,10 @@ def _unclosed_note(source: Source, text: str, end: int, kinds: str = "({",
     return ((source.span(offset + opener, offset + opener + 1), f"this `{text[opener]}` is never closed"),)
 
 
-def _syntax_diagnostic(e: UnexpectedInput, source: Source, text: str, offset: int = 0) -> Diagnostic:
-    """The diagnostic of a lark error in `text`, which starts `offset` characters into `source`."""
+def _syntax_diagnostic(e: UnexpectedInput, source: Source, text: str, offset: int = 0,
+                       start_rule: str = "start") -> Diagnostic:
+    """The diagnostic of a lark error in `text` (a whole file, or with start_rule "expr" one YAML
+    expression), which starts `offset` characters into `source`."""
     if isinstance(e, UnexpectedCharacters):
         pos = e.pos_in_stream
         ch = text[pos]
@@ -205,14 +208,21 @@ def _syntax_diagnostic(e: UnexpectedInput, source: Source, text: str, offset: in
             hint = "nlc has no strings: write names and numbers without quotes"
         elif ch == ";":
             hint = "statements end where the next one starts; no `;` is needed"
+        elif unicodedata.category(ch) == "Nd":  # int("٣") is 3 in Python, but a spec's numbers are ASCII
+            hint = f"`{ch}` is not an ASCII digit: write numbers with the digits 0-9"
+        elif ch == "\ufeff":
+            hint = "a byte order mark belongs only at the very start of a file: delete this one"
+        shown = f"`{ch}`" if ch.isprintable() else f"U+{ord(ch):04X}"  # an invisible character: its code point
         span = source.span(offset + pos, offset + pos + 1)
-        return Diagnostic("E101", f"unexpected character `{ch}`", span, hint)
+        return Diagnostic("E101", f"unexpected character {shown}", span, hint)
     if isinstance(e, UnexpectedEOF) or (isinstance(e, UnexpectedToken) and e.token.type == "$END"):
         pos = len(text.rstrip())
         notes = _unclosed_note(source, text, len(text), offset=offset)
         words = " ".join(line.split("#")[0] for line in text.splitlines()).split()
         if notes:
             hint = f"a closing {'`)`' if notes[0][0].text == '(' else '`}`'} is probably missing"
+        elif not words and start_rule == "expr":
+            hint = "the value is empty: write an expression"
         elif not words:
             hint = "the file holds no spec: start with `model NAME(params) {` or `optimizer NAME(params) {`"
         elif "{" not in text and words[0] in ("model", "optimizer"):
