@@ -27,6 +27,8 @@ def _param(text: str) -> tuple[str, object]:
         raise argparse.ArgumentTypeError(f"expected NAME=VALUE, got {text!r}")
     if value in ("true", "false"):
         return name, value == "true"
+    if not value.isascii():  # int("٣") is 3 in Python; a spec's numbers are ASCII, and so are overrides
+        raise argparse.ArgumentTypeError(f"{name}: {value!r} is not a number (write digits 0-9)")
     try:
         return name, int(value)
     except ValueError:
@@ -162,14 +164,10 @@ def cmd_fmt(args) -> int:
     status = 0
     for path in args.specs:
         try:
-            text = path.read_text(encoding="utf-8")
+            text = nlc.api.read_spec(path)
             prog = nlc.loads(text, str(path))
         except SpecError as e:
             _eprint(e.render() + "\n")
-            status = 1
-            continue
-        except (OSError, UnicodeDecodeError) as e:
-            _eprint(f"error[E601]: cannot read {path}: {e}")
             status = 1
             continue
         canonical = nlc.print_program(prog)

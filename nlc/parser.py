@@ -8,6 +8,9 @@ to the nearest statement so that the printer can keep them.
 
 from __future__ import annotations
 
+import bisect
+import re
+import unicodedata
 from functools import lru_cache
 from typing import Callable
 
@@ -18,9 +21,11 @@ from lark.exceptions import UnexpectedCharacters, UnexpectedEOF, UnexpectedInput
 from nlc import syntax as S
 from nlc.errors import Diagnostic, SpecError, did_you_mean, one_of
 from nlc.grammar_file import grammar_text
+from nlc.limits import StatementCounter
 from nlc.source import Source, Span
 
 MAX_DEPTH = 64  # expressions nested deeper than this are rejected (E108), keeping every pass non-recursive-safe
+MAX_BRACKETS = 4 * MAX_DEPTH  # `(` and `{` nested deeper than this are rejected (E108) before parsing
 
 FIELD_KEYWORDS = ("state", "init", "context", "objective", "update", "lr", "retain", "period")
 FLAG_KEYWORDS = ("online", "debias")
@@ -44,19 +49,38 @@ def parse(source: Source) -> S.Program:
 def parse_expr(text: str, source: Source, offset: int) -> S.Expr:
     """Return the syntax tree of one expression found at `offset` of `source`.
 
-    Used by the YAML front end: the text before the expression is blanked out
-    (newlines kept) so that positions, and therefore spans, match the file.
+    Used by the YAML front end: the expression is parsed alone and every position is shifted
+    by `offset`, so that spans point into the file (without copying the file once per expression).
     """
-    blank = "".join(c if c == "\n" else " " for c in source.text[:offset])
-    tree = _parse_tree(blank + text, source, "expr")
-    return _Builder(source).expr(tree)
+    tree = _parse_tree(text, source, "expr", offset)
+    return _Builder(source, offset).expr(tree)
 
 
-def _parse_tree(text: str, source: Source, start: str) -> Tree:
+def _parse_tree(text: str, source: Source, start: str, offset: int = 0) -> Tree:
+    _check_bracket_depth(text, source, offset)
     try:
         return _lark(start).parse(text)
     except UnexpectedInput as e:
-        raise SpecError([_syntax_diagnostic(e, source, text)]) from None
+        raise SpecError([_syntax_diagnostic(e, source, text, offset, start)]) from None
+
+
+_BRACKET_OR_COMMENT = re.compile(r"[(){}]|#[^\n]*")
+
+
+def _check_bracket_depth(text: str, source: Source, offset: int) -> None:
+    """Raise E108 at the first bracket nested deeper than MAX_BRACKETS, before lark builds a tree
+    as deep as the brackets (a million `(` would take minutes, only to be rejected afterwards)."""
+    depth = 0
+    for m in _BRACKET_OR_COMMENT.finditer(text):
+        ch = m.group()
+        if ch in "({":
+            depth += 1
+            if depth > MAX_BRACKETS:
+                span = source.span(offset + m.start(), offset + m.end())
+                raise SpecError([Diagnostic("E108", f"brackets nested more than {MAX_BRACKETS} deep", span,
+                                            "split the expression into several `let` bindings")])
+        elif ch in ")}":
+            depth = max(0, depth - 1)
 
 
 def _comment_tokens(text: str) -> list[tuple[int, int, str]]:
@@ -123,14 +147,36 @@ def _open_delimiters(text: str, end: int) -> tuple[list[int], list[tuple[int, in
     return stack, pairs
 
 
-def _indent(text: str, pos: int) -> int:
-    line_start = text.rfind("\n", 0, pos) + 1
-    line = text[line_start:]
-    return len(line) - len(line.lstrip(" \t"))
+def _line_indents(text: str) -> Callable[[int], int]:
+    """A function from an offset of `text` to the indentation (spaces and tabs) of its line;
+    each line is measured once, however many offsets are asked about."""
+    line_starts = [0] + [m.end() for m in re.finditer("\n", text)]
+    known: dict[int, int] = {}
+
+    def indent(pos: int) -> int:
+        start = line_starts[bisect.bisect_right(line_starts, pos) - 1]
+        if start not in known:
+            known[start] = _LEADING_BLANKS.match(text, start).end() - start
+        return known[start]
+
+    return indent
 
 
-def _unclosed_note(source: Source, text: str, end: int, kinds: str = "({") -> tuple[tuple[Span, str], ...]:
-    """A note pointing at the delimiter that is probably missing its closing partner, if one is open."""
+_LEADING_BLANKS = re.compile(r"[ \t]*")
+
+
+def _only_blanks_before(text: str, pos: int, width: int) -> bool:
+    """Whether text[pos - width:pos] is all whitespace (scanning back no further than the first non-blank)."""
+    i = pos - 1
+    while i >= pos - width and i >= 0 and text[i].isspace():
+        i -= 1
+    return i < pos - width or i < 0
+
+
+def _unclosed_note(source: Source, text: str, end: int, kinds: str = "({",
+                   offset: int = 0) -> tuple[tuple[Span, str], ...]:
+    """A note pointing at the delimiter that is probably missing its closing partner, if one is open.
+    Offsets in `text` are `offset` characters into `source`."""
     stack, pairs = _open_delimiters(text, end)
     stack = [i for i in stack if text[i] in kinds]
     if not stack:
@@ -139,14 +185,19 @@ def _unclosed_note(source: Source, text: str, end: int, kinds: str = "({") -> tu
     if text[opener] == "{":
         # a `{` whose `}` sits at another indentation probably took the `}` of an outer one
         # (`block b {` ... the block's `}` forgotten ... the model's `}` closes it instead)
-        skewed = [o for o, c in pairs if o > opener and text[c - _indent(text, c):c].strip() == ""
-                  and _indent(text, o) != _indent(text, c)]
+        indent = _line_indents(text)
+        skewed = [o for o, c in pairs if o > opener and _only_blanks_before(text, c, indent(c))
+                  and indent(o) != indent(c)]
         if skewed:
-            return ((source.span(skewed[0], skewed[0] + 1), "this `{` is probably missing its `}`"),)
-    return ((source.span(opener, opener + 1), f"this `{text[opener]}` is never closed"),)
+            brace = offset + skewed[0]
+            return ((source.span(brace, brace + 1), "this `{` is probably missing its `}`"),)
+    return ((source.span(offset + opener, offset + opener + 1), f"this `{text[opener]}` is never closed"),)
 
 
-def _syntax_diagnostic(e: UnexpectedInput, source: Source, text: str) -> Diagnostic:
+def _syntax_diagnostic(e: UnexpectedInput, source: Source, text: str, offset: int = 0,
+                       start_rule: str = "start") -> Diagnostic:
+    """The diagnostic of a lark error in `text` (a whole file, or with start_rule "expr" one YAML
+    expression), which starts `offset` characters into `source`."""
     if isinstance(e, UnexpectedCharacters):
         pos = e.pos_in_stream
         ch = text[pos]
@@ -157,34 +208,45 @@ def _syntax_diagnostic(e: UnexpectedInput, source: Source, text: str) -> Diagnos
             hint = "nlc has no strings: write names and numbers without quotes"
         elif ch == ";":
             hint = "statements end where the next one starts; no `;` is needed"
-        return Diagnostic("E101", f"unexpected character `{ch}`", source.span(pos, pos + 1), hint)
+        elif unicodedata.category(ch) == "Nd":  # int("٣") is 3 in Python, but a spec's numbers are ASCII
+            hint = f"`{ch}` is not an ASCII digit: write numbers with the digits 0-9"
+        elif ch == "\ufeff":
+            hint = "a byte order mark belongs only at the very start of a file: delete this one"
+        shown = f"`{ch}`" if ch.isprintable() else f"U+{ord(ch):04X}"  # an invisible character: its code point
+        span = source.span(offset + pos, offset + pos + 1)
+        return Diagnostic("E101", f"unexpected character {shown}", span, hint)
     if isinstance(e, UnexpectedEOF) or (isinstance(e, UnexpectedToken) and e.token.type == "$END"):
         pos = len(text.rstrip())
-        notes = _unclosed_note(source, text, len(text))
+        notes = _unclosed_note(source, text, len(text), offset=offset)
         words = " ".join(line.split("#")[0] for line in text.splitlines()).split()
         if notes:
             hint = f"a closing {'`)`' if notes[0][0].text == '(' else '`}`'} is probably missing"
+        elif not words and start_rule == "expr":
+            hint = "the value is empty: write an expression"
         elif not words:
             hint = "the file holds no spec: start with `model NAME(params) {` or `optimizer NAME(params) {`"
         elif "{" not in text and words[0] in ("model", "optimizer"):
             hint = "the spec stops after its name: its body follows in braces, `model NAME(params) { ... }`"
         else:
             hint = "the text stops in the middle of an expression"
-        return Diagnostic("E103", "unexpected end of file", source.span(max(0, pos - 1), pos), hint, notes=notes)
+        return Diagnostic("E103", "unexpected end of file", source.span(offset + max(0, pos - 1), offset + pos),
+                          hint, notes=notes)
     assert isinstance(e, UnexpectedToken)
     tok = e.token
     start = tok.start_pos or 0
-    span = source.span(start, start + len(str(tok.value)))
     try:  # the exact set of acceptable terminals (LALR's `expected` can be wider)
         expected = set(e.interactive_parser.accepts()) - {"$END"} or set(e.expected)
     except Exception:  # pragma: no cover - older lark without accepts()
         expected = set(e.expected)
-    return _unexpected_token(tok, expected, span, source, text)
+    return _unexpected_token(tok, expected, start, source, text, offset)
 
 
-def _unexpected_token(tok: Token, expected: set[str], span: Span, source: Source | None = None,
-                      text: str = "") -> Diagnostic:
+def _unexpected_token(tok: Token, expected: set[str], start: int, source: Source, text: str,
+                      offset: int) -> Diagnostic:
+    """The diagnostic of token `tok` found at `start` of `text` (`offset` characters into `source`)."""
     word = str(tok.value)
+    end = start + len(word)
+    span = source.span(offset + start, offset + end)
     if tok.type == "NAME" and "FIELD_KEY" in expected:
         hint = did_you_mean(word, FIELD_KEYWORDS + FLAG_KEYWORDS) or (
             "a level's fields are " + one_of(FIELD_KEYWORDS + FLAG_KEYWORDS))
@@ -201,9 +263,9 @@ def _unexpected_token(tok: Token, expected: set[str], span: Span, source: Source
                           "a spec starts with `model NAME(params) {` or `optimizer NAME(params) {`")
     hint = None
     notes: tuple[tuple[Span, str], ...] = ()
-    field = text[:span.start].split()[-1:] if text else []
+    field = text[:start].rsplit(None, 1)[-1:]  # the word before the token
     if word == "=" and "EQUAL" not in expected and field and field[0] in FIELD_KEYWORDS:
-        value = text[span.end:].split("\n", 1)[0].split("#", 1)[0].strip()
+        value = text[end:].split("\n", 1)[0].split("#", 1)[0].strip()
         hint = f"a level field takes no `=`: write `{field[0]} {value}`" if value else \
             f"a level field takes no `=`: write `{field[0]} VALUE`"
     elif word == "=" and "EQUAL" not in expected:
@@ -212,10 +274,10 @@ def _unexpected_token(tok: Token, expected: set[str], span: Span, source: Source
         hint = "a `,` or `)` is probably missing before it"
     elif "RPAR" in expected:  # `let h = rmsnorm(x` and the next statement starts
         hint = "a `)` is probably missing before it"
-        notes = _unclosed_note(source, text, span.start, "(") if source is not None else ()
+        notes = _unclosed_note(source, text, start, "(", offset)
     elif tok.type in _STMT_TERMINALS and "RBRACE" in expected:  # a level's `}` forgotten
         hint = "a `}` is probably missing before it"
-        notes = _unclosed_note(source, text, span.start, "{") if source is not None else ()
+        notes = _unclosed_note(source, text, start, "{", offset)
     elif tok.type in ("LET", "OUT", "LEVEL", "BLOCK", "REPEAT", "FIELD_KEY", "PERIOD", "FLAG") \
             and "NAME" in expected:
         hint = f"`{word}` is a keyword here; pick another name"
@@ -229,15 +291,21 @@ def _unexpected_token(tok: Token, expected: set[str], span: Span, source: Source
 
 
 class _Builder:
-    """Turns a lark parse tree into `nlc.syntax` nodes (one method a rule)."""
+    """Turns a lark parse tree into `nlc.syntax` nodes (one method a rule).
 
-    def __init__(self, source: Source):
+    The tree's positions are `offset` characters into the source (a YAML expression's place in
+    its file). `statements` counts parameters, statements and fields against the limit (E118).
+    """
+
+    def __init__(self, source: Source, offset: int = 0):
         self.src = source
+        self.offset = offset
+        self.statements = StatementCounter()
 
     def span(self, node: Tree | Token) -> Span:
         if isinstance(node, Token):
-            return self.src.span(node.start_pos, node.end_pos)
-        return self.src.span(node.meta.start_pos, node.meta.end_pos)
+            return self.src.span(self.offset + node.start_pos, self.offset + node.end_pos)
+        return self.src.span(self.offset + node.meta.start_pos, self.offset + node.meta.end_pos)
 
     # programs and statements
     def program(self, t: Tree) -> S.Program:
@@ -252,9 +320,11 @@ class _Builder:
 
     def param(self, t: Tree) -> S.Param:
         name, value = t.children
+        self.statements.add(self.span(name))
         return S.Param(self.span(t), str(name), self.span(name), self.expr(value))
 
     def stmt(self, t: Tree, depth: int = 0) -> S.Stmt:
+        self.statements.add(self.span(t.children[0]))
         if t.data not in ("block", "repeat"):
             return getattr(self, "stmt_" + t.data)(t)
         if depth >= MAX_DEPTH:  # `repeat`s nested thousands deep would overflow the Python stack
@@ -283,6 +353,7 @@ class _Builder:
 
     def field(self, t: Tree) -> S.Field:
         key, *rest = t.children
+        self.statements.add(self.span(key))
         span, key_span = self.span(t), self.span(key)
         if t.data == "flag":
             return S.Field(span, str(key), key_span)
@@ -334,34 +405,31 @@ class _Builder:
 # ---- comments -------------------------------------------------------------------
 
 
+_CONTAINERS = (S.Program, S.Block, S.Repeat, S.Level)
+
+
 def attach_comments(program: S.Program, comments: list[tuple[int, int, str]], source: Source) -> None:
-    """Attach each comment to a node: trailing on its line, else leading the next node."""
+    """Attach each comment to a node: trailing on its line, else leading the next node.
+
+    Linear in the number of nodes and comments (a spec of thousands of commented lines must not
+    take quadratic time): candidates are looked up by offset, and the container around each
+    comment comes from one sweep in source order.
+    """
     if not comments:
         return
-    nodes: list[tuple[S.Node, S.Node | None]] = []  # (node, enclosing container)
-
-    def walk(container: S.Node, children: list[S.Node]) -> None:
-        for c in children:
-            nodes.append((c, container))
-            if isinstance(c, (S.Block, S.Repeat)):
-                walk(c, list(c.body))
-            elif isinstance(c, S.Level):
-                walk(c, list(c.fields))
-
-    nodes.append((program, None))
-    walk(program, [*program.params, *program.body])
-    containers = [n for n, _ in nodes if isinstance(n, (S.Program, S.Block, S.Repeat, S.Level))]
-    for start, _end, text in comments:
-        line = source.line_col(start)[0]
-        target = _trailing_target(nodes, containers, line, start, source)
+    nodes = _nodes_in_order(program)
+    containers = [n for n in nodes if isinstance(n, _CONTAINERS)]
+    by_brace, by_end = _trailing_candidates(nodes, containers, source.text)
+    starts = [n.span.start for n in nodes]
+    enclosing = _innermost_containers(containers, [start for start, _, _ in comments])
+    for (start, _end, text), innermost in zip(comments, enclosing):
+        target = _trailing_target(source.text, start, by_brace, by_end)
         if target is not None:
             target.trailing = text
             continue
-        following = [n for n, _ in nodes if n.span.start > start]
-        inner = [c for c in containers if c.span.start < start < c.span.end]
-        innermost = max(inner, key=lambda c: c.span.start) if inner else None
-        if following and (innermost is None or following[0].span.start < innermost.span.end):
-            nxt = min(following, key=lambda n: n.span.start)
+        i = bisect.bisect_right(starts, start)
+        nxt = nodes[i] if i < len(nodes) else None
+        if nxt is not None and (innermost is None or nxt.span.start < innermost.span.end):
             nxt.comments.append(text)
         elif innermost is not None:
             innermost.end_comments.append(text)
@@ -369,19 +437,67 @@ def attach_comments(program: S.Program, comments: list[tuple[int, int, str]], so
             program.end_comments.append(text)
 
 
-def _trailing_target(nodes, containers, line: int, start: int, source: Source) -> S.Node | None:
-    text = source.text
-    # a container whose opening `{` is on the comment's line, before it: `level mem {  # ...`
+def _nodes_in_order(program: S.Program) -> list[S.Node]:
+    """The program, its parameters, statements and level fields, sorted by where they start."""
+    nodes: list[S.Node] = [program]
+    stack: list[S.Node] = list(reversed([*program.params, *program.body]))
+    while stack:  # pre-order without recursion: blocks may nest deep
+        node = stack.pop()
+        nodes.append(node)
+        if isinstance(node, (S.Block, S.Repeat)):
+            stack.extend(reversed(node.body))
+        elif isinstance(node, S.Level):
+            stack.extend(reversed(node.fields))
+    return sorted(nodes, key=lambda n: n.span.start)  # stable: already sorted in practice
+
+
+def _trailing_candidates(nodes: list[S.Node], containers: list[S.Node],
+                         text: str) -> tuple[dict[int, list[S.Node]], dict[int, S.Node]]:
+    """The containers by the offset of their `{`, and the other nodes by where they end (the
+    first in source order wins a tie)."""
+    by_brace: dict[int, list[S.Node]] = {}
     for c in containers:
-        brace = text.find("{", c.span.start)
-        if 0 <= brace < start and source.line_col(brace)[0] == line and c.trailing is None:
-            between = text[brace + 1:start]
-            if not between.strip():
+        by_brace.setdefault(text.find("{", c.span.start), []).append(c)
+    by_end: dict[int, S.Node] = {}
+    for n in nodes:
+        if not isinstance(n, _CONTAINERS):
+            by_end.setdefault(n.span.end, n)
+    return by_brace, by_end
+
+
+def _trailing_target(text: str, start: int, by_brace: dict[int, list[S.Node]],
+                     by_end: dict[int, S.Node]) -> S.Node | None:
+    """The node the comment at `start` trails on its line: a container whose `{` is the last thing
+    before it (`level mem {  # ...`), else the statement or field that ends last before it with
+    only spaces and commas between."""
+    line_start = text.rfind("\n", 0, start) + 1
+    before = text[line_start:start]
+    last = line_start + len(before.rstrip()) - 1
+    if last >= line_start and text[last] == "{":
+        for c in by_brace.get(last, ()):
+            if c.trailing is None:
                 return c
-    # a statement or field that ends on the comment's line, with nothing but spaces before the comment
-    ends = [n for n, _ in nodes if not isinstance(n, (S.Program, S.Block, S.Repeat, S.Level))
-            and source.line_col(n.span.end)[0] == line and n.span.end <= start
-            and not text[n.span.end:start].strip(" \t,")]
-    if ends:
-        return max(ends, key=lambda n: n.span.end)
+    gap_start = line_start + len(before.rstrip(" \t,"))
+    for end in range(start, gap_start - 1, -1):  # the latest end wins; gaps of two comments never overlap
+        if end in by_end:
+            return by_end[end]
     return None
+
+
+def _innermost_containers(containers: list[S.Node], offsets: list[int]) -> list[S.Node | None]:
+    """The innermost container (program, block, repeat, level) strictly around each of the rising
+    `offsets`. Containers nest, so those open at an offset form a stack; one sweep fills it."""
+    out: list[S.Node | None] = []
+    stack: list[S.Node] = []
+    following = iter(containers)  # sorted by start
+    nxt = next(following, None)
+    for offset in offsets:
+        while nxt is not None and nxt.span.start < offset:
+            while stack and stack[-1].span.end <= nxt.span.start:
+                stack.pop()
+            stack.append(nxt)
+            nxt = next(following, None)
+        while stack and stack[-1].span.end <= offset:
+            stack.pop()
+        out.append(stack[-1] if stack else None)
+    return out

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import bisect
 from dataclasses import dataclass, field
-from pathlib import Path
 
 
 @dataclass(frozen=True, eq=False)
@@ -24,11 +23,6 @@ class Source:
         starts = [0]
         starts.extend(i + 1 for i, ch in enumerate(self.text) if ch == "\n")
         object.__setattr__(self, "_line_starts", tuple(starts))
-
-    @classmethod
-    def from_file(cls, path: str | Path) -> "Source":
-        """Return the Source of a UTF-8 file."""
-        return cls(Path(path).read_text(encoding="utf-8"), str(path))
 
     def line_col(self, offset: int) -> tuple[int, int]:
         """Return the 1-based (line, column) of a character offset."""

@@ -17,7 +17,9 @@ mirroring the text syntax line by line:
           - out: linear(memory(q), dim)
 
 Expressions are nlc expressions in YAML strings. E116: the YAML does not have
-this shape; E117: the file is not valid YAML.
+this shape; E117: the file is not valid YAML; E119: a key given twice in one
+mapping (YAML would keep one value silently); E120: a flag (`online`, `debias`)
+that is not a YAML boolean.
 """
 
 from __future__ import annotations
@@ -25,7 +27,8 @@ from __future__ import annotations
 import yaml
 
 from nlc import syntax as S
-from nlc.errors import Diagnostic, SpecError
+from nlc.errors import Diagnostic, SpecError, did_you_mean
+from nlc.limits import StatementCounter
 from nlc.parser import FIELD_KEYWORDS, FLAG_KEYWORDS, MAX_DEPTH, parse_expr
 from nlc.source import Source, Span
 
@@ -44,6 +47,7 @@ def parse_yaml(source: Source) -> S.Program:
     except RecursionError:
         raise SpecError([Diagnostic("E117", "invalid YAML: nested too deeply")]) from None
     _reject_aliases(root, source)
+    _reject_duplicate_keys(root, source)
     return _YamlBuilder(source).program(root)
 
 
@@ -64,9 +68,39 @@ def _reject_aliases(root: yaml.Node | None, source: Source) -> None:
             stack.extend(x for kv in node.value for x in kv)
 
 
+def _reject_duplicate_keys(root: yaml.Node | None, source: Source) -> None:
+    """Raise E119 at the first key (in the file) given twice in one mapping: YAML itself would
+    keep one of the values without a word (a second `body:` replaced the first).
+    Call after `_reject_aliases`, which makes the nodes a tree."""
+    repeats = []  # (the repeated key, its first occurrence)
+    stack = [root] if root is not None else []
+    while stack:
+        node = stack.pop()
+        if isinstance(node, yaml.SequenceNode):
+            stack.extend(node.value)
+        elif isinstance(node, yaml.MappingNode):
+            first: dict[str, yaml.Node] = {}
+            for key, value in node.value:
+                stack.extend((key, value))
+                if isinstance(key, yaml.ScalarNode) and key.value in first:
+                    repeats.append((key, first[key.value]))
+                elif isinstance(key, yaml.ScalarNode):
+                    first[key.value] = key
+    if repeats:
+        key, first_key = min(repeats, key=lambda r: r[0].start_mark.index)
+        span = source.span(key.start_mark.index, key.end_mark.index)
+        first_span = source.span(first_key.start_mark.index, first_key.end_mark.index)
+        raise SpecError([Diagnostic("E119", f"key `{key.value}` is given twice", span, "keep one of them",
+                                    notes=((first_span, "first given here"),))])
+
+
+_YAML_BOOL = "tag:yaml.org,2002:bool"
+
+
 class _YamlBuilder:
     def __init__(self, source: Source):
         self.src = source
+        self.statements = StatementCounter()  # the limit on statements (E118), as for nlc text
 
     def span(self, node: yaml.Node) -> Span:
         return self.src.span(node.start_mark.index, node.end_mark.index)
@@ -103,6 +137,7 @@ class _YamlBuilder:
         params = []
         if "params" in keys:
             for k, v in self.mapping(keys["params"][1], "`params`"):
+                self.statements.add(self.span(k))
                 pname = self.name(k)
                 params.append(S.Param(self.span(k).to(self.span(v)), pname, self.span(k), self.expr(v)))
         body = self.stmts(keys["body"][1]) if "body" in keys else []
@@ -128,6 +163,7 @@ class _YamlBuilder:
             self.fail(node, "each statement is a mapping with one key",
                       "e.g. `- let q: linear(x, dim)` or `- level mem: {...}`")
         key_node, value = items[0]
+        self.statements.add(self.span(key_node))
         key = self.scalar(key_node, "a statement key")
         word, _, rest = key.partition(" ")
         rest = rest.strip()
@@ -155,21 +191,35 @@ class _YamlBuilder:
     def fields(self, node: yaml.Node) -> list[S.Field]:
         out = []
         for k, v in self.mapping(node, "a level"):
+            self.statements.add(self.span(k))
             key = self.scalar(k, "a field name")
             span = self.span(k).to(self.span(v))
             if key in FLAG_KEYWORDS:
-                if self.scalar(v, f"`{key}`") in ("true", "True", "yes"):
+                if self.flag(key, v):
                     out.append(S.Field(span, key, self.span(k)))
                 continue
             if key == "period":
                 out.append(self.period(span, k, v))
                 continue
             if key not in FIELD_KEYWORDS:
-                from nlc.errors import did_you_mean
-
                 self.fail(k, f"unknown level field `{key}`", did_you_mean(key, FIELD_KEYWORDS + FLAG_KEYWORDS))
             out.append(S.Field(span, key, self.span(k), self.expr(v)))
         return out
+
+    def flag(self, key: str, node: yaml.Node) -> bool:
+        """The value of a flag: a YAML boolean (`true`/`false`, or YAML 1.1's `yes`/`no`, `on`/`off`).
+        Anything else is E120: `online: treu` or `online: 1` must not quietly mean "not online"."""
+        value = yaml.SafeLoader.bool_values.get(node.value.lower()) if isinstance(node, yaml.ScalarNode) else None
+        if value is not None and node.tag == _YAML_BOOL:  # `!!bool treu` has the tag but no value
+            return value
+        if isinstance(node, yaml.ScalarNode) and (node.style in ("'", '"') or value is not None):
+            found = f"the text `{node.value}`"  # "true" in quotes, or `!!str true`
+        elif isinstance(node, yaml.ScalarNode):
+            found = f"`{node.value}`" if node.value else "an empty value"
+        else:
+            found = "a list" if isinstance(node, yaml.SequenceNode) else "a mapping"
+        raise SpecError([Diagnostic("E120", f"`{key}` must be `true` or `false`, not {found}", self.span(node),
+                                    f"write `{key}: true` or `{key}: false` (no quotes), or leave `{key}` out")])
 
     def period(self, span: Span, k: yaml.Node, v: yaml.Node) -> S.Field:
         text = self.scalar(v, "`period`").strip()

@@ -33,6 +33,11 @@ NOT_FROM_A_FILE = {
     "E601": "no such spec file, or a folder: there is no file to put in tests/bad/ (test_missing_spec_file)",
     "E501": "an optimizer spec passed to `nlc.build`: needs the build call, not a file "
             "(tests/test_optim.py::test_a_model_spec_is_not_an_optimizer_and_vice_versa)",
+    "E118": "more than 10,000 statements: a 150 KB file, or a lowered NLC_MAX_STATEMENTS "
+            "(tests/test_frontend.py::test_statement_limit)",
+    "E604": "a FIFO, a device or a socket: not a file git can hold "
+            "(tests/test_robustness.py::test_a_spec_path_that_is_not_a_regular_file_ends_with_a_code)",
+    "E121": "a spec over 256 KiB (tests/test_robustness.py::test_a_spec_over_the_size_limit_is_refused)",
 }
 # E5xx (code generation) and E6xx (runtime and data) are raised after a spec has loaded, by the back
 # ends, the runtime and the trainers, and are tested there; only the E6xx that the loader itself

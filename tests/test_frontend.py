@@ -126,3 +126,165 @@ def test_every_error_carries_code_span_and_render():
     d = e.value.diagnostics[0]
     assert d.code == "E202" and d.hint == "did you mean `linear`?"
     assert d.render().splitlines()[-2].strip().endswith("^^^^^^")
+
+
+# ---- hostile details: byte order marks, non-ASCII digits, YAML keys and flags, statement limit ----
+
+TINY = "model m(a = 1) {\n  block b {\n    out = x * a\n  }\n}\n"
+TINY_YAML = "model: m\nparams: {a: 1}\nbody:\n  - block b:\n      - out: x * a\n"
+
+
+@pytest.mark.parametrize("text, name", [(TITANS, "titans.nl"), (TITANS_YAML, "titans.yaml")])
+def test_a_byte_order_mark_at_the_start_is_accepted(tmp_path, text, name):
+    path = tmp_path / name
+    path.write_bytes(b"\xef\xbb\xbf" + text.encode("utf-8"))
+    assert nlc.load(path) == nlc.loads(text, name) == nlc.loads("\ufeff" + text, name)
+    with pytest.raises(nlc.SpecError) as e:  # spans still point at the right column after the mark
+        nlc.loads("\ufeff" + text.replace("rmsnorm(x)", "rmsnorm(y)"), name)
+    assert e.value.diagnostics[0].span.text == "y"
+
+
+def test_a_byte_order_mark_elsewhere_is_shown_by_its_code_point():
+    with pytest.raises(nlc.SpecError) as e:
+        nlc.loads(TINY + "\ufeff")
+    (d,) = e.value.diagnostics
+    assert d.code == "E101" and d.message == "unexpected character U+FEFF" and "byte order mark" in d.hint
+
+
+NON_ASCII_DIGITS = ["\u0663", "\u06f3", "\u0969", "\u09e9", "\uff13", "\U0001d7d1", "\u1043", "\u0e53"]
+# Arabic-Indic, extended Arabic-Indic, Devanagari, Bengali, fullwidth, mathematical bold, Myanmar, Thai
+# three: each is a decimal digit to Python (int() reads it as 3), none is one to nlc
+NUMBER_PLACES_NL = {
+    "param": lambda d: TINY.replace("a = 1", f"a = {d}"),
+    "after_ascii": lambda d: TINY.replace("a = 1", f"a = 1{d}"),
+    "decimal": lambda d: TINY.replace("a = 1", f"a = 0.{d}"),
+    "expression": lambda d: TINY.replace("x * a", f"x * {d}"),
+    "period": lambda d: TITANS.replace("period chunk tokens", f"period {d} tokens"),
+    "repeat": lambda d: TITANS.replace("repeat depth", f"repeat {d}"),
+}
+NUMBER_PLACES_YAML = {
+    "param": lambda d: TINY_YAML.replace("{a: 1}", f"{{a: {d}}}"),
+    "quoted_param": lambda d: TINY_YAML.replace("{a: 1}", f"{{a: '{d}'}}"),
+    "expression": lambda d: TINY_YAML.replace("x * a", f"x * {d}"),
+    "period": lambda d: TITANS_YAML.replace("period: chunk tokens", f"period: {d} tokens"),
+    "repeat": lambda d: TITANS_YAML.replace("repeat depth:", f"repeat {d}:"),
+}
+
+
+@pytest.mark.parametrize("digit", NON_ASCII_DIGITS, ids=lambda d: f"U+{ord(d):04X}")
+@pytest.mark.parametrize("place, path", [(p, "m.nl") for p in NUMBER_PLACES_NL] +
+                         [(p, "m.yaml") for p in NUMBER_PLACES_YAML])
+def test_non_ascii_digits_are_not_numbers(digit, place, path):
+    assert int(digit) == 3  # what a front end calling int() on the text would read
+    make = (NUMBER_PLACES_NL if path.endswith(".nl") else NUMBER_PLACES_YAML)[place]
+    nlc.loads(make("3"), path)  # the same spec with an ASCII 3 is fine
+    with pytest.raises(nlc.SpecError) as e:
+        nlc.loads(make(digit), path)
+    (d,) = e.value.diagnostics
+    assert (d.code, d.span.text) == ("E101", digit)
+    assert d.hint == f"`{digit}` is not an ASCII digit: write numbers with the digits 0-9"
+
+
+@pytest.mark.parametrize("digit", NON_ASCII_DIGITS[:3])
+def test_non_ascii_digits_in_parameter_overrides(tmp_path, capsys, digit):
+    from nlc.cli import main
+
+    path = tmp_path / "m.nl"
+    path.write_text(TINY)
+    with pytest.raises(SystemExit) as e:  # a usage error, like any override that is not a number
+        main(["check", "-p", f"a={digit}", str(path)])
+    assert e.value.code == 2 and "is not a number (write digits 0-9)" in capsys.readouterr().err
+    with pytest.raises(nlc.SpecError) as e:
+        nlc.loads(TINY, a=digit)
+    assert e.value.codes == ["E401"]
+
+
+def _level_yaml(*fields: str) -> str:
+    lines = "".join(f"          {f}\n" for f in fields)
+    return ("model: m\nbody:\n  - block b:\n      - level mem:\n          state: mlp(dim)\n"
+            f"          context: (x, x)\n{lines}      - out: mem(x)\n")
+
+
+DUPLICATE_KEYS = {  # YAML: where the second key is (line, column)
+    "body": ("model: m\nbody: []\nbody:\n  - block b:\n      - out: x\n", (3, 1)),
+    "model": ("model: m\nmodel: n\nbody: []\n", (2, 1)),
+    "params": ("model: m\nparams: {a: 1}\nparams: {b: 2}\nbody: []\n", (3, 1)),
+    "param": ("model: m\nparams: {a: 1, a: 2}\nbody: []\n", (2, 16)),
+    "online": (_level_yaml("online: true", "online: false"), (8, 11)),
+    "state": (_level_yaml("state: linear(dim, dim)"), (7, 11)),
+    "statement": ("model: m\nbody:\n  - block b:\n      - let a: x\n        let a: x\n        out: a\n", (5, 9)),
+}
+
+
+@pytest.mark.parametrize("case", sorted(DUPLICATE_KEYS))
+def test_yaml_duplicate_keys_are_an_error(case):
+    text, (line, col) = DUPLICATE_KEYS[case]
+    with pytest.raises(nlc.SpecError) as e:
+        nlc.loads(text, "m.yaml")
+    (d,) = e.value.diagnostics
+    assert d.code == "E119" and (d.span.line, d.span.col) == (line, col)
+    key = d.span.text
+    assert d.message == f"key `{key}` is given twice" and d.notes[0][0].text == key
+    assert d.notes[0][0].start < d.span.start
+
+
+def test_yaml_duplicate_key_reported_is_the_first_in_the_file():
+    text = _level_yaml("online: true", "online: true").replace("body:", "params: {a: 1, a: 1}\nbody:")
+    with pytest.raises(nlc.SpecError) as e:
+        nlc.loads(text, "m.yaml")
+    assert e.value.diagnostics[0].span.line == 2
+
+
+FLAG_VALUES = {  # YAML text -> the flag's value (None: E120)
+    "true": True, "false": False, "True": True, "FALSE": False, "yes": True, "no": False, "on": True, "off": False,
+    "treu": None, "1": None, "0": None, "'true'": None, '"false"': None, "": None, "~": None, "null": None,
+    "[true]": None, "{a: 1}": None, "1.0": None, "y": None, "enabled": None,
+    "!!bool treu": None, "!!str true": None, "!!bool yes": True,
+}
+
+
+@pytest.mark.parametrize("flag", ["online", "debias"])
+@pytest.mark.parametrize("value", sorted(FLAG_VALUES))
+def test_yaml_flags_are_booleans(flag, value):
+    text = _level_yaml("retain: 0.9", f"{flag}: {value}")
+    want = FLAG_VALUES[value]
+    if want is None:
+        with pytest.raises(nlc.SpecError) as e:
+            nlc.loads(text, "m.yaml")
+        (d,) = e.value.diagnostics
+        assert d.code == "E120" and d.message.startswith(f"`{flag}` must be `true` or `false`, not ")
+        assert (d.span.line, d.span.col) == (8, 11 + len(flag) + 2 - (value == ""))  # the caret under the value
+        return
+    level = ir.all_levels(nlc.loads(text, "m.yaml"))[0]
+    assert getattr(level, flag) is want
+
+
+def test_statement_limit(monkeypatch):
+    assert nlc.loads(TINY)  # 3 statements: the parameter `a`, the block, `out`
+    for text, path in [(TINY, "m.nl"), (TINY_YAML, "m.yaml")]:
+        monkeypatch.setenv("NLC_MAX_STATEMENTS", "3")
+        nlc.loads(text, path)
+        monkeypatch.setenv("NLC_MAX_STATEMENTS", "2")
+        with pytest.raises(nlc.SpecError) as e:
+            nlc.loads(text, path)
+        (d,) = e.value.diagnostics
+        assert d.code == "E118" and d.message == "the spec has more than 2 statements" and d.span.text == "out"
+        assert d.hint == "split it into smaller specs, or raise the limit: NLC_MAX_STATEMENTS=4"
+    monkeypatch.setenv("NLC_MAX_STATEMENTS", "0")
+    with pytest.raises(nlc.SpecError) as e:
+        nlc.loads(TINY)
+    assert e.value.codes == ["E118"] and "NLC_MAX_STATEMENTS='0' is not a positive whole number" in str(e.value)
+    monkeypatch.delenv("NLC_MAX_STATEMENTS")
+    lets = "".join(f"let a{i + 1} = a{i}\n" for i in range(10_000))  # the block, then 10,001 lets: one too many
+    text = f"model m {{\n block b {{\n let a0 = x\n{lets} out = a10000\n }}\n}}\n"
+    with pytest.raises(nlc.SpecError) as e:
+        nlc.loads(text)
+    assert e.value.codes == ["E118"] and e.value.diagnostics[0].span.line == 10_002
+
+
+def test_an_empty_yaml_expression_points_at_the_value():
+    with pytest.raises(nlc.SpecError) as e:
+        nlc.loads("model: m\nparams: {a: ''}\nbody: []\n", "m.yaml")
+    (d,) = e.value.diagnostics
+    assert d.code == "E103" and (d.span.line, d.span.col) == (2, 14)  # was 1:1, the start of the file
+    assert d.hint == "the value is empty: write an expression"

@@ -8,13 +8,22 @@ Properties (hypothesis; the profile comes from NLC_HYPOTHESIS_PROFILE, see conft
     prints and reparses to itself, never RecursionError or any other exception;
 (c) the same for YAML: mutated YAML twins of the seeds and random YAML documents;
 (d) the CLI: `nlc check` and `nlc fmt --check` on mutated files exit 0 or 1 (never 3, an
-    internal error) and print no traceback.
+    internal error) and print no traceback;
+(e) large input: the front end's work (counted in function calls) grows linearly with the spec,
+    brackets nested deeper than 256 and specs over the size limit are refused up front, and spec
+    paths that are FIFOs, devices, sockets or folders end with a code instead of hanging.
 Deterministic cases pin the nastiest inputs (deep nesting, huge numbers, long chains).
 """
 
 from __future__ import annotations
 
+import cProfile
 import json
+import os
+import pstats
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 from hypothesis import HealthCheck, example, given, settings
@@ -26,6 +35,7 @@ from nlc.cli import main
 from spec_strategies import (INLINE, load_or_none, mutated, mutation, random_yaml, seed_texts, to_yaml,
                              valid_programs)
 
+ROOT = Path(__file__).resolve().parent.parent
 SEEDS = seed_texts()
 YAML_SEEDS = [to_yaml(p) for p in map(load_or_none, SEEDS) if p is not None]  # YAML twins of the seeds
 
@@ -294,3 +304,159 @@ def test_cli_on_unreadable_or_odd_paths(tmp_path, capsys, name):
     assert _run_cli(capsys, ["fmt", "--check", path])[0] == 1
     with pytest.raises(nlc.SpecError):
         nlc.load(path)
+
+
+# ---- (e) large input and paths that are not files ------------------------------------------
+# Scaling is measured by counting Python function calls (cProfile), never by wall time: a front
+# end that is linear does about 4 times the calls for an input 4 times as large.
+
+
+def _calls_to_load(text: str, path: str) -> int:
+    """The number of Python function calls `nlc.loads(text, path)` makes (SpecError allowed)."""
+    profile = cProfile.Profile()
+    profile.enable()
+    try:
+        nlc.loads(text, path)
+    except nlc.SpecError:
+        pass
+    finally:
+        profile.disable()
+    return pstats.Stats(profile).total_calls
+
+
+def _growth(make, path: str, n: int) -> float:
+    """How many times more calls loading make(4 n) takes than loading make(n)."""
+    _calls_to_load(make(1), path)  # build the parsers first: their one-off cost is not the input's
+    return _calls_to_load(make(4 * n), path) / _calls_to_load(make(n), path)
+
+
+def _commented_lets(n: int) -> str:  # every line carries a comment: comments were attached in quadratic time
+    lets = "".join(f"    let a{i + 1} = a{i} + x  # step {i}\n" for i in range(n))
+    return f"# a long chain\nmodel m {{\n  block b {{  # the block\n    let a0 = x\n{lets}    out = a{n}\n  }}\n}}\n"
+
+
+def _commented_levels(n: int) -> str:
+    levels = "".join(f"    # level {i}\n    level l{i} {{  # opens\n      state mlp(dim)  # state\n"
+                     f"      context (x, x)\n    }}\n    let s{i + 1} = s{i} + l{i}(x)\n" for i in range(n))
+    return f"model m {{\n  block b {{\n    let s0 = x\n{levels}    out = s{n}  # last\n  }}\n}}\n"
+
+
+def _yaml_lets(n: int) -> str:  # each YAML expression used to be parsed after a blanked copy of the whole file
+    lets = "".join(f"      - let a{i + 1}: a{i} + x\n" for i in range(n))
+    return f"model: m\nbody:\n  - block b:\n      - let a0: x\n{lets}      - out: a{n}\n"
+
+
+def _yaml_levels(n: int) -> str:
+    levels = "".join(f"      - level l{i}:\n          state: mlp(dim)\n          context: (x, x)\n"
+                     f"          online: true\n      - let s{i + 1}: s{i} + l{i}(x)\n" for i in range(n))
+    return f"model: m\nbody:\n  - block b:\n      - let s0: x\n{levels}      - out: s{n}\n"
+
+
+@pytest.mark.parametrize("make, path, n", [(_commented_lets, "m.nl", 150), (_commented_levels, "m.nl", 40),
+                                           (_yaml_lets, "m.yaml", 150), (_yaml_levels, "m.yaml", 40)],
+                         ids=["nl_commented_lets", "nl_commented_levels", "yaml_lets", "yaml_levels"])
+def test_front_end_work_grows_linearly(make, path, n):
+    nlc.loads(make(n), path)  # the inputs are valid specs: the whole front end runs
+    assert _growth(make, path, n) < 6
+
+
+def test_deep_brackets_are_rejected_before_parsing():
+    def parens(n: int) -> str:
+        return "model m {\n block b {\n  out = " + "(" * n + "x" + ")" * n + "\n }\n}\n"
+
+    with pytest.raises(nlc.SpecError) as e:
+        nlc.loads(parens(1000))
+    assert e.value.codes == ["E108"] and "brackets nested more than 256 deep" in str(e.value)
+    assert e.value.diagnostics[0].span.col == len("  out = ") + 255  # inside `model {` and `block {`: the 257th bracket
+    assert _growth(parens, "m.nl", 2000) < 1.5  # a million `(` cost what a thousand do
+    yaml_text = "model: m\nbody:\n - block b:\n   - out: " + "(" * 1000 + "x" + ")" * 1000 + "\n"
+    with pytest.raises(nlc.SpecError) as e:  # YAML reads every character, but lark no longer parses them
+        nlc.loads(yaml_text, "m.yaml")
+    assert e.value.codes == ["E108"]
+    span = e.value.diagnostics[0].span
+    assert (span.line, span.col, span.text) == (4, len("   - out: ") + 257, "(")
+
+
+def test_a_spec_over_the_size_limit_is_refused(tmp_path, monkeypatch):
+    big = tmp_path / "big.nl"
+    with open(big, "wb") as f:  # sparse: nothing is written, and nothing must be read
+        f.truncate(10 * 2**20)
+    with pytest.raises(nlc.SpecError) as e:
+        nlc.load(big)
+    assert e.value.codes == ["E121"]
+    assert str(e.value) == (f"error[E121]: {big} is too large: 10485760 bytes (the limit is 262144 bytes)\n"
+                            "  = hint: specs are a few kilobytes; for a larger one raise the limit: "
+                            "NLC_MAX_SPEC_BYTES=524288")
+    text = SEED + "#" * (1000 - len(SEED))
+    monkeypatch.setenv("NLC_MAX_SPEC_BYTES", "1000")
+    nlc.loads(text)  # at the limit
+    with pytest.raises(nlc.SpecError) as e:
+        nlc.loads(text + "\n", "m.yaml")
+    assert e.value.codes == ["E121"] and "1001 characters (the limit is 1000 bytes)" in str(e.value)
+    monkeypatch.setenv("NLC_MAX_SPEC_BYTES", "lots")
+    with pytest.raises(nlc.SpecError) as e:
+        nlc.loads(SEED)
+    assert e.value.codes == ["E121"] and "NLC_MAX_SPEC_BYTES='lots' is not a positive whole number" in str(e.value)
+
+
+def _socket(path) -> None:
+    import socket
+
+    sock = socket.socket(socket.AF_UNIX)
+    sock.bind(str(path))
+    sock.close()  # the socket file stays
+
+
+PATH_KINDS = {  # kind: (how to make it at a path, or an existing path; the code it must end with)
+    "fifo": (lambda p: os.mkfifo(p), "E604"),
+    "dev_zero": ("/dev/zero", "E604"),
+    "dev_null": ("/dev/null", "E604"),
+    "socket": (_socket, "E604"),
+    "directory": (lambda p: p.mkdir(), "E601"),
+    "symlink_to_dev_zero": (lambda p: p.symlink_to("/dev/zero"), "E604"),
+}
+
+
+@pytest.mark.parametrize("kind", sorted(PATH_KINDS))
+def test_a_spec_path_that_is_not_a_regular_file_ends_with_a_code(tmp_path, kind):
+    """`nlc check` and `nlc fmt` end (a FIFO used to block forever, /dev/zero to fill memory) with the
+    code; in a child process with a timeout and a memory cap, so that a regression fails the test."""
+    make, code = PATH_KINDS[kind]
+    if isinstance(make, str):
+        path = Path(make)
+        if not path.exists():
+            pytest.skip(f"no {make} here")
+    else:
+        path = tmp_path / f"{kind}.nl"
+        try:
+            make(path)
+        except (AttributeError, OSError, NotImplementedError) as e:  # no mkfifo, AF_UNIX or symlinks here
+            pytest.skip(f"cannot make a {kind}: {e}")
+    script = ("import sys; from nlc.cli import main\n"
+              "sys.exit(max(main(['check', sys.argv[1]]), main(['fmt', '--check', sys.argv[1]])))")
+    try:
+        done = subprocess.run([sys.executable, "-c", script, str(path)], capture_output=True, text=True,
+                              timeout=120, preexec_fn=_cap_memory, cwd=ROOT, env=_env())
+    except subprocess.TimeoutExpired:
+        pytest.fail(f"nlc check/fmt on a {kind} did not finish in 120 s")
+    assert done.returncode == 1, done.stderr
+    assert done.stderr.count(f"error[{code}]") == 2, done.stderr  # once from check, once from fmt
+    assert "Traceback" not in done.stderr
+    if kind in ("directory", "socket", "dev_null"):  # cannot hang even before the fix: the API in this process too
+        with pytest.raises(nlc.SpecError) as e:
+            nlc.load(path)
+        assert e.value.codes == [code]
+
+
+def _cap_memory() -> None:
+    """In the child: at most 4 GiB of address space, so that reading /dev/zero fails fast, not the machine."""
+    try:
+        import resource
+
+        resource.setrlimit(resource.RLIMIT_AS, (4 << 30, 4 << 30))
+    except (ImportError, ValueError, OSError):
+        pass
+
+
+def _env() -> dict[str, str]:
+    return {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
