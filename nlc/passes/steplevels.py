@@ -21,7 +21,6 @@ from nlc import builtins as B
 from nlc import ir
 from nlc.errors import Reporter
 from nlc.passes.params import fold
-from nlc.runtime.steplevel import STEP_RULES
 
 STEP_OBJECTIVES = ("dot", "l2")
 
@@ -54,7 +53,7 @@ def _check_level(lv: ir.Level, env, rep: Reporter) -> None:
                   f"`{lv.objective.fn}` would not take effect", lv.field_span("objective"),
                   "write `objective dot` (gradient descent on the task loss)")
     rule = lv.update.fn if isinstance(lv.update, ir.Call) and lv.update.kind is ir.CallKind.FORM else None
-    if rule not in STEP_RULES:
+    if rule not in B.STEP_LEVEL_RULES:
         shown = f"`{rule}`" if rule else "an update that is not a rule"
         rep.error("E308", f"{where}, which runs `gd` and `momentum` only, not {shown}", lv.field_span("update"),
                   "use `update gd` or `update momentum(beta = ...)` for a `period N steps` level")

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-STEP_RULES = ("gd", "momentum")  # the rules the training loop runs for step levels
+from nlc.builtins import STEP_LEVEL_RULES as STEP_RULES  # the rules the training loop runs
 
 
 @dataclass(frozen=True)
