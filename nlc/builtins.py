@@ -125,6 +125,9 @@ UPDATE_RULES: dict[str, Builtin] = dict([
        Arg("eps", F, 1e-8)),
 ])
 
+# The rules the training loop runs for a model's `period N steps` levels (nlc.train.steplevels, E308).
+STEP_LEVEL_RULES = ("gd", "momentum")
+
 # Names every scope provides without a declaration.
 MODEL_INPUTS = {"x": "the block's input stream, [B, T, dim]"}
 OPTIMIZER_INPUTS = {

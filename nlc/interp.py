@@ -15,7 +15,8 @@ retain (a) and rule arguments (NL = Nested Learning, arXiv 2512.24695):
   dgd             W = (a I - eta k^T k) W - eta g, k the layer input (NL eqs. 56-57, 88;
                   row-vector convention M(k) = k W, so the projection multiplies on the left)
   muon            S = beta S - eta g;  W = a W + NS5(S)            (Muon)
-  delta_momentum  S = S (beta I - g^T g) - eta g;  W = a W + S       (NL section 2.3)
+  delta_momentum  S = (beta I - g g^T) S - eta g;  W = a W + S      (NL eqs. 48-49: the paper's
+                  S (beta I - grad^T grad) on the input side, here on the left; nlc.runtime.rules)
   adam            m = b1 m + (1-b1) g; v = b2 v + (1-b2) g^2; W = a W - eta m^/(sqrt(v^)+eps)
   update by L     W = a W - eta L, L's state after its own update this token
 """
@@ -28,6 +29,7 @@ from torch import nn
 from nlc.plan import BlockPlan, LevelPlan, ModelPlan, Node
 from nlc.runtime import layers, memory
 from nlc.runtime.newton_schulz import newton_schulz
+from nlc.runtime.rules import delta_momentum_decay, delta_momentum_decay_elementwise
 from nlc.runtime.state import carried_state, check_stream
 
 UNARY = {
@@ -200,11 +202,10 @@ class ReferenceBlock(nn.Module):
         if r == "delta_momentum":
             beta = _expand(_gate(values, lv.rule_args["beta"]), W)
             S = aux["S"][w]
-            if W.dim() == 3:
-                gtg = torch.einsum("bio,bip->bop", g, g)  # [B, d_out, d_out]
-                S = beta * S - torch.einsum("bio,bop->bip", S, gtg) - eta * g
+            if W.dim() == 3:  # [B, d_in, d_out]: the decay acts on the input side (NL eq. 48)
+                S = delta_momentum_decay(S, g, beta, input_axis=-2) - eta * g
             else:
-                S = (beta - g * g) * S - eta * g
+                S = delta_momentum_decay_elementwise(S, g, beta) - eta * g
             aux["S"][w] = S
             return a * W + S
         if r == "adam":

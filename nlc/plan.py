@@ -20,9 +20,11 @@ from nlc import builtins as B
 from nlc import ir
 from nlc.errors import Diagnostic, SpecError
 from nlc.passes.params import fold
+from nlc.passes.steplevels import step_rule_beta
 from nlc.printer import print_expr
 from nlc.errors import Reporter
 from nlc.names import NameAllocator, camel
+from nlc.runtime.steplevel import StepLevelSpec
 
 Operand = str | float  # an SSA name or a constant
 
@@ -94,9 +96,11 @@ class SlowLevel:
     residual: bool
     init: str
     period: int  # steps; 0 for never
-    rule: str
+    rule: str  # gd | momentum (nlc check refuses the rest: E308)
     lr: float
     online: bool
+    retain: float = 1.0
+    beta: float | None = None  # momentum's beta; None for gd
 
 
 @dataclass
@@ -131,8 +135,8 @@ class ModelPlan:
     params: dict[str, object]
     spec_path: str
 
-    def step_levels(self) -> dict[str, dict]:
-        """Levels trained across optimiser steps (CMS): parameter-name prefix -> period, lr, rule, online.
+    def step_levels(self) -> dict[str, StepLevelSpec]:
+        """Levels trained across optimiser steps (CMS): parameter-name prefix -> StepLevelSpec.
 
         The training loop steps these parameters every `period` steps with the gradients
         accumulated since their last update; period 0 means frozen (`never`).
@@ -140,8 +144,9 @@ class ModelPlan:
         out = {}
         for b in self.blocks:
             for lv in b.slow_levels:
-                out[f"blocks.{b.index}.{lv.var}_state"] = {"level": lv.name, "period": lv.period, "lr": lv.lr,
-                                                           "rule": lv.rule, "online": lv.online}
+                out[f"blocks.{b.index}.{lv.var}_state"] = StepLevelSpec(
+                    level=lv.name, period=lv.period, lr=lv.lr, rule=lv.rule, retain=lv.retain, beta=lv.beta,
+                    online=lv.online)
         return out
 
     def online_levels(self) -> list[str]:
@@ -430,16 +435,16 @@ class _BlockPlanner:
         kind, d_in, d_out, _h, depth, residual, _like = self.state_shape(lv.name)
         never = lv.period.unit is ir.PeriodUnit.NEVER
         period = 0 if never else int(self.const(lv.period.count))
-        lr = 1.0 if lv.lr is None else self.const(lv.lr)
-        if lr is None or (lv.retain is not None and self.const(lv.retain) is None):
-            raise SpecError([Diagnostic("E504", f"level `{lv.name}` updates across steps, so its `lr` and "
-                                        "`retain` must be numbers (parameters and arithmetic)", lv.name_span,
-                                        "per-token gates belong to in-context levels (`period N tokens`)")])
-        rule = lv.update.fn if isinstance(lv.update, ir.Call) else "gd"
+        lr, retain, rule, beta = 1.0, 1.0, "gd", None
+        if not never:  # nlc check (nlc.passes.steplevels) made sure these are numbers and the rule gd or momentum
+            lr = 1.0 if lv.lr is None else float(self.const(lv.lr))
+            retain = 1.0 if lv.retain is None else float(self.const(lv.retain))
+            rule = lv.update.fn
+            beta = float(self.const(step_rule_beta(lv.update))) if rule == "momentum" else None
         self.modules.append(Module(f"{self.var[lv.name]}_state", "SlowMemory",
                                    (self.weights(lv.name), kind, residual, lv.init.fn, not never)))
         return SlowLevel(lv.name, self.var[lv.name], kind, self.weights(lv.name), d_in, d_out, depth, residual,
-                         lv.init.fn, period, rule, float(lr), lv.online)
+                         lv.init.fn, period, rule, lr, lv.online, retain, beta)
 
     def _mark_loop(self) -> None:
         """Mark nodes that depend on an in-context read (they run chunk by chunk)."""

@@ -63,11 +63,10 @@ model misc(dim = 32, heads = 4, window = 8, eps = 1e-08, scale = 2 ** -1, base =
         state linear(dim, dim)
         init copy(fast)
         context loss
-        objective lp(p = 3)
-        update delta_momentum(beta = 0.9)
+        objective dot
+        update momentum(beta = 0.9)
         retain 0.99
         period 4 * base steps
-        debias
       }
 
       level frozen {
@@ -161,11 +160,10 @@ body:
               state: linear(dim, dim)
               init: copy(fast)
               context: loss
-              objective: lp(p = 3)
-              update: delta_momentum(beta = 0.9)
+              objective: dot
+              update: momentum(beta = 0.9)
               retain: 0.99
               period: 4 * base steps
-              debias: true
           - level frozen:
               state: vector(dim)
               init: identity

@@ -25,7 +25,7 @@ from nlc.passes.pipeline import check_ir
 from nlc.runtime.newton_schulz import newton_schulz
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
-OPTIMIZERS = ["sgd_momentum", "adam", "adamw", "delta_momentum", "dgd", "dmgd", "muon", "m3"]
+OPTIMIZERS = ["sgd_momentum", "adam", "adamw", "delta_momentum", "decayed_gd", "dmgd", "muon", "m3"]
 STEPS = 50
 TOL = 1e-6
 
@@ -236,15 +236,23 @@ def test_muon_is_momentum_then_newton_schulz_with_a_fallback_for_vectors():
     assert s.min() > 0.5 and s.max() < 1.3
 
 
-def test_dgd_is_eq_57_with_key_1_and_reduces_the_loss():
+def test_decayed_gd_is_a_uniform_decay_and_reduces_the_loss():
     lr = 0.3
     ps, loss, grads = quadratic((4, 3))
     start = ps[0].detach().clone()
-    got = run_spec(build_optimizer(spec("dgd"), ps, lr=lr), ps, loss, 1)[0]
+    got = run_spec(build_optimizer(spec("decayed_gd"), ps, lr=lr), ps, loss, 1)[0]
     eta = lr / (1 + lr)
     assert max_diff(got, (1 - eta) * start - eta * grads([start])[0]) < 1e-12
-    _, losses = train(lambda p: build_optimizer(spec("dgd"), p, lr=0.1), steps=60)
+    _, losses = train(lambda p: build_optimizer(spec("decayed_gd"), p, lr=0.1), steps=60)
     assert losses[-1] < 0.8 * losses[0]
+
+
+def test_dgd_in_an_optimizer_is_refused_it_would_lack_the_layer_inputs():
+    text = ("optimizer o(lr = 0.01) {\n  level weights {\n    state params\n    init zeros\n"
+            "    context grad(loss)\n    objective dot\n    update dgd\n    lr lr\n    period 1 steps\n  }\n}\n")
+    with pytest.raises(nlc.SpecError) as e:
+        nlc.loads(text)
+    assert e.value.codes == ["E511"] and "x_t" in str(e.value) and "decayed_gd" in str(e.value)
 
 
 def test_dmgd_with_a_frozen_identity_memory_is_momentum_sgd():
@@ -562,7 +570,7 @@ def test_examples_match_the_reference_optimizer(name):
     compare_with_reference(spec(name), steps=7, **({"f": 3, "lr": 1e-3} if name == "m3" else {}))
 
 
-RULES = ["gd", "momentum", "momentum(beta = 0.5)", "muon(steps = 3)", "dgd", "delta_momentum(beta = b)", "adam",
+RULES = ["gd", "momentum", "momentum(beta = 0.5)", "muon(steps = 3)", "delta_momentum(beta = b)", "adam",
          "adam(beta1 = b, eps = 0.001)"]
 OBJECTIVES = ["dot", "l2", "huber(delta = 0.05)", "lp(p = 3)"]
 

@@ -12,6 +12,7 @@ import hashlib
 import linecache
 import sys
 import types
+from dataclasses import fields
 from pathlib import Path
 
 import jinja2
@@ -21,6 +22,7 @@ from nlc.codegen.emit import emit_block, py_value
 from nlc.codegen.safety import audit_source, comment_text
 from nlc.names import camel
 from nlc.plan import ModelPlan, plan_model
+from nlc.runtime.steplevel import StepLevelSpec
 
 _ENV = jinja2.Environment(
     loader=jinja2.FileSystemLoader(str(Path(__file__).parent / "templates")),
@@ -56,7 +58,7 @@ def generate_model(program: ir.Program, plan: ModelPlan, kernels: str = "chunked
         vocab=plan.vocab,
         dim=plan.dim,
         alignment=plan.alignment,
-        step_levels=[(py_value(k), py_value(v)) for k, v in plan.step_levels().items()],
+        step_levels=[(py_value(k), _step_level_source(v)) for k, v in plan.step_levels().items()],
         online_levels=[py_value(n) for n in plan.online_levels()],
         blocks=list(classes.values()),
         instances=[b.class_name for b in plan.blocks],
@@ -64,6 +66,11 @@ def generate_model(program: ir.Program, plan: ModelPlan, kernels: str = "chunked
     )
     audit_source(text, plan.name)
     return text
+
+
+def _step_level_source(spec: StepLevelSpec) -> str:
+    """`StepLevelSpec(level=..., period=..., ...)`: every field by name, so a reader sees what the trainer runs."""
+    return "StepLevelSpec(" + ", ".join(f"{f.name}={py_value(getattr(spec, f.name))}" for f in fields(spec)) + ")"
 
 
 def _display_path(path: str) -> str:

@@ -53,7 +53,7 @@ elementwise rates):
                         (dot objective, key 1: S <- a S + eta v; an EMA of v when eta = 1 - a)
   momentum(beta)        Z <- beta Z - eta G;  S <- a S + Z             (Titans eqs. 9-14)
   muon(beta, steps)     Z <- beta Z - eta G;  S <- a S + NS(Z)          (Muon; NS below)
-  dgd                   S <- (a - eta' k^2) S - eta' G,  eta' = eta / (1 + eta)
+  dgd                   refused (E511): eq. 57 needs the layer inputs; see examples/decayed_gd.nl
                         (NL eqs. 56-57: the delta rule's decay on top of the objective's gradient;
                         on the root with `objective dot`, G = g and this is eq. 57 with key 1:
                         p <- (a - eta') p - eta' g)

@@ -303,6 +303,13 @@ class _Planner:
         upd = lv.update
         if isinstance(upd, ir.Call) and upd.kind is ir.CallKind.FORM:
             out.rule = upd.fn
+            if out.rule == "dgd":
+                self.error("`dgd` needs each layer's input x_t (NL eq. 57: W (I - lr' x x^T) - lr' grad_y L x^T), and "
+                           "an optimizer sees only `grad`, `param` and `step`: without x it would be decayed gradient "
+                           "descent under dgd's name", upd.span,
+                           "for decayed gradient descent write `update gd` with `lr lr / (1 + lr)` and "
+                           "`retain 1 - lr / (1 + lr)` (examples/decayed_gd.nl); `dgd` runs in models, on memories")
+                return
             bound = _bind(upd, B.UPDATE_RULES[upd.fn])
             for a in B.UPDATE_RULES[upd.fn].args:
                 e = bound.get(a.name)

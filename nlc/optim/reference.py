@@ -224,12 +224,7 @@ class _Step:
             return (a - eta2 * key * key) * S - eta2 * G
         if r == "delta_momentum":
             Z = aux.get("Z", torch.zeros_like(S))
-            if S.dim() >= 2:  # Z (beta I - G^T G) on the matrices [shape[0], rest]
-                Z2, G2 = Z.reshape(S.shape[0], -1), G.reshape(S.shape[0], -1)
-                decayed = args["beta"] * Z - (Z2 @ (G2.T @ G2)).reshape(S.shape)
-            else:
-                decayed = (args["beta"] - G * G) * Z
-            Z = decayed - eta * G
+            Z = rt.delta_product(Z, G, args["beta"]) - eta * G  # Z (beta I - G^T G): nlc.runtime.rules, input side
             aux["Z"] = Z
             return a * S + Z
         if r == "adam":

@@ -21,6 +21,7 @@ import torch
 
 from nlc.runtime.memory import act, act_grad
 from nlc.runtime.newton_schulz import newton_schulz
+from nlc.runtime.rules import delta_momentum_decay, delta_momentum_decay_elementwise
 
 MLP_INIT_SEED = 0  # identity-initialised MLP memories draw their hidden layers from this seed
 
@@ -43,20 +44,17 @@ def orthogonalize(x: torch.Tensor, steps: int = 5) -> torch.Tensor:
 
 
 def delta_product(m: torch.Tensor, g: torch.Tensor, beta) -> torch.Tensor:
-    """m (beta I - g^T g) for a weight m and its gradient g (NL section 4.4, eqs. 48-49).
+    """m (beta I - g^T g) for a weight m and its gradient g (NL section 4.4, eqs. 48-49): nlc.runtime.rules.
 
     Tensors of two or more dims are the matrices [shape[0], rest] (g^T g is
     [rest, rest]); the product is taken in the cheaper order. Vectors and scalars are
     treated entry by entry: (beta - g^2) m.
     """
     if m.dim() < 2:
-        return (beta - g * g) * m
+        return delta_momentum_decay_elementwise(m, g, beta)
     m2, g2 = m.reshape(m.shape[0], -1), g.reshape(g.shape[0], -1)
-    if m2.shape[0] <= m2.shape[1]:
-        proj = (m2 @ g2.transpose(0, 1)) @ g2
-    else:
-        proj = m2 @ (g2.transpose(0, 1) @ g2)
-    return beta * m - proj.reshape(m.shape)
+    beta2 = beta.reshape(m2.shape) if isinstance(beta, torch.Tensor) and beta.shape == m.shape else beta
+    return delta_momentum_decay(m2, g2, beta2).reshape(m.shape)
 
 
 def bias_correction(retain, n: int):

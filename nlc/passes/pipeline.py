@@ -1,4 +1,4 @@
-"""The front end in order: parse -> lower -> resolve -> params -> graph -> frequency -> shapes -> optimizer -> size.
+"""The front end in order: parse -> lower -> resolve -> params -> graph -> frequency -> shapes -> step levels -> optimizer -> size.
 
 Each stage reports every problem it finds; the pipeline stops after the first
 stage with errors (later stages assume the earlier ones held). The size pass
@@ -13,7 +13,7 @@ from typing import Mapping
 
 from nlc import ir
 from nlc.errors import Diagnostic, Reporter, SpecError
-from nlc.passes import frequency, graph_checks, optimizer, resolve, shapes, size
+from nlc.passes import frequency, graph_checks, optimizer, resolve, shapes, size, steplevels
 from nlc.passes.params import evaluate
 from nlc.passes.size import SizeEstimate
 
@@ -43,6 +43,7 @@ def check_ir(program: ir.Program, overrides: Mapping[str, object] | None = None)
     rep.raise_if_errors()
     frequency.run(program, env, rep)
     shapes.run(program, env, rep)
+    steplevels.run(program, env, rep)
     rep.raise_if_errors()
     optimizer.run(program, env, rep)
     rep.raise_if_errors()

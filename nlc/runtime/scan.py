@@ -17,6 +17,8 @@ from __future__ import annotations
 
 import torch
 
+from nlc.runtime.rules import delta_momentum_decay, delta_momentum_decay_elementwise
+
 Factor = tuple  # (a, d)
 
 
@@ -307,10 +309,10 @@ def _rule(s, w, W, g, key, t, eta, a, aux, running, newton_schulz):
     if r == "delta_momentum":
         beta = _gate_t(s["beta"], t, W)
         S = aux["S"][w]
-        if W.dim() == 3:
-            S = beta * S - torch.einsum("bio,bop->bip", S, torch.einsum("bio,bip->bop", g, g)) - eta * g
+        if W.dim() == 3:  # [B, d_in, d_out]: the decay acts on the input side (NL eq. 48)
+            S = delta_momentum_decay(S, g, beta, input_axis=-2) - eta * g
         else:
-            S = (beta - g * g) * S - eta * g
+            S = delta_momentum_decay_elementwise(S, g, beta) - eta * g
         aux["S"][w] = S
         return a * W + S
     if r == "adam":

@@ -207,17 +207,23 @@ def _level(draw, g: _Gen, name: str, lets: list[str], levels, base: int, trailin
     unit = draw(st.sampled_from(["tokens", "tokens", "steps", "never"] if context == "kv" else ["steps", "never"]))
     count = draw(st.sampled_from(["base", "2 * base", "4 * base", "base * 16"]))
     period = "never" if unit == "never" else f"{count} {unit}"
+    gate = lambda: g.gate(lets)  # noqa: E731
+    if unit == "steps":  # what the training loop runs for a step level (nlc check: E308, E504)
+        ctx = "loss"
+        objective = draw(st.sampled_from(["l2", "dot"]))
+        update = draw(st.sampled_from(["gd", "momentum", "momentum(beta = 0.5)", "momentum(1 - 0.1)"]))
+        gate = lambda: draw(st.sampled_from(["0.01", "1 - 0.001", "0.5 * 0.1"]))  # noqa: E731
     fields = [f"state {state}", f"init {init}", f"context {ctx}", f"objective {objective}", f"update {update}"]
     has_retain = False
     if draw(st.booleans()):
-        fields.append(f"lr {g.gate(lets)}")
+        fields.append(f"lr {gate()}")
     if draw(st.booleans()):
-        fields.append(f"retain {g.gate(lets)}")
+        fields.append(f"retain {gate()}")
         has_retain = True
     fields.append(f"period {period}")
     if unit != "never" and draw(st.booleans()):
         fields.append("online")
-    if has_retain and draw(st.booleans()):
+    if has_retain and unit != "steps" and draw(st.booleans()):
         fields.append("debias")
     order = draw(st.permutations(fields)) if draw(st.integers(0, 3)) == 0 else fields
     lines = [f"level {name} {{{trailing()}"]

@@ -66,7 +66,9 @@ ALL_ROLES = ("memory", "optimizer", "cms", "frozen")
 AVOIDED = {
     "E503": "levels coupled by `update LEVEL` or `context grad(LEVEL)` with different periods: "
             "an optimizer level always gets the period of the level it optimizes",
-    "E504": "per-token or learned gates on `steps`/`never` levels: their lr and retain are numbers",
+    "E504": "per-token or learned gates on `steps` levels: their lr, retain and beta are numbers",
+    "E308": "`steps` levels with a context other than `loss`, an objective other than dot/l2, a rule other than "
+            "gd/momentum, or `debias`: the training loop would not honour them",
     "E502": "`newton_schulz` in a model (an optimizer builtin)",
     "update expressions": "`update m / (sqrt(v) + eps)` in a model: the model back ends take a rule or a level",
     "debias": "`debias` on model levels: both back ends ignore the flag (see docs/testing.md)",

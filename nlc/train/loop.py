@@ -360,7 +360,7 @@ def train(spec: str | Path, out: str | Path, resume: bool | str = False, **optio
                   "spec": {"path": spec_path, "name": prog.name, "hash": shash, "text": spec_text},
                   "task": task.describe(), "train": asdict(cfg), "data_fingerprint": data_fp,
                   "parameters": count_parameters(model), "alignment": int(getattr(model, "alignment", 1)),
-                  "step_levels": {k: dict(v) for k, v in (getattr(model, "step_levels", {}) or {}).items()},
+                  "step_levels": {k: asdict(v) for k, v in (getattr(model, "step_levels", {}) or {}).items()},
                   "online_levels": list(getattr(model, "online_levels", []) or [])}
         atomic_write_text(out / "config.json", json.dumps(config, indent=1) + "\n")
     if cfg.compile:  # each block's chunk step under torch.compile: compile time independent of the length

@@ -1,16 +1,17 @@
 """Levels that learn across optimiser steps: the CMS levels (`context loss`, `period N steps`).
 
 `model.step_levels` maps a parameter-name prefix (e.g. "blocks.0.cms_1_state") to the level's
-period (in steps; 0 = frozen), learning rate, rule and `online` flag. These parameters are not
-given to the main optimizer. After every backward pass their gradients are added to a running
-sum; every `period` steps the level takes one step of its own rule with that sum and the sum
-is cleared (NL eqs. 70-71: theta <- theta - eta * sum of the gradients of the chunk):
+nlc.runtime.steplevel.StepLevelSpec: period (in steps; 0 = frozen), lr, rule, retain, momentum
+beta and `online` flag, exactly as the spec states them (`nlc check` refuses what this loop
+cannot run: E308, E504). These parameters are not given to the main optimizer. After every
+backward pass their gradients are added to a running sum; every `period` steps the level
+takes one step of its own rule with that sum and the sum is cleared (NL eqs. 70-71:
+theta <- theta - eta * sum of the gradients of the chunk):
 
     gd         theta <- a theta - lr * sum g
     momentum   S <- beta S - lr * sum g ;  theta <- a theta + S      (DESIGN.md, update rules)
 
-with retention a = `retain` (1 when the model does not say) and beta from the rule (0.9 when
-the model does not say). Counting starts at the first step: with period 4 the level moves
+with retention a = `retain`. Counting starts at the first step: with period 4 the level moves
 after steps 4, 8, 12, ... Frozen levels (`period never`) are not step levels: the model
 decides whether their weights train (with the outer optimizer) or not at all.
 """
@@ -19,35 +20,34 @@ from __future__ import annotations
 
 import torch
 
+from nlc.runtime.steplevel import STEP_RULES, StepLevelSpec
 from nlc.train.errors import train_error
-
-RULES = ("gd", "momentum")
 
 
 class StepLevels:
     """The step levels of a model: which parameters they own, their sums, when they move."""
 
     def __init__(self, model: torch.nn.Module, only_online: bool = False):
-        info = dict(getattr(model, "step_levels", {}) or {})
+        info: dict[str, StepLevelSpec] = dict(getattr(model, "step_levels", {}) or {})
         named = dict(model.named_parameters())
-        self.levels: list[tuple[str, dict, list[str]]] = []
+        self.levels: list[tuple[str, StepLevelSpec, list[str]]] = []
         self.owned: set[str] = set()
         for prefix, lv in sorted(info.items()):
             names = [n for n in named if n == prefix or n.startswith(prefix + ".")]
-            if lv.get("period", 0) <= 0:  # frozen: whatever the model lets train belongs to the outer level
+            if lv.period <= 0:  # frozen: whatever the model lets train belongs to the outer level
                 continue
             self.owned.update(names)
-            if only_online and not lv.get("online", False):
+            if only_online and not lv.online:
                 continue
-            if lv.get("rule", "gd") not in RULES:
-                raise train_error("E632", f"level `{lv.get('level', prefix)}` ({prefix}) updates every "
-                                  f"{lv['period']} steps with `{lv['rule']}`; the training loop implements "
-                                  + " and ".join(f"`{r}`" for r in RULES) + " for such levels",
+            if lv.rule not in STEP_RULES:  # `nlc check` refuses these (E308); a hand-made model may not
+                raise train_error("E632", f"level `{lv.level}` ({prefix}) updates every {lv.period} steps "
+                                  f"with `{lv.rule}`; the training loop implements "
+                                  + " and ".join(f"`{r}`" for r in STEP_RULES) + " for such levels",
                                   "use `update gd` or `update momentum(...)` for `period N steps` levels")
             self.levels.append((prefix, lv, names))
         self.params = named
         self.sums = {n: torch.zeros_like(named[n]) for _, _, ns in self.levels for n in ns}
-        self.momenta = {n: torch.zeros_like(named[n]) for _, lv, ns in self.levels if lv["rule"] == "momentum"
+        self.momenta = {n: torch.zeros_like(named[n]) for _, lv, ns in self.levels if lv.rule == "momentum"
                         for n in ns}
         self.count = 0  # backward passes since the start
 
@@ -74,21 +74,16 @@ class StepLevels:
         self.count += 1
         moved = []
         for prefix, lv, names in self.levels:
-            if self.count % int(lv["period"]):
+            if self.count % lv.period:
                 continue
-            lr, retain = float(lv["lr"]), float(lv.get("retain", 1.0))
             for n in names:
                 p, g = self.params[n], self.sums[n]
-                if lv["rule"] == "gd":
-                    if retain != 1.0:
-                        p.mul_(retain)
-                    p.sub_(lr * g)
+                if lv.rule == "gd":
+                    p.mul_(lv.retain).sub_(lv.lr * g)
                 else:
                     m = self.momenta[n]
-                    m.mul_(float(lv.get("beta", 0.9))).sub_(lr * g)
-                    if retain != 1.0:
-                        p.mul_(retain)
-                    p.add_(m)
+                    m.mul_(lv.beta).sub_(lv.lr * g)
+                    p.mul_(lv.retain).add_(m)
                 g.zero_()
             moved.append(prefix)
         return moved

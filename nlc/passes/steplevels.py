@@ -1,0 +1,70 @@
+"""Step-level checks: a model level counted in `steps` (CMS) states only what the trainer runs.
+
+Such a level is not updated by the forward pass: the training loop (nlc.train.steplevels)
+steps it every N optimiser steps with the summed task-loss gradients, by the contract
+nlc.runtime.steplevel.StepLevelSpec (rule gd or momentum(beta), lr, retain). Every field
+the loop cannot honour is refused here, at the field, so that `nlc check` accepting a spec
+means the trainer does what it says:
+
+E308 a context other than `loss`, an objective other than `dot` or `l2` (both are plain
+     gradient descent on the task loss here; huber and lp would reshape it), an update other
+     than `gd` or `momentum(beta)`, or `debias`;
+E504 an `lr`, `retain` or momentum `beta` that is not a number known at build time.
+Frozen levels (`period never`) never update, so none of this applies to them.
+"""
+
+from __future__ import annotations
+
+from typing import Mapping
+
+from nlc import builtins as B
+from nlc import ir
+from nlc.errors import Reporter
+from nlc.passes.params import fold
+
+STEP_OBJECTIVES = ("dot", "l2")
+
+
+def run(program: ir.Program, env: Mapping[str, object], rep: Reporter) -> None:
+    """Report every `period N steps` model level field the training loop cannot honour."""
+    if not program.is_model:
+        return
+    for lv in ir.all_levels(program):
+        if lv.period.unit is ir.PeriodUnit.STEPS:
+            _check_level(lv, env, rep)
+
+
+def step_rule_beta(update: ir.Call) -> ir.Expr:
+    """The `beta` of `momentum(...)` as written (positional or keyword), or its default."""
+    if update.args:
+        return update.args[0]
+    given = [k.value for k in update.kwargs if k.name == "beta"]
+    return given[0] if given else ir.Num(B.UPDATE_RULES["momentum"].args[0].default, span=update.span)
+
+
+def _check_level(lv: ir.Level, env, rep: Reporter) -> None:
+    where = f"level `{lv.name}` updates every N steps with the training loop"
+    if not (isinstance(lv.context, ir.Call) and lv.context.fn == "loss"):
+        rep.error("E308", f"{where}, which learns from the task loss only: its context is ignored there",
+                  lv.field_span("context"), "write `context loss`, or count the level in `tokens` to learn "
+                  "from its own context inside the sequence")
+    if lv.objective.fn not in STEP_OBJECTIVES:
+        rep.error("E308", f"{where}, which takes plain gradient steps on the task loss: objective "
+                  f"`{lv.objective.fn}` would not take effect", lv.field_span("objective"),
+                  "write `objective dot` (gradient descent on the task loss)")
+    rule = lv.update.fn if isinstance(lv.update, ir.Call) and lv.update.kind is ir.CallKind.FORM else None
+    if rule not in B.STEP_LEVEL_RULES:
+        shown = f"`{rule}`" if rule else "an update that is not a rule"
+        rep.error("E308", f"{where}, which runs `gd` and `momentum` only, not {shown}", lv.field_span("update"),
+                  "use `update gd` or `update momentum(beta = ...)` for a `period N steps` level")
+    if lv.debias:
+        rep.error("E308", f"{where}, which does not debias", lv.field_span("debias"), "remove `debias`")
+    gates = [("lr", lv.lr), ("retain", lv.retain)]
+    if rule == "momentum":
+        gates.append(("beta", step_rule_beta(lv.update)))
+    for name, e in gates:
+        if e is not None and fold(e, env, Reporter()) is None:
+            span = e.span if name == "beta" else lv.field_span(name)
+            rep.error("E504", f"level `{lv.name}` updates across steps, so its `{name}` must be a number "
+                      "(parameters and arithmetic)", span,
+                      "per-token and learned gates belong to in-context levels (`period N tokens`)")
