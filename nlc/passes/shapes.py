@@ -13,7 +13,7 @@ E407 widths that do not broadcast; E409 `debias` without `retain`;
 E410 wrong number of arguments; E411 unknown keyword argument; E413 wrong
 argument type; E414 heads that do not divide the width; E415 builtin used in
 the wrong kind of program; E416 `copy` between different shapes; E417 identity
-init of a non-square memory.
+init of a non-square memory; E418 an update expression in a model.
 """
 
 from __future__ import annotations
@@ -268,6 +268,14 @@ class _Typer:
                 self.rep.error("E404", f"level `{upd.name}` cannot update `{lv.name}`: its state is "
                                f"{_width(other.d_out)}, `{lv.name}`'s is {_width(shape.d_out)}", upd.span,
                                f"shape `{upd.name}` like the level it updates: `state like({lv.name})`")
+            return
+        if self.is_model:
+            # the model back ends apply a rule (`gd`, `momentum`, ...) or another level's state
+            # (`update LEVEL`); an expression over levels is an optimizer's update only
+            self.rep.error("E418", f"level `{lv.name}` is updated by an expression; in a model a level's update "
+                           "is a rule or the name of another level", upd.span,
+                           "give the expression its own level and write `update NAME`, or use a rule such as "
+                           "`update adam` (update expressions are for optimizer specs)")
             return
         t = self.type_of(upd)
         if t is not None and shape is not None and isinstance(t, Tensor) and not _fits(t.dim, shape.d_out):

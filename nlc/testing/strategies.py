@@ -68,7 +68,7 @@ AVOIDED = {
             "an optimizer level always gets the period of the level it optimizes",
     "E504": "per-token or learned gates on `steps`/`never` levels: their lr and retain are numbers",
     "E502": "`newton_schulz` in a model (an optimizer builtin)",
-    "update expressions": "`update m / (sqrt(v) + eps)` in a model: the model back ends take a rule or a level",
+    "E418": "`update m / (sqrt(v) + eps)` in a model: the model back ends take a rule or a level",
     "debias": "`debias` on model levels: both back ends ignore the flag (see docs/testing.md)",
     "dead by construction": "`init zeros` MLP memories, `identity` MLPs and learned (zero) vectors on levels that "
                             "do not learn in the forward pass, flows, gates and self-generated values read from a "
