@@ -108,6 +108,10 @@ def objective_grad(objective: tuple, y: torch.Tensor, v: torch.Tensor) -> torch.
 
 def grads(kind: str, state: dict, k, v, objective: tuple, residual: bool = False):
     """Per-token gradient factors {weight: (a, d)} with dl/dW = a^T d (elementwise memories: (k, d))."""
+    if isinstance(v, torch.Tensor) and k is not None and not isinstance(k, torch.Tensor):
+        # a constant key (`context (1, v)`, elementwise memories): the same key for every token, so the
+        # read is [B, C, n] like the values, not [B, n] (which would broadcast the batch against time)
+        k = torch.full_like(v, float(k))
     y, inputs, pre = read_with_cache(kind, state, k, residual)
     return _factors(state, k, y, inputs, pre, v, objective)
 
