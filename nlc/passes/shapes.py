@@ -25,7 +25,7 @@ from typing import Mapping
 from nlc import builtins as B
 from nlc import ir
 from nlc.errors import Reporter, did_you_mean
-from nlc.passes.params import arith
+from nlc.passes.params import arith, fold
 
 
 @dataclass(frozen=True)
@@ -54,6 +54,14 @@ class StateShape:
     kind: str  # linear | mlp | vector | like | params
     d_in: int | str
     d_out: int | str
+    layers: tuple = ()  # an MLP's (hidden, depth); a `like` state's: those of its level
+
+    def describe(self) -> str:
+        """`linear 8->16`, `mlp 8->32->8` (depth 2), `mlp 8->32 (x3)->8` (depth 4)."""
+        if not self.layers or self.layers[1] == 1:
+            return f"{self.kind} {self.d_in}->{self.d_out}"
+        hidden, depth = self.layers
+        return f"{self.kind} {self.d_in}->{hidden}{f' (x{depth - 1})' if depth > 2 else ''}->{self.d_out}"
 
 
 def run(program: ir.Program, env: Mapping[str, object], rep: Reporter) -> ir.Program:
@@ -176,7 +184,7 @@ class _Typer:
                     self.posint(bound[k], f"`{k}`", s.fn)
             if bound.get("residual") is not None:
                 self.expect(bound["residual"], B.ArgType.BOOL, "residual", s.fn)
-            return None if d is None else StateShape("mlp", d, d)
+            return None if d is None else StateShape("mlp", d, d, self.mlp_layers(d, bound))
         if s.fn == "vector":
             n = self.posint(bound["n"], "`n`", s.fn)
             return None if n is None else StateShape("vector", n, n)
@@ -185,12 +193,20 @@ class _Typer:
         of = bound["of"]  # like(...)
         if isinstance(of, ir.Ref) and of.kind is ir.RefKind.LEVEL:
             inner = self.shape(of.name)
-            return None if inner is None else StateShape("like", inner.d_in, inner.d_out)
+            return None if inner is None else StateShape("like", inner.d_in, inner.d_out, inner.layers)
         if isinstance(of, ir.Ref) and of.name == "param" and not self.is_model:
             return StateShape("like", "P", "P")
         self.rep.error("E413", "`like` takes a level (or `param` in an optimizer)", of.span,
                        "for example `state like(memory)`")
         return None
+
+    def mlp_layers(self, d: int, bound: dict) -> tuple:
+        """An MLP state's (hidden, depth); () when they are not numbers (reported elsewhere)."""
+        hidden = 4 * d if bound.get("hidden") is None else fold(bound["hidden"], self.env, Reporter())
+        depth = 2 if bound.get("depth") is None else fold(bound["depth"], self.env, Reporter())
+        if not all(isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in (hidden, depth)):
+            return ()
+        return (hidden if depth > 1 else 0, depth)
 
     def check_level(self, lv: ir.Level) -> None:
         shape = self.shape(lv.name)
@@ -222,10 +238,10 @@ class _Typer:
             of = bound["of"]
             if isinstance(of, ir.Ref) and of.kind is ir.RefKind.LEVEL:
                 other = self.shape(of.name)
-                if other is not None and (other.d_in, other.d_out, other.kind) != (shape.d_in, shape.d_out, shape.kind):
+                if other is not None and (other.d_in, other.d_out, other.kind, other.layers) != \
+                        (shape.d_in, shape.d_out, shape.kind, shape.layers):
                     self.rep.error("E416", f"`{lv.name}` cannot copy `{of.name}`: their states differ "
-                                   f"({shape.kind} {shape.d_in}->{shape.d_out} vs {other.kind} "
-                                   f"{other.d_in}->{other.d_out})", of.span,
+                                   f"({shape.describe()} vs {other.describe()})", of.span,
                                    f"give `{lv.name}` the state of `{of.name}`, or use `init zeros` or `init learned`")
             else:
                 self.rep.error("E413", "`copy` takes the name of a level", of.span,
