@@ -52,3 +52,66 @@ def test_vector_memory_with_a_constant_key_matches_the_reference(update, chunk):
     check_matches_reference(spec, tokens=TOKENS)
     check_streaming(spec, tokens=TOKENS)
     check_causal(spec, tokens=TOKENS)
+
+
+# ---- init copy: chains, and copies between levels of different frequencies ------------------
+
+
+def test_a_copy_of_a_copy_starts_from_the_root_in_both_back_ends():
+    """`c` copies `b`, which copies `a`: c starts from a's (learned) initial state, the same every call."""
+    spec = _model(_level("a") + _level("b", init="copy(a)") + _level("c", init="copy(b)"), "a(h) + b(h) + c(h)")
+    for backend in ("compiled", "reference"):
+        model = nlc.build(nlc.loads(spec), backend=backend)
+        first, second = model.init_state(2), model.init_state(2)
+        levels = first["blocks"][0]["levels"]
+        key = "W" if backend == "compiled" else "frozen"
+        a, c = levels["a"][key]["W"], levels["c"][key]["W"]
+        torch.testing.assert_close(c, a, rtol=0, atol=0)
+        torch.testing.assert_close(second["blocks"][0]["levels"]["c"][key]["W"], c, rtol=0, atol=0)
+    check_matches_reference(spec, tokens=TOKENS)
+    check_streaming(spec, tokens=TOKENS)
+    check_causal(spec, tokens=TOKENS)
+
+
+def _steps_level(name: str, init: str = "learned", state: str = "mlp(dim, dim, depth = 2, residual = true)",
+                 period: str = "2 steps") -> str:
+    return LEVEL.format(name=name, state=state, init=init, context="loss", update="gd",
+                        period=period).replace("objective l2", "objective dot")
+
+
+@pytest.mark.parametrize("backend", ["compiled", "reference"])
+def test_cms_nested_copies_start_from_the_source_weights(backend):
+    """examples/cms_nested.nl: `mid` copies `slow` and `fast` copies `mid` (`steps` levels): all three
+    start from the same weights (they were three independent random draws)."""
+    model = nlc.build("examples/cms_nested.nl", backend=backend, dim=8, layers=1)
+    block = model.blocks[1]
+    for name in ("W0", "W1"):
+        source = getattr(block.slow_state, name)
+        torch.testing.assert_close(getattr(block.mid_state, name), source, rtol=0, atol=0)
+        torch.testing.assert_close(getattr(block.fast_state, name), source, rtol=0, atol=0)
+        assert getattr(block.fast_state, name) is not source  # copied, not tied: each level trains its own
+
+
+@pytest.mark.parametrize("root_init", ["learned", "identity"])
+@pytest.mark.parametrize("backend", ["compiled", "reference"])
+def test_a_steps_level_copying_an_in_context_level_starts_from_its_initial_state(backend, root_init):
+    levels = _level("a", init=root_init, state="mlp(dim, dim, depth = 2, residual = true)") + \
+        _steps_level("slow", init="copy(a)")
+    model = nlc.build(nlc.loads(_model(levels, "a(h) + slow(h)")), backend=backend)
+    block = model.blocks[0]
+    initial = model.init_state(1)["blocks"][0]["levels"]["a"]["W" if backend == "compiled" else "frozen"]
+    for name in ("W0", "W1"):
+        torch.testing.assert_close(getattr(block.slow_state, name), initial[name][0], rtol=0, atol=0)
+
+
+def test_an_in_context_level_copying_a_steps_level_starts_from_its_weights():
+    """`init copy(slow)` on an in-context level: each sequence starts from the `steps` level's current
+    weights (both back ends; the level's weights were not found: KeyError)."""
+    levels = _steps_level("slow") + _level("a", init="copy(slow)", state="mlp(dim, dim, depth = 2, residual = true)")
+    spec = _model(levels, "slow(h) + a(h)")
+    for backend in ("compiled", "reference"):
+        model = nlc.build(nlc.loads(spec), backend=backend)
+        initial = model.init_state(1)["blocks"][0]["levels"]["a"]["W" if backend == "compiled" else "frozen"]
+        torch.testing.assert_close(initial["W0"][0], model.blocks[0].slow_state.W0, rtol=0, atol=0)
+    check_matches_reference(spec, tokens=TOKENS)
+    check_streaming(spec, tokens=TOKENS)

@@ -200,6 +200,19 @@ class SlowMemory(nn.Module):
                          last=(i == len(weights) - 1))
             self.register_parameter(name, nn.Parameter(t, requires_grad=trainable))
 
+    def initial(self, batch: int) -> dict:
+        """Its current weights, expanded over the batch: the initial state of an in-context level
+        that copies this one (`init copy(slow)`), {name: [B, ...]}."""
+        return {n: getattr(self, n).unsqueeze(0).expand(batch, *getattr(self, n).shape) for n in self.names}
+
     def forward(self, k: torch.Tensor | None) -> torch.Tensor:
-        state = {n: getattr(self, n).unsqueeze(0).expand(k.shape[0], *getattr(self, n).shape) for n in self.names}
-        return read(self.kind, state, k, self.residual)
+        return read(self.kind, self.initial(k.shape[0]), k, self.residual)
+
+
+def copy_initial(target: SlowMemory, source: nn.Module) -> None:
+    """Start a `steps`/`never` level from another level's initial weights (`init copy`), once, at build time.
+
+    `source` holds the weights under the same names: a SlowMemory, or a MemoryInit."""
+    with torch.no_grad():
+        for n in target.names:
+            getattr(target, n).copy_(getattr(source, n))
