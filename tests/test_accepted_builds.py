@@ -115,3 +115,51 @@ def test_an_in_context_level_copying_a_steps_level_starts_from_its_weights():
         torch.testing.assert_close(initial["W0"][0], model.blocks[0].slow_state.W0, rtol=0, atol=0)
     check_matches_reference(spec, tokens=TOKENS)
     check_streaming(spec, tokens=TOKENS)
+
+
+# ---- the class: a spec that checks builds in both back ends and agrees ----------------------
+
+import re  # noqa: E402 - the property's helpers
+
+from hypothesis import given  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+from nlc.testing import inputs, spec_texts  # noqa: E402
+from nlc.testing.settings import for_property  # noqa: E402
+
+_UPDATE_GD = re.compile(r"^(\s*)update gd$", re.MULTILINE)
+
+
+@st.composite
+def checked_or_not(draw) -> str:
+    """Random model text: a valid spec, or one whose first `update gd` became an update expression
+    over another level (`update a * 0.5`), valid in an optimizer and E418 in a model."""
+    text = draw(spec_texts(max_blocks=2, max_levels=3, max_period=4))
+    levels = re.findall(r"^\s*level (\w+) \{", text, re.MULTILINE)
+    if levels and _UPDATE_GD.search(text) and draw(st.integers(0, 3)) == 3:
+        other = draw(st.sampled_from(levels))
+        text = _UPDATE_GD.sub(lambda m: f"{m.group(1)}update {other} * 0.5", text, count=1)
+    return text
+
+
+@for_property("accepted_builds")
+@given(checked_or_not(), inputs(max_batch=3, max_length=9))
+def test_checked_specs_build_and_agree(text, tokens):
+    """Whatever `nlc check` accepts builds in both back ends, runs whole and streamed raising nothing but
+    SpecError, and (where both build) the generated code equals the reference interpreter."""
+    try:
+        program = nlc.loads(text, "<random>")
+    except nlc.SpecError:
+        return  # rejected with a coded diagnostic (E418 for the update expressions)
+    try:
+        check_matches_reference(program, tokens=tokens)
+        check_streaming(program, tokens=tokens)
+    except nlc.SpecError:
+        pass  # a coded diagnostic from a back end (E5xx) is an answer, not a failure
+
+
+def test_update_expressions_in_models_are_rejected_with_e418():
+    spec = _model(_level("a") + _level("b", update="a * 0.5"), "a(h) + b(h)")
+    with pytest.raises(nlc.SpecError) as e:
+        nlc.loads(spec)
+    assert [d.code for d in e.value.diagnostics] == ["E418"]
