@@ -26,7 +26,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from nlc.plan import BlockPlan, LevelPlan, ModelPlan, Node
+from nlc.plan import BlockPlan, LevelPlan, ModelPlan, Node, SlowLevel
 from nlc.runtime import layers, memory
 from nlc.runtime.newton_schulz import newton_schulz
 from nlc.runtime.rules import delta_momentum_decay, delta_momentum_decay_elementwise
@@ -43,8 +43,14 @@ BINARY = {"add": torch.add, "sub": torch.sub, "mul": torch.mul, "div": torch.div
 def build_modules(owner: nn.Module, block: BlockPlan) -> None:
     """Create the block's slow layers on `owner`, in plan order (shared with generated code)."""
     for m in block.modules:
-        cls = getattr(layers, m.cls, None) or getattr(memory, m.cls)
-        setattr(owner, m.attr, cls(*m.args, **m.kwargs))
+        setattr(owner, m.attr, _module(m))
+    for c in block.copies:  # slow levels that start from another level's initial weights
+        memory.copy_initial(getattr(owner, c.target), getattr(owner, c.source) if c.source else _module(c.fixed))
+
+
+def _module(m) -> nn.Module:
+    cls = getattr(layers, m.cls, None) or getattr(memory, m.cls)
+    return cls(*m.args, **m.kwargs)
 
 
 class ReferenceBlock(nn.Module):
@@ -69,10 +75,11 @@ class ReferenceBlock(nn.Module):
         return {"levels": levels, "caches": caches, "t": 0}
 
     def _initial(self, lv: LevelPlan, batch: int, like: torch.Tensor) -> dict:
+        lv = self.plan.initial_source(lv)  # the root of an `init copy` chain
+        if isinstance(lv, SlowLevel):  # a `steps` level's current weights
+            return {k: v.to(like.dtype) for k, v in getattr(self, f"{lv.var}_state").initial(batch).items()}
         if lv.init == "learned":
             return {k: v.to(like.dtype) for k, v in getattr(self, f"{lv.var}_init")(batch).items()}
-        if lv.init == "copy":
-            return self._initial(self.by_level[lv.copy_of], batch, like)
         mode = lv.init
         init = memory.MemoryInit(lv.weights, lv.kind, lv.residual, mode)
         return {k: v.to(like) for k, v in init(batch).items()}

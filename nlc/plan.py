@@ -68,7 +68,7 @@ class LevelPlan:
     depth: int = 1
     residual: bool = False
     init: str = "learned"  # learned | zeros | identity | copy
-    copy_of: str | None = None
+    copy_of: str | None = None  # the root of an `init copy` chain: a level that does not copy (see copy_root)
     like: str | None = None
     context: tuple = ()  # ("kv", key, value) | ("grad", level)
     objective: tuple = ("l2",)  # ("l2",) ("dot",) ("huber", delta) ("lp", p)
@@ -104,6 +104,20 @@ class SlowLevel:
 
 
 @dataclass
+class InitialCopy:
+    """A `steps`/`never` level that starts from another level's initial state (`init copy`).
+
+    Its weights are set once, when the model is built (both back ends, after every module exists),
+    from the module holding the source's weights (`source`: a SlowMemory or a learned MemoryInit)
+    or, for a source whose initial state is a constant (`zeros`, `identity`), from that state (`fixed`).
+    """
+
+    target: str  # the SlowMemory attribute
+    source: str | None = None
+    fixed: Module | None = None
+
+
+@dataclass
 class BlockPlan:
     """One block instance (a `repeat` makes several with the same class)."""
 
@@ -115,6 +129,13 @@ class BlockPlan:
     levels: list[LevelPlan]
     slow_levels: list[SlowLevel]
     out: Operand
+    copies: list[InitialCopy] = field(default_factory=list)  # slow levels that start from another's state
+
+    def initial_source(self, lv: LevelPlan) -> LevelPlan | SlowLevel:
+        """The level whose initial state an in-context level starts from: itself, or the root of its copy chain."""
+        if lv.copy_of is None:
+            return lv
+        return next(o for o in [*self.levels, *self.slow_levels] if o.name == lv.copy_of)
 
     @property
     def chunk(self) -> int:
@@ -230,7 +251,20 @@ class _BlockPlanner:
         self._mark_loop()
         self._mark_phases(levels)
         nodes = [self.nodes[n] for n in self.order]
-        return BlockPlan(self.block.name, self.index, self.cls, self.modules, nodes, levels, slow, out)
+        copies = [self.initial_copy(s) for s in slow if s.init == "copy"]
+        return BlockPlan(self.block.name, self.index, self.cls, self.modules, nodes, levels, slow, out, copies)
+
+    def initial_copy(self, lv: SlowLevel) -> InitialCopy:
+        """Where a `steps`/`never` level with `init copy` takes its initial weights from."""
+        root = self.levels[copy_root(self.levels, lv.name)]
+        var = self.var[root.name]
+        if root.name not in self.in_context:
+            return InitialCopy(f"{lv.var}_state", source=f"{var}_state")
+        if root.init.fn == "learned":
+            return InitialCopy(f"{lv.var}_state", source=f"{var}_init")
+        kind, _d_in, _d_out, _h, _depth, residual, _like = self.state_shape(root.name)
+        return InitialCopy(f"{lv.var}_state",
+                           fixed=Module("", "MemoryInit", (self.weights(root.name), kind, residual, root.init.fn)))
 
     def _let_order(self) -> list[str]:
         g = nx.DiGraph()
@@ -409,7 +443,7 @@ class _BlockPlanner:
         obj = lv.objective
         objective = (obj.fn,) + tuple(float(v) for v in _bind(obj, B.OBJECTIVES[obj.fn], self.const).values())
         init = lv.init.fn
-        copy_of = lv.init.args[0].name if init == "copy" else None
+        copy_of = copy_root(self.levels, lv.name) if init == "copy" else None
         rule, rule_args, update_by = "gd", {}, None
         if isinstance(lv.update, ir.Ref):
             update_by = lv.update.name
@@ -466,6 +500,22 @@ class _BlockPlanner:
                 stack.extend(a for a in self.nodes[name].args if isinstance(a, str))
         for node in self.nodes.values():
             node.phase = "pre" if not node.in_loop else "loop" if node.name in feeds else "post"
+
+
+def copy_root(levels: Mapping[str, ir.Level], name: str) -> str:
+    """The level whose initial state `name` starts from: follow `init copy(...)` to a level that does not copy.
+
+    `init copy(b)` where b has `init copy(a)` starts from a's initial state (cycles are E311).
+    """
+    seen = {name}
+    lv = levels[name]
+    while isinstance(lv.init, ir.Call) and lv.init.fn == "copy":
+        name = lv.init.args[0].name
+        if name in seen:  # pragma: no cover - a cycle is E311 at check time
+            raise AssertionError(f"init copy cycle through `{name}`")
+        seen.add(name)
+        lv = levels[name]
+    return name
 
 
 def _learning_operands(lv: LevelPlan) -> list[Operand]:

@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from nlc.errors import Diagnostic, SpecError
-from nlc.plan import BlockPlan, LevelPlan, Node, Operand
+from nlc.plan import BlockPlan, LevelPlan, Module, Node, Operand, SlowLevel
 from nlc.printer import format_number
 
 UNARY = {
@@ -71,9 +71,10 @@ def emit_block(block: BlockPlan, kernels: str = "chunked") -> BlockCode:
     code = BlockCode(block)
     code.kernels = kernels
     for m in block.modules:
-        args = [py_value(a) for a in m.args] + [f"{k}={py_value(v)}" for k, v in m.kwargs.items()]
-        ns = "rt_memory" if m.cls in ("MemoryInit", "SlowMemory") else "rt_layers"
-        code.init_lines.append(f"self.{m.attr} = {ns}.{m.cls}({', '.join(args)})")
+        code.init_lines.append(f"self.{m.attr} = {_construct(m)}")
+    for c in block.copies:  # slow levels that start from another level's initial weights
+        source = f"self.{c.source}" if c.source else _construct(c.fixed)
+        code.init_lines.append(f"rt_memory.copy_initial(self.{c.target}, {source})")
     _emit_state(code)
     nodes = {n.name: n for n in block.nodes}
     levels = {lv.name: lv for lv in block.levels}
@@ -85,12 +86,20 @@ def emit_block(block: BlockPlan, kernels: str = "chunked") -> BlockCode:
     return code
 
 
+def _construct(m: Module) -> str:
+    """The expression that builds a slow layer or memory of the plan."""
+    args = [py_value(a) for a in m.args] + [f"{k}={py_value(v)}" for k, v in m.kwargs.items()]
+    ns = "rt_memory" if m.cls in ("MemoryInit", "SlowMemory") else "rt_layers"
+    return f"{ns}.{m.cls}({', '.join(args)})"
+
+
 def _emit_state(code: BlockCode) -> None:
     block = code.plan
-    by = {lv.name: lv for lv in block.levels}
     for lv in block.levels:
-        src = by[lv.copy_of] if lv.init == "copy" else lv
-        if src.init == "learned":
+        src = block.initial_source(lv)  # the root of an `init copy` chain
+        if isinstance(src, SlowLevel):  # a `steps` level's current weights
+            init = f"self.{src.var}_state.initial(batch)"
+        elif src.init == "learned":
             init = f"self.{src.var}_init(batch)"
         else:
             init = f"rt_memory.MemoryInit({py_value(src.weights)}, {src.kind!r}, {src.residual}, {src.init!r})(batch)"

@@ -13,7 +13,7 @@ E407 widths that do not broadcast; E409 `debias` without `retain`;
 E410 wrong number of arguments; E411 unknown keyword argument; E413 wrong
 argument type; E414 heads that do not divide the width; E415 builtin used in
 the wrong kind of program; E416 `copy` between different shapes; E417 identity
-init of a non-square memory.
+init of a non-square memory; E418 an update expression in a model.
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ from typing import Mapping
 from nlc import builtins as B
 from nlc import ir
 from nlc.errors import Reporter, did_you_mean
-from nlc.passes.params import arith
+from nlc.passes.params import arith, fold
 
 
 @dataclass(frozen=True)
@@ -54,6 +54,14 @@ class StateShape:
     kind: str  # linear | mlp | vector | like | params
     d_in: int | str
     d_out: int | str
+    layers: tuple = ()  # an MLP's (hidden, depth); a `like` state's: those of its level
+
+    def describe(self) -> str:
+        """`linear 8->16`, `mlp 8->32->8` (depth 2), `mlp 8->32 (x3)->8` (depth 4)."""
+        if not self.layers or self.layers[1] == 1:
+            return f"{self.kind} {self.d_in}->{self.d_out}"
+        hidden, depth = self.layers
+        return f"{self.kind} {self.d_in}->{hidden}{f' (x{depth - 1})' if depth > 2 else ''}->{self.d_out}"
 
 
 def run(program: ir.Program, env: Mapping[str, object], rep: Reporter) -> ir.Program:
@@ -176,7 +184,7 @@ class _Typer:
                     self.posint(bound[k], f"`{k}`", s.fn)
             if bound.get("residual") is not None:
                 self.expect(bound["residual"], B.ArgType.BOOL, "residual", s.fn)
-            return None if d is None else StateShape("mlp", d, d)
+            return None if d is None else StateShape("mlp", d, d, self.mlp_layers(d, bound))
         if s.fn == "vector":
             n = self.posint(bound["n"], "`n`", s.fn)
             return None if n is None else StateShape("vector", n, n)
@@ -185,12 +193,20 @@ class _Typer:
         of = bound["of"]  # like(...)
         if isinstance(of, ir.Ref) and of.kind is ir.RefKind.LEVEL:
             inner = self.shape(of.name)
-            return None if inner is None else StateShape("like", inner.d_in, inner.d_out)
+            return None if inner is None else StateShape("like", inner.d_in, inner.d_out, inner.layers)
         if isinstance(of, ir.Ref) and of.name == "param" and not self.is_model:
             return StateShape("like", "P", "P")
         self.rep.error("E413", "`like` takes a level (or `param` in an optimizer)", of.span,
                        "for example `state like(memory)`")
         return None
+
+    def mlp_layers(self, d: int, bound: dict) -> tuple:
+        """An MLP state's (hidden, depth); () when they are not numbers (reported elsewhere)."""
+        hidden = 4 * d if bound.get("hidden") is None else fold(bound["hidden"], self.env, Reporter())
+        depth = 2 if bound.get("depth") is None else fold(bound["depth"], self.env, Reporter())
+        if not all(isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in (hidden, depth)):
+            return ()
+        return (hidden if depth > 1 else 0, depth)
 
     def check_level(self, lv: ir.Level) -> None:
         shape = self.shape(lv.name)
@@ -222,10 +238,10 @@ class _Typer:
             of = bound["of"]
             if isinstance(of, ir.Ref) and of.kind is ir.RefKind.LEVEL:
                 other = self.shape(of.name)
-                if other is not None and (other.d_in, other.d_out, other.kind) != (shape.d_in, shape.d_out, shape.kind):
+                if other is not None and (other.d_in, other.d_out, other.kind, other.layers) != \
+                        (shape.d_in, shape.d_out, shape.kind, shape.layers):
                     self.rep.error("E416", f"`{lv.name}` cannot copy `{of.name}`: their states differ "
-                                   f"({shape.kind} {shape.d_in}->{shape.d_out} vs {other.kind} "
-                                   f"{other.d_in}->{other.d_out})", of.span,
+                                   f"({shape.describe()} vs {other.describe()})", of.span,
                                    f"give `{lv.name}` the state of `{of.name}`, or use `init zeros` or `init learned`")
             else:
                 self.rep.error("E413", "`copy` takes the name of a level", of.span,
@@ -268,6 +284,14 @@ class _Typer:
                 self.rep.error("E404", f"level `{upd.name}` cannot update `{lv.name}`: its state is "
                                f"{_width(other.d_out)}, `{lv.name}`'s is {_width(shape.d_out)}", upd.span,
                                f"shape `{upd.name}` like the level it updates: `state like({lv.name})`")
+            return
+        if self.is_model:
+            # the model back ends apply a rule (`gd`, `momentum`, ...) or another level's state
+            # (`update LEVEL`); an expression over levels is an optimizer's update only
+            self.rep.error("E418", f"level `{lv.name}` is updated by an expression; in a model a level's update "
+                           "is a rule or the name of another level", upd.span,
+                           "give the expression its own level and write `update NAME`, or use a rule such as "
+                           "`update adam` (update expressions are for optimizer specs)")
             return
         t = self.type_of(upd)
         if t is not None and shape is not None and isinstance(t, Tensor) and not _fits(t.dim, shape.d_out):

@@ -108,6 +108,10 @@ def objective_grad(objective: tuple, y: torch.Tensor, v: torch.Tensor) -> torch.
 
 def grads(kind: str, state: dict, k, v, objective: tuple, residual: bool = False):
     """Per-token gradient factors {weight: (a, d)} with dl/dW = a^T d (elementwise memories: (k, d))."""
+    if isinstance(v, torch.Tensor) and k is not None and not isinstance(k, torch.Tensor):
+        # a constant key (`context (1, v)`, elementwise memories): the same key for every token, so the
+        # read is [B, C, n] like the values, not [B, n] (which would broadcast the batch against time)
+        k = torch.full_like(v, float(k))
     y, inputs, pre = read_with_cache(kind, state, k, residual)
     return _factors(state, k, y, inputs, pre, v, objective)
 
@@ -196,6 +200,19 @@ class SlowMemory(nn.Module):
                          last=(i == len(weights) - 1))
             self.register_parameter(name, nn.Parameter(t, requires_grad=trainable))
 
+    def initial(self, batch: int) -> dict:
+        """Its current weights, expanded over the batch: the initial state of an in-context level
+        that copies this one (`init copy(slow)`), {name: [B, ...]}."""
+        return {n: getattr(self, n).unsqueeze(0).expand(batch, *getattr(self, n).shape) for n in self.names}
+
     def forward(self, k: torch.Tensor | None) -> torch.Tensor:
-        state = {n: getattr(self, n).unsqueeze(0).expand(k.shape[0], *getattr(self, n).shape) for n in self.names}
-        return read(self.kind, state, k, self.residual)
+        return read(self.kind, self.initial(k.shape[0]), k, self.residual)
+
+
+def copy_initial(target: SlowMemory, source: nn.Module) -> None:
+    """Start a `steps`/`never` level from another level's initial weights (`init copy`), once, at build time.
+
+    `source` holds the weights under the same names: a SlowMemory, or a MemoryInit."""
+    with torch.no_grad():
+        for n in target.names:
+            getattr(target, n).copy_(getattr(source, n))

@@ -15,7 +15,9 @@ the strategy never draws what the code generator cannot compile yet (E5xx, see
 
 - state kinds: `linear(d, d)` and `linear(d, 2d)`, `mlp(d, hidden, depth, residual)`,
   `vector(d)`, `like(level)`;
-- inits: `learned`, `zeros`, `identity`, `copy(level)`;
+- inits: `learned`, `zeros`, `identity`, `copy(level)` (chains of copies; with `copies_across`,
+  copies between in-context and `steps`/`never` levels);
+- keys: projections, flows, and the constant key `1` of a vector memory;
 - objectives `l2`, `dot`, `huber(delta)`, `lp(p)`; update rules `gd`, `momentum`,
   `dgd`, `muon`, `delta_momentum`, `adam`, and `update LEVEL` (a deep optimizer);
 - gates (`lr`, `retain`, `beta`): constants, `learned(...)`, data-dependent
@@ -70,7 +72,7 @@ AVOIDED = {
     "E308": "`steps` levels with a context other than `loss`, an objective other than dot/l2, a rule other than "
             "gd/momentum, or `debias`: the training loop would not honour them",
     "E502": "`newton_schulz` in a model (an optimizer builtin)",
-    "update expressions": "`update m / (sqrt(v) + eps)` in a model: the model back ends take a rule or a level",
+    "E418": "`update m / (sqrt(v) + eps)` in a model: the model back ends take a rule or a level",
     "debias": "`debias` on model levels: both back ends ignore the flag (see docs/testing.md)",
     "dead by construction": "`init zeros` MLP memories, `identity` MLPs and learned (zero) vectors on levels that "
                             "do not learn in the forward pass, flows, gates and self-generated values read from a "
@@ -225,8 +227,12 @@ class _Drawer:
         return f"{self.chunk * m} tokens"
 
     # ---- levels ----
-    def state(self, memories: list[_Level], allow_like: bool) -> tuple[str, str, int]:
+    def state(self, memories: list[_Level], allow_like: bool, slow: list[_Level] = ()) -> tuple[str, str, int]:
         kinds = [k for k in self.k["state_kinds"] if k != "like" or (allow_like and memories)]
+        twins = [m for m in memories + slow if m.kind in kinds and m.kind != "like"]
+        if twins and self.draw(st.booleans()):  # another level's state: something to `init copy`
+            twin = self.pick(twins)
+            return twin.kind, twin.state, twin.d_out
         kind = self.pick(kinds or ["linear"])
         if kind == "linear":
             wide = self.draw(st.integers(0, 3)) == 3
@@ -255,12 +261,14 @@ class _Drawer:
             options.append("zeros")
         if (base == "mlp" and in_context) or base == "vector" or (base == "linear" and lv.d_out == 1):
             options.append("identity")
-        same = [o for o in levels.values() if o is not lv and o.role == "memory" and o.state == lv.state
-                and not o.init.startswith("copy")]
-        if same and in_context:
-            options.append("copy")
+        # copy chains (`copy(b)` where b copies a) and copies across frequencies (an in-context level
+        # starting from a `steps` level's weights, a `steps` level from another's initial state)
+        same = [o for o in levels.values() if o is not lv and o.state == lv.state and o.kind != "like"
+                and (o.role == "memory" or o.role in ("cms", "frozen") and self.k["copies_across"])]
+        if same and self.draw(st.booleans()):
+            return f"copy({self.pick(same).name})"
         choice = self.pick(options)
-        return f"copy({self.pick(same).name})" if choice == "copy" else choice
+        return choice
 
     def objective(self) -> str:
         o = self.pick(self.k["objectives"])
@@ -313,7 +321,8 @@ class _Drawer:
 
     def memory_level(self, h: str, levels: dict[str, _Level]) -> None:
         name = self.fresh("mem")
-        kind, state, d_out = self.state([lv for lv in levels.values() if lv.role == "memory"], True)
+        kind, state, d_out = self.state([lv for lv in levels.values() if lv.role == "memory"], True,
+                                        [lv for lv in levels.values() if lv.role in ("cms", "frozen")])
         lv = _Level(name, "memory", kind, state, d_out)
         levels[name] = lv
         lv.init = self.init(lv, levels, True)
@@ -332,6 +341,8 @@ class _Drawer:
         lv.rule_lets = [n for n, _ in self.lets[before:]]
         normalise = rule.startswith(("dgd", "delta_momentum")) or self.draw(st.booleans())
         key, _ = self.flow(h, others, normalise, key=True)
+        if self.base_kind(lv, levels) == "vector" and self.draw(st.integers(0, 3)) == 3:
+            key = "1"  # a constant key: M(k) = m * 1
         if d_out == 1 and me and self.k["self_modification"] and self.draw(st.integers(0, 3)) == 3:
             value, read = f"{name}({self.proj(h)})", True  # a self-generated value (Hope, NL eq. 95)
         else:
@@ -395,6 +406,10 @@ class _Drawer:
         lv = _Level(name, role, kind, state, 1)
         # these levels do not learn inside the forward pass: their initial read must not be zero
         lv.init = {"mlp": "learned", "vector": "identity"}.get(kind) or self.pick(["learned", "identity"])
+        if self.k["copies_across"] and self.draw(st.integers(0, 2)) == 2:
+            lv.init = self.init(lv, levels, False)
+            if not self.nonzero_at_init(lv, levels):
+                lv.init = {"mlp": "learned", "vector": "identity"}.get(kind, "learned")
         if role == "cms" or self.draw(st.booleans()):
             lv.context = "loss"
             lv.objective = "dot"
@@ -449,7 +464,7 @@ class _Drawer:
 
 _DEFAULTS = dict(max_blocks=2, max_levels=3, dim=8, state_kinds=ALL_STATE_KINDS, objectives=ALL_OBJECTIVES,
                  updates=ALL_UPDATES, gates=ALL_GATES, roles=ALL_ROLES, max_period=4, flows=True,
-                 self_modification=True, attention=True, max_repeat=1, vocab=None)
+                 self_modification=True, attention=True, max_repeat=1, vocab=None, copies_across=True)
 
 
 def _knobs(**kw) -> dict:
@@ -500,7 +515,7 @@ def spec_texts(**knobs) -> st.SearchStrategy[str]:
     Knobs: max_blocks (2), max_levels per block (3), dim (8), state_kinds, objectives, updates,
     gates, roles (subsets of ALL_*), max_period in tokens (4), flows (True), self_modification
     (True), attention (True: blocks without levels may use attention), max_repeat (1), vocab
-    (None: the default 256).
+    (None: the default 256), copies_across (True: `init copy` between in-context and `steps` levels).
     """
     k = _knobs(**knobs)
     return _raw_spec(k).map(_canonical)
