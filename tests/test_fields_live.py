@@ -40,6 +40,11 @@ def _known(prog: ir.Program, dead: nt.DeadField) -> str | None:
             and lv.init.fn == "copy"):
         return ("`init copy(LEVEL)` of a `period N steps` level: nlc/runtime/memory.py SlowMemory draws a "
                 "learned init instead of copying the other level's")
+    if (dead.field == "period" and dead.backend == "reference" and isinstance(lv.context, ir.Call)
+            and lv.context.fn == "grad"):
+        return ("the period of an optimizer level inside a model (`context grad(LEVEL)`) that differs from its "
+                "level's: the compiled back end rejects it (E503), the reference interpreter ignores it; "
+                "nlc check should reject it")
     if unit is ir.PeriodUnit.NEVER and dead.field != "init":
         return "a frozen (`period never`) level never learns: its learning fields have no effect"
     return None
