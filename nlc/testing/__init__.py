@@ -15,14 +15,14 @@ command line. See docs/testing.md.
 """
 
 from nlc.testing.properties import (PROPERTIES, check_all, check_causal, check_chunked_equals_sequential,
-                                    check_compiles, check_deterministic, check_finite, check_matches_reference,
-                                    check_no_dead_parameters, check_round_trip, check_streaming, default_tokens,
-                                    run_property)
+                                    check_compiles, check_deterministic, check_fields_live, check_finite,
+                                    check_matches_reference, check_no_dead_parameters, check_round_trip,
+                                    check_streaming, default_tokens, find_dead_fields, run_property)
 from nlc.testing.strategies import inputs, lengths, programs, spec_texts, valid_programs
 
 __all__ = [
     "PROPERTIES", "check_all", "check_causal", "check_chunked_equals_sequential", "check_compiles",
-    "check_deterministic", "check_finite", "check_matches_reference", "check_no_dead_parameters",
-    "check_round_trip", "check_streaming", "default_tokens", "inputs", "lengths", "programs", "run_property",
+    "check_deterministic", "check_fields_live", "check_finite", "check_matches_reference", "check_no_dead_parameters",
+    "check_round_trip", "check_streaming", "default_tokens", "find_dead_fields", "inputs", "lengths", "programs", "run_property",
     "spec_texts", "valid_programs",
 ]

@@ -26,26 +26,35 @@ The properties (DESIGN.md section 5):
 - check_finite: finite outputs and gradients at the default initialisation (float32);
 - check_no_dead_parameters: every slow parameter that requires a gradient gets a
   non-zero one on 2 * alignment + 1 tokens (every level updates before a later read);
-  levels that are `period never` (frozen) are exempt: their weights do not require grad.
+  levels that are `period never` (frozen) are exempt: their weights do not require grad;
+- check_fields_live: every level field the spec states (init, objective and its arguments,
+  the update rule's arguments, lr, retain, period) changes the outputs or the gradients when
+  perturbed, in both back ends (through the trainer for `period N steps` levels; through the
+  parameter updates for an optimizer), unless `nlc check` warns that it has no effect;
+  `find_dead_fields` lists the dead ones.
 
 `check_all` runs all of them (the model properties only for model specs).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import subprocess
 import sys
 from pathlib import Path
-from typing import Callable, Iterable, Mapping
+from dataclasses import dataclass
+from typing import Callable, Iterable, Iterator, Mapping
 
 import nlc
 from nlc import ir
+from nlc.printer import print_expr
 
 __all__ = [
     "MODEL_PROPERTIES", "PROPERTIES", "check_all", "check_causal", "check_chunked_equals_sequential",
     "check_compiles", "check_deterministic", "check_finite", "check_matches_reference",
-    "check_no_dead_parameters", "check_round_trip", "check_streaming", "default_tokens",
+    "check_fields_live", "check_no_dead_parameters", "check_round_trip", "check_streaming", "default_tokens",
+    "DeadField", "find_dead_fields",
 ]
 
 F64 = dict(rtol=1e-5, atol=1e-9)  # DESIGN.md: 1e-5 relative in float64
@@ -414,6 +423,397 @@ def check_no_dead_parameters(spec, params: Mapping | None = None, seed: int = 0,
                              + (f" ({', '.join(none)}: no gradient at all)" if none else " (all zero)"))
 
 
+# ---- every stated field is live ---------------------------------------------------------------
+#
+# A field a spec states must change what the model computes (or what the trainer or the optimizer
+# does with it), or `nlc check` must say it has no effect (a warning at the field). The property
+# perturbs one field of one level at a time and runs both builds side by side.
+
+LIVE_BACKENDS = {"compiled": {}, "reference": {"backend": "reference"}}
+_DIFFERS = 1e-9  # float64: an unchanged computation differs by ~1e-15; a live field by far more than this
+_RULE_ARGS = {"momentum": ("beta",), "muon": ("beta", "steps"), "delta_momentum": ("beta",),
+              "adam": ("beta1", "beta2", "eps")}
+_OBJECTIVE_ARGS = {"huber": ("delta",), "lp": ("p",)}
+_OTHER_INIT = {"learned": ("zeros", "identity"), "zeros": ("learned", "identity"),
+               "identity": ("learned", "zeros")}
+
+
+@dataclass(frozen=True)
+class DeadField:
+    """A stated field whose perturbation changed nothing: where, which values, in which back end."""
+
+    level: str
+    field: str
+    value: str
+    other: str
+    backend: str
+    measured: str  # what was compared: outputs and gradients, the trainer's steps, or an optimizer's updates
+
+    def __str__(self) -> str:
+        return (f"level `{self.level}`, field `{self.field}`: `{self.value}` and `{self.other}` give the same "
+                f"{self.measured} ({self.backend})")
+
+
+@dataclass(frozen=True)
+class _Perturbation:
+    level: ir.Level  # the level as it is in the checked program
+    field: str  # "lr", "init", "update.beta", "objective.delta", ...
+    span_key: str  # the level field it is written in (for a warning at that field)
+    value: str
+    candidates: tuple[tuple[str, ir.Level], ...]  # (the other value's text, the perturbed level), best first
+
+
+def _scaled(e: ir.Expr, factor: float) -> ir.Expr:
+    return ir.BinOp("*", e, ir.Num(factor))
+
+
+def _stated(lv: ir.Level) -> set[str]:
+    """The fields the spec writes (all present ones for IR made without spans)."""
+    keys = {k for k, _ in lv.field_spans}
+    return keys or {f for f in ir.LEVEL_FIELDS if getattr(lv, f, None) is not None}
+
+
+def _arg_value(call: ir.Call, index: int, name: str) -> ir.Expr | None:
+    return call.kwarg(name) if call.kwarg(name) is not None else (call.args[index] if index < len(call.args) else None)
+
+
+def _with_arg(call: ir.Call, index: int, name: str, value: ir.Expr) -> ir.Call:
+    """call with argument `name` (keyword or the index-th positional) set to value."""
+    if call.kwarg(name) is not None:
+        kwargs = tuple(dataclasses.replace(k, value=value) if k.name == name else k for k in call.kwargs)
+        return dataclasses.replace(call, kwargs=kwargs)
+    args = list(call.args)
+    args[index] = value
+    return dataclasses.replace(call, args=tuple(args))
+
+
+def _other_arg(name: str, e: ir.Expr) -> ir.Expr:
+    """A clearly different value for a rule's or an objective's argument."""
+    if name == "eps":
+        return ir.Num(1.0)  # eps is tiny: halving it would change the update by ~1e-8 only
+    if name == "steps":
+        return ir.BinOp("+", e, ir.Num(2))
+    if name == "p":
+        return ir.BinOp("+", e, ir.Num(1))
+    if name == "delta":
+        return _scaled(e, 0.1)  # smaller: more errors in Huber's linear part (a larger delta may change nothing)
+    return _scaled(e, 0.5)
+
+
+def _arg_perturbations(lv: ir.Level, key: str, table: dict) -> Iterator[_Perturbation]:
+    call = getattr(lv, key)
+    if not isinstance(call, ir.Call):
+        return
+    for i, name in enumerate(table.get(call.fn, ())):
+        value = _arg_value(call, i, name)
+        if value is None:  # not stated: the default
+            continue
+        other = _other_arg(name, value)
+        new = dataclasses.replace(lv, **{key: _with_arg(call, i, name, other)})
+        yield _Perturbation(lv, f"{key}.{name}", key, print_expr(value), ((print_expr(other), new),))
+
+
+def _objective_kind(lv: ir.Level) -> _Perturbation:
+    fn = lv.objective.fn if isinstance(lv.objective, ir.Call) else "l2"
+    others = ("dot", "l2") if fn == "l2" else ("l2", "dot")
+    cands = tuple((o, dataclasses.replace(lv, objective=ir.Call(o, bare=True))) for o in others if o != fn)
+    return _Perturbation(lv, "objective", "objective", print_expr(lv.objective), cands)
+
+
+def _init_kind(lv: ir.Level) -> _Perturbation | None:
+    fn = lv.init.fn if isinstance(lv.init, ir.Call) else ""
+    others = _OTHER_INIT.get(fn, ("learned", "zeros"))
+    cands = tuple((o, dataclasses.replace(lv, init=ir.Call(o, bare=True))) for o in others)
+    return _Perturbation(lv, "init", "init", print_expr(lv.init), cands)
+
+
+def _period(lv: ir.Level, env: Mapping) -> _Perturbation | None:
+    p = lv.period
+    if p.unit is ir.PeriodUnit.NEVER:
+        return None  # `never` has no other value that keeps the level what it is
+    n = int(_fold(p.count, env))
+    options = [m for m in dict.fromkeys((1, 2 * n, n // 2, 4 * n)) if m >= 1 and m != n]
+    cands = tuple((f"{m} {p.unit.value}", dataclasses.replace(lv, period=dataclasses.replace(p, count=ir.Num(m))))
+                  for m in options)
+    return _Perturbation(lv, "period", "period", f"{print_expr(p.count)} {p.unit.value}", cands)
+
+
+def _gate(lv: ir.Level, key: str) -> _Perturbation:
+    value = getattr(lv, key)
+    other = _scaled(value, 0.5)
+    return _Perturbation(lv, key, key, print_expr(value), ((print_expr(other),
+                                                            dataclasses.replace(lv, **{key: other})),))
+
+
+def level_perturbations(lv: ir.Level, env: Mapping) -> list[_Perturbation]:
+    """One perturbation per stated field of a level (and per stated argument of its rule and objective)."""
+    stated = _stated(lv)
+    out: list[_Perturbation | None] = []
+    if "init" in stated:
+        out.append(_init_kind(lv))
+    if "objective" in stated:
+        out.append(_objective_kind(lv))
+        out.extend(_arg_perturbations(lv, "objective", _OBJECTIVE_ARGS))
+    if "update" in stated:
+        out.extend(_arg_perturbations(lv, "update", _RULE_ARGS))
+    for key in ("lr", "retain"):
+        if key in stated and getattr(lv, key) is not None:
+            out.append(_gate(lv, key))
+    if "period" in stated:
+        out.append(_period(lv, env))
+    return [p for p in out if p is not None]
+
+
+def _replace_level(body: tuple, old: ir.Level, new: ir.Level) -> tuple:
+    """body with the level `old` (by identity) replaced by `new`, at any depth."""
+    out = []
+    for s in body:
+        if s is old:
+            s = new
+        elif isinstance(s, (ir.Block, ir.Repeat)):
+            s = dataclasses.replace(s, body=_replace_level(s.body, old, new))
+        out.append(s)
+    return tuple(out)
+
+
+def _perturbed_program(prog: ir.Program, old: ir.Level, new: ir.Level, params: Mapping | None):
+    """The program with one level changed, printed and checked again; None if it does not check."""
+    changed = dataclasses.replace(prog, body=_replace_level(prog.body, old, new))
+    try:
+        again = nlc.loads(nlc.print_program(changed), "<perturbed>")
+        nlc.check(again, **dict(params or {}))
+    except (nlc.SpecError, ValueError):
+        return None
+    return again
+
+
+def _warned_no_effect(prog: ir.Program, params: Mapping | None, lv: ir.Level, key: str) -> bool:
+    """Does `nlc check` warn at this field (saying it has no effect)?"""
+    span = lv.field_span(key)
+    warnings = nlc.check(prog, **dict(params or {}))
+    return any(w.span == span for w in warnings)
+
+
+def _differ(a, b) -> bool:
+    import torch
+
+    if a is None or b is None:
+        present = a if a is not None else b
+        return present is not None and bool(present.abs().max() > _DIFFERS)
+    if a.shape != b.shape:
+        return True
+    return bool((a - b).abs().max() > _DIFFERS * max(1.0, float(a.abs().max()))) or not bool(
+        torch.isfinite(a).all() == torch.isfinite(b).all())
+
+
+def _forward_outcome(prog, params, seed, kw, tokens, base_state):
+    """(logits, gradients by name) of one build whose shared parameters are base_state's."""
+    import torch
+
+    model = _build(prog, params, seed, torch.float64, **kw)
+    _load_shared(model, base_state)
+    logits = model(tokens)
+    (logits * _loss_weights(logits, seed)).sum().backward()
+    return logits.detach(), {n: p.grad for n, p in model.named_parameters() if p.grad is not None}, model
+
+
+def _load_shared(model, state: dict | None) -> None:
+    """Give model the values of the parameters it shares (same name and shape) with state."""
+    if state is None:
+        return
+    own = model.state_dict()
+    model.load_state_dict({n: t for n, t in state.items() if n in own and own[n].shape == t.shape}, strict=False)
+
+
+def _outcomes_differ(a, b) -> bool:
+    (la, ga), (lb, gb) = a, b
+    return _differ(la, lb) or any(_differ(ga.get(n), gb.get(n)) for n in ga.keys() | gb.keys())
+
+
+def _max_step_period(model) -> int:
+    return max((int(v.get("period", 0)) for v in (getattr(model, "step_levels", {}) or {}).values()), default=0)
+
+
+def _trainer_outcome(prog, params, seed, kw, tokens, base_state, steps: int):
+    """Train only the step levels (StepLevels, no outer optimizer) for `steps` steps: their parameters."""
+    import torch
+
+    from nlc.train.steplevels import StepLevels
+
+    model = _build(prog, params, seed, torch.float64, **kw)
+    _load_shared(model, base_state)
+    levels = StepLevels(model)
+    for _ in range(steps):
+        model.zero_grad(set_to_none=True)
+        logits = model(tokens)
+        (logits * _loss_weights(logits, seed)).sum().backward()
+        levels.accumulate()
+        levels.step()
+    model.zero_grad(set_to_none=True)
+    return {n: p.detach().clone() for n, p in model.named_parameters() if levels.owns(n)}
+
+
+class _Base:
+    """The unperturbed spec in one back end: its outcome, computed once and shared by every perturbation."""
+
+    def __init__(self, prog, params, seed: int, backend: str, tokens):
+        self.prog, self.params, self.seed, self.tokens = prog, params, seed, tokens
+        self.kw = LIVE_BACKENDS[backend]
+        logits, grads, model = _forward_outcome(prog, params, seed, self.kw, tokens, None)
+        self.outcome, self.state, self.step_period = (logits, grads), model.state_dict(), _max_step_period(model)
+        self.trained: dict[int, dict] = {}
+
+    def after_steps(self, steps: int) -> dict:
+        if steps not in self.trained:
+            self.trained[steps] = _trainer_outcome(self.prog, self.params, self.seed, self.kw, self.tokens,
+                                                   self.state, steps)
+        return self.trained[steps]
+
+
+def _live_in_model(base: _Base, other, private: str | None = None) -> str | None:
+    """None if `other` computes something different from the base spec; else what was compared.
+
+    The two builds share the parameters they both have, except the initial state of level `private`
+    when its `init` is what changed (sharing it would overwrite the other init's values).
+    """
+    state = base.state if private is None else {
+        n: t for n, t in base.state.items() if f".{private}_init." not in n and f".{private}_state." not in n}
+    logits, grads, model = _forward_outcome(other, base.params, base.seed, base.kw, base.tokens, state)
+    if _outcomes_differ(base.outcome, (logits, grads)):
+        return None
+    steps = 2 * max(base.step_period, _max_step_period(model))
+    if not steps:
+        return "outputs and slow-parameter gradients"
+    # a level that learns across optimiser steps shows only there: two of its updates at least
+    # (momentum's beta first acts on the second one)
+    a = base.after_steps(steps)
+    b = _trainer_outcome(other, base.params, base.seed, base.kw, base.tokens, state, steps)
+    if any(_differ(a.get(n), b.get(n)) for n in a.keys() | b.keys()):
+        return None
+    return f"outputs, slow-parameter gradients and step-level parameters after {steps} trainer steps"
+
+
+def _optimizer_steps(prog, params, seed: int, steps: int) -> dict:
+    """The parameters after `steps` steps of the optimizer on a fixed sequence of gradients."""
+    import torch
+
+    g = torch.Generator().manual_seed(seed)
+    weights = [torch.nn.Parameter(torch.randn(4, 3, generator=g, dtype=torch.float64)),
+               torch.nn.Parameter(torch.randn(3, generator=g, dtype=torch.float64))]
+    grads = [[torch.randn(w.shape, generator=g, dtype=torch.float64) for w in weights] for _ in range(steps)]
+    opt = nlc.build_optimizer(prog, weights, **dict(params or {}))
+    for step in grads:
+        for w, gw in zip(weights, step):
+            w.grad = gw.clone()
+        opt.step()
+    return {i: w.detach().clone() for i, w in enumerate(weights)}
+
+
+def _live_in_optimizer(prog, other, params, seed: int) -> str | None:
+    steps = 2 * max(_steps_of(prog, params), _steps_of(other, params)) + 1
+    a = _optimizer_steps(prog, params, seed, steps)
+    b = _optimizer_steps(other, params, seed, steps)
+    if any(_differ(a[i], b[i]) for i in a):
+        return None
+    return f"parameters after {steps} optimizer steps"
+
+
+def _steps_of(prog: ir.Program, params: Mapping | None) -> int:
+    """The longest period (in steps) of an optimizer, with parameter overrides."""
+    env = _param_values(prog, params)
+    periods = [lv.period.count for lv in ir.all_levels(prog) if lv.period.count is not None]
+    return max((int(_fold(c, env)) for c in periods), default=1)
+
+
+def _param_values(prog: ir.Program, params: Mapping | None) -> dict:
+    from nlc.passes.pipeline import check_ir
+
+    return dict(check_ir(prog, dict(params or {})).params)
+
+
+def _fold(e: ir.Expr, env: Mapping):
+    from nlc.errors import Reporter
+    from nlc.passes.params import fold
+
+    return fold(e, env, Reporter())
+
+
+def find_dead_fields(spec, tokens=None, params: Mapping | None = None, seed: int = 0,
+                     backends: Iterable[str] = ("compiled", "reference")) -> tuple[list[DeadField], list[str]]:
+    """Perturb every stated field of every level; return (the dead ones, the fields not perturbed and why)."""
+    prog = _load(spec, params)
+    env = _param_values(prog, params)
+    dead, skipped, bases = [], [], {}
+    if prog.is_model and tokens is None:
+        probe = _build(prog, params, seed)
+        # three spans of the longest period and one token more: every level updates at least twice
+        # before a later read, so retain and beta (which act from the second update on) must show
+        tokens = default_tokens(probe, length=3 * probe.alignment + 1, seed=seed)
+    for lv in ir.all_levels(prog):
+        for pert in level_perturbations(lv, env):
+            if _warned_no_effect(prog, params, lv, pert.span_key):
+                continue
+            found = next(((text, p) for text, new in pert.candidates
+                          if (p := _perturbed_program(prog, lv, new, params)) is not None), None)
+            if found is None:
+                skipped.append(f"level `{lv.name}`, field `{pert.field}`: no other value of "
+                               f"`{pert.value}` checks ({', '.join(t for t, _ in pert.candidates)})")
+                continue
+            text, other = found
+            if not prog.is_model:
+                measured = _live_in_optimizer(prog, other, params, seed)
+                if measured is not None:
+                    dead.append(DeadField(lv.name, pert.field, pert.value, text, "optimizer", measured))
+                continue
+            for backend in backends:
+                if backend not in bases:
+                    bases[backend] = _Base(prog, params, seed, backend, tokens)
+                try:
+                    measured = _live_in_model(bases[backend], other, lv.name if pert.field == "init" else None)
+                except AssertionError as e:  # the perturbed spec checks but does not build
+                    skipped.append(f"level `{lv.name}`, field `{pert.field}` = `{text}` ({backend}): {e}")
+                    continue
+                if measured is not None:
+                    dead.append(DeadField(lv.name, pert.field, pert.value, text, backend, measured))
+    return dead, skipped
+
+
+def check_fields_live(spec, tokens=None, params: Mapping | None = None, seed: int = 0,
+                      backends: Iterable[str] = ("compiled", "reference")) -> None:
+    """Every field a spec states is live: perturbing it changes what the spec computes, in each back end.
+
+    For each level and each field it states (init, objective and its `delta` / `p`, the update
+    rule's `beta`, `steps`, `beta1`, `beta2`, `eps`, lr, retain, period), the field gets another
+    value (a gate times 0.5, another init kind, another objective, a period that still nests:
+    1, 2N, N/2 or 4N, whichever checks first) and both specs run side by side with the same
+    parameters (those the two builds share) in float64. The field is live when:
+
+    - in a model, the outputs or the gradient of some slow parameter differ on the tokens, in the
+      compiled and the reference back ends; for a model with `period N steps` levels, otherwise
+      after 2 * N training steps of those levels (nlc.train.steplevels.StepLevels, no outer
+      optimizer), their parameters differ;
+    - in an optimizer, the parameters after 2 * (the longest period) + 1 steps on a fixed sequence
+      of gradients differ.
+
+    The default tokens are 3 * alignment + 1 long, because some fields legitimately do nothing at
+    first: `retain` scales a state that may start at zero, and a momentum's `beta` scales a
+    momentum that is zero until the first update. With three spans of the longest period, every
+    in-context level updates at least twice before a later read, so both must show by then; the
+    same holds for the 2 * N trainer steps of a step level. `learned` and `zeros` inits may read
+    the same at first (a learned vector starts at zeros): then the learned one's gradient tells
+    them apart (a gradient present in one build and absent in the other counts as a difference).
+
+    A field `nlc check` warns about (a warning at the field's span) is exempt. Fields for which no
+    other value checks (e.g. `init` of an optimizer level) are not tested. Raises AssertionError
+    naming each dead field: the level, the field, the two values and the back end.
+    """
+    prog = _load(spec, params)
+    dead, _ = find_dead_fields(prog, tokens, params, seed, backends)
+    if dead:
+        raise AssertionError(f"`{prog.name}`: {len(dead)} stated field(s) have no effect:\n"
+                             + "\n".join(f"  {d}" for d in dead))
+
+
 MODEL_PROPERTIES: dict[str, Callable] = {
     "compiles": check_compiles,
     "matches_reference": check_matches_reference,
@@ -424,10 +824,16 @@ MODEL_PROPERTIES: dict[str, Callable] = {
     "deterministic": check_deterministic,
     "finite": check_finite,
     "no_dead_parameters": check_no_dead_parameters,
+    "fields_live": check_fields_live,
 }
 PROPERTIES = MODEL_PROPERTIES  # every property, by short name (what `nlc fuzz --property` takes)
 _TAKES_TOKENS = {"matches_reference", "causal", "streaming", "chunked_equals_sequential", "finite"}
-_TAKES_SEED = _TAKES_TOKENS | {"compiles", "no_dead_parameters"}
+_TAKES_SEED = _TAKES_TOKENS | {"compiles", "no_dead_parameters", "fields_live"}
+# the properties of the spec itself, for a model or an optimizer (the others need a model)
+# what check_all runs unless told: fields_live only when asked, while specs nlc accepts today still
+# state fields with no effect (issue #12; find_dead_fields lists them)
+DEFAULT_PROPERTIES = tuple(n for n in PROPERTIES if n != "fields_live")
+SPEC_PROPERTIES = ("compiles", "round_trip", "deterministic", "fields_live")
 
 
 def run_property(name: str, spec, tokens=None, params: Mapping | None = None, seed: int = 0, **options) -> None:
@@ -445,17 +851,18 @@ def run_property(name: str, spec, tokens=None, params: Mapping | None = None, se
 
 def check_all(spec, tokens=None, params: Mapping | None = None, seed: int = 0,
               properties: Iterable[str] | None = None, other_process: bool = True) -> None:
-    """Run every property (or those named in `properties`); raise one AssertionError listing each failure.
+    """Run every property but fields_live (or those named in `properties`); raise one AssertionError listing
+    each failure.
 
-    For an optimizer spec only `compiles`, `round_trip` and `deterministic` apply.
+    For an optimizer spec only `compiles`, `round_trip`, `deterministic` and `fields_live` apply.
     """
     prog = _load(spec, params)
-    names = list(properties) if properties is not None else list(PROPERTIES)
+    names = list(properties) if properties is not None else list(DEFAULT_PROPERTIES)
     unknown = [n for n in names if n not in PROPERTIES]
     if unknown:
         raise ValueError(f"unknown properties {unknown}; known: {', '.join(PROPERTIES)}")
     if not prog.is_model:
-        names = [n for n in names if n in ("compiles", "round_trip", "deterministic")]
+        names = [n for n in names if n in SPEC_PROPERTIES]
     failures = []
     for name in names:
         try:

@@ -41,13 +41,14 @@ PROFILES = {
 EXAMPLES = {
     "ci": {"compiles": 25, "matches_reference": 8, "causal": 8, "streaming": 12, "chunked_equals_sequential": 15,
            "round_trip": 40, "deterministic": 15, "finite": 20, "no_dead_parameters": 20, "defects": 80,
-           "all": 3, "names": 15, "accepted_builds": 6},
+           "all": 3, "names": 15, "accepted_builds": 6, "fields_live": 3},
     "thorough": {"compiles": 500, "matches_reference": 200, "causal": 200, "streaming": 300,
                  "chunked_equals_sequential": 400, "round_trip": 1000, "deterministic": 300, "finite": 400,
-                 "no_dead_parameters": 400, "defects": 2000, "all": 50, "names": 300, "accepted_builds": 300},
+                 "no_dead_parameters": 400, "defects": 2000, "all": 50, "names": 300, "accepted_builds": 300,
+                 "fields_live": 50},
     "dev": {"compiles": 5, "matches_reference": 3, "causal": 3, "streaming": 3, "chunked_equals_sequential": 3,
             "round_trip": 5, "deterministic": 3, "finite": 3, "no_dead_parameters": 3, "defects": 10, "all": 1,
-            "names": 3, "accepted_builds": 3},
+            "names": 3, "accepted_builds": 3, "fields_live": 1},
 }
 
 

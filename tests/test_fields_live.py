@@ -1,0 +1,145 @@
+"""check_fields_live (issue #12: accepted means correct): every field a spec states takes effect.
+
+Known dead fields (specs nlc accepts today whose field changes nothing) are bugs, listed in KNOWN
+with the reason; a test whose only dead fields are known ones is marked xfail with them, so it
+turns into a pass (XPASS) when they are fixed and the list can shrink.
+"""
+
+from __future__ import annotations
+
+import pytest
+from hypothesis import given
+
+import nlc
+import nlc.testing as nt
+from nlc import ir
+from nlc.cli import main
+from nlc.testing.settings import for_property
+from tests.model_cases import ROOT, tiny
+
+EXAMPLES = sorted(p.name for p in (ROOT / "examples").glob("*.nl"))
+SMALL_PERIODS = dict(chunk=2, memory_chunk=2, cms_fast=1, cms_slow=2, fast_period=1, mid_period=2,
+                     slow_period=4, hidden=8, f=2)
+
+
+def _known(prog: ir.Program, dead: nt.DeadField) -> str | None:
+    """Why a dead field is a known bug (None: an unexpected one)."""
+    lv = next(lv for lv in ir.all_levels(prog) if lv.name == dead.level)
+    unit = lv.period.unit
+    if unit is ir.PeriodUnit.STEPS and prog.is_model and dead.field in ("retain", "update.beta"):
+        return ("issue #12 item 2: `retain` and `beta` of a `period N steps` level do not reach the trainer "
+                "(nlc/plan.py SlowLevel has no retain/beta; nlc/train/steplevels.py falls back to 1 and 0.9)")
+    if dead.field == "objective" and isinstance(lv.context, ir.Ref) and lv.context.name == "loss":
+        return ("`objective` of a `context loss` level: the level takes the task loss gradient, its objective "
+                "is never used (nlc check should reject any but `dot`)")
+    if (not prog.is_model and dead.field == "objective" and isinstance(lv.state, ir.Call)
+            and lv.state.fn == "params" and not (isinstance(lv.update, ir.Call) and lv.update.kind is ir.CallKind.FORM)):
+        return ("`objective` of an optimizer's `state params` level whose update is a level or an expression: "
+                "the direction comes from the update, the objective is never used")
+    if (unit is ir.PeriodUnit.STEPS and dead.field == "init" and isinstance(lv.init, ir.Call)
+            and lv.init.fn == "copy"):
+        return ("`init copy(LEVEL)` of a `period N steps` level: nlc/runtime/memory.py SlowMemory draws a "
+                "learned init instead of copying the other level's")
+    if (dead.field == "period" and dead.backend == "reference" and isinstance(lv.context, ir.Call)
+            and lv.context.fn == "grad"):
+        return ("the period of an optimizer level inside a model (`context grad(LEVEL)`) that differs from its "
+                "level's: the compiled back end rejects it (E503), the reference interpreter ignores it; "
+                "nlc check should reject it")
+    if unit is ir.PeriodUnit.NEVER and dead.field != "init":
+        return "a frozen (`period never`) level never learns: its learning fields have no effect"
+    return None
+
+
+def _check_or_xfail(prog: ir.Program, dead: list) -> None:
+    unexpected = [str(d) for d in dead if _known(prog, d) is None]
+    assert not unexpected, "dead fields:\n" + "\n".join(unexpected)
+    if dead:
+        reasons = sorted({f"{d.level}.{d.field} ({d.backend}): {_known(prog, d)}" for d in dead})
+        pytest.xfail("known dead fields: " + "; ".join(reasons))
+
+
+@pytest.mark.parametrize("name", EXAMPLES)
+def test_every_stated_field_of_an_example_is_live(name):
+    prog = nlc.load(ROOT / "examples" / name)
+    params = tiny(prog, **SMALL_PERIODS) if prog.is_model else (
+        {k: v for k, v in SMALL_PERIODS.items() if prog.param(k) is not None})
+    dead, _ = nt.find_dead_fields(prog, params=params)
+    _check_or_xfail(prog, dead)
+
+
+@for_property("fields_live")
+@given(nt.spec_texts(max_blocks=1, max_levels=2, roles=("memory", "optimizer")))
+def test_every_stated_field_of_a_random_spec_is_live(text):
+    dead, _ = nt.find_dead_fields(text)
+    prog = nlc.loads(text)
+    assert not [d for d in dead if _known(prog, d) is None], "\n".join(map(str, dead))
+
+
+CHAIN = """\
+model chain(dim = 8, chunk = 2) {
+  block b {
+    let h = rmsnorm(x)
+    let k = l2norm(conv(linear(h, dim), 3))
+
+    level mem {
+      state linear(dim, dim)
+      init zeros
+      context (k, linear(h, dim))
+      objective huber(delta = 0.5)
+      update momentum(beta = 0.8)
+      lr sigmoid(linear(h, 1)) * 0.1
+      retain 0.9
+      period chunk tokens
+    }
+
+    level cms {
+      state mlp(dim, 2 * dim)
+      context loss
+      update momentum(beta = 0.5)
+      lr 0.01
+      retain 0.99
+      period 2 steps
+    }
+
+    out = cms(mem(l2norm(linear(h, dim))))
+  }
+}
+"""
+
+
+def test_live_fields_of_in_context_levels_pass_and_dead_steps_fields_are_named():
+    dead, _ = nt.find_dead_fields(CHAIN)
+    fields = {(d.level, d.field) for d in dead}
+    # every field of `mem` is live in both back ends; `cms`'s lr, momentum and period reach the trainer
+    assert not {f for f in fields if f[0] == "mem"}, dead
+    assert ("cms", "lr") not in fields and ("cms", "period") not in fields, dead
+    with pytest.raises(AssertionError, match=r"level `cms`, field `retain`: `0.99` and `0.99 \* 0.5`"):
+        nt.check_fields_live(CHAIN)
+
+
+@pytest.mark.xfail(strict=True, reason="issue #12 item 2: retain and beta of `period N steps` levels do not "
+                                       "reach the trainer (nlc/plan.py SlowLevel, nlc/train/steplevels.py)")
+def test_retain_and_beta_of_a_steps_level_reach_the_trainer():
+    dead, _ = nt.find_dead_fields(CHAIN)
+    assert not [d for d in dead if d.level == "cms"], "\n".join(map(str, dead))
+
+
+def test_fields_live_catches_an_objective_argument_one_back_end_ignores(monkeypatch):
+    """A planted bug: the compiled back end's Huber gradient ignores `delta` (always 1)."""
+    from nlc.runtime import memory
+
+    right = memory.objective_grad
+    monkeypatch.setattr(memory, "objective_grad",
+                        lambda obj, y, v: right(("huber", 1.0) if obj[0] == "huber" else obj, y, v))
+    with pytest.raises(AssertionError, match=r"level `mem`, field `objective.delta`: `0.5` and `0.5 \* 0.1` give "
+                                             r"the same outputs and slow-parameter gradients \(compiled\)"):
+        nt.check_fields_live(CHAIN.replace("    level cms", "    level cms_unused").split("    level cms_unused")[0]
+                             + "    out = mem(l2norm(linear(h, dim)))\n  }\n}\n", backends=("compiled",))
+
+
+def test_fuzz_runs_fields_live(tmp_path, capsys):
+    spec = tmp_path / "chain.nl"
+    spec.write_text(CHAIN, encoding="utf-8")
+    assert main(["fuzz", str(spec), "--property", "fields_live", "--examples", "1"]) == 1
+    assert "property `fields_live` fails" in capsys.readouterr().out
+    assert main(["fuzz", str(ROOT / "examples" / "dgd.nl"), "--property", "fields_live"]) == 0
