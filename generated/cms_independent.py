@@ -19,6 +19,7 @@ from nlc.runtime import layers as rt_layers
 from nlc.runtime import memory as rt_memory
 from nlc.runtime import scan as rt_scan
 from nlc.runtime.state import carried_state, check_stream
+from nlc.runtime.steplevel import StepLevelSpec
 
 
 class AttnBlock(nn.Module):
@@ -89,14 +90,14 @@ class CmsIndependentModel(nn.Module):
     """The cms_independent language model."""
 
     alignment = 1  # streaming pieces are multiples of this many tokens
-    # levels trained across optimiser steps (CMS): parameter prefix -> period in steps, lr, rule
+    # levels trained across optimiser steps (CMS): parameter prefix -> what the training loop runs for it
     step_levels = {
-        'blocks.1.slow_state': {'level': 'slow', 'period': 16, 'lr': 0.01, 'rule': 'gd', 'online': True},
-        'blocks.1.mid_state': {'level': 'mid', 'period': 4, 'lr': 0.01, 'rule': 'gd', 'online': True},
-        'blocks.1.fast_state': {'level': 'fast', 'period': 1, 'lr': 0.01, 'rule': 'gd', 'online': True},
-        'blocks.3.slow_state': {'level': 'slow', 'period': 16, 'lr': 0.01, 'rule': 'gd', 'online': True},
-        'blocks.3.mid_state': {'level': 'mid', 'period': 4, 'lr': 0.01, 'rule': 'gd', 'online': True},
-        'blocks.3.fast_state': {'level': 'fast', 'period': 1, 'lr': 0.01, 'rule': 'gd', 'online': True},
+        'blocks.1.slow_state': StepLevelSpec(level='slow', period=16, lr=0.01, rule='gd', retain=1.0, beta=None, online=True),
+        'blocks.1.mid_state': StepLevelSpec(level='mid', period=4, lr=0.01, rule='gd', retain=1.0, beta=None, online=True),
+        'blocks.1.fast_state': StepLevelSpec(level='fast', period=1, lr=0.01, rule='gd', retain=1.0, beta=None, online=True),
+        'blocks.3.slow_state': StepLevelSpec(level='slow', period=16, lr=0.01, rule='gd', retain=1.0, beta=None, online=True),
+        'blocks.3.mid_state': StepLevelSpec(level='mid', period=4, lr=0.01, rule='gd', retain=1.0, beta=None, online=True),
+        'blocks.3.fast_state': StepLevelSpec(level='fast', period=1, lr=0.01, rule='gd', retain=1.0, beta=None, online=True),
     }
     online_levels = [  # in-context levels that keep learning after training
     ]

@@ -169,7 +169,7 @@ class TitansMalModel(nn.Module):
     """The titans_mal language model."""
 
     alignment = 16  # streaming pieces are multiples of this many tokens
-    # levels trained across optimiser steps (CMS): parameter prefix -> period in steps, lr, rule
+    # levels trained across optimiser steps (CMS): parameter prefix -> what the training loop runs for it
     step_levels = {
     }
     online_levels = [  # in-context levels that keep learning after training

@@ -74,7 +74,7 @@ class TransformerModel(nn.Module):
     """The transformer language model."""
 
     alignment = 1  # streaming pieces are multiples of this many tokens
-    # levels trained across optimiser steps (CMS): parameter prefix -> period in steps, lr, rule
+    # levels trained across optimiser steps (CMS): parameter prefix -> what the training loop runs for it
     step_levels = {
     }
     online_levels = [  # in-context levels that keep learning after training

@@ -2,7 +2,7 @@
 
 Write a level graph (nested optimisation problems: state, context flow,
 objective, update rule, period) in the nlc language, check it, and get
-PyTorch out. See README.md and DESIGN.md.
+PyTorch out. See README.md and docs/design.md.
 """
 
 from nlc.api import build, build_optimizer, check, generate, load, loads

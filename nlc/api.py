@@ -1,4 +1,4 @@
-"""The public front-end API: load, loads, check (DESIGN.md section 4)."""
+"""The public front-end API: load, loads, check (docs/design.md §3)."""
 
 from __future__ import annotations
 

@@ -4,7 +4,7 @@ Expression ops (`linear`, `silu`, `attention`, ...), and the spec forms a level
 is made of: state kinds, initialisations, context flows, objectives and update
 rules. Each entry has a signature (checked by `nlc.passes.shapes`) and a
 one-line meaning. Adding an update rule = one entry here + one interpreter case
-+ one template (DESIGN.md section 1 gives the equations).
++ one template (docs/design.md §1.3 gives the equations).
 """
 
 from __future__ import annotations

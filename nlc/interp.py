@@ -2,7 +2,7 @@
 
 Slow and literal on purpose. For each token it evaluates every node of every
 block; reads of an in-context level see the state from the start of the
-current chunk (DESIGN.md "Frequency is exact"); each level's per-token gradient
+current chunk (docs/design.md §1.2 "Frequency is exact"); each level's per-token gradient
 is taken with torch.autograd at that chunk-start state; the update rule is then
 applied to the running state exactly as written below; at the end of each chunk
 the running state becomes the state that reads see. Generated code

@@ -1,6 +1,6 @@
 """Compiled models equal the reference interpreter; causality; streaming; they learn.
 
-Tolerances (DESIGN.md): 1e-5 relative in float64 (observed differences are ~1e-15),
+Tolerances (docs/design.md §1.2): 1e-5 relative in float64 (observed differences are ~1e-15),
 1e-3 in float32.
 """
 

@@ -42,7 +42,7 @@ def test_compiled_training_step_matches_eager(name, hyper):
     for x, y in batches:
         want = train_step(eager_model, eager_opt, x, y)
         got = compiled(model, opt, x, y)
-        torch.testing.assert_close(got, want, rtol=1e-3, atol=1e-5)  # float32: DESIGN.md tolerance
+        torch.testing.assert_close(got, want, rtol=1e-3, atol=1e-5)  # float32: docs/design.md §1.2 tolerance
         frames.append(torch._dynamo.utils.counters["frames"]["ok"])
     # the step count is a Python int: dynamo specialises on it once, then treats it as dynamic;
     # after a few steps nothing recompiles any more

@@ -1,4 +1,4 @@
-"""Bad input never escapes as anything but SpecError (DESIGN.md section 3: no tracebacks).
+"""Bad input never escapes as anything but SpecError (docs/design.md §2.1: no tracebacks).
 
 Properties (hypothesis; the profile comes from NLC_HYPOTHESIS_PROFILE, see conftest.py):
 (a) random text, unicode, control characters and NULs -> `nlc.loads` raises SpecError or loads;

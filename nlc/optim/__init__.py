@@ -76,7 +76,7 @@ read by 1 - a^n, with n the number of per-step updates that state has had (n = t
 for the new state of a level updated every step: Adam's bias correction; 1 when
 n = 0); its `retain` must be the same number every step.
 
-Periods (DESIGN.md "Frequency is exact"). A level with `period N steps` keeps the
+Periods (docs/design.md §1.2 "Frequency is exact"). A level with `period N steps` keeps the
 state that reads see fixed for N steps. At every step of a period its gradient is
 taken at the period-start state and its rule advances a running state (key
 `L.running`); when the period completes (t % N == 0) the running state becomes

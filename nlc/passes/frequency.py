@@ -1,6 +1,6 @@
 """Frequency checks: periods are positive whole numbers, in the right unit, and nest.
 
-DESIGN.md "Frequency is exact": a level with period C keeps its state fixed inside
+docs/design.md §1.2 "Frequency is exact": a level with period C keeps its state fixed inside
 each chunk of C tokens (or steps). Levels are ordered by frequency; periods of the
 same unit must divide each other (E303), and a level that produces another level's
 update must be at least as fast as it (E306).
@@ -11,7 +11,7 @@ on a frozen level or in an optimizer; E306 an optimizer level slower than the
 level it optimizes (`update m` where m is slower; an update *expression* only
 reads the levels' current states, so M3's slow momentum is allowed); E307 a
 level that learns from the task loss counted in `tokens` (the loss is known only
-after the forward pass, so such levels update every N `steps`: DESIGN.md, CMS).
+after the forward pass, so such levels update every N `steps`: docs/design.md §1.4).
 """
 
 from __future__ import annotations

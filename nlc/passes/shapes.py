@@ -277,6 +277,10 @@ class _Typer:
         upd = lv.update
         if isinstance(upd, ir.Call) and upd.kind is ir.CallKind.FORM:
             self.check_form_args(upd, B.UPDATE_RULES[upd.fn])
+            if upd.fn == "muon" and self.is_model and shape is not None and shape.kind == "vector":
+                # Newton-Schulz orthogonalises matrices: on a vector it is the identity, and `steps` would be dead
+                self.rep.error("E419", f"`muon` orthogonalises a matrix, but `{lv.name}` is a vector memory",
+                               upd.fn_span, "use `update momentum(...)` (muon on a vector is momentum)")
             return
         if isinstance(upd, ir.Ref) and upd.kind is ir.RefKind.LEVEL:
             other = self.shape(upd.name)

@@ -1,7 +1,7 @@
 """Chunk-parallel update rules: the state at the end of a chunk in a few matmuls.
 
 Inside a chunk every per-token gradient is taken at the chunk-start state
-(DESIGN.md "Frequency is exact"), so the per-token rule is a recurrence with
+(docs/design.md §1.2 "Frequency is exact"), so the per-token rule is a recurrence with
 known inputs. For gd and momentum it is a linear scan: the chunk-end state is a
 weighted sum of the gradients, with weights from products of the gates. For dgd
 (delta rule) the running state feeds back through k k^T; the chunk-end state

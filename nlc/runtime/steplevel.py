@@ -15,7 +15,7 @@ from nlc.builtins import STEP_LEVEL_RULES as STEP_RULES  # the rules the trainin
 
 @dataclass(frozen=True)
 class StepLevelSpec:
-    """One level trained across optimiser steps (NL eqs. 70-71, DESIGN.md update rules).
+    """One level trained across optimiser steps (NL eqs. 70-71, docs/design.md §1.3).
 
     Every `period` steps (0: frozen, `period never`) with the gradient sum g of those steps:
         gd        theta <- retain * theta - lr * g

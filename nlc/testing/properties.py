@@ -9,7 +9,7 @@ raises AssertionError with a message saying what differs, where, and by how much
     from nlc.testing import check_all
     check_all("examples/titans_lmm.nl", params={"dim": 8, "layers": 1})
 
-The properties (DESIGN.md section 5):
+The properties (docs/design.md §4):
 
 - check_compiles: the spec type-checks, its Python source is generated and both back
   ends build it;
@@ -57,7 +57,7 @@ __all__ = [
     "DeadField", "find_dead_fields",
 ]
 
-F64 = dict(rtol=1e-5, atol=1e-9)  # DESIGN.md: 1e-5 relative in float64
+F64 = dict(rtol=1e-5, atol=1e-9)  # docs/design.md §1.2: 1e-5 relative in float64
 
 
 # ---- loading and building -------------------------------------------------------------------
@@ -631,7 +631,7 @@ def _outcomes_differ(a, b) -> bool:
 
 
 def _max_step_period(model) -> int:
-    return max((int(v.get("period", 0)) for v in (getattr(model, "step_levels", {}) or {}).values()), default=0)
+    return max((int(v.period) for v in (getattr(model, "step_levels", {}) or {}).values()), default=0)
 
 
 def _trainer_outcome(prog, params, seed, kw, tokens, base_state, steps: int):

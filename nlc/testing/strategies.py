@@ -278,8 +278,8 @@ class _Drawer:
             return self.pick(["lp", "lp(p = 3)"])
         return o
 
-    def rule(self, h: str, readable: list[_Level], delta_ok: bool = True) -> str:
-        rules = [r for r in self.k["updates"] if delta_ok or r != "delta_momentum"]
+    def rule(self, h: str, readable: list[_Level], delta_ok: bool = True, muon_ok: bool = True) -> str:
+        rules = [r for r in self.k["updates"] if (delta_ok or r != "delta_momentum") and (muon_ok or r != "muon")]
         r = self.pick(rules or ["gd"])
         if r in ("momentum", "delta_momentum", "muon"):
             beta = self.gate(h, readable, "beta")
@@ -337,7 +337,8 @@ class _Drawer:
         # linear or elementwise states, l2-normalised keys and a Huber objective whose gradient is
         # clipped to |d|^2 <= 1/4 (an MLP's hidden activations are not normalised)
         delta_ok = self.base_kind(lv, levels) != "mlp"
-        rule = self.rule(h, others + me, delta_ok)
+        # muon orthogonalises matrices: a vector memory has none (E419)
+        rule = self.rule(h, others + me, delta_ok, muon_ok=self.base_kind(lv, levels) != "vector")
         lv.rule_lets = [n for n, _ in self.lets[before:]]
         normalise = rule.startswith(("dgd", "delta_momentum")) or self.draw(st.booleans())
         key, _ = self.flow(h, others, normalise, key=True)
@@ -383,7 +384,8 @@ class _Drawer:
         lv.init = self.pick(["zeros", "zeros", "learned"])
         lv.context = f"grad({target.name})"
         lv.objective = self.pick(["dot", "l2"])
-        lv.update = self.rule(h, others, delta_ok=False)  # its gradients are another level's: unbounded
+        lv.update = self.rule(h, others, delta_ok=False,  # its gradients are another level's: unbounded
+                              muon_ok=self.base_kind(target, levels) != "vector")
         lv.lr = self.gate(h, others, "lr")
         lv.retain = self.gate(h, others, "retain")
         lv.period = target.period  # coupled levels share a period (E503)

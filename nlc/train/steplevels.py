@@ -9,7 +9,7 @@ takes one step of its own rule with that sum and the sum is cleared (NL eqs. 70-
 theta <- theta - eta * sum of the gradients of the chunk):
 
     gd         theta <- a theta - lr * sum g
-    momentum   S <- beta S - lr * sum g ;  theta <- a theta + S      (DESIGN.md, update rules)
+    momentum   S <- beta S - lr * sum g ;  theta <- a theta + S      (docs/design.md §1.3)
 
 with retention a = `retain`. Counting starts at the first step: with period 4 the level moves
 after steps 4, 8, 12, ... Frozen levels (`period never`) are not step levels: the model
