@@ -117,12 +117,15 @@ class _Lowerer:
             return ir.Ref(default, span=lv.name_span) if default else None
 
         period = self.period(seen.get("period"), d["unit"], lv.name_span)
+        context = get("context")
+        # a level learning from the task loss steps along its gradient: the linearised loss, `dot` (NL eq. 9)
+        learns_loss = isinstance(context, ir.Ref) and context.name == "loss"
         return ir.Level(
             lv.name,
             state=get("state") or ir.Ref("missing", span=lv.name_span),
             init=get("init", d["init"]),
-            context=get("context") or ir.Ref("missing", span=lv.name_span),
-            objective=get("objective", d["objective"]),
+            context=context or ir.Ref("missing", span=lv.name_span),
+            objective=get("objective", "dot" if learns_loss else d["objective"]),
             update=get("update", d["update"]),
             lr=get("lr"),
             retain=get("retain"),

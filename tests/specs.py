@@ -84,7 +84,7 @@ model cms(dim = 16) {
       state mlp(dim)
       init learned
       context loss
-      objective l2
+      objective dot
       update gd
       period 1 steps
     }
@@ -93,7 +93,7 @@ model cms(dim = 16) {
       state mlp(dim)
       init learned
       context loss
-      objective l2
+      objective dot
       update gd
       period 4 steps
     }
@@ -102,7 +102,7 @@ model cms(dim = 16) {
       state mlp(dim)
       init learned
       context loss
-      objective l2
+      objective dot
       update gd
       period 16 steps
     }

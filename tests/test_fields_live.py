@@ -26,9 +26,6 @@ def _known(prog: ir.Program, dead: nt.DeadField) -> str | None:
     """Why a dead field is a known bug (None: an unexpected one)."""
     lv = next(lv for lv in ir.all_levels(prog) if lv.name == dead.level)
     unit = lv.period.unit
-    if dead.field == "objective" and isinstance(lv.context, ir.Ref) and lv.context.name == "loss":
-        return ("`objective` of a `context loss` level: the level takes the task loss gradient, its objective "
-                "is never used (nlc check should reject any but `dot`)")
     if (not prog.is_model and dead.field == "objective" and isinstance(lv.state, ir.Call)
             and lv.state.fn == "params" and not (isinstance(lv.update, ir.Call) and lv.update.kind is ir.CallKind.FORM)):
         return ("`objective` of an optimizer's `state params` level whose update is a level or an expression: "

@@ -129,7 +129,19 @@ def test_check_refuses_an_update_by_another_level_on_a_step_level():
     assert "E308" in e.value.codes
 
 
-@pytest.mark.parametrize("objective", ["dot", "l2"])
-def test_gd_and_momentum_with_dot_or_l2_are_accepted(objective):
+def test_gd_and_momentum_with_dot_are_accepted():
     for update in ("gd", "momentum", "momentum(0.5)", "momentum(beta = 1 - 0.5)"):
-        nlc.loads(spec(objective=objective, update=update))
+        nlc.loads(spec(objective="dot", update=update))
+
+
+def test_a_context_loss_level_defaults_to_dot_and_refuses_a_stated_l2():
+    """The loop steps along the task loss's gradient (the dot objective): a stated `l2` would be dead."""
+    from nlc import ir
+
+    text = spec(objective="dot", update="gd").replace("      objective dot\n", "")
+    assert "objective" not in text.split("level cms")[1]
+    (cms,) = [lv for lv in ir.all_levels(nlc.loads(text)) if lv.name == "cms"]
+    assert cms.objective.fn == "dot"
+    with pytest.raises(nlc.SpecError) as e:
+        nlc.loads(spec(objective="l2", update="gd"))
+    assert e.value.codes == ["E308"]

@@ -6,8 +6,8 @@ nlc.runtime.steplevel.StepLevelSpec (rule gd or momentum(beta), lr, retain). Eve
 the loop cannot honour is refused here, at the field, so that `nlc check` accepting a spec
 means the trainer does what it says:
 
-E308 a context other than `loss`, an objective other than `dot` or `l2` (both are plain
-     gradient descent on the task loss here; huber and lp would reshape it), an update other
+E308 a context other than `loss`, an objective other than `dot` (the loop steps along the task
+     loss's gradient: the linearised loss, NL eq. 9; `dot` is the default for `context loss`), an update other
      than `gd` or `momentum(beta)`, or `debias`;
 E504 an `lr`, `retain` or momentum `beta` that is not a number known at build time.
 Frozen levels (`period never`) never update, so none of this applies to them.
@@ -22,7 +22,7 @@ from nlc import ir
 from nlc.errors import Reporter
 from nlc.passes.params import fold
 
-STEP_OBJECTIVES = ("dot", "l2")
+STEP_OBJECTIVES = ("dot",)
 
 
 def run(program: ir.Program, env: Mapping[str, object], rep: Reporter) -> None:
@@ -49,9 +49,9 @@ def _check_level(lv: ir.Level, env, rep: Reporter) -> None:
                   lv.field_span("context"), "write `context loss`, or count the level in `tokens` to learn "
                   "from its own context inside the sequence")
     if lv.objective.fn not in STEP_OBJECTIVES:
-        rep.error("E308", f"{where}, which takes plain gradient steps on the task loss: objective "
-                  f"`{lv.objective.fn}` would not take effect", lv.field_span("objective"),
-                  "write `objective dot` (gradient descent on the task loss)")
+        rep.error("E308", f"{where}, which steps along the task loss's gradient (the `dot` objective): "
+                  f"objective `{lv.objective.fn}` would not take effect", lv.field_span("objective"),
+                  "write `objective dot`, or leave `objective` out (`dot` is the default for `context loss`)")
     rule = lv.update.fn if isinstance(lv.update, ir.Call) and lv.update.kind is ir.CallKind.FORM else None
     if rule not in B.STEP_LEVEL_RULES:
         shown = f"`{rule}`" if rule else "an update that is not a rule"

@@ -195,6 +195,7 @@ def _level(draw, g: _Gen, name: str, lets: list[str], levels, base: int, trailin
         state = f"vector({D})"
     else:
         state = f"like({draw(st.sampled_from([lv for lv, _ in levels]))})"
+    vector = kind == "vector" or state.startswith("like(")  # a like() may copy a vector's shape
     init = draw(st.sampled_from(["learned", "zeros", "identity"]))
     context = draw(st.sampled_from(["kv", "loss"]))
     ctx = f"({t()}, {t()})" if context == "kv" else "loss"
@@ -203,6 +204,8 @@ def _level(draw, g: _Gen, name: str, lets: list[str], levels, base: int, trailin
                                    "adam", "adam(beta1 = 0.8)", "momentum(beta = GATE)",
                                    "delta_momentum(beta = GATE)"]))
     update = update.replace("GATE", g.gate(lets))
+    if vector and update.startswith("muon"):  # muon orthogonalises matrices (E419 on a vector memory)
+        update = "momentum"
     # the task loss is known only after the forward pass: `context loss` levels count steps (E307)
     unit = draw(st.sampled_from(["tokens", "tokens", "steps", "never"] if context == "kv" else ["steps", "never"]))
     count = draw(st.sampled_from(["base", "2 * base", "4 * base", "base * 16"]))
@@ -210,7 +213,7 @@ def _level(draw, g: _Gen, name: str, lets: list[str], levels, base: int, trailin
     gate = lambda: g.gate(lets)  # noqa: E731
     if unit == "steps":  # what the training loop runs for a step level (nlc check: E308, E504)
         ctx = "loss"
-        objective = draw(st.sampled_from(["l2", "dot"]))
+        objective = "dot"  # the loop steps along the task loss gradient (E308 for any other)
         update = draw(st.sampled_from(["gd", "momentum", "momentum(beta = 0.5)", "momentum(1 - 0.1)"]))
         gate = lambda: draw(st.sampled_from(["0.01", "1 - 0.001", "0.5 * 0.1"]))  # noqa: E731
     fields = [f"state {state}", f"init {init}", f"context {ctx}", f"objective {objective}", f"update {update}"]

@@ -48,6 +48,7 @@ from typing import Callable, Iterable, Iterator, Mapping
 
 import nlc
 from nlc import ir
+from nlc.api import read_spec
 from nlc.printer import print_expr
 
 __all__ = [
@@ -84,7 +85,7 @@ def _text(spec) -> tuple[str, str]:
     if isinstance(spec, ir.Program):
         return nlc.print_program(spec), spec.path or "<spec>"
     if isinstance(spec, Path) or (isinstance(spec, str) and "{" not in spec and "\n" not in spec):
-        return Path(spec).read_bytes().decode("utf-8"), str(spec)
+        return read_spec(spec), str(spec)
     return spec, "<spec>"
 
 
