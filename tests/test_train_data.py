@@ -4,6 +4,10 @@ from __future__ import annotations
 
 import hashlib
 import os
+import signal
+import sys
+from contextlib import contextmanager
+from pathlib import Path
 
 import pytest
 
@@ -124,3 +128,71 @@ def test_unreadable_file(tmp_path):
         assert e.value.codes == ["E611"]
     finally:
         f.chmod(0o644)
+
+
+# ---- paths that are not text files: checked before a byte is read, never a hang -----------------
+
+@contextmanager
+def _no_hang(seconds: int = 60):
+    """Fail (instead of hanging the suite) if the body blocks, e.g. opening a FIFO that has no writer."""
+    def hung(signum, frame):
+        raise AssertionError(f"blocked for {seconds} s")
+    previous = signal.signal(signal.SIGALRM, hung)
+    signal.alarm(seconds)
+    try:
+        yield
+    finally:
+        signal.alarm(0)
+        signal.signal(signal.SIGALRM, previous)
+
+
+def _loop(tmp_path: Path) -> Path:
+    (tmp_path / "loop_a").symlink_to(tmp_path / "loop_b")
+    (tmp_path / "loop_b").symlink_to(tmp_path / "loop_a")
+    return tmp_path / "loop_a"
+
+
+def _fifo(tmp_path: Path) -> Path:
+    os.mkfifo(tmp_path / "pipe")
+    return tmp_path / "pipe"
+
+
+def _to_dev_zero(tmp_path: Path) -> Path:
+    (tmp_path / "zeros.txt").symlink_to("/dev/zero")
+    return tmp_path / "zeros.txt"
+
+
+NOT_TEXT = {  # --data PATH -> (code, what the message says)
+    "a symlink loop": (_loop, "E615", "is a symlink loop"),
+    "a FIFO": (_fifo, "E615", "is a named pipe (FIFO), not a text file or folder"),
+    "/dev/zero": (lambda tmp_path: Path("/dev/zero"), "E615", "is a character device, not a text file or folder"),
+    "a symlink to /dev/zero": (_to_dev_zero, "E615", "is a character device"),
+    "a dangling symlink": (lambda t: (t / "gone").symlink_to(t / "nowhere") or t / "gone", "E610",
+                           "which does not exist"),
+    "a folder of folders": (lambda t: (t / "d" / "e").mkdir(parents=True) or t / "d", "E612", "holds no text files"),
+}
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="FIFOs and /dev/zero")
+@pytest.mark.parametrize("case", list(NOT_TEXT))
+def test_data_that_is_not_a_text_file(tmp_path, case):
+    make, code, words = NOT_TEXT[case]
+    path = make(tmp_path)
+    with _no_hang():
+        for load in (lambda: D.load_corpus([path]), lambda: D.collect([path])):
+            with pytest.raises(nlc.SpecError) as e:
+                load()
+            assert e.value.codes == [code] and words in str(e.value) and str(path) in str(e.value), str(e.value)
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="FIFOs and /dev/zero")
+def test_a_folder_skips_what_is_not_a_regular_file(tmp_path):
+    (tmp_path / "a.txt").write_text(_text(1, 50))
+    _fifo(tmp_path)
+    _to_dev_zero(tmp_path)
+    _loop(tmp_path)
+    (tmp_path / "gone.txt").symlink_to(tmp_path / "nowhere")
+    with _no_hang():
+        docs, skipped = D.collect([tmp_path])
+    assert [d.name for d in docs] == ["a.txt"]
+    assert sorted(skipped) == ["gone.txt", "loop_a", "loop_b", "pipe", "zeros.txt"]
