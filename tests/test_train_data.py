@@ -196,3 +196,22 @@ def test_a_folder_skips_what_is_not_a_regular_file(tmp_path):
         docs, skipped = D.collect([tmp_path])
     assert [d.name for d in docs] == ["a.txt"]
     assert sorted(skipped) == ["gone.txt", "loop_a", "loop_b", "pipe", "zeros.txt"]
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="FIFOs")
+def test_train_refuses_such_data_and_spec_files_with_a_code(tmp_path, capsys):
+    from nlc.cli import main
+
+    spec = Path(__file__).resolve().parent.parent / "examples" / "titans_lmm.nl"
+    fifo = _fifo(tmp_path)
+    with _no_hang():
+        assert main(["train", str(spec), "--out", str(tmp_path / "run"), "--data", str(fifo), "-p", "dim=8",
+                     "--steps", "1", "--quiet"]) == 1
+        assert main(["train", str(fifo), "--out", str(tmp_path / "run"), "--steps", "1", "--quiet"]) == 1
+        assert main(["train", str(spec), "--out", str(tmp_path / "run"), "--data", str(_loop(tmp_path)),
+                     "-p", "dim=8", "--steps", "1", "--quiet"]) == 1
+    err = capsys.readouterr().err
+    assert "error[E615]: data path" in err and "named pipe (FIFO)" in err and "symlink loop" in err
+    assert f"error[E601]: {fifo} is a named pipe (FIFO), not a spec file" in err
+    assert "internal error" not in err and "Traceback" not in err
+    assert not (tmp_path / "run").exists()
