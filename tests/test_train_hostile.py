@@ -567,6 +567,17 @@ def test_edited_config_json_is_refused_never_built(base_runs, tmp_path, case, mo
     assert built == []  # refused before any model was built from it
 
 
+def test_a_run_whose_spec_hash_did_not_cover_its_parameters_is_not_built(base_runs, tmp_path):
+    from nlc.codegen import spec_hash
+
+    run = _copy(base_runs, tmp_path)
+    config = json.loads((run / "config.json").read_text())
+    prog, _ = loop.spec_identity(config["spec"]["text"], config["spec"]["path"], {})
+    config["spec"]["hash"] = spec_hash(prog)  # what an older nlc recorded: the parameters not covered
+    (run / "config.json").write_text(json.dumps(config))
+    _refused(run, "E622", "records a spec hash without its parameters", "new --out folder")
+
+
 @pytest.mark.parametrize("content", [b"{not json", b'{"spec": NaN}', b"\xff", b""])
 def test_config_json_that_is_not_json(base_runs, tmp_path, content):
     run = _copy(base_runs, tmp_path)

@@ -362,6 +362,12 @@ def check_config_spec(config: dict, run: Path):
         raise train_error("E622", f"{path} was edited: its spec text and parameters no longer compile "
                           f"({d.code}: {d.message})", EDITED) from None
     if shash != spec["hash"]:
+        from nlc.codegen import spec_hash
+
+        if spec_hash(prog) == spec["hash"]:  # the hash of an nlc from before it covered the parameters
+            raise train_error("E622", f"{path} records a spec hash without its parameters (written by an "
+                              "older nlc): the parameters it holds cannot be checked",
+                              "start the run again in a new --out folder")
         raise train_error("E622", f"{path} was edited: its spec text and parameters give spec hash "
                           f"{shash[:12]}, not the {spec['hash'][:12]} it records", EDITED)
     if prog.name != spec["name"]:
