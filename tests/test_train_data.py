@@ -4,12 +4,11 @@ from __future__ import annotations
 
 import hashlib
 import os
-import signal
 import sys
-from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
+from fs_cases import make_fifo, make_symlink_loop, no_hang
 
 import nlc
 from nlc.train import data as D
@@ -132,29 +131,12 @@ def test_unreadable_file(tmp_path):
 
 # ---- paths that are not text files: checked before a byte is read, never a hang -----------------
 
-@contextmanager
-def _no_hang(seconds: int = 60):
-    """Fail (instead of hanging the suite) if the body blocks, e.g. opening a FIFO that has no writer."""
-    def hung(signum, frame):
-        raise AssertionError(f"blocked for {seconds} s")
-    previous = signal.signal(signal.SIGALRM, hung)
-    signal.alarm(seconds)
-    try:
-        yield
-    finally:
-        signal.alarm(0)
-        signal.signal(signal.SIGALRM, previous)
-
-
 def _loop(tmp_path: Path) -> Path:
-    (tmp_path / "loop_a").symlink_to(tmp_path / "loop_b")
-    (tmp_path / "loop_b").symlink_to(tmp_path / "loop_a")
-    return tmp_path / "loop_a"
+    return make_symlink_loop(tmp_path)
 
 
 def _fifo(tmp_path: Path) -> Path:
-    os.mkfifo(tmp_path / "pipe")
-    return tmp_path / "pipe"
+    return make_fifo(tmp_path / "pipe")
 
 
 def _to_dev_zero(tmp_path: Path) -> Path:
@@ -178,7 +160,7 @@ NOT_TEXT = {  # --data PATH -> (code, what the message says)
 def test_data_that_is_not_a_text_file(tmp_path, case):
     make, code, words = NOT_TEXT[case]
     path = make(tmp_path)
-    with _no_hang():
+    with no_hang():
         for load in (lambda: D.load_corpus([path]), lambda: D.collect([path])):
             with pytest.raises(nlc.SpecError) as e:
                 load()
@@ -192,7 +174,7 @@ def test_a_folder_skips_what_is_not_a_regular_file(tmp_path):
     _to_dev_zero(tmp_path)
     _loop(tmp_path)
     (tmp_path / "gone.txt").symlink_to(tmp_path / "nowhere")
-    with _no_hang():
+    with no_hang():
         docs, skipped = D.collect([tmp_path])
     assert [d.name for d in docs] == ["a.txt"]
     assert sorted(skipped) == ["gone.txt", "loop_a", "loop_b", "pipe", "zeros.txt"]
@@ -204,7 +186,7 @@ def test_train_refuses_such_data_and_spec_files_with_a_code(tmp_path, capsys):
 
     spec = Path(__file__).resolve().parent.parent / "examples" / "titans_lmm.nl"
     fifo = _fifo(tmp_path)
-    with _no_hang():
+    with no_hang():
         assert main(["train", str(spec), "--out", str(tmp_path / "run"), "--data", str(fifo), "-p", "dim=8",
                      "--steps", "1", "--quiet"]) == 1
         assert main(["train", str(fifo), "--out", str(tmp_path / "run"), "--steps", "1", "--quiet"]) == 1

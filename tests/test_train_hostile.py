@@ -9,14 +9,13 @@ import math
 import os
 import re
 import shutil
-import signal
 import subprocess
 import sys
-from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
 import torch
+from fs_cases import make_fifo, no_hang
 
 import nlc
 from nlc.train import checkpoint as ck
@@ -429,25 +428,6 @@ def test_a_symlink_that_leads_out_of_the_checkpoint_is_refused(base_runs, tmp_pa
     _refused(run, "E624", "model.safetensors is a symlink that leads out of the checkpoint folder")
 
 
-def _make_fifo(path: Path) -> None:
-    path.unlink(missing_ok=True)
-    os.mkfifo(path)
-
-
-@contextmanager
-def _no_hang(seconds: int = 60):
-    """Fail (instead of hanging the suite) if the body blocks, e.g. on a FIFO with no writer."""
-    def hung(signum, frame):
-        raise AssertionError(f"blocked for {seconds} s")
-    previous = signal.signal(signal.SIGALRM, hung)
-    signal.alarm(seconds)
-    try:
-        yield
-    finally:
-        signal.alarm(0)
-        signal.signal(signal.SIGALRM, previous)
-
-
 def _replace_with_folder(path: Path) -> None:
     path.unlink()
     path.mkdir()
@@ -464,11 +444,11 @@ LAYOUT_CASES = {  # edit of the run folder -> what the E625 message says (resume
     "meta.json a folder": (lambda r: _replace_with_folder(r / NEWEST / "meta.json"), "meta.json is a folder"),
     "model.safetensors a folder": (lambda r: _replace_with_folder(r / NEWEST / "model.safetensors"),
                                    "model.safetensors is a folder"),
-    "model.safetensors a FIFO": (lambda r: _make_fifo(r / NEWEST / "model.safetensors"),
+    "model.safetensors a FIFO": (lambda r: make_fifo(r / NEWEST / "model.safetensors"),
                                  "model.safetensors is a named pipe (FIFO)"),
     "config.json a folder": (lambda r: _replace_with_folder(r / "config.json"), "config.json is a folder"),
     "metrics.jsonl a folder": (lambda r: _replace_with_folder(r / "metrics.jsonl"), "metrics.jsonl is a folder"),
-    "summary.json a FIFO": (lambda r: _make_fifo(r / "summary.json"), "summary.json is a named pipe"),
+    "summary.json a FIFO": (lambda r: make_fifo(r / "summary.json"), "summary.json is a named pipe"),
 }
 
 
@@ -478,7 +458,7 @@ def test_a_file_where_a_folder_belongs_and_the_reverse(base_runs, tmp_path, case
     run = _copy(base_runs, tmp_path)
     edit, words = LAYOUT_CASES[case]
     edit(run)
-    with _no_hang():
+    with no_hang():
         _refused(run, "E625", words)
 
 
@@ -501,8 +481,8 @@ def test_paths_given_on_the_command_line_that_are_files_not_folders(base_runs, t
         loop.train(TITANS, run, resume=fake, quiet=True)
     assert e.value.codes == ["E625"] and "step_00000006 is a regular file" in str(e.value)
     fifo = tmp_path / "fifo_out"
-    _make_fifo(fifo)
-    with _no_hang():
+    make_fifo(fifo)
+    with no_hang():
         assert main(_argv(text) + ["--out", str(fifo)]) == 1
         assert main(["eval", str(fifo)]) == 1
     err = capsys.readouterr().err
