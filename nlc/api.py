@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import os
-import stat
 from pathlib import Path
 
 from nlc import ir
 from nlc.errors import Diagnostic, Reporter, SpecError
+from nlc.files import NotARegularFile, read_regular_bytes
 from nlc.limits import max_spec_bytes, too_large
 from nlc.lower import lower
 from nlc.parser import parse
@@ -32,82 +32,30 @@ def read_spec(path: str | Path) -> str:
     UTF-8, E604 not a regular file, E121 over the size limit (`nlc.limits`).
 
     The file's type is checked on the open descriptor before anything is read (a FIFO would
-    block, /dev/zero never ends), and at most limit + 1 bytes are read.
+    block, /dev/zero never ends: `nlc.files.read_regular_bytes`), and at most limit + 1 bytes
+    are read.
     """
     path = Path(path)
-    try:  # O_NONBLOCK: opening a FIFO without a writer must not wait for one
-        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_BINARY", 0))
+    limit = max_spec_bytes()
+    try:
+        data = read_regular_bytes(path, at_most=limit + 1)
     except FileNotFoundError:
         raise SpecError([Diagnostic("E601", f"no such spec file: {path}", hint="check the path")]) from None
-    except IsADirectoryError:
-        raise _folder(path) from None
-    except OSError as e:  # permissions, a name too long, a socket, a device error...
-        raise _not_regular(path) or _unreadable(path, e) from None
-    try:
-        data = _read_regular_file(fd, path)
-    finally:
-        os.close(fd)
+    except NotARegularFile as e:
+        if e.kind == "a folder":
+            raise SpecError([Diagnostic("E601", f"{path} is a folder, not a spec file")]) from None
+        raise SpecError([Diagnostic("E604", f"{path} is not a regular file: it is {e.kind}",
+                                    hint="nlc reads specs from regular files; save the text to a file first")]) from None
+    except OSError as e:  # permissions, a name too long, a device error...
+        raise SpecError([Diagnostic("E601", f"cannot read {path}: {e.strerror or e}")]) from None
+    if len(data) > limit:
+        size = os.stat(path).st_size
+        raise too_large(str(path), f"{size} bytes" if size > limit else f"more than {limit} bytes")
     try:
         return data.decode("utf-8")
     except UnicodeDecodeError as e:
         raise SpecError([Diagnostic("E602", f"{path} is not UTF-8 text (byte {e.start})",
                                     hint="specs are UTF-8 text files")]) from None
-
-
-def _read_regular_file(fd: int, path: Path) -> bytes:
-    """The bytes of an open regular file of at most the size limit; SpecError for anything else."""
-    limit = max_spec_bytes()
-    try:
-        info = os.fstat(fd)
-        if stat.S_ISDIR(info.st_mode):
-            raise _folder(path)
-        if not stat.S_ISREG(info.st_mode):
-            raise _not_regular(path, info.st_mode)
-        if info.st_size > limit:
-            raise too_large(str(path), f"{info.st_size} bytes")
-        chunks = []
-        left = limit + 1  # a file that grows, or one that reports no size (/proc), stops here
-        while left > 0:
-            chunk = os.read(fd, left)
-            if not chunk:
-                break
-            chunks.append(chunk)
-            left -= len(chunk)
-    except OSError as e:
-        raise _unreadable(path, e) from None
-    data = b"".join(chunks)
-    if len(data) > limit:
-        raise too_large(str(path), f"more than {limit} bytes")
-    return data
-
-
-def _not_regular(path: Path, mode: int | None = None) -> SpecError | None:
-    """E604 if path is neither a regular file nor a folder (a FIFO, a device, a socket), else None."""
-    if mode is None:
-        try:
-            mode = os.stat(path).st_mode
-        except OSError:
-            return None
-    if stat.S_ISREG(mode) or stat.S_ISDIR(mode):
-        return None
-    return SpecError([Diagnostic("E604", f"{path} is not a regular file: it is {_file_kind(mode)}",
-                                 hint="nlc reads specs from regular files; save the text to a file first")])
-
-
-def _file_kind(mode: int) -> str:
-    for test, kind in ((stat.S_ISFIFO, "a FIFO (named pipe)"), (stat.S_ISCHR, "a character device"),
-                       (stat.S_ISBLK, "a block device"), (stat.S_ISSOCK, "a socket")):
-        if test(mode):
-            return kind
-    return "not a file"
-
-
-def _folder(path: Path) -> SpecError:
-    return SpecError([Diagnostic("E601", f"{path} is a folder, not a spec file")])
-
-
-def _unreadable(path: Path, e: OSError) -> SpecError:
-    return SpecError([Diagnostic("E601", f"cannot read {path}: {e.strerror or e}")])
 
 
 def check(program: ir.Program | str | Path, **params) -> list[Diagnostic]:

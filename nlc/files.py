@@ -1,8 +1,12 @@
-"""Atomic file writes: a crash or Ctrl-C never leaves a half-written file behind."""
+"""Atomic file writes (a crash or Ctrl-C never leaves a half-written file behind), reads that never
+block on a FIFO or a device, and JSON that is always valid (no bare NaN)."""
 
 from __future__ import annotations
 
+import json
+import math
 import os
+import stat
 import tempfile
 from pathlib import Path
 
@@ -27,3 +31,95 @@ def atomic_write_bytes(path: str | Path, data: bytes) -> Path:
 def atomic_write_text(path: str | Path, text: str) -> Path:
     """Write UTF-8 text to path atomically."""
     return atomic_write_bytes(path, text.encode("utf-8"))
+
+
+# ---- reading only regular files -------------------------------------------------------------
+
+class NotARegularFile(OSError):
+    """A path that is a folder, a FIFO, a device or a socket where a regular file was expected."""
+
+    def __init__(self, path, kind: str):
+        super().__init__(f"{path} is {kind}, not a regular file")
+        self.path, self.kind = path, kind
+
+
+def kind_of(mode: int) -> str:
+    """What a stat mode is, for messages: "a regular file", "a folder", "a named pipe (FIFO)", ..."""
+    for test, kind in ((stat.S_ISREG, "a regular file"), (stat.S_ISDIR, "a folder"),
+                       (stat.S_ISFIFO, "a named pipe (FIFO)"), (stat.S_ISCHR, "a character device"),
+                       (stat.S_ISBLK, "a block device"), (stat.S_ISSOCK, "a socket"), (stat.S_ISLNK, "a symlink")):
+        if test(mode):
+            return kind
+    return "not a regular file"
+
+
+def read_regular_bytes(path: str | Path, at_most: int | None = None) -> bytes:
+    """The bytes of a regular file (its first `at_most` bytes when given). Anything else (a FIFO,
+    /dev/zero, a folder) is NotARegularFile, raised before a byte is read: the open does not wait
+    for a FIFO's writer (O_NONBLOCK) and the type is checked on the opened file, so it cannot
+    change between the check and the read."""
+    try:
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_CLOEXEC", 0))
+    except OSError:
+        try:  # a socket cannot be opened at all (ENXIO): say what it is
+            mode = os.stat(path).st_mode
+        except OSError:
+            mode = None
+        if mode is not None and not stat.S_ISREG(mode) and not stat.S_ISDIR(mode):
+            raise NotARegularFile(path, kind_of(mode)) from None
+        raise
+    try:
+        mode = os.fstat(fd).st_mode
+        if not stat.S_ISREG(mode):
+            raise NotARegularFile(path, kind_of(mode))
+    except BaseException:
+        os.close(fd)
+        raise
+    with os.fdopen(fd, "rb") as f:
+        if at_most is None:
+            return f.read()
+        chunks, left = [], at_most
+        while left > 0:  # in pieces: f.read(n) would allocate n bytes first, however short the file
+            chunk = f.read(min(left, 1 << 20))
+            if not chunk:
+                break
+            chunks.append(chunk)
+            left -= len(chunk)
+        return b"".join(chunks)
+
+
+# ---- JSON that stays JSON -----------------------------------------------------------------------
+
+def dumps_json(obj, indent: int | None = None) -> str:
+    """json.dumps that never writes NaN or Infinity (which are not JSON).
+
+    A non-finite float is written as null, and a top-level object gains a key "nonfinite" mapping the
+    dotted path of each such value to "nan", "inf" or "-inf" (e.g. {"val.loss": "nan"}): strict JSON
+    readers can read the file, and nothing is silently lost."""
+    found = nonfinite_paths(obj)
+    cleaned = _finite(obj)
+    if found and isinstance(cleaned, dict):
+        cleaned["nonfinite"] = found
+    return json.dumps(cleaned, indent=indent, allow_nan=False)
+
+
+def nonfinite_paths(obj, path: str = "") -> dict[str, str]:
+    """{dotted path: "nan" | "inf" | "-inf"} for every non-finite float in nested dicts and lists."""
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return {path: "nan" if obj != obj else ("inf" if obj > 0 else "-inf")}
+    items = obj.items() if isinstance(obj, dict) else enumerate(obj) if isinstance(obj, (list, tuple)) else ()
+    found: dict[str, str] = {}
+    for k, v in items:
+        found.update(nonfinite_paths(v, f"{path}.{k}" if path else str(k)))
+    return found
+
+
+def _finite(obj):
+    """obj with every non-finite float replaced by None."""
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return None
+    if isinstance(obj, dict):
+        return {k: _finite(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_finite(v) for v in obj]
+    return obj

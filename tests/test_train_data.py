@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import hashlib
 import os
+import sys
+from pathlib import Path
 
 import pytest
+from fs_cases import make_fifo, make_symlink_loop, no_hang
 
 import nlc
 from nlc.train import data as D
@@ -124,3 +127,73 @@ def test_unreadable_file(tmp_path):
         assert e.value.codes == ["E611"]
     finally:
         f.chmod(0o644)
+
+
+# ---- paths that are not text files: checked before a byte is read, never a hang -----------------
+
+def _loop(tmp_path: Path) -> Path:
+    return make_symlink_loop(tmp_path)
+
+
+def _fifo(tmp_path: Path) -> Path:
+    return make_fifo(tmp_path / "pipe")
+
+
+def _to_dev_zero(tmp_path: Path) -> Path:
+    (tmp_path / "zeros.txt").symlink_to("/dev/zero")
+    return tmp_path / "zeros.txt"
+
+
+NOT_TEXT = {  # --data PATH -> (code, what the message says)
+    "a symlink loop": (_loop, "E615", "is a symlink loop"),
+    "a FIFO": (_fifo, "E615", "is a named pipe (FIFO), not a text file or folder"),
+    "/dev/zero": (lambda tmp_path: Path("/dev/zero"), "E615", "is a character device, not a text file or folder"),
+    "a symlink to /dev/zero": (_to_dev_zero, "E615", "is a character device"),
+    "a dangling symlink": (lambda t: (t / "gone").symlink_to(t / "nowhere") or t / "gone", "E610",
+                           "which does not exist"),
+    "a folder of folders": (lambda t: (t / "d" / "e").mkdir(parents=True) or t / "d", "E612", "holds no text files"),
+}
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="FIFOs and /dev/zero")
+@pytest.mark.parametrize("case", list(NOT_TEXT))
+def test_data_that_is_not_a_text_file(tmp_path, case):
+    make, code, words = NOT_TEXT[case]
+    path = make(tmp_path)
+    with no_hang():
+        for load in (lambda: D.load_corpus([path]), lambda: D.collect([path])):
+            with pytest.raises(nlc.SpecError) as e:
+                load()
+            assert e.value.codes == [code] and words in str(e.value) and str(path) in str(e.value), str(e.value)
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="FIFOs and /dev/zero")
+def test_a_folder_skips_what_is_not_a_regular_file(tmp_path):
+    (tmp_path / "a.txt").write_text(_text(1, 50))
+    _fifo(tmp_path)
+    _to_dev_zero(tmp_path)
+    _loop(tmp_path)
+    (tmp_path / "gone.txt").symlink_to(tmp_path / "nowhere")
+    with no_hang():
+        docs, skipped = D.collect([tmp_path])
+    assert [d.name for d in docs] == ["a.txt"]
+    assert sorted(skipped) == ["gone.txt", "loop_a", "loop_b", "pipe", "zeros.txt"]
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="FIFOs")
+def test_train_refuses_such_data_and_spec_files_with_a_code(tmp_path, capsys):
+    from nlc.cli import main
+
+    spec = Path(__file__).resolve().parent.parent / "examples" / "titans_lmm.nl"
+    fifo = _fifo(tmp_path)
+    with no_hang():
+        assert main(["train", str(spec), "--out", str(tmp_path / "run"), "--data", str(fifo), "-p", "dim=8",
+                     "--steps", "1", "--quiet"]) == 1
+        assert main(["train", str(fifo), "--out", str(tmp_path / "run"), "--steps", "1", "--quiet"]) == 1
+        assert main(["train", str(spec), "--out", str(tmp_path / "run"), "--data", str(_loop(tmp_path)),
+                     "-p", "dim=8", "--steps", "1", "--quiet"]) == 1
+    err = capsys.readouterr().err
+    assert "error[E615]: data path" in err and "named pipe (FIFO)" in err and "symlink loop" in err
+    assert f"error[E604]: {fifo} is not a regular file: it is a named pipe (FIFO)" in err
+    assert "internal error" not in err and "Traceback" not in err
+    assert not (tmp_path / "run").exists()

@@ -160,7 +160,17 @@ def cmd_train(args) -> int:
     shown = ", ".join(f"{k} {v:.4f}" for k, v in val.items() if isinstance(v, float))
     print(f"done: {summary['step']} steps, train loss {summary['loss']:.4f}; validation: {shown}\n"
           f"checkpoint {summary['checkpoint']}")
+    _warn_nonfinite({"val": val, "continual": summary.get("continual", {})}, f"the validation of run {args.out}")
     return 0
+
+
+def _warn_nonfinite(result: dict, what: str) -> None:
+    """Print an E634 warning when an evaluation gave NaN or infinite numbers (they are not silently shown)."""
+    from nlc.train.errors import nonfinite_warning
+
+    warning = nonfinite_warning(result, what)
+    if warning is not None:
+        print(warning.render(), file=sys.stderr)
 
 
 def cmd_eval(args) -> int:
@@ -171,6 +181,7 @@ def cmd_eval(args) -> int:
                       tokens=args.tokens, segment=args.segment, data=args.data, out=args.out, seq=args.seq)
     print(report(result))
     print("\nwrote " + ", ".join(result["files"]))
+    _warn_nonfinite(result, f"the evaluation of {result['checkpoint']} on {result['task']}")
     return 0
 
 

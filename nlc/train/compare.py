@@ -22,11 +22,13 @@ import sys
 from pathlib import Path
 
 from nlc.errors import SpecError
-from nlc.files import atomic_write_text
+from nlc.files import atomic_write_text, dumps_json, read_regular_bytes
+from nlc.train.checkpoint import check_output
+from nlc.train.data import resolve_data_path
 from nlc.train.errors import train_error
 from nlc.train.evaluate import (eval_accuracy, eval_lm, eval_mqar, eval_niah, load_run, markdown_table)
 from nlc.train.loop import (TrainConfig, build_model, continual_rows, continual_summary, count_parameters,
-                            read_metrics, read_spec, train, train_curve)
+                            read_metrics, read_run_config, read_spec, train, train_curve)
 from nlc.train.tasks import Continual, LanguageModel, MQAR, NIAH, make_task, parse_length, parse_task
 
 DEFAULT_NIAH_LENGTHS = ("512", "1k", "2k")
@@ -140,7 +142,7 @@ def _run_one(spec, run: Path, cfg: dict, quiet: bool) -> dict:
     """Train (or reuse / resume) one run; return its summary."""
     summary_path = run / "summary.json"
     if (run / "config.json").exists():
-        stored = json.loads((run / "config.json").read_text("utf-8"))
+        stored = read_run_config(run)
         same = all(stored["train"].get(k) == v for k, v in cfg.items() if k not in ("quiet", "device"))
         from nlc.train.loop import spec_identity
 
@@ -151,9 +153,21 @@ def _run_one(spec, run: Path, cfg: dict, quiet: bool) -> dict:
         if summary_path.exists():
             if not quiet:
                 print(f"reusing {run}")
-            return json.loads(summary_path.read_text("utf-8"))
+            return _read_summary(summary_path)
         return train(spec, run, resume=True, **cfg)
     return train(spec, run, **cfg)
+
+
+def _read_summary(path: Path) -> dict:
+    """A finished run's summary.json (E626 when it is not one: the run is then not reused blindly)."""
+    try:
+        summary = json.loads(read_regular_bytes(path))
+    except (OSError, ValueError) as e:
+        raise train_error("E626", f"{path} cannot be read: {e}",
+                          "remove the run folder to train it again") from None
+    if not isinstance(summary, dict):
+        raise train_error("E626", f"{path} is not a run summary", "remove the run folder to train it again")
+    return summary
 
 
 def compare(specs: list[str], tasks: list[str], budget: int | str, out: str | Path, batch: int = 16,
@@ -162,6 +176,9 @@ def compare(specs: list[str], tasks: list[str], budget: int | str, out: str | Pa
             niah_samples: int = 4, eval_batches: int = 4, eval_tokens: int = 32768, data=None,
             quiet: bool = False) -> dict:
     out = Path(out)
+    for name in ("compare.json", "compare.md"):  # before any training
+        check_output(out / name)
+    check_output(out / "runs", folder=True)
     if len(specs) < 1:
         raise train_error("E633", "nothing to compare", "pass one or more specs")
     budget = parse_budget(budget)
@@ -208,7 +225,7 @@ def compare(specs: list[str], tasks: list[str], budget: int | str, out: str | Pa
         curves = {}
         for i, (lab, spec) in enumerate(zip(labels, specs)):
             run = out / "runs" / name / lab
-            cfg = dict(task=task_text, data=[str(Path(d).resolve()) for d in data or []], params=overrides[i],
+            cfg = dict(task=task_text, data=[resolve_data_path(d) for d in data or []], params=overrides[i],
                        steps=steps, batch=batch, seq=seq, lr=lr, seed=seed, device=device, quiet=quiet,
                        ckpt_every=max(50, steps // 4))
             try:
@@ -257,7 +274,7 @@ def compare(specs: list[str], tasks: list[str], budget: int | str, out: str | Pa
     results["plots"] = [str(p) for p in plots_written]
     table = summary_table(results)
     results["table"] = table
-    atomic_write_text(out / "compare.json", json.dumps(results, indent=1) + "\n")
+    atomic_write_text(out / "compare.json", dumps_json(results, indent=1) + "\n")
     atomic_write_text(out / "compare.md", render_markdown(results))
     return results
 

@@ -12,19 +12,26 @@ always in the same split, whatever else the folder holds. When hashing leaves a 
 first 90% trains, the next 5% validates, the last 5% tests (cut at line ends).
 
 Bad data is an E6xx error, never a traceback: E610 missing path, E611 unreadable file,
-E612 no text (empty file, empty folder, split too small), E613 binary file.
+E612 no text (empty file, empty folder, split too small), E613 binary file, E615 a path that
+is neither a regular file nor a folder (a FIFO, a device such as /dev/zero, a socket, a
+symlink loop). The type of every file is checked on the opened file before a byte is read,
+so nothing waits on a FIFO or reads a device without end; inside a folder such files are
+skipped.
 """
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import os
+import stat
 import sysconfig
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
 from typing import Iterable, Sequence
 
+from nlc.files import NotARegularFile, kind_of, read_regular_bytes
 from nlc.train.errors import train_error
 
 SPLITS = ("train", "val", "test")
@@ -134,15 +141,61 @@ def stdlib_root() -> Path:
     return Path(sysconfig.get_paths()["stdlib"])
 
 
-def read_text(path: Path, explicit: bool = True) -> bytes | None:
-    """The bytes of a UTF-8 text file; errors for an explicit file, None (skip) inside a folder."""
+NOT_A_FILE_HINT = ("pass regular text files or folders: nlc reads the data again on --resume and for "
+                   "`nlc eval`, so save a stream to a file first")
+LOOP_HINT = "the symlink leads (through others) back to itself: point it at a text file or folder"
+
+
+def resolve_data_path(path: str | Path) -> str:
+    """The absolute path of a --data path, checked to be a file or folder first (see data_kind), so that
+    an error names the path as the user wrote it."""
+    data_kind(Path(path))
     try:
-        data = path.read_bytes()
+        return str(Path(path).resolve())
+    except (RuntimeError, OSError):  # Python 3.11 raises RuntimeError on a symlink loop
+        raise train_error("E615", f"data path {path} is a symlink loop", LOOP_HINT) from None
+
+
+def data_kind(path: Path) -> str:
+    """"file" or "folder" for a --data path; E610 when nothing is there, E615 when it is something else."""
+    try:
+        mode = os.stat(path).st_mode
     except FileNotFoundError:
+        target = f" (a symlink to {os.readlink(path)}, which does not exist)" if os.path.islink(path) else ""
+        raise train_error("E610", f"no such data file or folder: {path}{target}", "check the path") from None
+    except OSError as e:
+        if e.errno == errno.ELOOP:
+            raise train_error("E615", f"data path {path} is a symlink loop", LOOP_HINT) from None
+        raise train_error("E611", f"cannot read data path {path}: {e.strerror or e}") from None
+    if stat.S_ISREG(mode):
+        return "file"
+    if stat.S_ISDIR(mode):
+        return "folder"
+    raise train_error("E615", f"data path {path} is {kind_of(mode)}, not a text file or folder", NOT_A_FILE_HINT)
+
+
+def read_text(path: Path, explicit: bool = True) -> bytes | None:
+    """The bytes of a UTF-8 text file; errors for an explicit file, None (skip) inside a folder.
+
+    Only regular files are read (checked on the open file, which never waits for a FIFO's writer)."""
+    try:
+        data = read_regular_bytes(path)
+    except FileNotFoundError:
+        if not explicit:  # a dangling symlink in a folder
+            return None
         raise train_error("E610", f"no such data file: {path}", "check the path") from None
+    except NotARegularFile as e:
+        if not explicit:
+            return None
+        raise train_error("E615", f"data path {path} is {e.kind}, not a text file", NOT_A_FILE_HINT) from None
+    except MemoryError:
+        raise train_error("E611", f"data file {path} is too large to read into memory",
+                          "pass a smaller file (or several)") from None
     except OSError as e:
         if not explicit:
             return None
+        if e.errno == errno.ELOOP:
+            raise train_error("E615", f"data path {path} is a symlink loop", LOOP_HINT) from None
         raise train_error("E611", f"cannot read data file {path}: {e.strerror or e}",
                           "check the file's permissions") from None
     nul = data.find(b"\x00")
@@ -181,9 +234,7 @@ def collect(paths: Sequence[str | Path]) -> tuple[list[Document], list[str]]:
     docs, skipped = [], []
     for p in paths:
         p = Path(p)
-        if not p.exists():
-            raise train_error("E610", f"no such data file or folder: {p}", "check the path")
-        if p.is_file():
+        if data_kind(p) == "file":
             docs.append(Document(p.name, read_text(p, explicit=True)))
             continue
         if not os.access(p, os.R_OK | os.X_OK):
@@ -246,7 +297,7 @@ def _user(paths: tuple[str, ...]) -> Corpus:
 def load_corpus(paths: Sequence[str | Path] | None = None, packages: Sequence[str] | None = None) -> Corpus:
     """The corpus of user files/folders, or of the standard library (all of it, or some packages)."""
     if paths:
-        corpus = _user(tuple(str(Path(p).resolve()) for p in paths))
+        corpus = _user(tuple(resolve_data_path(p) for p in paths))
     else:
         corpus = _stdlib(tuple(packages) if packages else None)
     return corpus

@@ -29,7 +29,6 @@ The checkpoint on disk is never changed.
 
 from __future__ import annotations
 
-import json
 import math
 from dataclasses import dataclass
 from pathlib import Path
@@ -38,12 +37,11 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from nlc.files import atomic_write_text
+from nlc.files import atomic_write_text, dumps_json
 from nlc.runtime.state import detach_state
 from nlc.train import checkpoint as ck
-from nlc.train.errors import train_error
-from nlc.train.loop import (EVAL_SEED, TrainConfig, build_model, check_streaming_length, continual_summary,
-                            resolve_device)
+from nlc.train.loop import (EVAL_SEED, TrainConfig, build_model, check_config_spec, check_streaming_length,
+                            continual_summary, read_run_config, resolve_device, stored_config)
 from nlc.train.steplevels import StepLevels
 from nlc.train.tasks import (NIAH, Continual, LanguageModel, MQAR, Task, accuracy_counts, bits_per_byte,
                              make_task, niah_example, parse_length, seed_for)
@@ -61,17 +59,17 @@ class Loaded:
 
 
 def load_run(path: str | Path, device: str = "cpu") -> Loaded:
-    """The model of a run's checkpoint (a run folder: its newest), built from the spec text stored in the run."""
+    """The model of a run's checkpoint (a run folder: its newest), built from the spec text stored in the run.
+
+    config.json is checked to be a run record whose spec text and parameters still give the spec
+    hash it records (E626 / E622 naming it), so an edited one is refused, never built."""
     ckpt_path = ck.find_checkpoint(path)
     run = ck.run_of(ckpt_path)
-    try:
-        config = json.loads((run / "config.json").read_text("utf-8"))
-        spec = config["spec"]
-    except FileNotFoundError:
-        raise train_error("E620", f"{run} has checkpoints but no config.json", "it is not an nlc run folder") from None
-    except (OSError, ValueError, KeyError) as e:
-        raise train_error("E621", f"{run}/config.json cannot be read: {e}") from None
-    cfg = TrainConfig(**{k: v for k, v in config["train"].items() if k in TrainConfig.__dataclass_fields__})
+    ck.check_run_folder(run)
+    config = read_run_config(run, missing="a checkpoint is read with the config.json of its run folder")
+    check_config_spec(config, run)
+    spec = config["spec"]
+    cfg = stored_config(config)
     ckpt = ck.load_checkpoint(ckpt_path, spec["hash"])
     model = build_model(spec["text"], spec["path"], cfg.params, cfg.seed, device, cfg.limits)
     ck.load_model_tensors(model, ckpt.model, ckpt.path)
@@ -291,6 +289,10 @@ def evaluate(path: str | Path, task: str | None = None, frozen: bool = False, de
     if not isinstance(the_task, NIAH):
         the_task.check(seq)
     dev = loaded.device
+    out_dir = Path(out) if out is not None else ck.run_of(loaded.checkpoint.path) / "eval"
+    stem = f"eval_{the_task.name}" + ("_frozen" if frozen else "")
+    for suffix in (".json", ".png"):  # before the evaluation, which may take long
+        ck.check_output(out_dir / f"{stem}{suffix}")
     result = {"run": str(ck.run_of(loaded.checkpoint.path)), "checkpoint": str(loaded.checkpoint.path),
               "step": loaded.checkpoint.step, "task": the_task.name, "frozen": frozen,
               "spec": loaded.config["spec"]["name"]}
@@ -307,9 +309,7 @@ def evaluate(path: str | Path, task: str | None = None, frozen: bool = False, de
         result.update(eval_mqar(model, the_task, frozen, dev, batches, cfg.batch, seq, segment))
     else:
         result.update(eval_accuracy(model, the_task, frozen, dev, batches, cfg.batch, seq, segment))
-    out_dir = Path(out) if out is not None else Path(result["run"]) / "eval"
-    stem = f"eval_{the_task.name}" + ("_frozen" if frozen else "")
-    atomic_write_text(out_dir / f"{stem}.json", json.dumps(result, indent=1) + "\n")
+    atomic_write_text(out_dir / f"{stem}.json", dumps_json(result, indent=1) + "\n")
     result["files"] = [str(out_dir / f"{stem}.json")]
     if plot and isinstance(the_task, NIAH):
         from nlc.train import plots

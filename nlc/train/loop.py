@@ -6,7 +6,8 @@ What a run does, step by step (step s = 0, 1, ...):
   1. the batch of step s comes from (seed, s) alone (nlc.train.tasks), so a resumed run sees
      exactly the data an uninterrupted one would;
   2. forward, masked cross-entropy; a NaN or infinite loss (or gradient norm) stops the run
-     with E630 naming the step and the last good checkpoint, and changes nothing on disk;
+     with E630 naming the step and the newest checkpoint that is safe to go back to (see
+     BLOWUP), and changes nothing on disk;
   3. backward; the main optimizer (AdamW, warm-up then cosine decay, gradient clipping) steps
      every slow parameter except those of CMS step levels, which add their gradients to a sum
      and step every `period` steps with their own rule (nlc.train.steplevels);
@@ -14,11 +15,18 @@ What a run does, step by step (step s = 0, 1, ...):
      levels' memories, convolution and attention caches) is carried, detached, to the next step.
 Checkpoints (nlc.train.checkpoint) hold everything step s+1 needs: parameters, optimizer
 moments, step-level sums, streaming state. `--resume` loads the newest one and continues
-bit-for-bit. Ctrl-C (or SIGTERM) finishes the current step, saves, and exits with code 130.
+bit-for-bit; a run stopped (or killed) before its first checkpoint was whole starts again from
+step 0 with the options in its config.json, which gives the same run. Ctrl-C (or SIGTERM)
+finishes the current step, saves, and exits with code 130.
+
+config.json and the checkpoints are read as untrusted: config.json must be a run record
+(E626), whose spec text and parameters still give the spec hash it records (E622 naming
+config.json otherwise), and a checkpoint's trainer state must fit the model (E622).
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import signal
@@ -31,14 +39,20 @@ import torch
 import torch.nn.functional as F
 
 from nlc.errors import SpecError
-from nlc.files import atomic_write_text
+from nlc.api import read_spec
+from nlc.files import atomic_write_text, dumps_json
 from nlc.runtime.state import detach_state
 from nlc.train import checkpoint as ck
+from nlc.train.data import resolve_data_path
 from nlc.train.errors import train_error
 from nlc.train.steplevels import StepLevels
 from nlc.train.tasks import Batch, Continual, LanguageModel, Task, make_task
 
 EVAL_SEED = 1234  # evaluation batches are the same for every run and every seed
+# A checkpoint is a safe point to go back to after a divergence (E630) when the training loss of its
+# step was finite and at most BLOWUP times the loss of the run's first step (ln 256, the loss of a
+# uniform guess over bytes, when that is not recorded), and it is older than the step that diverged.
+BLOWUP = 2.0
 
 
 @dataclass
@@ -79,26 +93,20 @@ ADJUSTABLE = ("steps", "lr", "clip")
 # ---- building ---------------------------------------------------------------------------------
 
 def spec_identity(spec_text: str, spec_path: str, params: dict, limits: dict | None = None):
-    """(program, canonical spec hash) of a spec text with parameter overrides (and size limits)."""
+    """(program, spec hash) of a spec text with parameter overrides (checked within the size limits).
+
+    The hash is that of the program's canonical text (which holds the spec's name, and is what
+    the text and its format, from the path, parse to) and of the overrides: everything that
+    decides the model built. Without overrides it is the plain canonical spec hash."""
     import nlc
     from nlc.codegen import spec_hash
 
     prog = nlc.loads(spec_text, spec_path, **{**params, **(limits or {})})
-    return prog, spec_hash(prog)
-
-
-def read_spec(spec: str | Path) -> str:
-    path = Path(spec)
-    try:
-        return path.read_bytes().decode("utf-8")
-    except FileNotFoundError:
-        raise train_error("E601", f"no such spec file: {path}", "check the path") from None
-    except IsADirectoryError:
-        raise train_error("E601", f"{path} is a folder, not a spec file") from None
-    except OSError as e:
-        raise train_error("E601", f"cannot read {path}: {e.strerror or e}") from None
-    except UnicodeDecodeError as e:
-        raise train_error("E602", f"{path} is not UTF-8 text (byte {e.start})") from None
+    plain = spec_hash(prog)
+    if not params:
+        return prog, plain
+    overrides = json.dumps(params, sort_keys=True, allow_nan=False)
+    return prog, hashlib.sha256(f"{plain}\0{overrides}".encode()).hexdigest()
 
 
 def build_model(spec_text: str, spec_path: str, params: dict, seed: int, device: str = "cpu",
@@ -243,28 +251,130 @@ class _Stop:
         return False
 
 
-def _read_config(out: Path) -> dict:
+# what a run's config.json must hold, checked before anything is built from it
+_NUMBER = (int, float)
+TRAIN_TYPES = {"task": str, "data": list, "params": dict, "steps": int, "batch": int, "seq": int,
+               "lr": _NUMBER, "warmup": int, "schedule": str, "weight_decay": _NUMBER, "clip": _NUMBER,
+               "seed": int, "stream": bool, "device": str, "compile": bool, "eval_every": int,
+               "eval_batches": int, "ckpt_every": int, "keep": int, "quiet": bool}
+SPEC_TYPES = {"text": str, "path": str, "name": str, "hash": str}
+EDITED = "config.json must stay as `nlc train` wrote it: put it back, or start the run again in a new --out folder"
+
+
+def _type_problem(value, types) -> str | None:
+    types = types if isinstance(types, tuple) else (types,)
+    if isinstance(value, bool) and bool not in types:
+        return "true/false"
+    if isinstance(value, types):
+        return None
+    return "missing" if value is None else f"a {type(value).__name__}"
+
+
+def _config_problem(config) -> str | None:
+    """What makes `config` not a run record (None when it is one)."""
+    if not isinstance(config, dict):
+        return "it is not a JSON object"
+    for key, types in (("spec", dict), ("train", dict), ("task", dict)):
+        if not isinstance(config.get(key), types):
+            return f"`{key}` is {_type_problem(config.get(key), types)}, not an object"
+    for key, types in SPEC_TYPES.items():
+        if (wrong := _type_problem(config["spec"].get(key), types)) is not None:
+            return f"`spec.{key}` is {wrong}, not a {types.__name__}"
+    train = config["train"]
+    for key, types in TRAIN_TYPES.items():
+        if key not in train and key not in TRAJECTORY:
+            continue  # a setting that does not shape the run: its default will do
+        if (wrong := _type_problem(train.get(key), types)) is not None:
+            return f"`train.{key}` is {wrong}, not {_type_name(types)}"
+    if not all(isinstance(x, str) for x in train["data"]):
+        return "`train.data` is not a list of paths"
+    for name, value in train["params"].items():
+        if _type_problem(value, (int, float, bool)) is not None or not name.isidentifier():
+            return f"`train.params` has {name}={value!r}, not NAME=number"
+    if not isinstance(config["task"].get("name"), str) or not isinstance(config["task"].get("options", {}), dict):
+        return "`task` is not {name: a string, options: an object}"
+    if not isinstance(config.get("data_fingerprint"), (str, type(None))):
+        return "`data_fingerprint` is not a string"
+    return None
+
+
+def _type_name(types) -> str:
+    types = types if isinstance(types, tuple) else (types,)
+    names = {int: "a whole number", float: "a number", str: "a string", bool: "true/false", list: "a list",
+             dict: "an object"}
+    return "a number" if float in types else names[types[0]]
+
+
+def read_run_config(run: Path, missing: str = "it is not an nlc run folder") -> dict:
+    """A run's config.json, checked to be a run record: E620 when there is none (hint `missing`),
+    E625 when it is not a file, E626 when it is not JSON or has keys missing or of the wrong type."""
+    path = Path(run) / "config.json"
     try:
-        return json.loads((out / "config.json").read_text("utf-8"))
+        raw = read_regular_bytes(path)
     except FileNotFoundError:
-        raise train_error("E620", f"{out} holds no run to resume (no config.json)",
-                          "start it without --resume") from None
-    except (OSError, ValueError) as e:
-        raise train_error("E621", f"{out}/config.json cannot be read: {e}") from None
+        raise train_error("E620", f"{run} holds no run (no config.json)", missing) from None
+    except NotARegularFile as e:
+        raise train_error("E625", f"{path} is {e.kind}, not a file", EDITED) from None
+    except OSError as e:
+        raise train_error("E626", f"{path} cannot be read: {e.strerror or e}") from None
+    try:
+        config = json.loads(raw, parse_constant=_not_json)
+    except (ValueError, RecursionError) as e:
+        raise train_error("E626", f"{path} is not a run record: it is not JSON ({e})", EDITED) from None
+    problem = _config_problem(config)
+    if problem:
+        raise train_error("E626", f"{path} is not a run record: {problem}", EDITED)
+    return config
+
+
+def _not_json(name: str):
+    raise ValueError(f"{name} is not JSON")
+
+
+def check_config_spec(config: dict, run: Path):
+    """The program of a run's config.json; E622 naming config.json when its spec text, parameters
+    or name no longer give the spec hash it records (it was edited)."""
+    spec, path = config["spec"], Path(run) / "config.json"
+    try:
+        prog, shash = spec_identity(spec["text"], spec["path"], config["train"]["params"])
+    except SpecError as e:
+        d = e.diagnostics[0]
+        raise train_error("E622", f"{path} was edited: its spec text and parameters no longer compile "
+                          f"({d.code}: {d.message})", EDITED) from None
+    if shash != spec["hash"]:
+        from nlc.codegen import spec_hash
+
+        if spec_hash(prog) == spec["hash"]:  # the hash of an nlc from before it covered the parameters
+            raise train_error("E622", f"{path} records a spec hash without its parameters (written by an "
+                              "older nlc): the parameters it holds cannot be checked",
+                              "start the run again in a new --out folder")
+        raise train_error("E622", f"{path} was edited: its spec text and parameters give spec hash "
+                          f"{shash[:12]}, not the {spec['hash'][:12]} it records", EDITED)
+    if prog.name != spec["name"]:
+        raise train_error("E622", f"{path} was edited: its spec is `{prog.name}`, not `{spec['name']}` "
+                          "as it records", EDITED)
+    return prog
+
+
+def stored_config(config: dict) -> TrainConfig:
+    """The TrainConfig of a (checked) run record."""
+    return TrainConfig(**{k: v for k, v in config["train"].items() if k in TrainConfig.__dataclass_fields__})
 
 
 def read_metrics(run: Path) -> list[dict]:
-    """The records of metrics.jsonl (a half-written last line is skipped)."""
+    """The records of metrics.jsonl (a half-written last line, or any line that is not a record, is skipped)."""
     out = []
     try:
-        lines = (Path(run) / "metrics.jsonl").read_text("utf-8").splitlines()
-    except FileNotFoundError:
+        lines = read_regular_bytes(Path(run) / "metrics.jsonl").decode("utf-8", errors="replace").splitlines()
+    except OSError:  # none yet (or not a file: check_run_folder reports that)
         return out
     for line in lines:
         try:
-            out.append(json.loads(line))
-        except ValueError:
+            record = json.loads(line)
+        except (ValueError, RecursionError):
             continue
+        if isinstance(record, dict) and isinstance(record.get("step"), int):
+            out.append(record)
     return out
 
 
@@ -273,7 +383,7 @@ def train_curve(run: Path) -> list[tuple[int, float]]:
     by_step = {}
     for r in read_metrics(run):
         if "loss" in r and "eval" not in r and "event" not in r:
-            by_step[r["step"]] = r["loss"]
+            by_step[r["step"]] = r["loss"] if r["loss"] is not None else float("nan")
     return sorted(by_step.items())
 
 
@@ -289,13 +399,15 @@ def train(spec: str | Path, out: str | Path, resume: bool | str = False, **optio
         raise TypeError(f"unknown training options: {sorted(unknown)}")
     spec_text = read_spec(spec)
     spec_path = str(spec)
+    ck.check_run_folder(out)
     if resume:
-        stored = _read_config(out)
-        cfg = TrainConfig(**{k: v for k, v in stored["train"].items() if k in TrainConfig.__dataclass_fields__})
+        stored = read_run_config(out, missing="start it without --resume")
+        check_config_spec(stored, out)
+        cfg = stored_config(stored)
         changed = {}
         for k, v in given.items():
             if k == "data":
-                v = [str(Path(p).resolve()) for p in v]
+                v = [resolve_data_path(p) for p in v]
             if k in TRAJECTORY and _norm(v) != _norm(getattr(cfg, k)):
                 if k not in ADJUSTABLE:
                     raise train_error("E622", f"run {out} was started with {k}={getattr(cfg, k)!r}, not {v!r}",
@@ -307,7 +419,7 @@ def train(spec: str | Path, out: str | Path, resume: bool | str = False, **optio
         if (out / "config.json").exists() or ck.list_checkpoints(out):
             raise train_error("E623", f"{out} already holds a run",
                               "continue it with --resume, or pass another --out folder (nothing was changed)")
-    cfg.data = [str(Path(p).resolve()) for p in cfg.data]
+    cfg.data = [resolve_data_path(p) for p in cfg.data]
     _check_config(cfg)
     prog, shash = spec_identity(spec_text, spec_path, cfg.params, cfg.limits)
     if resume and stored["spec"]["hash"] != shash:
@@ -335,14 +447,12 @@ def train(spec: str | Path, out: str | Path, resume: bool | str = False, **optio
             raise train_error("E622", f"the data of run {out} changed since it started "
                               f"({stored.get('data_fingerprint')} then, {data_fp} now)",
                               "resume with the same data, or start a new --out folder")
-        where = out if resume is True else Path(resume)
+        where = out if resume is True else ck.find_checkpoint(resume)
         if resume is not True and ck.run_of(where).resolve() != out.resolve():
             raise train_error("E622", f"checkpoint {where} is not a checkpoint of run {out}")
-        if changed or cfg.limits != stored["train"].get("limits", {}):  # new limits: `nlc eval` must see them
-            stored["train"] = asdict(cfg)
-            atomic_write_text(out / "config.json", json.dumps(stored, indent=1) + "\n")
-        if resume is True and not ck.list_checkpoints(out):
-            # stopped before its first checkpoint: start again from step 0 (same seed, same data)
+        if resume is True and not ck.complete_checkpoints(out):
+            # no save finished (stopped, or killed, before its first checkpoint was whole): start again
+            # from step 0 with the stored options; the same seed and data give the same run
             ckpt, start = None, 0
             state = model.init_state(cfg.batch) if cfg.stream else None
         else:
@@ -350,9 +460,16 @@ def train(spec: str | Path, out: str | Path, resume: bool | str = False, **optio
             ck.load_model_tensors(model, ckpt.model, ckpt.path)
             _load_trainer(opt, levels, ckpt)
             start = ckpt.step
+            if cfg.stream and ckpt.stream_state is not None:
+                _check_state_fits(ckpt.stream_state, model.init_state(cfg.batch), ckpt.path / "state.safetensors")
             state = state_to(ckpt.stream_state, device) if cfg.stream else None
             if cfg.stream and state is None:
                 state = model.init_state(cfg.batch)
+        # only once the checkpoint has been read: a refused resume changes nothing;
+        # new size limits are stored too (`nlc eval` rebuilds with them)
+        if changed or cfg.limits != stored["train"].get("limits", {}):
+            stored["train"] = asdict(cfg)
+            atomic_write_text(out / "config.json", dumps_json(stored, indent=1) + "\n")
     else:
         start = 0
         state = model.init_state(cfg.batch) if cfg.stream else None
@@ -362,13 +479,14 @@ def train(spec: str | Path, out: str | Path, resume: bool | str = False, **optio
                   "parameters": count_parameters(model), "alignment": int(getattr(model, "alignment", 1)),
                   "step_levels": {k: asdict(v) for k, v in (getattr(model, "step_levels", {}) or {}).items()},
                   "online_levels": list(getattr(model, "online_levels", []) or [])}
-        atomic_write_text(out / "config.json", json.dumps(config, indent=1) + "\n")
+        atomic_write_text(out / "config.json", dumps_json(config, indent=1) + "\n")
     if cfg.compile:  # each block's chunk step under torch.compile: compile time independent of the length
         from nlc.runtime.compile import compile_chunks
 
         compile_chunks(model)
+    resumed = ckpt if resume and ckpt is not None else None
     return _run(cfg, out, model, task, opt, levels, main_params, start, state, device, shash, prog.name,
-                ckpt.path if resume and ckpt is not None else None, changed if resume else {})
+                resumed, changed if resume else {})
 
 
 def _norm(v):
@@ -387,6 +505,11 @@ def _check_config(cfg: TrainConfig) -> None:
             raise train_error("E633", f"--{k} must be at least 1, not {getattr(cfg, k)}")
     if not (cfg.lr > 0 and math.isfinite(cfg.lr)):
         raise train_error("E633", f"--lr must be a positive number, not {cfg.lr}")
+    if not (cfg.clip > 0 and math.isfinite(cfg.clip)):  # config.json stores it, and JSON has no inf
+        raise train_error("E633", f"--clip must be a positive number, not {cfg.clip}",
+                          "for (almost) no clipping, pass a large number such as 1e30")
+    if not (cfg.weight_decay >= 0 and math.isfinite(cfg.weight_decay)):
+        raise train_error("E633", f"--weight-decay must be a number >= 0, not {cfg.weight_decay}")
     if cfg.schedule not in ("cosine", "constant"):
         raise train_error("E633", f"unknown schedule `{cfg.schedule}`", "use cosine or constant")
 
@@ -414,27 +537,129 @@ def _trainer_state(opt, levels: StepLevels) -> tuple[dict, dict]:
     return tensors, meta
 
 
+ADAM_STATE = {"step", "exp_avg", "exp_avg_sq"}  # what AdamW (amsgrad off) keeps for a parameter
+
+
 def _load_trainer(opt, levels: StepLevels, ckpt: ck.Checkpoint) -> None:
-    state: dict = {}
+    """Put a checkpoint's optimizer moments, step-level sums and RNG state in place, each checked to fit
+    this model first (E622 when it is another model's, E621 when it is not a trainer state at all)."""
+    where = ckpt.path / "trainer.safetensors"
+    meta = ckpt.trainer_meta
+    own_groups = opt.state_dict()["param_groups"]
+    groups = meta.get("param_groups")
+    if not (isinstance(groups, list) and all(isinstance(g, dict) and isinstance(g.get("params"), list)
+                                             for g in groups)):
+        raise _trainer_corrupt(ckpt.path / "meta.json", "trainer.param_groups is not a list of groups")
+    sizes, own_sizes = [len(g["params"]) for g in groups], [len(g["params"]) for g in own_groups]
+    if sizes != own_sizes:
+        raise _trainer_misfit(where, f"parameter groups of {sizes} parameters, this model's {own_sizes}")
+    params = {pid: p for group, own in zip(opt.param_groups, own_groups)  # state-dict id -> parameter
+              for pid, p in zip(own["params"], group["params"])}
+    state = _optimizer_state(ckpt, params, where)
+    own_levels = levels.state_tensors()
+    count = meta.get("step_level_count", 0)
+    if not (isinstance(count, int) and not isinstance(count, bool) and count >= 0):
+        raise _trainer_corrupt(ckpt.path / "meta.json", f"trainer.step_level_count {count!r} is not a whole number")
     for key, v in ckpt.trainer.items():
-        if key.startswith("optim."):
-            _, pid, name = key.split(".", 2)
-            state.setdefault(int(pid), {})[name] = v
-    for key, v in ckpt.trainer_meta.get("optim_values", {}).items():
-        pid, name = key.split(".", 1)
-        state.setdefault(int(pid), {})[name] = v
+        if key.startswith("optim.") or key == "rng.torch":
+            continue
+        if key not in own_levels:
+            raise _trainer_misfit(where, f"an entry `{key}` this model has no use for")
+        if tuple(v.shape) != tuple(own_levels[key].shape):
+            raise _trainer_misfit(where, f"`{key}` has shape {tuple(v.shape)}, this model's "
+                                  f"{tuple(own_levels[key].shape)}")
+    if set(own_levels) - set(ckpt.trainer):
+        raise _trainer_misfit(where, f"no `{sorted(set(own_levels) - set(ckpt.trainer))[0]}`")
+    rng = ckpt.trainer.get("rng.torch")
+    own_rng = torch.get_rng_state()
+    if rng is None or rng.dtype != own_rng.dtype or tuple(rng.shape) != tuple(own_rng.shape):
+        raise _trainer_corrupt(where, "its RNG state `rng.torch` is missing or not a torch RNG state"
+                               + ("" if rng is None else f" ({rng.dtype}, {tuple(rng.shape)})"))
+    try:  # torch checks the generator state itself (an mt19937 state of random bytes is refused)
+        torch.set_rng_state(rng)
+    except (RuntimeError, TypeError) as e:
+        torch.set_rng_state(own_rng)
+        raise _trainer_corrupt(where, f"its RNG state `rng.torch` is not valid ({e})") from None
     try:
-        opt.load_state_dict({"state": state, "param_groups": ckpt.trainer_meta["param_groups"]})
-        levels.load_state_tensors(ckpt.trainer, int(ckpt.trainer_meta.get("step_level_count", 0)))
-    except (KeyError, ValueError, RuntimeError) as e:
-        raise train_error("E622", f"the optimizer state of {ckpt.path} does not fit this model: {e}",
-                          "it was written by a run of another spec or configuration") from None
-    if "rng.torch" in ckpt.trainer:
-        torch.set_rng_state(ckpt.trainer["rng.torch"])
+        opt.load_state_dict({"state": state, "param_groups": own_groups})
+    except (KeyError, ValueError, RuntimeError, TypeError) as e:
+        torch.set_rng_state(own_rng)
+        raise _trainer_misfit(where, str(e)) from None
+    levels.load_state_tensors(ckpt.trainer, count)
+
+
+def _optimizer_state(ckpt: ck.Checkpoint, params: dict, where: Path) -> dict:
+    """The AdamW state of a checkpoint as {parameter id: {name: value}}, each moment of its parameter's shape."""
+    state: dict = {}
+    values = ckpt.trainer_meta.get("optim_values", {})
+    if not isinstance(values, dict):
+        raise _trainer_corrupt(ckpt.path / "meta.json", "trainer.optim_values is not an object")
+    for key, v in values.items():
+        if not (isinstance(v, (int, float)) and not isinstance(v, bool)):
+            raise _trainer_corrupt(ckpt.path / "meta.json", f"trainer.optim_values.{key} is not a number")
+    entries = [(key, key[len("optim."):], v) for key, v in ckpt.trainer.items() if key.startswith("optim.")]
+    entries += [(f"optim_values.{key}", key, v) for key, v in values.items()]
+    for shown, key, v in entries:
+        pid, _, name = key.partition(".")
+        if not (pid.isdigit() and int(pid) in params and name in ADAM_STATE):
+            raise _trainer_misfit(where, f"an optimizer entry `{shown}` for no parameter of this model")
+        p = params[int(pid)]
+        if name == "step":
+            if isinstance(v, torch.Tensor) and v.numel() != 1:
+                raise _trainer_misfit(where, f"the step count `{shown}` has shape {tuple(v.shape)}")
+        elif not isinstance(v, torch.Tensor) or tuple(v.shape) != tuple(p.shape):
+            raise _trainer_misfit(where, f"`{shown}` is not a tensor of its parameter's shape {tuple(p.shape)}"
+                                  + (f" (it has {tuple(v.shape)})" if isinstance(v, torch.Tensor) else ""))
+        state.setdefault(int(pid), {})[name] = v
+    for pid, st in state.items():
+        if set(st) != ADAM_STATE:
+            raise _trainer_misfit(where, f"parameter {pid} has optimizer state {sorted(st)}, not {sorted(ADAM_STATE)}")
+    return state
+
+
+def _trainer_misfit(where: Path, what: str) -> SpecError:
+    return train_error("E622", f"the optimizer state in {where} does not fit this model: {what}",
+                       "it was written by a run of another spec or configuration")
+
+
+def _trainer_corrupt(where: Path, what: str) -> SpecError:
+    return train_error("E621", f"checkpoint file {where} is not a trainer state: {what}",
+                       "it was edited or damaged; resume from an earlier checkpoint")
+
+
+def _check_state_fits(loaded, fresh, where: Path) -> None:
+    """E622 unless a checkpoint's streaming state has the structure, types and shapes of this model's
+    (a dimension that is 0 in a fresh state is a cache that grows, and may have any length)."""
+    problem = _state_problem(loaded, fresh, "state")
+    if problem:
+        raise train_error("E622", f"the streaming state in {where} does not fit this model: {problem}",
+                          "it was written by a run of another spec or configuration")
+
+
+def _state_problem(loaded, fresh, path: str) -> str | None:
+    if isinstance(fresh, torch.Tensor):
+        if not isinstance(loaded, torch.Tensor):
+            return f"{path} is not a tensor"
+        if loaded.dtype != fresh.dtype or loaded.dim() != fresh.dim() or \
+                any(b and a != b for a, b in zip(loaded.shape, fresh.shape)):
+            return f"{path} is {loaded.dtype} {tuple(loaded.shape)}, not {fresh.dtype} {tuple(fresh.shape)}"
+        return None
+    if isinstance(fresh, dict):
+        if not isinstance(loaded, dict) or set(loaded) != set(fresh):
+            return f"{path} does not hold {sorted(map(str, fresh))}"
+        return next((p for k in fresh if (p := _state_problem(loaded[k], fresh[k], f"{path}.{k}"))), None)
+    if isinstance(fresh, (list, tuple)):
+        if not isinstance(loaded, (list, tuple)) or len(loaded) != len(fresh):
+            return f"{path} is not a list of {len(fresh)}"
+        return next((p for i, (a, b) in enumerate(zip(loaded, fresh)) if (p := _state_problem(a, b, f"{path}.{i}"))),
+                    None)
+    if type(loaded) is not type(fresh):
+        return f"{path} is a {type(loaded).__name__}, not a {type(fresh).__name__}"
+    return None
 
 
 def _run(cfg, out, model, task, opt, levels, main_params, start, state, device, shash, name,
-         last_ckpt, changed) -> dict:
+         resumed: ck.Checkpoint | None, changed) -> dict:
     from tqdm import tqdm
 
     metrics_path = out / "metrics.jsonl"
@@ -442,21 +667,25 @@ def _run(cfg, out, model, task, opt, levels, main_params, start, state, device, 
     metrics = open(metrics_path, "a", encoding="utf-8")
 
     def log(record: dict) -> None:
-        metrics.write(json.dumps(record) + "\n")
+        metrics.write(dumps_json(record) + "\n")
         metrics.flush()
 
-    saved_step = start if last_ckpt is not None else None
+    last_ckpt = resumed.path if resumed is not None else None
+    saved_step = start if resumed is not None else None
+    first_loss = resumed.first_loss if resumed is not None else None  # the loss of step 1 (see BLOWUP)
 
     def save(step: int) -> Path:
         nonlocal last_ckpt, saved_step
         tensors, meta = _trainer_state(opt, levels)
         last_ckpt = ck.save_checkpoint(out, step, shash, model.state_dict(), tensors, meta,
-                                       state if cfg.stream else None, cfg.keep)
+                                       state if cfg.stream else None, cfg.keep,
+                                       loss=loss_value if math.isfinite(loss_value) else None,
+                                       first_loss=first_loss)
         saved_step = step
         log({"step": step, "event": "checkpoint", "path": str(last_ckpt)})
         return last_ckpt
 
-    log({"step": start, "event": "resume" if last_ckpt is not None else "start", "time": time.time(),
+    log({"step": start, "event": "resume" if resumed is not None else "start", "time": time.time(),
          **({"changed": changed} if changed else {})})
     tokens_per_step = cfg.batch * cfg.seq
     phase_ends = set(task.phase_ends()) if isinstance(task, Continual) else set()
@@ -478,13 +707,15 @@ def _run(cfg, out, model, task, opt, levels, main_params, start, state, device, 
                     logits = model(batch.tokens)
                 loss = masked_loss(logits, batch)
                 loss_value = float(loss.detach())
+                if step == 0:
+                    first_loss = loss_value
                 if not math.isfinite(loss_value):
-                    _diverged(log, out, step + 1, "loss", loss_value, last_ckpt)
+                    _diverged(log, out, step + 1, "loss", loss_value, first_loss)
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
                 gnorm = float(torch.nn.utils.clip_grad_norm_(main_params, cfg.clip)) if main_params else 0.0
                 if not math.isfinite(gnorm):
-                    _diverged(log, out, step + 1, "gradient norm", gnorm, last_ckpt)
+                    _diverged(log, out, step + 1, "gradient norm", gnorm, first_loss)
                 opt.step()
                 levels.accumulate()
                 moved = levels.step()
@@ -529,10 +760,10 @@ def _run(cfg, out, model, task, opt, levels, main_params, start, state, device, 
         if isinstance(task, Continual):
             rows = continual_rows(out)
             summary["continual"] = continual_summary(rows, [n for n, _ in task.domains])
-            atomic_write_text(out / "continual.json", json.dumps(summary["continual"], indent=1) + "\n")
+            atomic_write_text(out / "continual.json", dumps_json(summary["continual"], indent=1) + "\n")
         summary["time_s"] = time.perf_counter() - t_start
         log({"step": done, "event": "done"})
-        atomic_write_text(out / "summary.json", json.dumps(summary, indent=1) + "\n")
+        atomic_write_text(out / "summary.json", dumps_json(summary, indent=1) + "\n")
     metrics.close()
     return summary
 
@@ -540,8 +771,9 @@ def _run(cfg, out, model, task, opt, levels, main_params, start, state, device, 
 def continual_rows(run: Path) -> list[dict]:
     rows = {}
     for r in read_metrics(run):
-        if "continual" in r:
-            rows[r["continual"]["after"]] = r["continual"]["losses"]
+        if "continual" in r:  # a non-finite loss was written as null
+            rows[r["continual"]["after"]] = {k: float("nan") if v is None else v
+                                             for k, v in r["continual"]["losses"].items()}
     return [rows[i] for i in sorted(rows)]
 
 
@@ -561,15 +793,43 @@ def _terminate_last_line(path: Path) -> None:
             f.write(b"\n")
 
 
-def _diverged(log, out: Path, step: int, what: str, value: float, last_ckpt: Path | None):
+def _diverged(log, out: Path, step: int, what: str, value: float, first_loss: float | None):
+    """Stop the run with E630 at (1-based) step `step`, naming the newest safe checkpoint if there is one."""
     log({"step": step, "event": "nonfinite", "what": what, "value": str(value)})
-    where = (f"the last good checkpoint is {last_ckpt}" if last_ckpt is not None
-             else "no checkpoint was written before it")
+    whole = ck.complete_checkpoints(out)
+    good = safe_checkpoint(out, step - 1, first_loss)
+    if good is not None:
+        path, meta = good
+        where = f"the last good checkpoint is {path} (step {meta['step']}, training loss {meta['loss']:.4g})"
+        hint = (f"lower --lr (or --clip), then resume from that checkpoint with --resume {path}, "
+                "or start again in a new --out folder")
+    else:
+        where = ("no checkpoint was written before it" if not whole else
+                 f"none of its {len(whole)} checkpoints is safe to go back to (a safe one is older than step "
+                 f"{step - 1}, whose weights gave this {what}, and its training loss was finite and at most "
+                 f"{BLOWUP:g}x that of step 1)")
+        hint = ("there is no checkpoint to resume from: start again in a new --out folder with a lower --lr "
+                "(or --clip)")
     raise train_error("E630", f"the {what} is {value} at step {step} of run {out}; the run stopped there "
-                      f"and {where}",
-                      "lower --lr (or --clip), then resume from that checkpoint with --resume, "
-                      "or start again in a new --out folder")
+                      f"and {where}", hint)
+
+
+def safe_checkpoint(run: Path, before: int, first_loss: float | None) -> tuple[Path, dict] | None:
+    """The newest whole checkpoint of `run` older than step `before` whose training loss was finite and at
+    most BLOWUP times the first step's loss: (folder, meta), or None.
+
+    The checkpoint of step `before` itself is never one: its weights are those that just gave the
+    non-finite value, and would give it again whatever --lr or --clip says."""
+    for path in reversed(ck.complete_checkpoints(run)):
+        try:
+            meta = ck.verify(path)
+        except SpecError:
+            continue
+        loss, first = meta.get("loss"), first_loss or meta.get("first_loss") or math.log(256)
+        if meta["step"] < before and loss is not None and math.isfinite(loss) and loss <= BLOWUP * first:
+            return path, meta
+    return None
 
 
 __all__ = ["TrainConfig", "train", "build_model", "count_parameters", "read_metrics", "train_curve",
-           "quick_eval", "continual_summary", "SpecError"]
+           "quick_eval", "continual_summary", "read_run_config", "check_config_spec", "SpecError"]
