@@ -30,11 +30,6 @@ def _known(prog: ir.Program, dead: nt.DeadField) -> str | None:
             and lv.state.fn == "params" and not (isinstance(lv.update, ir.Call) and lv.update.kind is ir.CallKind.FORM)):
         return ("`objective` of an optimizer's `state params` level whose update is a level or an expression: "
                 "the direction comes from the update, the objective is never used")
-    if (dead.field == "period" and dead.backend == "reference" and isinstance(lv.context, ir.Call)
-            and lv.context.fn == "grad"):
-        return ("the period of an optimizer level inside a model (`context grad(LEVEL)`) that differs from its "
-                "level's: the compiled back end rejects it (E503), the reference interpreter ignores it; "
-                "nlc check should reject it")
     if unit is ir.PeriodUnit.NEVER and dead.field != "init":
         return "a frozen (`period never`) level never learns: its learning fields have no effect"
     return None

@@ -7,7 +7,8 @@ update must be at least as fast as it (E306).
 
 E301 period not a positive whole number; E302 wrong unit for the program kind;
 E303 periods that do not nest (within one block, or one optimizer); E304 `online`
-on a frozen level or in an optimizer; E306 an optimizer level slower than the
+on a frozen level or in an optimizer; E305 a model level learning an in-context level's
+gradients (`context grad(m)`) at another period; E306 an optimizer level slower than the
 level it optimizes (`update m` where m is slower; an update *expression* only
 reads the levels' current states, so M3's slow momentum is allowed); E307 a
 level that learns from the task loss counted in `tokens` (the loss is known only
@@ -45,6 +46,8 @@ def run(program: ir.Program, env: Mapping[str, object], rep: Reporter) -> ir.Pro
     for body, block in ir.scopes(program):
         for lv in (s for s in body if isinstance(s, ir.Level)):
             _check_optimizer_speed(lv, block, freqs, rep)
+            if program.is_model:
+                _check_coupled_periods(lv, block, freqs, rep)
     return program
 
 
@@ -88,6 +91,26 @@ def _check_loss_context(lv: ir.Level, rep: Reporter) -> None:
         rep.error("E307", f"level `{lv.name}` learns from the task loss but counts `tokens`", lv.period.span,
                   "the task loss is known only after the forward pass: a `context loss` level updates every "
                   "N `steps` (CMS); to learn inside the sequence give it a `context (key, value)`")
+
+
+def _check_coupled_periods(lv: ir.Level, block, freqs: dict[str, Frequency], rep: Reporter) -> None:
+    """In a model, a level that learns another in-context level's gradients (`context grad(m)`: an
+    optimizer inside the model) learns with it chunk by chunk: both back ends run the two at one
+    period (a different one would be ignored by the interpreter and refused by the code generator),
+    so the spec must say one period. (A slower level producing the update is E306.)"""
+    prefix = f"{block.name}." if block else ""
+    ctx = lv.context
+    if not (isinstance(ctx, ir.Call) and ctx.fn == "grad" and ctx.args and isinstance(ctx.args[0], ir.Ref)):
+        return
+    other = ctx.args[0].name
+    mine, theirs = freqs.get(prefix + lv.name), freqs.get(prefix + other)
+    if mine is None or theirs is None or ir.PeriodUnit.TOKENS not in (mine.unit, theirs.unit) or mine == theirs:
+        return
+    if mine.key > theirs.key and mine.unit is theirs.unit:
+        return  # slower than the level it optimizes: E306 says so where it is the update
+    rep.error("E305", f"level `{lv.name}` ({mine}) learns the gradients of `{other}` ({theirs}) at another "
+              "period", ctx.args[0].span,
+              f"give `{lv.name}` the period of `{other}` (the two learn together, chunk by chunk)")
 
 
 def _check_optimizer_speed(lv: ir.Level, block, freqs: dict[str, Frequency], rep: Reporter) -> None:

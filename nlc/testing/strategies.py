@@ -66,14 +66,14 @@ ALL_ROLES = ("memory", "optimizer", "cms", "frozen")
 # What the strategies never draw, and why (each would stop `nlc.build` with an E5xx, or is
 # not a model feature the back ends implement):
 AVOIDED = {
-    "E503": "levels coupled by `update LEVEL` or `context grad(LEVEL)` with different periods: "
-            "an optimizer level always gets the period of the level it optimizes",
+    "E305/E503": "levels coupled by `update LEVEL` or `context grad(LEVEL)` with different periods: "
+                 "an optimizer level always gets the period of the level it optimizes",
     "E504": "per-token or learned gates on `steps` levels: their lr, retain and beta are numbers",
-    "E308": "`steps` levels with a context other than `loss`, an objective other than dot/l2, a rule other than "
+    "E308": "`steps` levels with a context other than `loss`, an objective other than dot, a rule other than "
             "gd/momentum, or `debias`: the training loop would not honour them",
     "E502": "`newton_schulz` in a model (an optimizer builtin)",
     "E418": "`update m / (sqrt(v) + eps)` in a model: the model back ends take a rule or a level",
-    "debias": "`debias` on model levels: both back ends ignore the flag (see docs/testing.md)",
+    "E309": "`debias` on in-context model levels: no model back end debiases a memory",
     "dead by construction": "`init zeros` MLP memories, `identity` MLPs and learned (zero) vectors on levels that "
                             "do not learn in the forward pass, flows, gates and self-generated values read from a "
                             "level whose initial read is zero, a value equal to the key of an identity memory: "
