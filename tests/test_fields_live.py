@@ -114,8 +114,10 @@ def test_fields_live_catches_an_objective_argument_one_back_end_ignores(monkeypa
 
 
 def test_fuzz_runs_fields_live(tmp_path, capsys):
+    # sgd_momentum's `state params` level states an objective its update (a level) never uses: a known dead field
+    assert main(["fuzz", str(ROOT / "examples" / "sgd_momentum.nl"), "--property", "fields_live"]) == 1
+    assert "property `fields_live` fails" in capsys.readouterr().out
     spec = tmp_path / "chain.nl"
     spec.write_text(CHAIN, encoding="utf-8")
-    assert main(["fuzz", str(spec), "--property", "fields_live", "--examples", "1"]) == 1
-    assert "property `fields_live` fails" in capsys.readouterr().out
+    assert main(["fuzz", str(spec), "--property", "fields_live", "--examples", "1"]) == 0
     assert main(["fuzz", str(ROOT / "examples" / "decayed_gd.nl"), "--property", "fields_live"]) == 0

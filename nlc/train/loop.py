@@ -40,7 +40,7 @@ import torch.nn.functional as F
 
 from nlc.errors import SpecError
 from nlc.api import read_spec
-from nlc.files import atomic_write_text, dumps_json
+from nlc.files import NotARegularFile, atomic_write_text, dumps_json, read_regular_bytes
 from nlc.runtime.state import detach_state
 from nlc.train import checkpoint as ck
 from nlc.train.data import resolve_data_path
