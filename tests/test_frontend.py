@@ -255,6 +255,11 @@ def test_yaml_flags_are_booleans(flag, value):
         assert d.code == "E120" and d.message.startswith(f"`{flag}` must be `true` or `false`, not ")
         assert (d.span.line, d.span.col) == (8, 11 + len(flag) + 2 - (value == ""))  # the caret under the value
         return
+    if flag == "debias" and want:  # read as true: then refused, since model memories do not debias (E309)
+        with pytest.raises(nlc.SpecError) as e:
+            nlc.loads(text, "m.yaml")
+        assert e.value.codes == ["E309"]
+        return
     level = ir.all_levels(nlc.loads(text, "m.yaml"))[0]
     assert getattr(level, flag) is want
 

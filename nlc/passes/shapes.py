@@ -220,13 +220,13 @@ class _Typer:
         for gate, word in ((lv.lr, "learning rate `lr`"), (lv.retain, "retention `retain`")):
             if gate is not None:
                 self.gate(gate, word)
-        if lv.debias and self.is_model and lv.period.unit is ir.PeriodUnit.TOKENS:
-            # (steps levels: E308; frozen levels never update) no model back end debiases a memory
-            self.rep.error("E309", f"level `{lv.name}` is `debias`, which only optimizer levels honour",
-                           lv.field_span("debias"), "remove `debias` (a memory's state is read as it is)")
         if lv.debias and lv.retain is None:
             self.rep.error("E409", f"level `{lv.name}` is `debias` but has no `retain`", lv.field_span("debias"),
                            "debiasing divides by 1 - retain^t: add `retain beta`")
+        elif lv.debias and self.is_model and lv.period.unit is ir.PeriodUnit.TOKENS:
+            # (steps levels: E308; frozen levels never update) no model back end debiases a memory
+            self.rep.error("E309", f"level `{lv.name}` is `debias`, which only optimizer levels honour",
+                           lv.field_span("debias"), "remove `debias` (a memory's state is read as it is)")
 
     def check_init(self, lv: ir.Level, shape: StateShape | None) -> None:
         init = lv.init

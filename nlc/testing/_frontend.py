@@ -226,7 +226,7 @@ def _level(draw, g: _Gen, name: str, lets: list[str], levels, base: int, trailin
     fields.append(f"period {period}")
     if unit != "never" and draw(st.booleans()):
         fields.append("online")
-    if has_retain and unit != "steps" and draw(st.booleans()):
+    if has_retain and unit == "never" and draw(st.booleans()):  # model memories do not debias (E308, E309)
         fields.append("debias")
     order = draw(st.permutations(fields)) if draw(st.integers(0, 3)) == 0 else fields
     lines = [f"level {name} {{{trailing()}"]
