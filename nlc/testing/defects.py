@@ -161,7 +161,10 @@ def applicable(prog: ir.Program, env) -> dict[str, list]:
         "duplicate_let": [b for b in blocks if lets[b.name]],
         "period_nesting": [b for b in blocks if max((_period(lv, env) or 0 for lv in _levels(b)
                                                       if lv.period.unit is ir.PeriodUnit.TOKENS), default=0) > 1],
-        "self_update": [(b, lv) for b, lv in levels if isinstance(lv.update, ir.Call)],
+        # The update's arguments must not be a let's only reader: replacing the update would leave that
+        # let unused (E206), and name resolution errors stop the check before E310 is looked for.
+        "self_update": [(b, lv) for b, lv in levels if isinstance(lv.update, ir.Call)
+                        and not {e.name for e in ir.walk(lv.update) if isinstance(e, ir.Ref)} & set(lets[b.name])],
         "key_width": [(b, lv) for b, lv in kv if lv.state.fn in ("linear", "mlp", "vector")],
         "self_copy": levels,
         "slower_optimizer": [(b, lv) for b, lv in levels if isinstance(lv.update, ir.Ref)

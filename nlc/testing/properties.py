@@ -446,7 +446,7 @@ class DeadField:
     level: str
     field: str
     value: str
-    other: str
+    other: str  # the other values tried (" / " between them), none of which changed anything
     backend: str
     measured: str  # what was compared: outputs and gradients, the trainer's steps, or an optimizer's updates
 
@@ -754,28 +754,36 @@ def find_dead_fields(spec, tokens=None, params: Mapping | None = None, seed: int
         for pert in level_perturbations(lv, env):
             if _warned_no_effect(prog, params, lv, pert.span_key):
                 continue
-            found = next(((text, p) for text, new in pert.candidates
-                          if (p := _perturbed_program(prog, lv, new, params)) is not None), None)
-            if found is None:
+            # a field is live when some other value changes the outcome: a value can agree with the
+            # stated one on these tokens (Huber with small errors is l2), so every candidate that
+            # checks is tried before the field is called dead
+            others = [(text, p) for text, new in pert.candidates
+                      if (p := _perturbed_program(prog, lv, new, params)) is not None]
+            if not others:
                 skipped.append(f"level `{lv.name}`, field `{pert.field}`: no other value of "
                                f"`{pert.value}` checks ({', '.join(t for t, _ in pert.candidates)})")
                 continue
-            text, other = found
+            tried = " / ".join(text for text, _ in others)
             if not prog.is_model:
-                measured = _live_in_optimizer(prog, other, params, seed)
-                if measured is not None:
-                    dead.append(DeadField(lv.name, pert.field, pert.value, text, "optimizer", measured))
+                measured = [_live_in_optimizer(prog, other, params, seed) for _, other in others]
+                if None not in measured:
+                    dead.append(DeadField(lv.name, pert.field, pert.value, tried, "optimizer", measured[0]))
                 continue
             for backend in backends:
                 if backend not in bases:
                     bases[backend] = _Base(prog, params, seed, backend, tokens)
-                try:
-                    measured = _live_in_model(bases[backend], other, lv.name if pert.field == "init" else None)
-                except AssertionError as e:  # the perturbed spec checks but does not build
-                    skipped.append(f"level `{lv.name}`, field `{pert.field}` = `{text}` ({backend}): {e}")
-                    continue
-                if measured is not None:
-                    dead.append(DeadField(lv.name, pert.field, pert.value, text, backend, measured))
+                private = lv.name if pert.field == "init" else None
+                measured = []
+                for text, other in others:
+                    try:
+                        measured.append(_live_in_model(bases[backend], other, private))
+                    except AssertionError as e:  # the perturbed spec checks but does not build
+                        skipped.append(f"level `{lv.name}`, field `{pert.field}` = `{text}` ({backend}): {e}")
+                        measured.append(None)  # not evidence of a dead field
+                    if measured[-1] is None:
+                        break
+                if measured[-1] is not None:
+                    dead.append(DeadField(lv.name, pert.field, pert.value, tried, backend, measured[0]))
     return dead, skipped
 
 
