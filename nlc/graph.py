@@ -50,8 +50,8 @@ def dataflow(body: tuple[ir.Stmt, ...]) -> nx.DiGraph:
 
 def level_exprs(level: ir.Level) -> list[ir.Expr]:
     """Return the expressions a level's update depends on (context, gates, rule arguments, update)."""
-    exprs = [level.context, level.update, level.state, level.init, level.objective]
-    exprs += [e for e in (level.lr, level.retain) if e is not None]
+    exprs = [level.update, level.state, level.init, level.objective]
+    exprs += [e for e in (level.context, level.lr, level.retain) if e is not None]
     return exprs
 
 
@@ -112,7 +112,7 @@ def level_graph(program: ir.Program, env: Mapping[str, object]) -> nx.MultiDiGra
         prefix = f"{block.name}." if block is not None else ""
         for lv in (s for s in body if isinstance(s, ir.Level)):
             g.add_node(prefix + lv.name, kind="level", level=lv, freq=frequency(lv, env),
-                       label=f"{lv.name}\n{_form_name(lv.state)} · {_form_name(lv.update)}")
+                       label=f"{lv.name}\n{_form_name(lv.state)} · {_rule_label(lv)}")
         for lv in (s for s in body if isinstance(s, ir.Level)):
             _level_edges(g, prefix, lv, body)
     g.remove_nodes_from([n for n, d in list(g.nodes(data=True)) if d["kind"] in ("input", "loss") and g.degree(n) == 0])
@@ -129,6 +129,11 @@ def _form_name(e: ir.Expr) -> str:
     if isinstance(e, ir.Ref):
         return e.name
     return "expr"
+
+
+def _rule_label(lv: ir.Level) -> str:
+    """How a level learns, for its node: the update rule, or `frozen` (a `period never` level has none)."""
+    return "frozen" if lv.period.unit is ir.PeriodUnit.NEVER else _form_name(lv.update)
 
 
 def _level_edges(g: nx.MultiDiGraph, prefix: str, lv: ir.Level, body) -> None:

@@ -14,6 +14,7 @@ import enum
 from dataclasses import dataclass, field
 from typing import Iterator, Union
 
+from nlc.builtins import UPDATE_RULES
 from nlc.source import Span, nospan
 
 
@@ -181,7 +182,7 @@ class Level:
     name: str
     state: Expr
     init: Expr
-    context: Expr
+    context: Expr | None  # None only on a frozen (`period never`) level, which learns from nothing
     objective: Expr
     update: Expr
     lr: Expr | None
@@ -201,6 +202,30 @@ class Level:
 
     def field_comments(self, key: str) -> Trivia:
         return dict(self.field_trivia).get(key, NO_TRIVIA)
+
+
+
+FROZEN_IGNORES = ("context", "objective", "update", "lr", "retain", "debias")
+
+
+def ignored_fields(lv: "Level", program_kind: "ProgramKind") -> tuple[str, ...]:
+    """The fields a level ignores by what it is, whatever their values (stating one is E314:
+    nlc.passes.no_effect says why)."""
+    if lv.period.unit is PeriodUnit.NEVER:
+        return FROZEN_IGNORES
+    if program_kind is ProgramKind.OPTIMIZER and _moves_params_by_a_direction(lv):
+        return ("objective",)
+    return ()
+
+
+def _moves_params_by_a_direction(lv: Level) -> bool:
+    """A `state params` level whose update is a level or an expression, not an update rule
+    (resolved or not: the printer also prints programs before name resolution)."""
+    is_params = isinstance(lv.state, Call) and lv.state.fn == "params"
+    u = lv.update
+    by_rule = (isinstance(u, Call) and u.kind in (CallKind.FORM, CallKind.UNRESOLVED) and u.fn in UPDATE_RULES
+               or isinstance(u, Ref) and u.kind in (RefKind.FORM, RefKind.UNRESOLVED) and u.name in UPDATE_RULES)
+    return is_params and not by_rule
 
 
 @dataclass(frozen=True)

@@ -101,7 +101,9 @@ class _Lowerer:
                                "keep one of them", notes=((seen[f.key].key_span, "first given here"),))
             else:
                 seen[f.key] = f
-        missing = [k for k in REQUIRED_FIELDS if k not in seen]
+        # a frozen level never learns: it needs no context (stating one is E314)
+        frozen = "period" in seen and seen["period"].unit == "never"
+        missing = [k for k in REQUIRED_FIELDS if k not in seen and not (frozen and k == "context")]
         if missing:
             what = " and ".join(f"`{k}`" for k in missing)
             example = {"state": "`state mlp(dim)`", "context": "`context (k, v)`"}
@@ -124,7 +126,7 @@ class _Lowerer:
             lv.name,
             state=get("state") or ir.Ref("missing", span=lv.name_span),
             init=get("init", d["init"]),
-            context=context or ir.Ref("missing", span=lv.name_span),
+            context=context if context is not None or frozen else ir.Ref("missing", span=lv.name_span),
             objective=get("objective", "dot" if learns_loss else d["objective"]),
             update=get("update", d["update"]),
             lr=get("lr"),

@@ -34,7 +34,7 @@ def print_program(p: ir.Program) -> str:
             _comments(out, q.trivia.comments, 1)
             out.append(_trail(INDENT + text + ",", q.trivia.trailing))
         out.append(_trail(") {", p.trivia.trailing))  # where it was read from: after the `{`
-    _body(out, p.body, 1)
+    _body(out, p.body, 1, p.kind)
     _comments(out, p.trivia.end_comments, 1)
     out.append("}")
     return "\n".join(out) + "\n"
@@ -48,13 +48,13 @@ def _comments(out: list[str], comments: tuple[str, ...], depth: int) -> None:
     out.extend(INDENT * depth + c for c in comments)
 
 
-def _body(out: list[str], body: tuple[ir.Stmt, ...], depth: int) -> None:
+def _body(out: list[str], body: tuple[ir.Stmt, ...], depth: int, kind: ir.ProgramKind) -> None:
     prev = None
     for s in body:
         # a blank line before and after every multi-line statement, for the eye
         if prev is not None and (_is_multiline(s) or _is_multiline(prev)):
             out.append("")
-        _stmt(out, s, depth)
+        _stmt(out, s, depth, kind)
         prev = s
 
 
@@ -62,7 +62,7 @@ def _is_multiline(s: ir.Stmt) -> bool:
     return isinstance(s, (ir.Level, ir.Block, ir.Repeat))
 
 
-def _stmt(out: list[str], s: ir.Stmt, depth: int) -> None:
+def _stmt(out: list[str], s: ir.Stmt, depth: int, kind: ir.ProgramKind) -> None:
     pad = INDENT * depth
     _comments(out, s.trivia.comments, depth)
     if isinstance(s, ir.Let):
@@ -71,32 +71,32 @@ def _stmt(out: list[str], s: ir.Stmt, depth: int) -> None:
         out.append(_trail(f"{pad}out = {print_expr(s.value)}", s.trivia.trailing))
     elif isinstance(s, ir.Block):
         out.append(_trail(f"{pad}block {s.name} {{", s.trivia.trailing))
-        _body(out, s.body, depth + 1)
+        _body(out, s.body, depth + 1, kind)
         _comments(out, s.trivia.end_comments, depth + 1)
         out.append(pad + "}")
     elif isinstance(s, ir.Repeat):
         out.append(_trail(f"{pad}repeat {print_expr(s.count)} {{", s.trivia.trailing))
-        _body(out, s.body, depth + 1)
+        _body(out, s.body, depth + 1, kind)
         _comments(out, s.trivia.end_comments, depth + 1)
         out.append(pad + "}")
     else:
-        _level(out, s, depth)
+        _level(out, s, depth, kind)
 
 
-def _level(out: list[str], lv: ir.Level, depth: int) -> None:
+def _level(out: list[str], lv: ir.Level, depth: int, kind: ir.ProgramKind) -> None:
     pad = INDENT * depth
     out.append(_trail(f"{pad}level {lv.name} {{", lv.trivia.trailing))
     fields: list[tuple[str, str]] = [
         ("state", print_expr(lv.state)),
         ("init", print_expr(lv.init)),
-        ("context", print_expr(lv.context)),
+        ("context", None if lv.context is None else print_expr(lv.context)),
         ("objective", print_expr(lv.objective)),
         ("update", print_expr(lv.update)),
+        ("lr", None if lv.lr is None else print_expr(lv.lr)),
+        ("retain", None if lv.retain is None else print_expr(lv.retain)),
     ]
-    if lv.lr is not None:
-        fields.append(("lr", print_expr(lv.lr)))
-    if lv.retain is not None:
-        fields.append(("retain", print_expr(lv.retain)))
+    ignored = ir.ignored_fields(lv, kind)  # what the level would ignore (E314) is never written
+    fields = [(k, text) for k, text in fields if text is not None and k not in ignored]
     p = lv.period
     fields.append(("period", "never" if p.unit is ir.PeriodUnit.NEVER else f"{print_expr(p.count)} {p.unit.value}"))
     for flag in ir.LEVEL_FLAGS:

@@ -72,9 +72,6 @@ model misc(dim = 32, heads = 4, window = 8, eps = 1e-08, scale = 2 ** -1, base =
       level frozen {
         state vector(dim)
         init identity
-        context (k, 1)
-        objective l2
-        update gd
         period never
       }
 
@@ -100,7 +97,6 @@ optimizer adamish(lr = 0.001, beta1 = 0.9, beta2 = 0.999, eps = 1e-08) {
     state params
     init zeros
     context grad(loss)
-    objective dot
     update moments
     lr lr
     period 1 steps
@@ -128,7 +124,6 @@ body:
       state: params
       init: zeros
       context: grad(loss)
-      objective: dot
       update: moments
       lr: lr
       period: "1 steps"
@@ -167,7 +162,6 @@ body:
           - level frozen:
               state: vector(dim)
               init: identity
-              context: (k, 1)
               period: never
           - out: "linear(concat(fast(k), slow(v)), dim) * (1.0 - eps) + frozen(h) ** 2 / 3"
 """
@@ -200,10 +194,9 @@ def to_yaml(p: ir.Program) -> str:
             return {f"block {s.name}": stmts(s.body)}
         if isinstance(s, ir.Repeat):
             return {f"repeat {print_expr(s.count)}": stmts(s.body)}
-        fields = {k: print_expr(getattr(s, k)) for k in ("state", "init", "context", "objective", "update")}
-        for k in ("lr", "retain"):
-            if getattr(s, k) is not None:
-                fields[k] = print_expr(getattr(s, k))
+        ignored = ir.ignored_fields(s, p.kind)  # as the printer: what the level ignores is not written
+        fields = {k: print_expr(getattr(s, k)) for k in ("state", "init", "context", "objective", "update", "lr",
+                                                          "retain") if getattr(s, k) is not None and k not in ignored}
         per = s.period
         fields["period"] = "never" if per.unit is ir.PeriodUnit.NEVER else f"{print_expr(per.count)} {per.unit.value}"
         for flag in ir.LEVEL_FLAGS:

@@ -69,7 +69,6 @@ optimizer sgd_momentum(lr = 0.01, momentum = 0.9) {
     state params
     init zeros
     context grad(loss)
-    objective dot
     update m
     lr lr
     period 1 steps

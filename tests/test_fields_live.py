@@ -1,8 +1,8 @@
 """check_fields_live (issue #12: accepted means correct): every field a spec states takes effect.
 
-Known dead fields (specs nlc accepts today whose field changes nothing) are bugs, listed in KNOWN
-with the reason; a test whose only dead fields are known ones is marked xfail with them, so it
-turns into a pass (XPASS) when they are fixed and the list can shrink.
+A field that a level ignores by what it is (the learning fields of a frozen level, the objective of
+an optimizer's `state params` level moved by an update expression) is rejected by `nlc check` (E314),
+so no example and no random spec may have a dead field.
 """
 
 from __future__ import annotations
@@ -12,7 +12,6 @@ from hypothesis import given
 
 import nlc
 import nlc.testing as nt
-from nlc import ir
 from nlc.cli import main
 from nlc.testing.settings import for_property
 from tests.model_cases import ROOT, tiny
@@ -22,25 +21,8 @@ SMALL_PERIODS = dict(chunk=2, memory_chunk=2, cms_fast=1, cms_slow=2, fast_perio
                      slow_period=4, hidden=8, f=2)
 
 
-def _known(prog: ir.Program, dead: nt.DeadField) -> str | None:
-    """Why a dead field is a known bug (None: an unexpected one)."""
-    lv = next(lv for lv in ir.all_levels(prog) if lv.name == dead.level)
-    unit = lv.period.unit
-    if (not prog.is_model and dead.field == "objective" and isinstance(lv.state, ir.Call)
-            and lv.state.fn == "params" and not (isinstance(lv.update, ir.Call) and lv.update.kind is ir.CallKind.FORM)):
-        return ("`objective` of an optimizer's `state params` level whose update is a level or an expression: "
-                "the direction comes from the update, the objective is never used")
-    if unit is ir.PeriodUnit.NEVER and dead.field != "init":
-        return "a frozen (`period never`) level never learns: its learning fields have no effect"
-    return None
-
-
-def _check_or_xfail(prog: ir.Program, dead: list) -> None:
-    unexpected = [str(d) for d in dead if _known(prog, d) is None]
-    assert not unexpected, "dead fields:\n" + "\n".join(unexpected)
-    if dead:
-        reasons = sorted({f"{d.level}.{d.field} ({d.backend}): {_known(prog, d)}" for d in dead})
-        pytest.xfail("known dead fields: " + "; ".join(reasons))
+def _no_dead_fields(dead: list) -> None:
+    assert not dead, "dead fields:\n" + "\n".join(map(str, dead))
 
 
 @pytest.mark.parametrize("name", EXAMPLES)
@@ -49,15 +31,14 @@ def test_every_stated_field_of_an_example_is_live(name):
     params = tiny(prog, **SMALL_PERIODS) if prog.is_model else (
         {k: v for k, v in SMALL_PERIODS.items() if prog.param(k) is not None})
     dead, _ = nt.find_dead_fields(prog, params=params)
-    _check_or_xfail(prog, dead)
+    _no_dead_fields(dead)
 
 
 @for_property("fields_live")
 @given(nt.spec_texts(max_blocks=1, max_levels=2, roles=("memory", "optimizer")))
 def test_every_stated_field_of_a_random_spec_is_live(text):
     dead, _ = nt.find_dead_fields(text)
-    prog = nlc.loads(text)
-    assert not [d for d in dead if _known(prog, d) is None], "\n".join(map(str, dead))
+    _no_dead_fields(dead)
 
 
 CHAIN = """\
@@ -95,8 +76,6 @@ model chain(dim = 8, chunk = 2) {
 def test_every_field_of_an_in_context_and_a_steps_level_is_live():
     """`mem`'s fields in both back ends; `cms`'s lr, retain, momentum beta and period through the trainer
     (retain and beta used to be dropped on the way to it: issue #12 item 2)."""
-    dead, _ = nt.find_dead_fields(CHAIN)
-    assert not [d for d in dead if _known(nlc.loads(CHAIN), d) is None], "\n".join(map(str, dead))
     nt.check_fields_live(CHAIN)
 
 
@@ -113,11 +92,18 @@ def test_fields_live_catches_an_objective_argument_one_back_end_ignores(monkeypa
                              + "    out = mem(l2norm(linear(h, dim)))\n  }\n}\n", backends=("compiled",))
 
 
-def test_fuzz_runs_fields_live(tmp_path, capsys):
-    # sgd_momentum's `state params` level states an objective its update (a level) never uses: a known dead field
-    assert main(["fuzz", str(ROOT / "examples" / "sgd_momentum.nl"), "--property", "fields_live"]) == 1
-    assert "property `fields_live` fails" in capsys.readouterr().out
+def test_fuzz_runs_fields_live(tmp_path, capsys, monkeypatch):
     spec = tmp_path / "chain.nl"
     spec.write_text(CHAIN, encoding="utf-8")
     assert main(["fuzz", str(spec), "--property", "fields_live", "--examples", "1"]) == 0
     assert main(["fuzz", str(ROOT / "examples" / "decayed_gd.nl"), "--property", "fields_live"]) == 0
+    # the planted bug of the test above: fuzz reports the dead field and fails
+    from nlc.runtime import memory
+
+    right = memory.objective_grad
+    monkeypatch.setattr(memory, "objective_grad",
+                        lambda obj, y, v: right(("huber", 1.0) if obj[0] == "huber" else obj, y, v))
+    capsys.readouterr()
+    assert main(["fuzz", str(spec), "--property", "fields_live", "--examples", "1"]) == 1
+    out = capsys.readouterr().out
+    assert "property `fields_live` fails" in out and "field `objective.delta`" in out

@@ -339,7 +339,6 @@ optimizer chain(lr = 0.05, beta = 0.9) {
   level weights {
     state params
     context grad(loss)
-    objective dot
     update m * n
     lr lr * param * param + lr
   }
@@ -616,8 +615,11 @@ def random_spec(seed: int) -> str:
     if reads:
         updates += [f"{reads[0]} / (sqrt(abs({reads[-1]})) + 0.001)", f"newton_schulz({reads[-1]}, 3)",
                     f"{reads[0]} * grad", f"mean({reads[0]}) * grad + l2norm({reads[-1]})"]
-    root = ["state params", "context grad(loss)", f"objective {r.choice(['dot', 'l2'])}",
-            f"update {r.choice(updates)}", f"lr {r.choice(['lr', 'lr / sqrt(step)', 'lr * (1 + grad * grad)'])}"]
+    update = r.choice(updates)
+    # an objective shapes a rule's step only; a level or an expression gives the direction itself (E314)
+    objective = [f"objective {r.choice(['dot', 'l2'])}"] if update in RULES else []
+    root = ["state params", "context grad(loss)", *objective,
+            f"update {update}", f"lr {r.choice(['lr', 'lr / sqrt(step)', 'lr * (1 + grad * grad)'])}"]
     if r.random() < 0.4:
         root.append("retain 1 - lr * 0.01")
     root.append(f"period {r.choice([1, 1, 1, 2])} steps")

@@ -286,12 +286,12 @@ def test_no_dead_parameters_catches_a_dead_projection():
 
 def test_frozen_levels_are_not_dead_parameters():
     spec = ("model f(dim = 8) {\n  block b {\n    level frozen {\n      state linear(dim, dim)\n"
-            "      context (x, x)\n      period never\n    }\n    out = frozen(x)\n  }\n}\n")
+            "      period never\n    }\n    out = frozen(x)\n  }\n}\n")
     nt.check_no_dead_parameters(spec)
 
 
 def test_check_all_lists_every_failure():
-    with pytest.raises(AssertionError, match=r"(?s)1 of 9 properties fail.*\[no_dead_parameters\]"):
+    with pytest.raises(AssertionError, match=r"(?s)1 of 10 properties fail.*\[no_dead_parameters\]"):
         nt.check_all(BROKEN, other_process=False)
 
 
@@ -328,7 +328,7 @@ def test_fuzz_a_passing_spec(tmp_path, capsys):
     spec.write_text(CHAIN, encoding="utf-8")
     assert main(["fuzz", str(spec), "--examples", "2"]) == 0
     out = capsys.readouterr().out
-    assert out.startswith("ok: 9 properties hold on 2 examples"), out
+    assert out.startswith("ok: 10 properties hold on 2 examples"), out
 
 
 def test_fuzz_a_broken_spec_prints_it(tmp_path, capsys):

@@ -13,7 +13,7 @@ from typing import Mapping
 
 from nlc import ir
 from nlc.errors import Diagnostic, Reporter, SpecError
-from nlc.passes import frequency, graph_checks, optimizer, resolve, shapes, size, steplevels
+from nlc.passes import frequency, graph_checks, no_effect, optimizer, resolve, shapes, size, steplevels
 from nlc.passes.params import evaluate
 from nlc.passes.size import SizeEstimate
 
@@ -42,6 +42,7 @@ def check_ir(program: ir.Program, overrides: Mapping[str, object] | None = None)
     graph_checks.run(program, rep)
     rep.raise_if_errors()
     frequency.run(program, env, rep)
+    no_effect.run(program, rep)
     shapes.run(program, env, rep)
     steplevels.run(program, env, rep)
     rep.raise_if_errors()

@@ -148,7 +148,7 @@ class _Scope:
             lv,
             state=self.form("state", lv.state),
             init=self.form("init", lv.init),
-            context=self.context(lv.context),
+            context=None if lv.context is None else self.context(lv.context),
             objective=self.form("objective", lv.objective),
             update=self.update(lv.update),
             lr=None if lv.lr is None else self.value(lv.lr),

@@ -220,7 +220,7 @@ class _Typer:
         for gate, word in ((lv.lr, "learning rate `lr`"), (lv.retain, "retention `retain`")):
             if gate is not None:
                 self.gate(gate, word)
-        if lv.debias and lv.retain is None:
+        if lv.debias and lv.retain is None and lv.period.unit is not ir.PeriodUnit.NEVER:  # frozen: E314
             self.rep.error("E409", f"level `{lv.name}` is `debias` but has no `retain`", lv.field_span("debias"),
                            "debiasing divides by 1 - retain^t: add `retain beta`")
         elif lv.debias and self.is_model and lv.period.unit is ir.PeriodUnit.TOKENS:

@@ -216,18 +216,16 @@ def _level(draw, g: _Gen, name: str, lets: list[str], levels, base: int, trailin
         objective = "dot"  # the loop steps along the task loss gradient (E308 for any other)
         update = draw(st.sampled_from(["gd", "momentum", "momentum(beta = 0.5)", "momentum(1 - 0.1)"]))
         gate = lambda: draw(st.sampled_from(["0.01", "1 - 0.001", "0.5 * 0.1"]))  # noqa: E731
-    fields = [f"state {state}", f"init {init}", f"context {ctx}", f"objective {objective}", f"update {update}"]
-    has_retain = False
-    if draw(st.booleans()):
-        fields.append(f"lr {gate()}")
-    if draw(st.booleans()):
-        fields.append(f"retain {gate()}")
-        has_retain = True
+    fields = [f"state {state}", f"init {init}"]
+    if unit != "never":  # a frozen level learns nothing: its learning fields would have no effect (E314)
+        fields += [f"context {ctx}", f"objective {objective}", f"update {update}"]
+        if draw(st.booleans()):
+            fields.append(f"lr {gate()}")
+        if draw(st.booleans()):
+            fields.append(f"retain {gate()}")
+        if draw(st.booleans()):
+            fields.append("online")
     fields.append(f"period {period}")
-    if unit != "never" and draw(st.booleans()):
-        fields.append("online")
-    if has_retain and unit == "never" and draw(st.booleans()):  # model memories do not debias (E308, E309)
-        fields.append("debias")
     order = draw(st.permutations(fields)) if draw(st.integers(0, 3)) == 0 else fields
     lines = [f"level {name} {{{trailing()}"]
     for f in order:

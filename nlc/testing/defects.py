@@ -148,6 +148,10 @@ def _insert_before_out(text: str, block: ir.Block, lines: list[str], marker_line
     return at, new, within, within + len(marker)
 
 
+def _stated(lv: ir.Level) -> set[str]:
+    return {k for k, _ in lv.field_spans}
+
+
 def applicable(prog: ir.Program, env) -> dict[str, list]:
     """For each defect kind, the places (blocks or levels) it can be injected into."""
     blocks = _blocks(prog)
@@ -163,13 +167,14 @@ def applicable(prog: ir.Program, env) -> dict[str, list]:
                                                       if lv.period.unit is ir.PeriodUnit.TOKENS), default=0) > 1],
         # The update's arguments must not be a let's only reader: replacing the update would leave that
         # let unused (E206), and name resolution errors stop the check before E310 is looked for.
-        "self_update": [(b, lv) for b, lv in levels if isinstance(lv.update, ir.Call)
+        "self_update": [(b, lv) for b, lv in levels if isinstance(lv.update, ir.Call) and "update" in _stated(lv)
                         and not {e.name for e in ir.walk(lv.update) if isinstance(e, ir.Ref)} & set(lets[b.name])],
         "key_width": [(b, lv) for b, lv in kv if lv.state.fn in ("linear", "mlp", "vector")],
         "self_copy": levels,
         "slower_optimizer": [(b, lv) for b, lv in levels if isinstance(lv.update, ir.Ref)
                              and lv.period.unit is ir.PeriodUnit.TOKENS],
-        "debias_without_retain": [(b, lv) for b, lv in levels if lv.retain is None and not lv.debias],
+        "debias_without_retain": [(b, lv) for b, lv in levels if lv.retain is None and not lv.debias
+                                  and lv.period.unit is not ir.PeriodUnit.NEVER],  # a frozen one: E314
         "online_frozen": [(b, lv) for b, lv in levels if lv.period.unit is ir.PeriodUnit.NEVER and not lv.online],
         "loss_in_tokens": [(b, lv) for b, lv in levels if isinstance(lv.context, ir.Call) and lv.context.fn == "loss"
                            and lv.period.unit is ir.PeriodUnit.STEPS],

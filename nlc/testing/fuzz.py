@@ -28,9 +28,7 @@ __all__ = ["Failure", "fuzz_random", "fuzz_spec", "main", "reduce_spec", "regist
 
 OPTIMIZER_PROPERTIES = ("compiles", "round_trip", "deterministic", "fields_live")  # the others need a model
 DEFAULT_PROPERTIES = ("compiles", "matches_reference", "causal", "streaming", "chunked_equals_sequential",
-                      "round_trip", "deterministic", "finite", "no_dead_parameters")
-# fields_live runs with `--property fields_live`; not by default while today's specs still state fields
-# that have no effect (issue #12: nlc.testing.properties.find_dead_fields lists them)
+                      "round_trip", "deterministic", "finite", "no_dead_parameters", "fields_live")
 
 
 @dataclasses.dataclass

@@ -839,9 +839,6 @@ PROPERTIES = MODEL_PROPERTIES  # every property, by short name (what `nlc fuzz -
 _TAKES_TOKENS = {"matches_reference", "causal", "streaming", "chunked_equals_sequential", "finite"}
 _TAKES_SEED = _TAKES_TOKENS | {"compiles", "no_dead_parameters", "fields_live"}
 # the properties of the spec itself, for a model or an optimizer (the others need a model)
-# what check_all runs unless told: fields_live only when asked, while specs nlc accepts today still
-# state fields with no effect (issue #12; find_dead_fields lists them)
-DEFAULT_PROPERTIES = tuple(n for n in PROPERTIES if n != "fields_live")
 SPEC_PROPERTIES = ("compiles", "round_trip", "deterministic", "fields_live")
 
 
@@ -860,13 +857,12 @@ def run_property(name: str, spec, tokens=None, params: Mapping | None = None, se
 
 def check_all(spec, tokens=None, params: Mapping | None = None, seed: int = 0,
               properties: Iterable[str] | None = None, other_process: bool = True) -> None:
-    """Run every property but fields_live (or those named in `properties`); raise one AssertionError listing
-    each failure.
+    """Run every property (or those named in `properties`); raise one AssertionError listing each failure.
 
     For an optimizer spec only `compiles`, `round_trip`, `deterministic` and `fields_live` apply.
     """
     prog = _load(spec, params)
-    names = list(properties) if properties is not None else list(DEFAULT_PROPERTIES)
+    names = list(properties) if properties is not None else list(PROPERTIES)
     unknown = [n for n in names if n not in PROPERTIES]
     if unknown:
         raise ValueError(f"unknown properties {unknown}; known: {', '.join(PROPERTIES)}")

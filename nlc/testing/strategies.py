@@ -95,9 +95,9 @@ class _Level:
     state: str
     d_out: int  # width of a read (times dim: 1 or 2)
     init: str = "learned"
-    context: str = ""
-    objective: str = "l2"
-    update: str = "gd"
+    context: str | None = ""  # None, objective and update: not written (a frozen level learns nothing: E314)
+    objective: str | None = "l2"
+    update: str | None = "gd"
     lr: str | None = None
     retain: str | None = None
     period: str = "1 tokens"
@@ -106,12 +106,10 @@ class _Level:
     rule_lets: list[str] = field(default_factory=list)
 
     def lines(self) -> list[str]:
-        out = [f"level {self.name} {{", f"  state {self.state}", f"  init {self.init}",
-               f"  context {self.context}", f"  objective {self.objective}", f"  update {self.update}"]
-        if self.lr is not None:
-            out.append(f"  lr {self.lr}")
-        if self.retain is not None:
-            out.append(f"  retain {self.retain}")
+        out = [f"level {self.name} {{", f"  state {self.state}", f"  init {self.init}"]
+        for key in ("context", "objective", "update", "lr", "retain"):
+            if getattr(self, key) is not None:
+                out.append(f"  {key} {getattr(self, key)}")
         out.append(f"  period {self.period}")
         if self.online:
             out.append("  online")
@@ -412,19 +410,15 @@ class _Drawer:
             lv.init = self.init(lv, levels, False)
             if not self.nonzero_at_init(lv, levels):
                 lv.init = {"mlp": "learned", "vector": "identity"}.get(kind, "learned")
-        if role == "cms" or self.draw(st.booleans()):
-            lv.context = "loss"
-            lv.objective = "dot"
-        else:
-            lv.context = f"({self.proj(h, True)}, {self.proj(h)})"
-            lv.objective = self.objective()
-        lv.update = self.pick(["gd", "gd", "momentum"]) if lv.context == "loss" else "gd"
-        lv.lr = self.pick(["0.01", "cms_lr", None])
-        lv.retain = self.pick([None, None, "0.999"])
         if role == "cms":
+            lv.context, lv.objective = "loss", "dot"
+            lv.update = self.pick(["gd", "gd", "momentum"])
+            lv.lr = self.pick(["0.01", "cms_lr", None])
+            lv.retain = self.pick([None, None, "0.999"])
             lv.period = f"{self.pick([m for m in (1, 2, 4)]) * self.steps_base} steps"
             lv.online = self.draw(st.booleans())
-        else:
+        else:  # frozen: a state read as it is, nothing to learn from (E314)
+            lv.context = lv.objective = lv.update = None
             lv.period = "never"
         levels[name] = lv
 

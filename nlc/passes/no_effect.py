@@ -1,0 +1,44 @@
+"""Fields that would have no effect: a spec that states one is rejected (E314).
+
+docs/design.md "Every stated field takes effect": a field is honoured by every back end and
+by the trainer, or check rejects it. Two kinds of level ignore fields by what they are:
+
+- a frozen level (`period never`) never learns: its state stays what `init` made it (its
+  weights do not even require a gradient), so its `context`, `objective`, `update`, `lr`,
+  `retain` and `debias` would mean nothing (`online` is E304);
+- an optimizer's `state params` level whose `update` is another level or an expression
+  (`update m`, `update m / (sqrt(v) + eps)`) moves the parameters along that direction: the
+  direction does not come from an objective, so its `objective` would mean nothing.
+
+Which fields those are is `nlc.ir.ignored_fields` (the printer leaves them out, so `nlc fmt`
+never writes one).
+"""
+
+from __future__ import annotations
+
+from nlc import ir
+from nlc.errors import Reporter
+from nlc.printer import print_expr
+
+def run(program: ir.Program, rep: Reporter) -> ir.Program:
+    """Report every stated field its level ignores; return the program unchanged."""
+    for lv in ir.all_levels(program):
+        stated = dict(lv.field_spans)
+        for key in ir.ignored_fields(lv, program.kind):
+            if key not in stated:
+                continue
+            if lv.period.unit is ir.PeriodUnit.NEVER:
+                rep.error("E314", f"`{key}` has no effect on level `{lv.name}`: a `period never` level never "
+                                  "learns", stated[key],
+                          f"remove `{key}`, or give `{lv.name}` a period (`period 16 tokens` learns in context, "
+                          "`period 1 steps` between optimizer steps)")
+            else:
+                rep.error("E314", f"`objective` has no effect on level `{lv.name}`: its update "
+                                  f"`{_short(lv.update)}` gives the direction the parameters move in", stated[key],
+                          "remove `objective` (an objective shapes the step of an update rule such as `gd`)")
+    return program
+
+
+def _short(e: ir.Expr) -> str:
+    text = print_expr(e)
+    return text if len(text) <= 40 else text[:37] + "..."
