@@ -463,7 +463,8 @@ def _describe(lv: ir.Level) -> tuple[str, ...]:
     if lv.init.fn != "zeros":
         parts.append(f"init {print_expr(lv.init)}")
     parts.append(f"context {print_expr(lv.context)}")
-    parts.append(f"objective {print_expr(lv.objective)}")
+    if "objective" not in ir.ignored_fields(lv, ir.ProgramKind.OPTIMIZER):
+        parts.append(f"objective {print_expr(lv.objective)}")
     parts.append(f"update {print_expr(lv.update)}")
     if lv.lr is not None:
         parts.append(f"lr {print_expr(lv.lr)}")
