@@ -12,6 +12,8 @@ from __future__ import annotations
 import enum
 from dataclasses import dataclass
 
+from nlc.unary import UNARY_OPS as _UNARY
+
 
 class ArgType(enum.Enum):
     TENSOR = "a tensor"
@@ -60,7 +62,7 @@ T, I, N0, F, B, G, L = (ArgType.TENSOR, ArgType.POSINT, ArgType.NONNEG, ArgType.
                         ArgType.BOOL, ArgType.GATE, ArgType.LEVEL)
 
 _UNARY_DOC = "elementwise {}"
-UNARY_OPS = ("silu", "sigmoid", "softplus", "relu", "gelu", "tanh", "exp", "sqrt", "abs")
+UNARY_OPS = tuple(_UNARY)  # nlc.unary: their scalar forms and the code that calls them
 
 OPS: dict[str, Builtin] = dict([
     _b("linear", "x W (+ b): a slow projection to `out` features", Arg("x", T), Arg("out", I),

@@ -31,12 +31,9 @@ from nlc.runtime import layers, memory
 from nlc.runtime.newton_schulz import newton_schulz
 from nlc.runtime.rules import delta_momentum_decay, delta_momentum_decay_elementwise
 from nlc.runtime.state import carried_state, check_stream
+from nlc.runtime.unary import TENSOR_UNARY
 
-UNARY = {
-    "silu": torch.nn.functional.silu, "sigmoid": torch.sigmoid, "softplus": torch.nn.functional.softplus,
-    "relu": torch.relu, "gelu": torch.nn.functional.gelu, "tanh": torch.tanh, "exp": torch.exp,
-    "sqrt": torch.sqrt, "abs": torch.abs, "l2norm": layers.l2norm,
-}
+UNARY = {**TENSOR_UNARY, "l2norm": layers.l2norm}
 BINARY = {"add": torch.add, "sub": torch.sub, "mul": torch.mul, "div": torch.div, "pow": torch.pow}
 
 

@@ -328,14 +328,8 @@ class _BlockPlanner:
                isinstance(n, ir.Call) and (n.kind is not ir.CallKind.OP or n.fn not in B.UNARY_OPS)
                for n in ir.walk(e)):
             return None
-        rep = Reporter()
-        value = fold(e, self.params, rep)
-        if value is None:
-            from nlc.passes.shapes import _Typer, Const
-
-            t = _Typer(rep, self.params, (), True).type_of(e)
-            return float(t.value) if isinstance(t, Const) else None
-        return float(value)
+        value = fold(e, self.params, Reporter())  # parameters and elementwise builtins of them (nlc.unary)
+        return None if value is None else float(value)
 
     def _alias(self, root: str, target: str, e: ir.Expr) -> str:
         return self._node(root, "alias", (target,), {}, self._width(target), e)

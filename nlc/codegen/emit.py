@@ -12,12 +12,9 @@ from dataclasses import dataclass, field
 from nlc.errors import Diagnostic, SpecError
 from nlc.plan import BlockPlan, LevelPlan, Module, Node, Operand, SlowLevel
 from nlc.printer import format_number
+from nlc.unary import UNARY_OPS
 
-UNARY = {
-    "silu": "F.silu({})", "sigmoid": "torch.sigmoid({})", "softplus": "F.softplus({})", "relu": "torch.relu({})",
-    "gelu": "F.gelu({})", "tanh": "torch.tanh({})", "exp": "torch.exp({})", "sqrt": "torch.sqrt({})",
-    "abs": "torch.abs({})", "l2norm": "rt_layers.l2norm({})",
-}
+UNARY = {**{name: op.tensor_code + "({})" for name, op in UNARY_OPS.items()}, "l2norm": "rt_layers.l2norm({})"}
 BINARY = {"add": "+", "sub": "-", "mul": "*", "div": "/", "pow": "**"}
 CLOSED_FORM = {"gd": "gd_chunk", "momentum": "momentum_chunk", "dgd": "dgd_chunk"}
 

@@ -20,15 +20,11 @@ from nlc import ir
 from nlc.optim.plan import OptimizerPlan, OptLevel, plan_optimizer
 from nlc.names import NameAllocator, camel
 from nlc.printer import format_number, print_expr
+from nlc.unary import UNARY_OPS
 
 ATOM, POW, NEG, MUL, ADD = 5, 4, 3, 2, 1
 BIN_PREC = {"+": ADD, "-": ADD, "*": MUL, "/": MUL, "**": POW}
 
-TENSOR_UNARY = {"sqrt": "torch.sqrt", "exp": "torch.exp", "abs": "torch.abs", "tanh": "torch.tanh",
-                "sigmoid": "torch.sigmoid", "relu": "torch.relu", "silu": "F.silu", "softplus": "F.softplus",
-                "gelu": "F.gelu"}
-SCALAR_UNARY = {"sqrt": "math.sqrt", "exp": "math.exp", "abs": "abs", "tanh": "math.tanh", "sigmoid": "rt.sigmoid",
-                "relu": "rt.relu", "silu": "rt.silu", "softplus": "rt.softplus", "gelu": "rt.gelu"}
 
 
 @dataclass(frozen=True)
@@ -156,10 +152,10 @@ class _Emitter:
         if e.fn == "l2norm":
             return Code(f"rt.l2norm({x.text})")
         if x.kind == "py":
-            fn = SCALAR_UNARY[e.fn]
+            fn = UNARY_OPS[e.fn].scalar_code
             self.uses_math |= fn.startswith("math.")
             return Code(f"{fn}({x.text})", ATOM, "py")
-        fn = TENSOR_UNARY[e.fn]
+        fn = UNARY_OPS[e.fn].tensor_code
         self.uses_F |= fn.startswith("F.")
         return Code(f"{fn}({x.text})")
 

@@ -13,7 +13,6 @@ two on the example specs and on random ones (tests/test_optim.py).
 
 from __future__ import annotations
 
-import math
 
 import torch
 
@@ -22,12 +21,8 @@ from nlc.optim import runtime as rt
 from nlc.optim.plan import OptimizerPlan, OptLevel, plan_optimizer
 from nlc.runtime.memory import act
 from nlc.runtime.newton_schulz import newton_schulz
+from nlc.runtime.unary import apply_unary
 
-UNARY = {"sqrt": (torch.sqrt, math.sqrt), "exp": (torch.exp, math.exp), "abs": (torch.abs, abs),
-         "tanh": (torch.tanh, math.tanh), "sigmoid": (torch.sigmoid, lambda x: 1 / (1 + math.exp(-x))),
-         "relu": (torch.relu, lambda x: max(x, 0)), "silu": (torch.nn.functional.silu, lambda x: x / (1 + math.exp(-x))),
-         "softplus": (torch.nn.functional.softplus, lambda x: math.log1p(math.exp(x))),
-         "gelu": (torch.nn.functional.gelu, lambda x: 0.5 * x * (1 + math.erf(x / math.sqrt(2))))}
 
 
 def reference_optimizer(spec, params, **hyper) -> "ReferenceOptimizer":
@@ -138,8 +133,7 @@ class _Step:
             return x.mean()
         if e.fn == "l2norm":
             return x / x.norm().clamp_min(1e-12)
-        tensor_fn, scalar_fn = UNARY[e.fn]
-        return tensor_fn(x) if isinstance(x, torch.Tensor) else scalar_fn(x)
+        return apply_unary(e.fn, x)
 
     def read(self, name: str, key, new: bool):
         lv = self.plan.level(name)

@@ -22,6 +22,9 @@ import torch
 from nlc.runtime.memory import act, act_grad
 from nlc.runtime.newton_schulz import newton_schulz
 from nlc.runtime.rules import delta_momentum_decay, delta_momentum_decay_elementwise
+# scalar forms of the elementwise builtins (Python numbers: gates over `step`); generated optimizers
+# call them as rt.sigmoid(...) (nlc.unary's scalar_code)
+from nlc.unary import gelu, relu, sigmoid, silu, softplus  # noqa: F401
 
 MLP_INIT_SEED = 0  # identity-initialised MLP memories draw their hidden layers from this seed
 
@@ -70,27 +73,6 @@ def l2norm(x: torch.Tensor, eps: float = 1e-12) -> torch.Tensor:
     return x / x.norm().clamp_min(eps)
 
 
-# ---- scalar versions of the elementwise builtins (Python numbers: gates over `step`) -------
-
-
-def sigmoid(x):
-    return 1 / (1 + math.exp(-x)) if x >= 0 else math.exp(x) / (1 + math.exp(x))
-
-
-def silu(x):
-    return x * sigmoid(x)
-
-
-def softplus(x):
-    return math.log1p(math.exp(-abs(x))) + max(x, 0)
-
-
-def relu(x):
-    return max(x, 0)
-
-
-def gelu(x):
-    return 0.5 * x * (1 + math.erf(x / math.sqrt(2)))
 
 
 # ---- MLP memories applied entry by entry (DMGD) -------------------------------------------

@@ -14,6 +14,7 @@ from typing import Mapping
 from nlc import builtins as B
 from nlc import ir
 from nlc.errors import Reporter, did_you_mean
+from nlc.unary import UNARY_OPS
 
 Value = int | float | bool
 
@@ -72,17 +73,26 @@ def fold(e: ir.Expr, env: Mapping[str, Value], rep: Reporter) -> Value | None:
         if a is None or b is None:
             return None
         return arith(e, a, b, rep)
-    if isinstance(e, ir.Call) and e.fn in ("sqrt", "exp", "abs") and len(e.args) == 1:
+    if isinstance(e, ir.Call) and e.fn in UNARY_OPS and len(e.args) == 1 and not e.kwargs:
         v = fold(e.args[0], env, rep)
-        if v is None:
-            return None
-        try:
-            return {"sqrt": math.sqrt, "exp": math.exp, "abs": abs}[e.fn](v)
-        except (ValueError, OverflowError):
-            rep.error("E408", f"`{e.fn}` of {v} is not a finite number", e.span)
-            return None
+        return None if v is None else fold_unary(e, v, rep)
     rep.error("E401", "expected a number here", e.span, "only numbers, parameters and arithmetic are allowed")
     return None
+
+
+def fold_unary(e: ir.Call, v: Value, rep: Reporter) -> Value | None:
+    """An elementwise builtin of a constant (nlc.unary's scalar form), or None and E408 if not finite."""
+    if isinstance(v, bool):
+        rep.error("E413", f"`{e.fn}` needs a number, not `{str(v).lower()}`", e.span)
+        return None
+    try:
+        r = UNARY_OPS[e.fn].scalar(v)
+    except (ValueError, OverflowError):
+        r = math.nan
+    if not math.isfinite(r):
+        rep.error("E408", f"`{e.fn}({v})` is not a finite number", e.span)
+        return None
+    return r
 
 
 def arith(e: ir.BinOp, a: Value, b: Value, rep: Reporter) -> Value | None:

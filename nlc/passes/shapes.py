@@ -18,14 +18,13 @@ init of a non-square memory; E418 an update expression in a model.
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from typing import Mapping
 
 from nlc import builtins as B
 from nlc import ir
 from nlc.errors import Reporter, did_you_mean
-from nlc.passes.params import arith, fold
+from nlc.passes.params import arith, fold, fold_unary
 
 
 @dataclass(frozen=True)
@@ -497,7 +496,8 @@ class _Typer:
         if fn in B.UNARY_OPS:
             t = types["x"]
             if isinstance(t, Const):
-                return self.fold_unary(e, t)
+                v = fold_unary(e, t.value, self.rep)
+                return None if v is None else Const(v)
             return t
         x = types["x"]
         if fn == "attention":
@@ -512,18 +512,6 @@ class _Typer:
                                f"{_describe(mem)}", bound["memory"].span, _fix_width(x.dim))
                 return None
         return x
-
-    def fold_unary(self, e: ir.Call, t: Const) -> Type | None:
-        v = float(t.value)
-        f = {"silu": lambda a: a / (1 + math.exp(-a)), "sigmoid": lambda a: 1 / (1 + math.exp(-a)),
-             "softplus": lambda a: math.log1p(math.exp(a)), "relu": lambda a: max(a, 0.0),
-             "gelu": lambda a: 0.5 * a * (1 + math.erf(a / math.sqrt(2))), "tanh": math.tanh,
-             "exp": math.exp, "sqrt": math.sqrt, "abs": abs}[e.fn]
-        try:
-            return Const(f(v))
-        except (ValueError, OverflowError):
-            self.rep.error("E408", f"`{e.fn}({v})` is not a finite number", e.span)
-            return None
 
     def binop_type(self, e: ir.BinOp) -> Type | None:
         a, b = self.type_of(e.lhs), self.type_of(e.rhs)
