@@ -10,71 +10,14 @@ from __future__ import annotations
 import argparse
 import difflib
 import json
-import math
 import os
 import sys
 import traceback
 from pathlib import Path
 from typing import Sequence
 
-from nlc.errors import Diagnostic, SpecError
-
-
-def _param(text: str) -> tuple[str, object]:
-    """Parse `-p name=value` into (name, int|float|bool)."""
-    name, sep, value = text.partition("=")
-    if not sep or not name.isidentifier():
-        raise argparse.ArgumentTypeError(f"expected NAME=VALUE, got {text!r}")
-    if value in ("true", "false"):
-        return name, value == "true"
-    if not value.isascii():  # int("٣") is 3 in Python; a spec's numbers are ASCII, and so are overrides
-        raise argparse.ArgumentTypeError(f"{name}: {value!r} is not a number (write digits 0-9)")
-    try:
-        return name, int(value)
-    except ValueError:
-        try:
-            return name, float(value)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"{name}: {value!r} is not a number") from None
-
-
-SIZE_HELP = {  # the size limits (nlc.passes.size.SizeLimits; E420, E421) and what each refuses
-    "max_params": "refuse a model with more than N parameters (default {})",
-    "max_state": "refuse a model whose one sequence (an optimizer whose state for one parameter tensor) "
-                 "needs more than N numbers (default {})",
-    "max_depth": "refuse an MLP memory deeper than N layers (default {})",
-    "max_blocks": "refuse a model that unrolls to more than N blocks (default {})",
-}
-
-
-def add_size_options(p: argparse.ArgumentParser) -> None:
-    """--max-params N, --max-state N, --max-depth N, --max-blocks N."""
-    from nlc.passes.size import SizeLimits
-
-    for name, help in SIZE_HELP.items():
-        default = getattr(SizeLimits(), name)
-        p.add_argument("--" + name.replace("_", "-"), dest=name, type=_whole, metavar="N",
-                       help=help.format(f"{default:.0e}".replace("e+0", "e") if default >= 10**6 else default))
-
-
-def size_limits(args) -> dict[str, int]:
-    """The size limits given on the command line, as keywords for nlc.load / nlc.build."""
-    return {k: getattr(args, k) for k in SIZE_HELP if getattr(args, k, None) is not None}
-
-
-def _whole(text: str) -> int:
-    """A positive whole number, also written 2e9."""
-    try:
-        value = int(text)
-    except ValueError:
-        try:
-            number = float(text)
-        except ValueError:
-            number = math.nan
-        value = int(number) if math.isfinite(number) and number.is_integer() else 0
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive whole number, got {text!r}")
-    return value
+from nlc.cli_options import add_size_options, param, size_limits
+from nlc.errors import SpecError
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -85,7 +28,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("check", help="parse and check specs; diagnostics on stderr")
     p.add_argument("specs", nargs="+", type=Path, metavar="SPEC")
     p.add_argument("--json", action="store_true", help="print diagnostics as JSON on stdout")
-    p.add_argument("-p", "--param", action="append", type=_param, default=[], metavar="NAME=VALUE",
+    p.add_argument("-p", "--param", action="append", type=param, default=[], metavar="NAME=VALUE",
                    help="override a parameter (repeatable)")
     add_size_options(p)
     p.set_defaults(func=cmd_check)
@@ -100,14 +43,14 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("compile", help="generate the PyTorch module of a spec")
     p.add_argument("spec", type=Path, metavar="SPEC")
     p.add_argument("-o", "--output", type=Path, help="write the module here (default: print it)")
-    p.add_argument("-p", "--param", action="append", type=_param, default=[], metavar="NAME=VALUE")
+    p.add_argument("-p", "--param", action="append", type=param, default=[], metavar="NAME=VALUE")
     add_size_options(p)
     p.set_defaults(func=cmd_compile)
 
     p = sub.add_parser("graph", help="draw the level graph (levels banded by frequency)")
     p.add_argument("spec", type=Path, metavar="SPEC")
     p.add_argument("-o", "--output", type=Path, required=True, help="FILE.png, FILE.svg or FILE.dot")
-    p.add_argument("-p", "--param", action="append", type=_param, default=[], metavar="NAME=VALUE")
+    p.add_argument("-p", "--param", action="append", type=param, default=[], metavar="NAME=VALUE")
     add_size_options(p)
     p.set_defaults(func=cmd_graph)
     from nlc.testing.fuzz import register as register_fuzz

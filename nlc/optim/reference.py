@@ -19,7 +19,7 @@ import torch
 
 from nlc import ir
 from nlc.optim import runtime as rt
-from nlc.optim.plan import OptimizerPlan, OptLevel, plan_optimizer
+from nlc.optimizer_plan import OptimizerPlan, OptLevel, plan_optimizer
 from nlc.runtime.memory import act
 from nlc.runtime.newton_schulz import newton_schulz
 
@@ -33,7 +33,7 @@ UNARY = {"sqrt": (torch.sqrt, math.sqrt), "exp": (torch.exp, math.exp), "abs": (
 def reference_optimizer(spec, params, **hyper) -> "ReferenceOptimizer":
     """The reference optimizer of a spec (a path or a Program) over `params`."""
     from nlc.optim import _program
-    from nlc.optim.plan import require_optimizer
+    from nlc.optimizer_plan import require_optimizer
     from nlc.passes.pipeline import check_ir
 
     program = _program(spec)

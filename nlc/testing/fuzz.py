@@ -24,6 +24,8 @@ import sys
 import time
 from pathlib import Path
 
+from nlc.cli_options import param
+
 __all__ = ["Failure", "fuzz_random", "fuzz_spec", "main", "reduce_spec", "register"]
 
 OPTIMIZER_PROPERTIES = ("compiles", "round_trip", "deterministic", "fields_live")  # the others need a model
@@ -249,7 +251,6 @@ def _tiny(prog) -> dict:
 
 def register(subparsers) -> argparse.ArgumentParser:
     """Add `fuzz` to an argparse subparsers object (the `nlc` command's)."""
-    from nlc.cli import _param
     from nlc.testing.properties import PROPERTIES
 
     p = subparsers.add_parser("fuzz", help="run the nlc.testing properties on a spec or on random specs",
@@ -261,7 +262,7 @@ def register(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=None, metavar="S", help="random seed (default: derandomised)")
     p.add_argument("--property", action="append", choices=sorted(PROPERTIES), dest="properties", metavar="P",
                    help=f"run only these properties (repeatable): {', '.join(PROPERTIES)}")
-    p.add_argument("-p", "--param", action="append", type=_param, default=[], metavar="NAME=VALUE",
+    p.add_argument("-p", "--param", action="append", type=param, default=[], metavar="NAME=VALUE",
                    help="override a parameter of SPEC (repeatable)")
     p.add_argument("--tiny", action="store_true", help="test a tiny instance of SPEC (dim 8, one layer)")
     p.add_argument("--max-blocks", type=int, default=2, metavar="N", help="--random: blocks per spec (2)")
