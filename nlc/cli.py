@@ -16,13 +16,21 @@ import traceback
 from pathlib import Path
 from typing import Sequence
 
+import nlc
+from nlc.bench.cli import register as register_bench
 from nlc.cli_options import add_size_options, param, size_limits
 from nlc.errors import SpecError
+from nlc.files import atomic_write_text
+from nlc.graph import draw, level_graph
+from nlc.ir import all_levels
+from nlc.passes.pipeline import check_ir
+from nlc.train.cli import register as register_train
+from nlc.version import __version__
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="nlc", description="Compiler for Nested Learning level graphs.")
-    parser.add_argument("--version", action="version", version=f"nlc {_version()}")
+    parser.add_argument("--version", action="version", version=f"nlc {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     p = sub.add_parser("check", help="parse and check specs; diagnostics on stderr")
@@ -53,19 +61,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-p", "--param", action="append", type=param, default=[], metavar="NAME=VALUE")
     add_size_options(p)
     p.set_defaults(func=cmd_graph)
+    # nlc.testing needs hypothesis, an optional dependency (the `test` extra): imported here, not at the top
     from nlc.testing.fuzz import register as register_fuzz
     register_fuzz(sub)
-    from nlc.train.cli import register
-    register(sub)
-    from nlc.bench.cli import register as register_bench
+    register_train(sub)
     register_bench(sub)
     return parser
-
-
-def _version() -> str:
-    from nlc import __version__
-
-    return __version__
 
 
 def _eprint(text: str) -> None:
@@ -73,8 +74,6 @@ def _eprint(text: str) -> None:
 
 
 def cmd_check(args) -> int:
-    import nlc
-
     failed = False
     report = []
     for path in args.specs:
@@ -88,8 +87,6 @@ def cmd_check(args) -> int:
             continue
         report.append({"file": str(path), "ok": True, "diagnostics": []})
         if not args.json:
-            from nlc.ir import all_levels
-
             n = len(all_levels(prog))
             print(f"ok  {path}  ({prog.kind.value} {prog.name}: {n} level{'s' if n != 1 else ''})")
     if args.json:
@@ -101,9 +98,6 @@ def cmd_check(args) -> int:
 
 
 def cmd_fmt(args) -> int:
-    import nlc
-    from nlc.files import atomic_write_text
-
     status = 0
     for path in args.specs:
         try:
@@ -134,9 +128,6 @@ def cmd_fmt(args) -> int:
 
 
 def cmd_compile(args) -> int:
-    import nlc
-    from nlc.files import atomic_write_text
-
     source = nlc.generate(args.spec, **{**dict(args.param), **size_limits(args)})
     if args.output is None:
         sys.stdout.write(source)
@@ -147,10 +138,6 @@ def cmd_compile(args) -> int:
 
 
 def cmd_graph(args) -> int:
-    import nlc
-    from nlc.graph import draw, level_graph
-    from nlc.passes.pipeline import check_ir
-
     if args.output.suffix not in (".png", ".svg", ".dot"):
         _eprint(f"error: cannot draw to {args.output}: use a .png, .svg or .dot file")
         return 2

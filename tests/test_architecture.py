@@ -159,3 +159,39 @@ def test_a_pass_reaching_a_back_end_through_a_helper_counts(tmp_path):
     g = import_graph(pkg)
     assert back_end_paths(g, "pkg.passes", ("pkg.optim",)) == [
         "pkg.passes.check -> pkg.helper -> pkg.optim", "pkg.passes.check -> pkg.helper -> pkg.optim.plan"]
+
+
+# Code that runs per token or per step: an import statement there is a dictionary lookup and a lock on
+# every call (and hides a dependency). The runtime modules, the interpreter, the optimizers' runtime,
+# the step levels and the training loop import everything at the top.
+HOT_MODULES = ("nlc/runtime", "nlc/interp.py", "nlc/optim/runtime.py", "nlc/train/steplevels.py",
+               "nlc/train/loop.py")
+
+
+def function_local_imports(path: Path) -> list[str]:
+    """`file:line function` for every import statement inside a function of a file."""
+    out = []
+    tree = ast.parse(path.read_text("utf-8"), str(path))
+    for fn in ast.walk(tree):
+        if isinstance(fn, (ast.FunctionDef, ast.AsyncFunctionDef)):
+            for node in ast.walk(fn):
+                if isinstance(node, (ast.Import, ast.ImportFrom)):
+                    shown = path.relative_to(ROOT) if path.is_relative_to(ROOT) else path
+                    out.append(f"{shown}:{node.lineno} in {fn.name}")
+    return sorted(set(out))
+
+
+def test_per_token_and_per_step_code_imports_at_the_top():
+    files = []
+    for name in HOT_MODULES:
+        path = ROOT / name
+        files += sorted(path.rglob("*.py")) if path.is_dir() else [path]
+    assert len(files) > len(HOT_MODULES)
+    local = [hit for path in files for hit in function_local_imports(path)]
+    assert not local, "imports inside per-token / per-step code:\n" + "\n".join(local)
+
+
+def test_function_local_imports_are_found(tmp_path):
+    path = tmp_path / "m.py"
+    path.write_text("import os\n\n\ndef f():\n    def g():\n        from math import pi\n    return g\n")
+    assert function_local_imports(path) == [f"{path}:6 in f", f"{path}:6 in g"]

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+import networkx as nx
+
 from nlc.errors import Diagnostic, SpecError
 from nlc.plan import BlockPlan, LevelPlan, Module, Node, Operand, SlowLevel
 from nlc.printer import format_number
@@ -295,7 +297,6 @@ def _groups(block: BlockPlan) -> list[list[LevelPlan]]:
             coupled.add(lv.name)
     groups = [[lv] for lv in block.levels if lv.name not in coupled]
     # connected components of the coupling, kept in plan order
-    import networkx as nx
 
     g = nx.Graph()
     g.add_nodes_from(coupled)

@@ -18,8 +18,10 @@ import math
 import torch
 
 from nlc import ir
+from nlc.optim import _program
 from nlc.optim import runtime as rt
 from nlc.optimizer_plan import OptimizerPlan, OptLevel, plan_optimizer
+from nlc.passes.pipeline import check_ir
 from nlc.runtime.memory import act
 from nlc.runtime.newton_schulz import newton_schulz
 
@@ -32,10 +34,6 @@ UNARY = {"sqrt": (torch.sqrt, math.sqrt), "exp": (torch.exp, math.exp), "abs": (
 
 def reference_optimizer(spec, params, **hyper) -> "ReferenceOptimizer":
     """The reference optimizer of a spec (a path or a Program) over `params`."""
-    from nlc.optim import _program
-    from nlc.optimizer_plan import require_optimizer
-    from nlc.passes.pipeline import check_ir
-
     program = _program(spec)
     require_optimizer(program)
     checked = check_ir(program, hyper)

@@ -35,6 +35,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+from safetensors.torch import load, save
 
 from nlc.errors import Diagnostic, SpecError
 from nlc.files import NotARegularFile, atomic_write_bytes, atomic_write_text, dumps_json, kind_of, \
@@ -86,16 +87,12 @@ def unflatten(tensors: dict[str, torch.Tensor], skeleton) -> object:
 
 
 def _save_bytes(tensors: dict[str, torch.Tensor], metadata: dict | None = None) -> bytes:
-    from safetensors.torch import save
-
     flat = {k: v.detach().to("cpu", copy=True).contiguous() for k, v in tensors.items()}
     return save(flat, metadata={k: dumps_json(v) for k, v in (metadata or {}).items()})
 
 
 def _load_bytes(data: bytes, what: Path) -> tuple[dict[str, torch.Tensor], dict]:
     """The tensors and metadata of a safetensors file (E621 naming it when either does not parse)."""
-    from safetensors.torch import load
-
     try:
         tensors = load(data)
         raw = _safetensors_metadata(data)

@@ -17,6 +17,7 @@ from typing import Sequence
 
 from nlc.cli_options import add_size_options, param, size_limits
 from nlc.errors import SpecError
+from nlc.train.errors import nonfinite_warning
 
 
 def _spec_param(text: str) -> tuple[str, object]:
@@ -132,7 +133,7 @@ def register(sub) -> None:
 
 
 def cmd_train(args) -> int:
-    from nlc.train.loop import train
+    from nlc.train.loop import train  # torch: imported by the command that needs it, not while `nlc` starts
 
     options = {k: getattr(args, k) for k in ("task", "steps", "batch", "seq", "lr", "warmup", "schedule",
                                               "weight_decay", "clip", "seed", "stream", "device", "compile",
@@ -159,8 +160,6 @@ def cmd_train(args) -> int:
 
 def _warn_nonfinite(result: dict, what: str) -> None:
     """Print an E634 warning when an evaluation gave NaN or infinite numbers (they are not silently shown)."""
-    from nlc.train.errors import nonfinite_warning
-
     warning = nonfinite_warning(result, what)
     if warning is not None:
         print(warning.render(), file=sys.stderr)
