@@ -87,7 +87,7 @@ def _checked(text: str, path: str, format: str | None, params) -> Checked:
         raise SpecError([Diagnostic("E602", f"{path} contains NUL bytes: it is not a text spec")])
     source = Source(text, path)
     if is_yaml:
-        from nlc.yaml_spec import parse_yaml
+        from nlc.yaml_spec import parse_yaml  # pyyaml: only for YAML specs, not while `nlc` starts
 
         tree = parse_yaml(source)
     else:
