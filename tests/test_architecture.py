@@ -195,3 +195,38 @@ def test_function_local_imports_are_found(tmp_path):
     path = tmp_path / "m.py"
     path.write_text("import os\n\n\ndef f():\n    def g():\n        from math import pi\n    return g\n")
     assert function_local_imports(path) == [f"{path}:6 in f", f"{path}:6 in g"]
+
+
+def _defines(module: str, name: str) -> bool:
+    path = ROOT / (module.replace(".", "/") + ".py")
+    tree = ast.parse(path.read_text("utf-8"))
+    return any(getattr(n, "name", None) == name or
+               (isinstance(n, ast.Assign) and any(getattr(t, "id", None) == name for t in n.targets))
+               for n in tree.body)
+
+
+def test_one_helper_for_one_thing():
+    # dead helpers stay gone, and each helper has one home: is_root in nlc.ir, camel and NameAllocator
+    # in nlc.names, the identity MLP's seed in nlc.runtime.memory (the optimizers' MLP memories use it)
+    for module, name in [("nlc.ir", "_trivia"), ("nlc.codegen.emit", "_gate"), ("nlc.passes.resolve", "_is_root"),
+                         ("nlc.passes.graph_checks", "is_root"), ("nlc.optim.runtime", "MLP_INIT_SEED")]:
+        assert not _defines(module, name), f"{module}.{name} is back"
+    assert _defines("nlc.ir", "is_root") and _defines("nlc.runtime.memory", "IDENTITY_SEED")
+    definitions = [str(p.relative_to(ROOT)) for p in (ROOT / "nlc").rglob("*.py")
+                   for n in ast.parse(p.read_text("utf-8")).body
+                   if getattr(n, "name", None) in ("camel", "NameAllocator", "is_root", "_camel")]
+    assert sorted(definitions) == ["nlc/ir.py", "nlc/names.py", "nlc/names.py"]
+
+
+def test_is_root_before_and_after_name_resolution():
+    import dataclasses
+
+    import nlc
+    from nlc import ir
+
+    levels = {lv.name: lv for lv in ir.all_levels(nlc.load(ROOT / "examples" / "adam.nl"))}
+    roots = [name for name, lv in levels.items() if ir.is_root(lv)]
+    assert len(roots) == 1 and len(levels) == 3
+    root = levels[roots[0]]
+    assert ir.is_root(dataclasses.replace(root, state=ir.Ref("params")))  # as lowered, before resolution
+    assert not ir.is_root(dataclasses.replace(root, state=ir.Ref("param")))

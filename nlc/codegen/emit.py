@@ -317,10 +317,6 @@ def _groups(block: BlockPlan) -> list[list[LevelPlan]]:
     return sorted(groups, key=lambda grp: order.index(grp[0].name))
 
 
-def _gate(op: Operand, in_loop: set[str], sliced: set[str]) -> str:
-    return _ref(op, in_loop, sliced)
-
-
 def _emit_learn(code: BlockCode, group: list[LevelPlan], chunk: int, in_loop, sliced, nodes: dict,
                 shared: set[str] = frozenset()) -> None:
     """The learning of one group of levels (levels in `shared` got their gradients with their read)."""

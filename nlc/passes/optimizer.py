@@ -27,7 +27,6 @@ from nlc import builtins as B
 from nlc import ir
 from nlc.errors import Reporter
 from nlc.names import FORBIDDEN_NAMES
-from nlc.passes.graph_checks import is_root
 from nlc.passes.params import fold
 
 MODEL_ONLY_OPS = ("linear", "conv", "attention", "rmsnorm", "swiglu", "concat", "learned")
@@ -56,7 +55,7 @@ def check_optimizer(program: ir.Program, params: Mapping[str, object], rep: Repo
 
 def level_kind(lv: ir.Level) -> str:
     """"params" (the root: its state is the parameter), "mlp" (an elementwise MLP memory) or "elementwise"."""
-    if is_root(lv):
+    if ir.is_root(lv):
         return "params"
     return "mlp" if lv.state.fn == "mlp" else "elementwise"
 
@@ -278,13 +277,13 @@ class _Checks:
             if _is_form(lv.update):
                 continue
             for dep in update_reads(lv.update):
-                if is_root(self.levels[dep]):
+                if ir.is_root(self.levels[dep]):
                     self.error(f"the update of `{lv.name}` cannot read the parameters' new values: they are "
                                "written last in a step", lv.update.span,
                                "read `param` in a `let` (the values before this step)")
         for e in all_exprs(self.program):
             for n in ir.walk(e):
-                if isinstance(n, ir.Call) and n.kind is ir.CallKind.READ and is_root(self.levels[n.fn]):
+                if isinstance(n, ir.Call) and n.kind is ir.CallKind.READ and ir.is_root(self.levels[n.fn]):
                     self.error(f"the parameters' level `{n.fn}` cannot be read with a key", n.span,
                                "use `param` (or `param * k`)")
 
