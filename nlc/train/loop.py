@@ -54,10 +54,7 @@ from nlc.train.tasks import Batch, Continual, LanguageModel, Task, accuracy_coun
 from nlc.version import __version__
 
 EVAL_SEED = 1234  # evaluation batches are the same for every run and every seed
-# A checkpoint is a safe point to go back to after a divergence (E630) when the training loss of its
-# step was finite and at most BLOWUP times the loss of the run's first step (ln 256, the loss of a
-# uniform guess over bytes, when that is not recorded), and it is older than the step that diverged.
-BLOWUP = 2.0
+BLOWUP = ck.BLOWUP  # when a checkpoint is a safe point to go back to (nlc.train.checkpoint.is_safe_point)
 
 
 @dataclass
@@ -804,15 +801,7 @@ def safe_checkpoint(run: Path, before: int, first_loss: float | None) -> tuple[P
 
     The checkpoint of step `before` itself is never one: its weights are those that just gave the
     non-finite value, and would give it again whatever --lr or --clip says."""
-    for path in reversed(ck.complete_checkpoints(run)):
-        try:
-            meta = ck.verify(path)
-        except SpecError:
-            continue
-        loss, first = meta.get("loss"), first_loss or meta.get("first_loss") or math.log(256)
-        if meta["step"] < before and loss is not None and math.isfinite(loss) and loss <= BLOWUP * first:
-            return path, meta
-    return None
+    return ck.newest_safe_point(run, before, first_loss)
 
 
 __all__ = ["TrainConfig", "train", "build_model", "count_parameters", "read_metrics", "train_curve",
