@@ -10,82 +10,33 @@ from __future__ import annotations
 import argparse
 import difflib
 import json
-import math
 import os
 import sys
 import traceback
 from pathlib import Path
 from typing import Sequence
 
-from nlc.errors import Diagnostic, SpecError
-
-
-def _param(text: str) -> tuple[str, object]:
-    """Parse `-p name=value` into (name, int|float|bool)."""
-    name, sep, value = text.partition("=")
-    if not sep or not name.isidentifier():
-        raise argparse.ArgumentTypeError(f"expected NAME=VALUE, got {text!r}")
-    if value in ("true", "false"):
-        return name, value == "true"
-    if not value.isascii():  # int("٣") is 3 in Python; a spec's numbers are ASCII, and so are overrides
-        raise argparse.ArgumentTypeError(f"{name}: {value!r} is not a number (write digits 0-9)")
-    try:
-        return name, int(value)
-    except ValueError:
-        try:
-            return name, float(value)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"{name}: {value!r} is not a number") from None
-
-
-SIZE_HELP = {  # the size limits (nlc.passes.size.SizeLimits; E420, E421) and what each refuses
-    "max_params": "refuse a model with more than N parameters (default {})",
-    "max_state": "refuse a model whose one sequence (an optimizer whose state for one parameter tensor) "
-                 "needs more than N numbers (default {})",
-    "max_depth": "refuse an MLP memory deeper than N layers (default {})",
-    "max_blocks": "refuse a model that unrolls to more than N blocks (default {})",
-}
-
-
-def add_size_options(p: argparse.ArgumentParser) -> None:
-    """--max-params N, --max-state N, --max-depth N, --max-blocks N."""
-    from nlc.passes.size import SizeLimits
-
-    for name, help in SIZE_HELP.items():
-        default = getattr(SizeLimits(), name)
-        p.add_argument("--" + name.replace("_", "-"), dest=name, type=_whole, metavar="N",
-                       help=help.format(f"{default:.0e}".replace("e+0", "e") if default >= 10**6 else default))
-
-
-def size_limits(args) -> dict[str, int]:
-    """The size limits given on the command line, as keywords for nlc.load / nlc.build."""
-    return {k: getattr(args, k) for k in SIZE_HELP if getattr(args, k, None) is not None}
-
-
-def _whole(text: str) -> int:
-    """A positive whole number, also written 2e9."""
-    try:
-        value = int(text)
-    except ValueError:
-        try:
-            number = float(text)
-        except ValueError:
-            number = math.nan
-        value = int(number) if math.isfinite(number) and number.is_integer() else 0
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive whole number, got {text!r}")
-    return value
+import nlc
+from nlc.bench.cli import register as register_bench
+from nlc.cli_options import add_size_options, param, size_limits
+from nlc.errors import SpecError
+from nlc.files import atomic_write_text
+from nlc.graph import draw, level_graph
+from nlc.ir import all_levels
+from nlc.passes.pipeline import check_ir
+from nlc.train.cli import register as register_train
+from nlc.version import __version__
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="nlc", description="Compiler for Nested Learning level graphs.")
-    parser.add_argument("--version", action="version", version=f"nlc {_version()}")
+    parser.add_argument("--version", action="version", version=f"nlc {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     p = sub.add_parser("check", help="parse and check specs; diagnostics on stderr")
     p.add_argument("specs", nargs="+", type=Path, metavar="SPEC")
     p.add_argument("--json", action="store_true", help="print diagnostics as JSON on stdout")
-    p.add_argument("-p", "--param", action="append", type=_param, default=[], metavar="NAME=VALUE",
+    p.add_argument("-p", "--param", action="append", type=param, default=[], metavar="NAME=VALUE",
                    help="override a parameter (repeatable)")
     add_size_options(p)
     p.set_defaults(func=cmd_check)
@@ -100,29 +51,22 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("compile", help="generate the PyTorch module of a spec")
     p.add_argument("spec", type=Path, metavar="SPEC")
     p.add_argument("-o", "--output", type=Path, help="write the module here (default: print it)")
-    p.add_argument("-p", "--param", action="append", type=_param, default=[], metavar="NAME=VALUE")
+    p.add_argument("-p", "--param", action="append", type=param, default=[], metavar="NAME=VALUE")
     add_size_options(p)
     p.set_defaults(func=cmd_compile)
 
     p = sub.add_parser("graph", help="draw the level graph (levels banded by frequency)")
     p.add_argument("spec", type=Path, metavar="SPEC")
     p.add_argument("-o", "--output", type=Path, required=True, help="FILE.png, FILE.svg or FILE.dot")
-    p.add_argument("-p", "--param", action="append", type=_param, default=[], metavar="NAME=VALUE")
+    p.add_argument("-p", "--param", action="append", type=param, default=[], metavar="NAME=VALUE")
     add_size_options(p)
     p.set_defaults(func=cmd_graph)
+    # nlc.testing needs hypothesis, an optional dependency (the `test` extra): imported here, not at the top
     from nlc.testing.fuzz import register as register_fuzz
     register_fuzz(sub)
-    from nlc.train.cli import register
-    register(sub)
-    from nlc.bench.cli import register as register_bench
+    register_train(sub)
     register_bench(sub)
     return parser
-
-
-def _version() -> str:
-    from nlc import __version__
-
-    return __version__
 
 
 def _eprint(text: str) -> None:
@@ -130,8 +74,6 @@ def _eprint(text: str) -> None:
 
 
 def cmd_check(args) -> int:
-    import nlc
-
     failed = False
     report = []
     for path in args.specs:
@@ -145,8 +87,6 @@ def cmd_check(args) -> int:
             continue
         report.append({"file": str(path), "ok": True, "diagnostics": []})
         if not args.json:
-            from nlc.ir import all_levels
-
             n = len(all_levels(prog))
             print(f"ok  {path}  ({prog.kind.value} {prog.name}: {n} level{'s' if n != 1 else ''})")
     if args.json:
@@ -158,9 +98,6 @@ def cmd_check(args) -> int:
 
 
 def cmd_fmt(args) -> int:
-    import nlc
-    from nlc.files import atomic_write_text
-
     status = 0
     for path in args.specs:
         try:
@@ -191,9 +128,6 @@ def cmd_fmt(args) -> int:
 
 
 def cmd_compile(args) -> int:
-    import nlc
-    from nlc.files import atomic_write_text
-
     source = nlc.generate(args.spec, **{**dict(args.param), **size_limits(args)})
     if args.output is None:
         sys.stdout.write(source)
@@ -204,10 +138,6 @@ def cmd_compile(args) -> int:
 
 
 def cmd_graph(args) -> int:
-    import nlc
-    from nlc.graph import draw, level_graph
-    from nlc.passes.pipeline import check_ir
-
     if args.output.suffix not in (".png", ".svg", ".dot"):
         _eprint(f"error: cannot draw to {args.output}: use a .png, .svg or .dot file")
         return 2

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from functools import lru_cache
+from importlib.resources import files  # an installed wheel ships the grammar as nlc/grammar/
 from pathlib import Path
 
 
@@ -12,6 +13,5 @@ def grammar_text() -> str:
     checkout = Path(__file__).resolve().parent.parent / "grammar" / "nlc.lark"
     if checkout.is_file():
         return checkout.read_text(encoding="utf-8")
-    from importlib.resources import files  # an installed wheel ships it as nlc/grammar/
 
     return (files("nlc") / "grammar" / "nlc.lark").read_text(encoding="utf-8")

@@ -12,6 +12,8 @@ Two graphs, two jobs:
 
 from __future__ import annotations
 
+import io
+import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Mapping
@@ -19,6 +21,9 @@ from typing import Mapping
 import networkx as nx
 
 from nlc import ir
+from nlc.errors import Reporter
+from nlc.files import atomic_write_bytes, atomic_write_text
+from nlc.passes.params import fold
 
 # ---- dataflow within a scope -----------------------------------------------------
 
@@ -91,9 +96,6 @@ class Frequency:
 
 def frequency(level: ir.Level, env: Mapping[str, object]) -> Frequency:
     """Return the level's period with parameters substituted (count 0 if it cannot be evaluated)."""
-    from nlc.passes.params import fold
-    from nlc.errors import Reporter
-
     if level.period.unit is ir.PeriodUnit.NEVER:
         return Frequency(ir.PeriodUnit.NEVER, 0)
     value = fold(level.period.count, env, Reporter())
@@ -216,23 +218,18 @@ def draw(g: nx.MultiDiGraph, path: str | Path) -> Path:
     """Write the level graph to path (.dot, .png or .svg) and return the path."""
     path = Path(path)
     if path.suffix == ".dot":
-        from nlc.files import atomic_write_text
-
         atomic_write_text(path, to_dot(g))
         return path
     return _draw_matplotlib(g, path)
 
 
 def _draw_matplotlib(g: nx.MultiDiGraph, path: Path) -> Path:
-    import math
-
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     from matplotlib.patches import Circle
 
-    from nlc.files import atomic_write_bytes
 
     banded = [n for n, d in g.nodes(data=True) if "band" in d]
     n_bands = 1 + max((g.nodes[n]["band"] for n in banded), default=0)
@@ -274,7 +271,6 @@ def _draw_matplotlib(g: nx.MultiDiGraph, path: Path) -> Path:
     ax.set_aspect("equal")
     ax.axis("off")
     ax.set_title(f"{g.graph.get('name', '')}: levels by frequency (fastest innermost)")
-    import io
 
     buf = io.BytesIO()
     fig.savefig(buf, format=path.suffix.lstrip(".") or "png", dpi=110, bbox_inches="tight")

@@ -22,10 +22,6 @@ def _span() -> Span:
     return field(default_factory=nospan, compare=False, repr=False, kw_only=True)
 
 
-def _trivia():
-    return field(default=(), compare=False, repr=False, kw_only=True)
-
-
 class RefKind(enum.Enum):
     """What a name refers to, once resolved."""
 
@@ -322,3 +318,11 @@ def scopes(program: Program) -> Iterator[tuple[tuple[Stmt, ...], Block | None]]:
 def all_levels(program: Program) -> list[Level]:
     """Return every level of the program, in source order."""
     return [s for body, _ in scopes(program) for s in body if isinstance(s, Level)]
+
+
+def is_root(level: Level) -> bool:
+    """Is this the `state params` level of an optimizer (the parameters themselves)?
+
+    Before name resolution `params` may still be a bare name (a Ref); after it, a call."""
+    s = level.state
+    return (isinstance(s, Ref) and s.name == "params") or (isinstance(s, Call) and s.fn == "params")

@@ -12,18 +12,18 @@ depend on in-context reads (computed chunk by chunk) and which do not
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from math import lcm
 from typing import Mapping
 
 import networkx as nx
 
 from nlc import builtins as B
 from nlc import ir
-from nlc.errors import Diagnostic, SpecError
+from nlc.errors import Diagnostic, Reporter, SpecError
+from nlc.names import NameAllocator, camel
 from nlc.passes.params import fold
 from nlc.passes.steplevels import step_rule_beta
 from nlc.printer import print_expr
-from nlc.errors import Reporter
-from nlc.names import NameAllocator, camel
 from nlc.runtime.steplevel import StepLevelSpec
 
 Operand = str | float  # an SSA name or a constant
@@ -177,8 +177,6 @@ class ModelPlan:
     @property
     def alignment(self) -> int:
         """Streaming pieces must be multiples of this many tokens."""
-        from math import lcm
-
         return lcm(1, *(b.max_period for b in self.blocks))
 
 

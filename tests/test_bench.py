@@ -111,3 +111,21 @@ def test_cli_missing_examples_is_a_clean_error(tmp_path, monkeypatch, capsys):
 def test_cli_cuda_without_a_gpu_is_a_clean_error(tmp_path, capsys):
     assert main(["bench", "frontend", "--device", "cuda", "--out", str(tmp_path)]) == 2
     assert "no CUDA GPU" in capsys.readouterr().err
+
+
+def test_bench_json_is_strict_json_when_a_measurement_is_nan(tmp_path):
+    # a timing can be NaN (a run that diverged, a peer that failed): bench.json must still be JSON that
+    # strict readers accept, with the non-finite values named (nlc.files.dumps_json), not a bare NaN
+    from nlc.bench.report import write
+
+    table = {"title": "t", "columns": [("spec", "spec", ""), ("ms", "ms", ".1f")],
+             "rows": [{"spec": "a", "ms": math.nan}, {"spec": "b", "ms": math.inf}], "notes": []}
+    json_path, md_path = write(tmp_path, {"environment": {"torch": "x"}, "config": {}, "suites": {"t": table}})
+
+    def refuse(constant):
+        raise ValueError(f"{constant} is not JSON")
+
+    run = json.loads(json_path.read_text(), parse_constant=refuse)
+    assert [row["ms"] for row in run["suites"]["t"]["rows"]] == [None, None]
+    assert run["nonfinite"] == {"suites.t.rows.0.ms": "nan", "suites.t.rows.1.ms": "inf"}
+    assert "nan" in md_path.read_text()

@@ -227,7 +227,7 @@ def test_bad_limits_are_a_value_error(bad):
 def test_default_limits_and_one_cli_option_each():
     from dataclasses import fields
 
-    from nlc.cli import SIZE_HELP
+    from nlc.cli_options import SIZE_HELP
 
     assert SizeLimits() == SizeLimits(max_params=2 * 10**9, max_state=2 * 10**9, max_depth=64, max_blocks=4096)
     assert list(SIZE_HELP) == [f.name for f in fields(SizeLimits)]

@@ -322,3 +322,31 @@ def test_cli_train_and_eval(tmp_path, text, capsys):
     assert main(["train", TITANS, "--out", str(run), "--task", "lm", "--data", text, "--quiet"]) == 1
     err = capsys.readouterr().err
     assert "error[E623]" in err and "Traceback" not in err
+
+
+def test_keep_never_prunes_the_newest_safe_checkpoint(tmp_path):
+    # the loss climbs past BLOWUP x the first step's for more than `keep` checkpoints: pruning by count alone
+    # deleted the last checkpoint a divergence (E630) could send the user back to
+    first = 1.0
+    losses = {1: 1.0, 2: 1.5, 3: 5.0, 4: 6.0, 5: 7.0}
+    assert losses[2] <= loop.BLOWUP * first < losses[3]
+    for step, loss in losses.items():
+        ck.save_checkpoint(tmp_path, step, "0" * 64, {"w": torch.full((2,), float(step))}, {}, {}, keep=2,
+                           loss=loss, first_loss=first)
+    kept = [int(p.name.removeprefix("step_")) for p in ck.list_checkpoints(tmp_path)]
+    assert kept == [2, 4, 5]
+    path, meta = loop.safe_checkpoint(tmp_path, 6, first)
+    assert meta["step"] == 2 and path == ck.step_dir(tmp_path, 2)
+    # once a newer safe point is saved, the old one goes like any other
+    ck.save_checkpoint(tmp_path, 6, "0" * 64, {"w": torch.zeros(2)}, {}, {}, keep=2, loss=1.2, first_loss=first)
+    assert [int(p.name.removeprefix("step_")) for p in ck.list_checkpoints(tmp_path)] == [5, 6]
+
+
+def test_keep_passes_over_a_damaged_checkpoint_when_it_looks_for_the_safe_one(tmp_path):
+    first = 1.0
+    for step, loss in {1: 1.0, 2: 1.1}.items():
+        ck.save_checkpoint(tmp_path, step, "0" * 64, {"w": torch.ones(2)}, {}, {}, keep=0, loss=loss, first_loss=first)
+    (ck.step_dir(tmp_path, 2) / "model.safetensors").write_bytes(b"damaged")
+    for step in (3, 4):
+        ck.save_checkpoint(tmp_path, step, "0" * 64, {"w": torch.ones(2)}, {}, {}, keep=1, loss=9.0, first_loss=first)
+    assert [int(p.name.removeprefix("step_")) for p in ck.list_checkpoints(tmp_path)] == [1, 4]

@@ -12,11 +12,14 @@ import argparse
 import sys
 from pathlib import Path
 
+from nlc.bench import SUITES, BenchError, run_suites
+from nlc.bench.config import default_out, profile
+from nlc.errors import SpecError
+
 
 def _length(text: str) -> int:
     """"4k" -> 4096, "512" -> 512."""
-    from nlc.errors import SpecError
-    from nlc.train.tasks import parse_length
+    from nlc.train.tasks import parse_length  # numpy and torch: not while `nlc` starts
 
     try:
         return parse_length(text)
@@ -30,8 +33,6 @@ def _lengths(text: str) -> tuple[int, ...]:
 
 def register(sub) -> None:
     """Add `bench` to an argparse subparsers object."""
-    from nlc.bench import SUITES
-
     p = sub.add_parser("bench", help="run the benchmarks; tables on stdout, OUT/bench.json and OUT/bench.md",
                        description="Run nlc's benchmark suites: " + ", ".join(SUITES) + " (default: all).")
     p.add_argument("suites", nargs="*", metavar="SUITE", help="suites to run (default: all)")
@@ -55,10 +56,7 @@ def register(sub) -> None:
 
 
 def cmd_bench(args) -> int:
-    import torch
-
-    from nlc.bench import SUITES, BenchError, run_suites
-    from nlc.bench.config import default_out, profile
+    import torch  # not while `nlc` starts: every command registers `bench`
 
     names = [*args.suites, *args.more_suites] or list(SUITES)
     repeats = {} if args.repeats is None else {"repeats": args.repeats, "frontend_repeats": args.repeats}

@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 from pathlib import Path
 
+import nlc
+
 
 class BenchError(Exception):
     """A problem with the request (unknown suite, no CUDA, no examples/): a message, exit code 2."""
@@ -54,8 +56,6 @@ def profile(quick: bool = False, **overrides) -> BenchConfig:
 
 def default_out() -> Path:
     """benchmarks/results when run from inside the repository, else ./bench-results."""
-    import nlc
-
     repo = Path(nlc.__file__).resolve().parent.parent
     cwd = Path.cwd().resolve()
     if (repo / "benchmarks").is_dir() and cwd.is_relative_to(repo):

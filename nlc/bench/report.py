@@ -7,13 +7,12 @@ A missing value (None) prints as "-".
 
 from __future__ import annotations
 
-import json
 import sys
 from pathlib import Path
 
 from tqdm import tqdm
 
-from nlc.files import atomic_write_text
+from nlc.files import atomic_write_text, dumps_json
 
 
 def tables(result: dict) -> list[dict]:
@@ -73,7 +72,7 @@ def write(out: Path, run: dict) -> list[Path]:
     """Write out/bench.json and out/bench.md atomically; return their paths."""
     out = Path(out)
     paths = [out / "bench.json", out / "bench.md"]
-    atomic_write_text(paths[0], json.dumps(run, indent=2) + "\n")
+    atomic_write_text(paths[0], dumps_json(run, indent=2) + "\n")  # NaN and Infinity are not JSON
     atomic_write_text(paths[1], markdown(run))
     return paths
 

@@ -10,47 +10,36 @@ from __future__ import annotations
 
 import hashlib
 import linecache
+import os
 import sys
 import types
 from dataclasses import fields
 from pathlib import Path
 
-import jinja2
-
 from nlc import ir
 from nlc.codegen.emit import emit_block, py_value
+from nlc.codegen.layout import ENV, display_path, spec_hash
+from nlc.codegen.optimizer import generate_optimizer
 from nlc.codegen.safety import audit_source, comment_text
+from nlc.files import atomic_write_text
 from nlc.names import camel
+from nlc.passes.pipeline import check_ir
 from nlc.plan import ModelPlan, plan_model
 from nlc.runtime.steplevel import StepLevelSpec
+from nlc.version import __version__
 
-_ENV = jinja2.Environment(
-    loader=jinja2.FileSystemLoader(str(Path(__file__).parent / "templates")),
-    undefined=jinja2.StrictUndefined,
-    trim_blocks=True,
-    lstrip_blocks=True,
-    keep_trailing_newline=True,
-)
-
-
-def spec_hash(program: ir.Program) -> str:
-    """The sha256 of the program's canonical text (layout does not change it; comments do)."""
-    from nlc.printer import print_program
-
-    return hashlib.sha256(print_program(program).encode()).hexdigest()
+__all__ = ["build_generated", "generate", "generate_model", "load_source", "spec_hash"]
 
 
 def generate_model(program: ir.Program, plan: ModelPlan, kernels: str = "chunked") -> str:
     """Return the Python source of a model plan (kernels: "chunked" or "sequential", see emit_block)."""
-    from nlc import __version__
-
     classes = {}
     for block in plan.blocks:
         classes.setdefault(block.class_name, emit_block(block, kernels))
     params = ", ".join(f"{k}={v}" for k, v in sorted(plan.params.items()))
-    text = _ENV.get_template("model.py.j2").render(
+    text = ENV.get_template("model.py.j2").render(
         version=__version__,
-        spec_path=comment_text(_display_path(plan.spec_path)),
+        spec_path=comment_text(display_path(plan.spec_path)),
         spec_hash=spec_hash(program),
         params=params,
         name=plan.name,
@@ -73,33 +62,19 @@ def _step_level_source(spec: StepLevelSpec) -> str:
     return "StepLevelSpec(" + ", ".join(f"{f.name}={py_value(getattr(spec, f.name))}" for f in fields(spec)) + ")"
 
 
-def _display_path(path: str) -> str:
-    p = Path(path)
-    try:
-        return str(p.resolve().relative_to(Path.cwd().resolve()))
-    except ValueError:
-        return p.name if p.is_absolute() else str(p)
-
-
 def _model_class(name: str) -> str:
     return camel(name, "Model")
 
 
 def generate(program: ir.Program, **params) -> str:
     """Return the generated Python source of a spec: a model module or an optimizer class."""
-    from nlc.passes.pipeline import check_ir
-
     checked = check_ir(program, params)
     if not checked.program.is_model:
-        from nlc.codegen.optimizer import generate_optimizer
-
         return generate_optimizer(checked.program, checked.params)
     return generate_model(checked.program, plan_model(checked.program, checked.params))
 
 
 def _cache_dir() -> Path:
-    import os
-
     return Path(os.environ.get("NLC_CACHE_DIR", Path.home() / ".cache" / "nlc")) / "generated"
 
 
@@ -110,8 +85,6 @@ def load_source(source: str, name: str) -> types.ModuleType:
     (or $NLC_CACHE_DIR) so that every tool (tracebacks, pdb, profilers) can read it,
     and registered in linecache as well, in case the cache cannot be written.
     """
-    from nlc.files import atomic_write_text
-
     digest = hashlib.sha256(source.encode()).hexdigest()[:16]
     path = _cache_dir() / f"{name}_{digest}.py"
     try:

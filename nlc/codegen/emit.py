@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+import networkx as nx
+
 from nlc.errors import Diagnostic, SpecError
 from nlc.plan import BlockPlan, LevelPlan, Module, Node, Operand, SlowLevel
 from nlc.printer import format_number
@@ -292,7 +294,6 @@ def _groups(block: BlockPlan) -> list[list[LevelPlan]]:
             coupled.add(lv.name)
     groups = [[lv] for lv in block.levels if lv.name not in coupled]
     # connected components of the coupling, kept in plan order
-    import networkx as nx
 
     g = nx.Graph()
     g.add_nodes_from(coupled)
@@ -311,10 +312,6 @@ def _groups(block: BlockPlan) -> list[list[LevelPlan]]:
                 hint="give them the same period, or use backend=\"reference\"")])
         groups.append(members)
     return sorted(groups, key=lambda grp: order.index(grp[0].name))
-
-
-def _gate(op: Operand, in_loop: set[str], sliced: set[str]) -> str:
-    return _ref(op, in_loop, sliced)
 
 
 def _emit_learn(code: BlockCode, group: list[LevelPlan], chunk: int, in_loop, sliced, nodes: dict,

@@ -17,10 +17,13 @@ import textwrap
 from dataclasses import dataclass
 
 from nlc import ir
-from nlc.optim.plan import OptimizerPlan, OptLevel, plan_optimizer
+from nlc.codegen.layout import ENV, display_path, spec_hash
+from nlc.codegen.safety import audit_source, comment_text
+from nlc.optimizer_plan import OptimizerPlan, OptLevel, plan_optimizer
 from nlc.names import NameAllocator, camel
 from nlc.printer import format_number, print_expr
 from nlc.unary import UNARY_OPS
+from nlc.version import __version__
 
 ATOM, POW, NEG, MUL, ADD = 5, 4, 3, 2, 1
 BIN_PREC = {"+": ADD, "-": ADD, "*": MUL, "/": MUL, "**": POW}
@@ -450,14 +453,10 @@ def generate_optimizer(program: ir.Program, params: dict) -> str:
     `params` are the program's parameter values (`nlc.passes.pipeline.check_ir(...).params`);
     they become the defaults of the constructor's keyword arguments.
     """
-    from nlc import __version__
-    from nlc.codegen import _ENV, _display_path, spec_hash
-    from nlc.codegen.safety import audit_source, comment_text
-
     plan = plan_optimizer(program, params)
     code = emit_optimizer(plan)
-    spec_path = comment_text(_display_path(program.path))
-    text = _ENV.get_template("optimizer.py.j2").render(
+    spec_path = comment_text(display_path(program.path))
+    text = ENV.get_template("optimizer.py.j2").render(
         version=__version__,
         spec_path=spec_path,
         spec_hash=spec_hash(program),

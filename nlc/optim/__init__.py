@@ -118,7 +118,11 @@ import sys
 from pathlib import Path
 
 from nlc import ir
-from nlc.optim.plan import OptimizerPlan, plan_optimizer, require_optimizer
+from nlc.api import load
+from nlc.codegen import load_source
+from nlc.codegen.optimizer import generate_optimizer
+from nlc.optimizer_plan import OptimizerPlan, plan_optimizer, require_optimizer
+from nlc.passes.pipeline import check_ir
 
 __all__ = ["OptimizerPlan", "build_optimizer", "optimizer_class", "plan_optimizer", "require_optimizer"]
 
@@ -138,10 +142,6 @@ def build_optimizer(spec, params, **hyper):
 
 def optimizer_class(spec, **hyper) -> type:
     """Return the generated torch.optim.Optimizer subclass of an optimizer spec (defaults: spec + hyper)."""
-    from nlc.codegen import load_source
-    from nlc.codegen.optimizer import generate_optimizer
-    from nlc.passes.pipeline import check_ir
-
     program = _program(spec)
     require_optimizer(program)  # E510 before the parameters are checked
     checked = check_ir(program, hyper)
@@ -160,7 +160,5 @@ def _program(spec) -> ir.Program:
     if isinstance(spec, ir.Program):
         return spec
     if isinstance(spec, (str, Path)):
-        from nlc.api import load
-
         return load(spec)
     raise TypeError(f"expected an optimizer spec (a path or an nlc Program), not {type(spec).__name__}")

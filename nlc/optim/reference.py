@@ -17,8 +17,10 @@ from __future__ import annotations
 import torch
 
 from nlc import ir
+from nlc.optim import _program
 from nlc.optim import runtime as rt
-from nlc.optim.plan import OptimizerPlan, OptLevel, plan_optimizer
+from nlc.optimizer_plan import OptimizerPlan, OptLevel, plan_optimizer, require_optimizer
+from nlc.passes.pipeline import check_ir
 from nlc.runtime.memory import act
 from nlc.runtime.newton_schulz import newton_schulz
 from nlc.runtime.unary import apply_unary
@@ -27,10 +29,6 @@ from nlc.runtime.unary import apply_unary
 
 def reference_optimizer(spec, params, **hyper) -> "ReferenceOptimizer":
     """The reference optimizer of a spec (a path or a Program) over `params`."""
-    from nlc.optim import _program
-    from nlc.optim.plan import require_optimizer
-    from nlc.passes.pipeline import check_ir
-
     program = _program(spec)
     require_optimizer(program)
     checked = check_ir(program, hyper)

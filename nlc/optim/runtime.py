@@ -19,14 +19,12 @@ import math
 
 import torch
 
-from nlc.runtime.memory import act, act_grad
+from nlc.runtime.memory import IDENTITY_SEED, act, act_grad
 from nlc.runtime.newton_schulz import newton_schulz
 from nlc.runtime.rules import delta_momentum_decay, delta_momentum_decay_elementwise
 # scalar forms of the elementwise builtins (Python numbers: gates over `step`); generated optimizers
 # call them as rt.sigmoid(...) (nlc.unary's scalar_code)
 from nlc.unary import gelu, relu, sigmoid, silu, softplus  # noqa: F401
-
-MLP_INIT_SEED = 0  # identity-initialised MLP memories draw their hidden layers from this seed
 
 
 # ---- update-rule kernels --------------------------------------------------------------
@@ -96,7 +94,7 @@ def mlp_init(like: torch.Tensor, hidden: int, depth: int, mode: str) -> list[tor
     shapes = mlp_shapes(hidden, depth)
     if mode == "zeros":
         return [like.new_zeros(s) for s in shapes]
-    gen = torch.Generator().manual_seed(MLP_INIT_SEED)
+    gen = torch.Generator().manual_seed(IDENTITY_SEED)
     out = []
     for i, s in enumerate(shapes):
         if i == len(shapes) - 1:

@@ -131,13 +131,8 @@ def _check_self_reference(lv: ir.Level, rep: Reporter) -> None:
                           "name another level" + (" or `loss`" if form.fn == "grad" else ""))
 
 
-def is_root(lv: ir.Level) -> bool:
-    """Is this the `state params` level (the parameters an optimizer updates)?"""
-    return isinstance(lv.state, ir.Call) and lv.state.fn == "params"
-
-
 def _check_roots(program: ir.Program, rep: Reporter) -> None:
-    roots = [lv for lv in ir.all_levels(program) if is_root(lv)]
+    roots = [lv for lv in ir.all_levels(program) if ir.is_root(lv)]
     if program.is_model:
         for lv in roots:
             rep.error("E313", "`state params` is only meaningful in an optimizer", lv.state.span,

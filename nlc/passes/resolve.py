@@ -119,11 +119,11 @@ class _Scope:
 
     def report_unused(self) -> None:
         # an optimizer without a `state params` level uses none of its levels: E312 says why
-        rootless = not self.is_model and not any(_is_root(lv) for lv in self.levels.values())
+        rootless = not self.is_model and not any(ir.is_root(lv) for lv in self.levels.values())
         for name, d in {**self.lets, **self.levels}.items():
             if name in self.used or name.startswith("_"):
                 continue
-            if isinstance(d, ir.Level) and (_is_root(d) or rootless):
+            if isinstance(d, ir.Level) and (ir.is_root(d) or rootless):
                 continue
             if isinstance(d, ir.Level):
                 self.rep.error("E206", f"level `{name}` is never used", d.name_span,
@@ -282,12 +282,6 @@ class _Scope:
             hint = did_you_mean(e.fn, [*B.OPS, *self.levels])
         self.rep.error("E202", f"unknown function `{e.fn}`", e.fn_span, hint)
         return e
-
-
-def _is_root(level: ir.Level) -> bool:
-    """Is this the `state params` level of an optimizer (used by definition)?"""
-    s = level.state
-    return (isinstance(s, ir.Ref) and s.name == "params") or (isinstance(s, ir.Call) and s.fn == "params")
 
 
 def _mentions_level(e: ir.Expr, levels) -> bool:

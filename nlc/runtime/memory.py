@@ -167,7 +167,7 @@ class MemoryInit(nn.Module):
         return {n: getattr(self, n).unsqueeze(0).expand(batch, *getattr(self, n).shape) for n in self.names}
 
 
-IDENTITY_SEED = 0  # the hidden layers of an `init identity` MLP memory (the same in every sequence and call)
+IDENTITY_SEED = 0  # the hidden layers of an `init identity` MLP memory, of a model or an optimizer (nlc.optim.runtime)
 
 
 def _initial(name: str, shape: tuple, kind: str, residual: bool, mode: str, last: bool,

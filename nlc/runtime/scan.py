@@ -17,6 +17,8 @@ from __future__ import annotations
 
 import torch
 
+from nlc.runtime.memory import objective_grad, safe_sqrt
+from nlc.runtime.newton_schulz import newton_schulz
 from nlc.runtime.rules import delta_momentum_decay, delta_momentum_decay_elementwise
 
 Factor = tuple  # (a, d)
@@ -258,8 +260,6 @@ def sequential_chunk(steps: list[dict], states: dict, grads: dict) -> dict:
     "n": int} at the chunk start. grads: name -> factored gradients for "kv" levels.
     Returns the states at the chunk end. Mirrors `nlc.interp.ReferenceBlock.rule`.
     """
-    from nlc.runtime.newton_schulz import newton_schulz
-
     frozen = {s["name"]: states[s["name"]]["W"] for s in steps}
     running = {n: dict(W) for n, W in frozen.items()}
     aux = {s["name"]: {k: (dict(v) if isinstance(v, dict) else v) for k, v in states[s["name"]]["aux"].items()}
@@ -273,8 +273,6 @@ def sequential_chunk(steps: list[dict], states: dict, grads: dict) -> dict:
             if s["context"] == "kv":
                 g_t[n] = {w: per_token(f, t, frozen[n][w]) for w, f in grads[n].items()}
             else:
-                from nlc.runtime.memory import objective_grad
-
                 g_t[n] = {w: objective_grad(s["objective"], frozen[n][w], g_t[s["context"]][w]) for w in frozen[n]}
         for s in steps:  # rules on the running state, in update order
             n = s["name"]
@@ -321,8 +319,6 @@ def _rule(s, w, W, g, key, t, eta, a, aux, running, newton_schulz):
         aux["m"][w] = b1 * aux["m"][w] + (1 - b1) * g
         aux["v"][w] = b2 * aux["v"][w] + (1 - b2) * g * g
         m_hat, v_hat = aux["m"][w] / (1 - b1**n), aux["v"][w] / (1 - b2**n)
-        from nlc.runtime.memory import safe_sqrt
-
         return a * W - eta * m_hat / (safe_sqrt(v_hat) + eps)
     raise ValueError(f"unknown rule {r}")
 

@@ -38,11 +38,15 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from hypothesis import assume
 from hypothesis import strategies as st
 
 import nlc
 from nlc import ir
+from nlc.api import check_with_params
 from nlc.errors import Reporter
+from nlc.passes.params import fold
+from nlc.testing.strategies import spec_texts
 
 __all__ = ["ALL_DEFECTS", "Defect", "check_reports_defect", "defective_specs", "inject"]
 
@@ -132,7 +136,6 @@ def _levels(block: ir.Block) -> list[ir.Level]:
 def _period(lv: ir.Level, env) -> int | None:
     if lv.period.unit is ir.PeriodUnit.NEVER:
         return None
-    from nlc.passes.params import fold
 
     return int(fold(lv.period.count, env, Reporter()))
 
@@ -282,9 +285,6 @@ def inject(text: str, kind: str, where, prog: ir.Program, env) -> Defect:
 @st.composite
 def defective_specs(draw, kinds=tuple(ALL_DEFECTS), **program_knobs) -> Defect:
     """A random valid spec (`spec_texts(**program_knobs)`) with exactly one defect of one of `kinds`."""
-    from nlc.api import check_with_params
-    from nlc.testing.strategies import spec_texts
-
     bad = set(kinds) - set(ALL_DEFECTS)
     if bad or not kinds:
         raise ValueError(f"kinds must be a non-empty subset of {sorted(ALL_DEFECTS)}, not {sorted(bad)}")
@@ -294,8 +294,6 @@ def defective_specs(draw, kinds=tuple(ALL_DEFECTS), **program_knobs) -> Defect:
     env = check_with_params(prog).params
     places = {k: v for k, v in applicable(prog, env).items() if k in kinds}
     if not places:
-        from hypothesis import assume
-
         assume(False)
     kind = draw(st.sampled_from(sorted(places)))
     where = draw(st.sampled_from(places[kind]))

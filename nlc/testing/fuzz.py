@@ -22,7 +22,21 @@ import argparse
 import dataclasses
 import sys
 import time
+import traceback
 from pathlib import Path
+
+from hypothesis import HealthCheck, Phase, given, settings
+from hypothesis import seed as hseed
+from hypothesis import strategies as st
+
+import nlc
+from nlc import ir
+from nlc.api import read_spec
+from nlc.cli_options import param
+from nlc.files import atomic_write_text
+from nlc.testing.properties import (_TAKES_SEED, _TAKES_TOKENS, PROPERTIES, check_deterministic, check_fields_live,
+                                    check_round_trip, run_property)
+from nlc.testing.strategies import inputs, spec_texts
 
 __all__ = ["Failure", "fuzz_random", "fuzz_spec", "main", "reduce_spec", "register"]
 
@@ -43,8 +57,6 @@ class Failure:
     params: dict
 
     def render(self) -> str:
-        from nlc.testing.properties import _TAKES_SEED, _TAKES_TOKENS
-
         lines = [f"property `{self.prop}` fails:", "", _indent(self.message), "",
                  "smallest failing spec (paste it into a .nl file):", "", self.text.rstrip("\n"), ""]
         if self.tokens is not None and self.prop in _TAKES_TOKENS:
@@ -69,14 +81,10 @@ def _indent(text: str) -> str:
 
 
 def _run(prop: str, text: str, tokens, seed: int, params: dict) -> None:
-    from nlc.testing.properties import run_property
-
     run_property(prop, text, tokens=tokens, params=params or None, seed=seed)
 
 
 def _settings(examples: int, seed: int | None):
-    from hypothesis import HealthCheck, Phase, settings
-
     return settings(max_examples=examples, deadline=None, database=None, derandomize=seed is None,
                     report_multiple_bugs=False, print_blob=False,
                     suppress_health_check=list(HealthCheck), phases=[Phase.generate, Phase.shrink])
@@ -84,8 +92,6 @@ def _settings(examples: int, seed: int | None):
 
 def _search(test, examples: int, seed: int | None, record: dict) -> Failure | None:
     """Run a hypothesis test; return the last (shrunk) failure it recorded."""
-    from hypothesis import seed as hseed
-
     test = _settings(examples, seed)(test)
     if seed is not None:
         test = hseed(seed)(test)
@@ -110,7 +116,6 @@ def _check_one(props, text, tokens, seed, params, record, counts) -> None:
             record.setdefault("passed", counts["examples"])
             raise
         except Exception as e:  # an internal error in nlc: report it like a failing property
-            import traceback
 
             tb = "".join(traceback.format_exception(e)[-6:])
             record["failure"] = Failure(prop, f"internal error: {type(e).__name__}: {e}\n{tb}", text, tokens,
@@ -123,12 +128,6 @@ def _check_one(props, text, tokens, seed, params, record, counts) -> None:
 def fuzz_spec(text: str, examples: int = 20, seed: int | None = None, params: dict | None = None,
               properties=DEFAULT_PROPERTIES, max_length: int = 16) -> tuple[Failure | None, int]:
     """Run the properties on one spec with hypothesis-drawn inputs; (smallest failure or None, examples run)."""
-    from hypothesis import given
-    from hypothesis import strategies as st
-
-    import nlc
-    from nlc.testing.strategies import inputs
-
     params = dict(params or {})
     prog = nlc.loads(text, "<spec>", **params) if params else nlc.loads(text, "<spec>")
     record, counts = {}, {"examples": 0}
@@ -140,7 +139,6 @@ def fuzz_spec(text: str, examples: int = 20, seed: int | None = None, params: di
             return record["failure"], 1
         return None, 1
     # the properties of the text alone run once (generation also in another process, another hash seed)
-    from nlc.testing.properties import check_deterministic, check_fields_live, check_round_trip
 
     # fields_live too: it draws its own tokens (long enough for every field to show) and perturbs
     # each field in turn, which is too slow to repeat for every drawn input
@@ -172,10 +170,6 @@ def fuzz_spec(text: str, examples: int = 20, seed: int | None = None, params: di
 def fuzz_random(examples: int = 20, seed: int | None = None, properties=DEFAULT_PROPERTIES,
                 **knobs) -> tuple[Failure | None, int]:
     """Run the properties on random specs (`spec_texts(**knobs)`); (smallest failure or None, examples run)."""
-    from hypothesis import given
-
-    from nlc.testing.strategies import inputs, spec_texts
-
     record, counts = {}, {"examples": 0}
 
     @given(spec_texts(**knobs), inputs(max_length=12))
@@ -190,8 +184,6 @@ def fuzz_random(examples: int = 20, seed: int | None = None, properties=DEFAULT_
 
 def _smaller(prog):
     """Candidate programs one step smaller: a repeat unrolled to one copy, a block dropped."""
-    from nlc import ir
-
     body = list(prog.body)
     for i, s in enumerate(body):
         if isinstance(s, ir.Repeat):
@@ -204,8 +196,6 @@ def _smaller(prog):
 
 def reduce_spec(failure: Failure) -> Failure:
     """Shrink the failing spec's structure while the same property still fails on the same inputs."""
-    import nlc
-
     current = failure
     progress = True
     while progress:
@@ -247,9 +237,6 @@ def _tiny(prog) -> dict:
 
 def register(subparsers) -> argparse.ArgumentParser:
     """Add `fuzz` to an argparse subparsers object (the `nlc` command's)."""
-    from nlc.cli import _param
-    from nlc.testing.properties import PROPERTIES
-
     p = subparsers.add_parser("fuzz", help="run the nlc.testing properties on a spec or on random specs",
                               description="Run the nlc.testing properties (hypothesis) on SPEC with drawn inputs, "
                                           "or on random specs; print the smallest failing spec as nlc source.")
@@ -259,7 +246,7 @@ def register(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=None, metavar="S", help="random seed (default: derandomised)")
     p.add_argument("--property", action="append", choices=sorted(PROPERTIES), dest="properties", metavar="P",
                    help=f"run only these properties (repeatable): {', '.join(PROPERTIES)}")
-    p.add_argument("-p", "--param", action="append", type=_param, default=[], metavar="NAME=VALUE",
+    p.add_argument("-p", "--param", action="append", type=param, default=[], metavar="NAME=VALUE",
                    help="override a parameter of SPEC (repeatable)")
     p.add_argument("--tiny", action="store_true", help="test a tiny instance of SPEC (dim 8, one layer)")
     p.add_argument("--max-blocks", type=int, default=2, metavar="N", help="--random: blocks per spec (2)")
@@ -270,9 +257,6 @@ def register(subparsers) -> argparse.ArgumentParser:
 
 
 def cmd_fuzz(args) -> int:
-    import nlc
-    from nlc.api import read_spec
-
     if (args.spec is None) == (not args.random):
         print("nlc fuzz: give a SPEC or --random (not both)", file=sys.stderr)
         return 2
@@ -316,8 +300,6 @@ def cmd_fuzz(args) -> int:
     print(f"FAILED after {n} passing example{'s' if n != 1 else ''} of {what} ({took:.1f} s): "
           + failure.render())
     if args.output is not None:
-        from nlc.files import atomic_write_text
-
         atomic_write_text(args.output, failure.text)
         print(f"wrote the failing spec to {args.output}")
     return 1

@@ -49,6 +49,9 @@ from typing import Callable, Iterable, Iterator, Mapping
 import nlc
 from nlc import ir
 from nlc.api import read_spec
+from nlc.errors import Reporter
+from nlc.passes.params import fold
+from nlc.passes.pipeline import check_ir
 from nlc.printer import print_expr
 
 __all__ = [
@@ -346,8 +349,7 @@ def check_deterministic(spec, params: Mapping | None = None, other_process: bool
         raise AssertionError(f"generating {path} twice gave different source:\n{_first_diff(first, second)}")
     prog = nlc.loads(text, path)
     if prog.is_model:
-        from nlc.codegen import generate_model
-        from nlc.passes.pipeline import check_ir
+        from nlc.codegen import generate_model  # jinja2: not while `nlc` starts (the CLI registers fuzz)
         from nlc.plan import plan_model
 
         for kernels in ("chunked", "sequential"):
@@ -727,15 +729,10 @@ def _steps_of(prog: ir.Program, params: Mapping | None) -> int:
 
 
 def _param_values(prog: ir.Program, params: Mapping | None) -> dict:
-    from nlc.passes.pipeline import check_ir
-
     return dict(check_ir(prog, dict(params or {})).params)
 
 
 def _fold(e: ir.Expr, env: Mapping):
-    from nlc.errors import Reporter
-    from nlc.passes.params import fold
-
     return fold(e, env, Reporter())
 
 

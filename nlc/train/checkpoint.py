@@ -20,7 +20,8 @@ checked, since the files may have been edited or copied from another run:
     size and sha256, and parse (E621 naming the file for a truncated, damaged or edited one,
     with the newest earlier checkpoint that is whole);
   * a checkpoint of another spec or model is E622.
-Nothing is ever deleted except checkpoints older than the newest `keep` whole ones, and
+Nothing is ever deleted except checkpoints older than the newest `keep` whole ones (never the
+newest safe point, see `is_safe_point`: the one a divergence, E630, sends the user back to), and
 the leftovers of an interrupted save of the step being saved.
 """
 
@@ -28,6 +29,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
 import re
 import shutil
@@ -35,6 +37,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+from safetensors.torch import load, save
 
 from nlc.errors import Diagnostic, SpecError
 from nlc.files import NotARegularFile, atomic_write_bytes, atomic_write_text, dumps_json, kind_of, \
@@ -86,16 +89,12 @@ def unflatten(tensors: dict[str, torch.Tensor], skeleton) -> object:
 
 
 def _save_bytes(tensors: dict[str, torch.Tensor], metadata: dict | None = None) -> bytes:
-    from safetensors.torch import save
-
     flat = {k: v.detach().to("cpu", copy=True).contiguous() for k, v in tensors.items()}
     return save(flat, metadata={k: dumps_json(v) for k, v in (metadata or {}).items()})
 
 
 def _load_bytes(data: bytes, what: Path) -> tuple[dict[str, torch.Tensor], dict]:
     """The tensors and metadata of a safetensors file (E621 naming it when either does not parse)."""
-    from safetensors.torch import load
-
     try:
         tensors = load(data)
         raw = _safetensors_metadata(data)
@@ -150,10 +149,49 @@ def save_checkpoint(run: Path, step: int, spec_hash: str, model_tensors: dict[st
         meta["files"][name] = {"bytes": len(data), "sha256": hashlib.sha256(data).hexdigest()}
     atomic_write_text(folder / "meta.json", dumps_json(meta, indent=1) + "\n")
     if keep > 0:
-        whole = complete_checkpoints(run)
-        for old in whole[:-keep]:
-            shutil.rmtree(old, ignore_errors=True)
+        _prune(run, keep, meta, first_loss)
     return folder
+
+
+# A checkpoint is a safe point to go back to after a divergence (E630) when the training loss of its
+# step was finite and at most BLOWUP times the loss of the run's first step (ln 256, the loss of a
+# uniform guess over bytes, when that is not recorded), and it is older than the step that diverged.
+BLOWUP = 2.0
+
+
+def is_safe_point(meta: dict, first_loss: float | None = None) -> bool:
+    """Was the training loss of this checkpoint's step finite and at most BLOWUP times the first step's?"""
+    loss, first = meta.get("loss"), first_loss or meta.get("first_loss") or math.log(256)
+    return isinstance(loss, (int, float)) and math.isfinite(loss) and loss <= BLOWUP * first
+
+
+def newest_safe_point(run: Path, before: int | None = None,
+                      first_loss: float | None = None) -> tuple[Path, dict] | None:
+    """The newest whole checkpoint of `run` (older than step `before`, when given) that is a safe point:
+    (folder, meta), or None. Checkpoints that do not verify are passed over."""
+    for path in reversed(complete_checkpoints(run)):
+        try:
+            meta = verify(path)
+        except SpecError:
+            continue
+        if (before is None or meta["step"] < before) and is_safe_point(meta, first_loss):
+            return path, meta
+    return None
+
+
+def _prune(run: Path, keep: int, meta: dict, first_loss: float | None) -> None:
+    """Remove the checkpoints older than the newest `keep`, except the newest safe point: with a loss
+    that climbed for `keep` checkpoints, it is the only one a divergence can go back to."""
+    whole = complete_checkpoints(run)
+    old = whole[:-keep]
+    if not old:
+        return
+    if not is_safe_point(meta, first_loss):  # the one just saved is whole: when it is safe, nothing older is needed
+        good = newest_safe_point(run, first_loss=first_loss)
+        if good is not None:
+            old = [p for p in old if p != good[0]]
+    for path in old:
+        shutil.rmtree(path, ignore_errors=True)
 
 
 # ---- finding and loading --------------------------------------------------------------------

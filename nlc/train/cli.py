@@ -15,13 +15,9 @@ import sys
 from pathlib import Path
 from typing import Sequence
 
+from nlc.cli_options import add_size_options, param, size_limits
 from nlc.errors import SpecError
-
-
-def _param(text: str) -> tuple[str, object]:
-    from nlc.cli import _param as parse
-
-    return parse(text)
+from nlc.train.errors import nonfinite_warning
 
 
 def _spec_param(text: str) -> tuple[str, object]:
@@ -30,7 +26,7 @@ def _spec_param(text: str) -> tuple[str, object]:
     label, dot, name = key.rpartition(".")
     if not sep or not name.isidentifier() or (dot and not label):
         raise argparse.ArgumentTypeError(f"expected NAME=VALUE or SPEC.NAME=VALUE, got {text!r}")
-    _, v = _param(f"{name}={value}")
+    _, v = param(f"{name}={value}")
     return key, v
 
 
@@ -67,7 +63,7 @@ def register(sub) -> None:
                                   "NAME:key=value,... e.g. mqar:kv=16")
     p.add_argument("--data", action="append", metavar="PATH",
                    help="text file or folder (repeatable); default: the Python standard library")
-    p.add_argument("-p", "--param", action="append", type=_param, default=[], metavar="NAME=VALUE",
+    p.add_argument("-p", "--param", action="append", type=param, default=[], metavar="NAME=VALUE",
                    help="override a spec parameter (repeatable), e.g. -p dim=32")
     p.add_argument("--steps", type=int)
     p.add_argument("--batch", type=int)
@@ -90,7 +86,6 @@ def register(sub) -> None:
     p.add_argument("--resume", nargs="?", const=True, default=False, metavar="CKPT",
                    help="continue the run in --out from its newest checkpoint (or from CKPT)")
     p.add_argument("--quiet", action="store_true", default=None, help="no progress bar")
-    from nlc.cli import add_size_options
     add_size_options(p)  # stored in the run: `nlc eval` rebuilds the model with the same limits
     p.set_defaults(func=cmd_train)
 
@@ -138,7 +133,7 @@ def register(sub) -> None:
 
 
 def cmd_train(args) -> int:
-    from nlc.train.loop import train
+    from nlc.train.loop import train  # torch: imported by the command that needs it, not while `nlc` starts
 
     options = {k: getattr(args, k) for k in ("task", "steps", "batch", "seq", "lr", "warmup", "schedule",
                                               "weight_decay", "clip", "seed", "stream", "device", "compile",
@@ -147,7 +142,6 @@ def cmd_train(args) -> int:
         options["data"] = args.data
     if args.param:
         options["params"] = dict(args.param)
-    from nlc.cli import size_limits
     if size_limits(args):
         options["limits"] = size_limits(args)
     summary = train(args.spec, args.out, resume=args.resume if args.resume is True else
@@ -166,8 +160,6 @@ def cmd_train(args) -> int:
 
 def _warn_nonfinite(result: dict, what: str) -> None:
     """Print an E634 warning when an evaluation gave NaN or infinite numbers (they are not silently shown)."""
-    from nlc.train.errors import nonfinite_warning
-
     warning = nonfinite_warning(result, what)
     if warning is not None:
         print(warning.render(), file=sys.stderr)

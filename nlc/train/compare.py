@@ -21,14 +21,17 @@ import statistics
 import sys
 from pathlib import Path
 
+import nlc
+from nlc.api import check_with_params
 from nlc.errors import SpecError
 from nlc.files import atomic_write_text, dumps_json, read_regular_bytes
+from nlc.train import plots
 from nlc.train.checkpoint import check_output
 from nlc.train.data import resolve_data_path
 from nlc.train.errors import train_error
 from nlc.train.evaluate import (eval_accuracy, eval_lm, eval_mqar, eval_niah, load_run, markdown_table)
 from nlc.train.loop import (TrainConfig, build_model, continual_rows, continual_summary, count_parameters,
-                            read_metrics, read_run_config, read_spec, train, train_curve)
+                            read_metrics, read_run_config, read_spec, spec_identity, train, train_curve)
 from nlc.train.tasks import Continual, LanguageModel, MQAR, NIAH, make_task, parse_length, parse_task
 
 DEFAULT_NIAH_LENGTHS = ("512", "1k", "2k")
@@ -46,9 +49,6 @@ def parse_budget(text: str | int) -> int:
 
 
 def _declared(spec_text: str, path: str) -> set[str]:
-    import nlc
-    from nlc.api import check_with_params
-
     return set(check_with_params(nlc.loads(spec_text, path)).params)
 
 
@@ -144,7 +144,6 @@ def _run_one(spec, run: Path, cfg: dict, quiet: bool) -> dict:
     if (run / "config.json").exists():
         stored = read_run_config(run)
         same = all(stored["train"].get(k) == v for k, v in cfg.items() if k not in ("quiet", "device"))
-        from nlc.train.loop import spec_identity
 
         _, h = spec_identity(read_spec(spec), str(spec), cfg.get("params", {}))
         if not same or stored["spec"]["hash"] != h:
@@ -215,7 +214,6 @@ def compare(specs: list[str], tasks: list[str], budget: int | str, out: str | Pa
                      "specs": {lab: {"path": str(s), "params": overrides[i], "parameters": counts[lab]}
                                for i, (lab, s) in enumerate(zip(labels, specs))}, "tasks": {}}
     plots_written = []
-    from nlc.train import plots
 
     for (task_text, seq), given in zip(plan, tasks):
         name, _ = parse_task(task_text)

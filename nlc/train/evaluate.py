@@ -40,10 +40,11 @@ import torch.nn.functional as F
 from nlc.files import atomic_write_text, dumps_json
 from nlc.runtime.state import detach_state
 from nlc.train import checkpoint as ck
+from nlc.train import plots
 from nlc.train.loop import (EVAL_SEED, TrainConfig, build_model, check_config_spec, check_streaming_length,
                             continual_summary, read_run_config, resolve_device, stored_config)
 from nlc.train.steplevels import StepLevels
-from nlc.train.tasks import (NIAH, Continual, LanguageModel, MQAR, Task, accuracy_counts, bits_per_byte,
+from nlc.train.tasks import (NIAH, Continual, LanguageModel, MQAR, Task, _batch_from, accuracy_counts, bits_per_byte,
                              make_task, niah_example, parse_length, seed_for)
 
 DEFAULT_DEPTHS = (0.0, 0.25, 0.5, 0.75, 1.0)
@@ -184,7 +185,6 @@ def eval_accuracy(model, task: Task, frozen: bool, device, batches: int, batch: 
     for i in range(batches):
         if example_kw:
             rng = np.random.default_rng(seed_for(EVAL_SEED, task.name, "test", i, tuple(sorted(example_kw.items()))))
-            from nlc.train.tasks import _batch_from
 
             ex = [task.example(rng, seq + 1, **example_kw) for _ in range(batch)]
             b = _batch_from([e[0] for e in ex], [e[1] for e in ex], task.loss_on).to(device)
@@ -216,7 +216,6 @@ def eval_niah(model, task: NIAH, frozen, device, lengths, depths, samples: int, 
         row, drow = [], []
         for d in depths:
             rng = np.random.default_rng(seed_for(EVAL_SEED, "niah", variant, L, d))
-            from nlc.train.tasks import _batch_from
 
             ex = [niah_example(rng, L + 1, d, variant, task.options["keys"], task.options["values"],
                                task.options["digits"]) for _ in range(samples)]
@@ -312,14 +311,10 @@ def evaluate(path: str | Path, task: str | None = None, frozen: bool = False, de
     atomic_write_text(out_dir / f"{stem}.json", dumps_json(result, indent=1) + "\n")
     result["files"] = [str(out_dir / f"{stem}.json")]
     if plot and isinstance(the_task, NIAH):
-        from nlc.train import plots
-
         png = out_dir / f"{stem}.png"
         plots.niah_heatmaps({result["spec"]: result}, png)
         result["files"].append(str(png))
     if plot and isinstance(the_task, Continual):
-        from nlc.train import plots
-
         png = out_dir / f"{stem}.png"
         plots.continual_matrices({result["spec"]: result}, png)
         result["files"].append(str(png))

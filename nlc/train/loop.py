@@ -37,22 +37,24 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
+from tqdm import tqdm
 
-from nlc.errors import SpecError
+import nlc
 from nlc.api import read_spec
+from nlc.codegen import spec_hash
+from nlc.errors import SpecError
 from nlc.files import NotARegularFile, atomic_write_text, dumps_json, read_regular_bytes
+from nlc.runtime.compile import compile_chunks
 from nlc.runtime.state import detach_state
 from nlc.train import checkpoint as ck
 from nlc.train.data import resolve_data_path
 from nlc.train.errors import train_error
 from nlc.train.steplevels import StepLevels
-from nlc.train.tasks import Batch, Continual, LanguageModel, Task, make_task
+from nlc.train.tasks import Batch, Continual, LanguageModel, Task, accuracy_counts, bits_per_byte, make_task
+from nlc.version import __version__
 
 EVAL_SEED = 1234  # evaluation batches are the same for every run and every seed
-# A checkpoint is a safe point to go back to after a divergence (E630) when the training loss of its
-# step was finite and at most BLOWUP times the loss of the run's first step (ln 256, the loss of a
-# uniform guess over bytes, when that is not recorded), and it is older than the step that diverged.
-BLOWUP = 2.0
+BLOWUP = ck.BLOWUP  # when a checkpoint is a safe point to go back to (nlc.train.checkpoint.is_safe_point)
 
 
 @dataclass
@@ -98,9 +100,6 @@ def spec_identity(spec_text: str, spec_path: str, params: dict, limits: dict | N
     The hash is that of the program's canonical text (which holds the spec's name, and is what
     the text and its format, from the path, parse to) and of the overrides: everything that
     decides the model built. Without overrides it is the plain canonical spec hash."""
-    import nlc
-    from nlc.codegen import spec_hash
-
     prog = nlc.loads(spec_text, spec_path, **{**params, **(limits or {})})
     plain = spec_hash(prog)
     if not params:
@@ -112,8 +111,6 @@ def spec_identity(spec_text: str, spec_path: str, params: dict, limits: dict | N
 def build_model(spec_text: str, spec_path: str, params: dict, seed: int, device: str = "cpu",
                 limits: dict | None = None):
     """The model of a spec, initialised from `seed`, on `device`; `limits`: the size limits to check it with."""
-    import nlc
-
     prog, _ = spec_identity(spec_text, spec_path, params, limits)
     torch.manual_seed(seed)
     model = nlc.build(prog, **{**params, **(limits or {})})
@@ -180,8 +177,6 @@ def lr_at(cfg: TrainConfig, step: int) -> float:
 @torch.no_grad()
 def quick_eval(model, task: Task, cfg: TrainConfig, device, split: str = "val") -> dict:
     """Loss and accuracy on fixed batches of a split (fresh state per batch)."""
-    from nlc.train.tasks import accuracy_counts, bits_per_byte
-
     tot_loss, tot_tok, right, total, whole, seqs = 0.0, 0, 0, 0, 0, 0
     for i in range(cfg.eval_batches):
         b = task.batch(i, cfg.batch, cfg.seq, EVAL_SEED, split).to(device)
@@ -241,8 +236,6 @@ class _Stop:
         if self.requested:
             raise KeyboardInterrupt
         self.requested = True
-        from tqdm import tqdm
-
         tqdm.write("stopping: finishing this step and saving a checkpoint (Ctrl-C again to stop at once)")
 
     def __exit__(self, *exc):
@@ -342,8 +335,6 @@ def check_config_spec(config: dict, run: Path):
         raise train_error("E622", f"{path} was edited: its spec text and parameters no longer compile "
                           f"({d.code}: {d.message})", EDITED) from None
     if shash != spec["hash"]:
-        from nlc.codegen import spec_hash
-
         if spec_hash(prog) == spec["hash"]:  # the hash of an nlc from before it covered the parameters
             raise train_error("E622", f"{path} records a spec hash without its parameters (written by an "
                               "older nlc): the parameters it holds cannot be checked",
@@ -473,7 +464,7 @@ def train(spec: str | Path, out: str | Path, resume: bool | str = False, **optio
     else:
         start = 0
         state = model.init_state(cfg.batch) if cfg.stream else None
-        config = {"nlc": _version(), "torch": torch.__version__,
+        config = {"nlc": __version__, "torch": torch.__version__,
                   "spec": {"path": spec_path, "name": prog.name, "hash": shash, "text": spec_text},
                   "task": task.describe(), "train": asdict(cfg), "data_fingerprint": data_fp,
                   "parameters": count_parameters(model), "alignment": int(getattr(model, "alignment", 1)),
@@ -481,8 +472,6 @@ def train(spec: str | Path, out: str | Path, resume: bool | str = False, **optio
                   "online_levels": list(getattr(model, "online_levels", []) or [])}
         atomic_write_text(out / "config.json", dumps_json(config, indent=1) + "\n")
     if cfg.compile:  # each block's chunk step under torch.compile: compile time independent of the length
-        from nlc.runtime.compile import compile_chunks
-
         compile_chunks(model)
     resumed = ckpt if resume and ckpt is not None else None
     return _run(cfg, out, model, task, opt, levels, main_params, start, state, device, shash, prog.name,
@@ -491,12 +480,6 @@ def train(spec: str | Path, out: str | Path, resume: bool | str = False, **optio
 
 def _norm(v):
     return [str(x) for x in v] if isinstance(v, (list, tuple)) else v
-
-
-def _version() -> str:
-    from nlc import __version__
-
-    return __version__
 
 
 def _check_config(cfg: TrainConfig) -> None:
@@ -660,8 +643,6 @@ def _state_problem(loaded, fresh, path: str) -> str | None:
 
 def _run(cfg, out, model, task, opt, levels, main_params, start, state, device, shash, name,
          resumed: ck.Checkpoint | None, changed) -> dict:
-    from tqdm import tqdm
-
     metrics_path = out / "metrics.jsonl"
     _terminate_last_line(metrics_path)
     metrics = open(metrics_path, "a", encoding="utf-8")
@@ -820,15 +801,7 @@ def safe_checkpoint(run: Path, before: int, first_loss: float | None) -> tuple[P
 
     The checkpoint of step `before` itself is never one: its weights are those that just gave the
     non-finite value, and would give it again whatever --lr or --clip says."""
-    for path in reversed(ck.complete_checkpoints(run)):
-        try:
-            meta = ck.verify(path)
-        except SpecError:
-            continue
-        loss, first = meta.get("loss"), first_loss or meta.get("first_loss") or math.log(256)
-        if meta["step"] < before and loss is not None and math.isfinite(loss) and loss <= BLOWUP * first:
-            return path, meta
-    return None
+    return ck.newest_safe_point(run, before, first_loss)
 
 
 __all__ = ["TrainConfig", "train", "build_model", "count_parameters", "read_metrics", "train_curve",

@@ -21,6 +21,7 @@ Task options follow the name: `mqar:kv=16`, `niah:variant=multikey,keys=4`,
 
 from __future__ import annotations
 
+import difflib
 import hashlib
 import math
 import re
@@ -403,8 +404,6 @@ def parse_task(text: str) -> tuple[str, dict]:
     name, _, rest = text.partition(":")
     name = name.strip()
     if name not in TASKS:
-        import difflib
-
         close = difflib.get_close_matches(name, TASKS, n=1)
         raise train_error("E614", f"unknown task `{name}`",
                           (f"did you mean `{close[0]}`? " if close else "") + "tasks: " + ", ".join(TASKS))

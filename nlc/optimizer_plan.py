@@ -1,0 +1,273 @@
+"""A checked optimizer program -> an optimizer plan: what the generated step computes, in order.
+
+The plan fixes every decision the code generator (nlc.codegen.optimizer) needs (the
+semantics are in the docstring of `nlc.optim`); what only the optimizer back end cares
+about is checked first, by `nlc.passes.optimizer.check_optimizer` (the pass `nlc check`
+runs too):
+
+- each level's kind: `params` (the root), `elementwise` (state shaped like the
+  parameter: `like(param)`, `like(LEVEL)`), or `mlp` (an `mlp(1, hidden)` memory
+  applied to every entry, DMGD);
+- its context as key / value expressions (key None = the constant key 1);
+- the order of a step: `let`s (pre-step reads), the objective gradients of the
+  levels (a `grad(LEVEL)` context after LEVEL), the updates (a level whose new
+  state another level's update reads goes first; the root last);
+- which expressions are Python numbers (hyper-parameters, `step`) and which are
+  tensors; which hyper-parameters are learning rates (>= 0) or counts (whole).
+
+Diagnostics: E510 a model where an optimizer is expected; E511 something the
+optimizer back end cannot compile (a model-only builtin, `init learned`, a state
+kind other than like(param) / mlp(1, ...) / params, ...); E512 a hyper-parameter
+name that cannot be a Python keyword argument.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Mapping
+
+import networkx as nx
+
+from nlc import builtins as B
+from nlc import ir
+from nlc.errors import Diagnostic, Reporter, SpecError
+from nlc.passes.optimizer import (ExprKinds, bind, check_optimizer, grad_of, gradient_order, initial, level_kind,
+                                  update_reads)
+from nlc.passes.params import fold
+from nlc.printer import print_expr
+
+
+@dataclass(frozen=True)
+class Hyper:
+    """A spec parameter: a constructor keyword argument and a parameter-group key."""
+
+    name: str
+    default: object
+    learning_rate: bool = False  # some level's `lr` is exactly this parameter: must be >= 0
+    whole: bool = False  # a period, a Newton-Schulz step count or an MLP size: a positive whole number
+
+
+@dataclass
+class OptLevel:
+    """One level of an optimizer, with its fields resolved for code generation."""
+
+    name: str
+    kind: str  # "params" (the root) | "elementwise" | "mlp"
+    init: str = "zeros"  # zeros | identity (copy(...) resolved to the copied level's)
+    mlp: dict = field(default_factory=dict)  # mlp: {"hidden": Expr | None, "depth": Expr, "residual": Expr}
+    context: str = "loss"  # "loss" (grad(loss) / loss) | "kv" | "grad"
+    key: ir.Expr | None = None  # None: the constant key 1
+    value: ir.Expr | None = None  # kv: the value; loss: None (the gradient; its negation for the root)
+    grad_of: str | None = None  # context grad(LEVEL)
+    objective: str = "l2"
+    objective_arg: ir.Expr | None = None
+    rule: str | None = None  # a builtin rule, or None when `update` names a level or is an expression
+    rule_args: dict = field(default_factory=dict)  # name -> Expr (defaults filled in as Num)
+    update: ir.Expr | None = None  # `update m` / `update m / (sqrt(v) + eps)`
+    lr: ir.Expr | None = None  # None: 1
+    retain: ir.Expr | None = None  # None: 1
+    period: ir.Expr | None = None  # None: every step
+    period_value: int = 1
+    debias: bool = False
+    update_deps: tuple[str, ...] = ()  # levels whose *new* state this level's update reads
+    needs_grad: bool = False  # the objective gradient is used (by the rule or by a grad(this) context)
+    parts: tuple[str, ...] = ()  # its fields as spec text, for comments: ("state like(param)", "lr 1 - beta1", ...)
+    line: int = 0
+
+    @property
+    def root(self) -> bool:
+        return self.kind == "params"
+
+
+@dataclass
+class OptimizerPlan:
+    name: str
+    spec_path: str
+    hypers: list[Hyper]
+    params: dict[str, object]
+    lets: list[ir.Let]  # the lets a level uses, in dependency order
+    levels: list[OptLevel]  # update order; the root last
+    grad_order: list[str]  # order in which objective gradients are taken
+    kinds: dict[str, str]  # let name -> "py" | "tensor"
+
+    def level(self, name: str) -> OptLevel:
+        return next(lv for lv in self.levels if lv.name == name)
+
+    @property
+    def root(self) -> OptLevel:
+        return self.levels[-1]
+
+
+def plan_optimizer(program: ir.Program, params: Mapping[str, object]) -> OptimizerPlan:
+    """Return the plan of a checked optimizer program with parameter values `params`."""
+    require_optimizer(program)
+    return _Planner(program, dict(params)).plan()
+
+
+def require_optimizer(program: ir.Program) -> None:
+    """Raise SpecError E510 if `program` is a model."""
+    if program.is_model:
+        raise SpecError([Diagnostic("E510", f"`{program.name}` is a model, not an optimizer", program.name_span,
+                                    "build models with `nlc.build`; `nlc.build_optimizer` takes an optimizer spec "
+                                    "such as examples/adam.nl")])
+
+
+class _Planner:
+    """Builds the plan of an optimizer that `check_optimizer` passed: no error is reported here."""
+
+    def __init__(self, program: ir.Program, params: dict):
+        self.program = program
+        self.params = params
+        self.kinds = ExprKinds(program)
+        self.lets = self.kinds.lets
+        self.ir_levels = {s.name: s for s in program.body if isinstance(s, ir.Level)}
+        self.lr_params: set[str] = set()
+        self.whole_params: set[str] = set()
+
+    # ---- the whole program ----
+    def plan(self) -> OptimizerPlan:
+        rep = Reporter()
+        check_optimizer(self.program, self.params, rep)
+        if rep.errors:
+            raise SpecError(rep.diagnostics)
+        for name in self.lets:
+            self.kinds.kind_of(ir.Ref(name, ir.RefKind.LET))
+        levels = {name: self.level(lv) for name, lv in self.ir_levels.items()}
+        order = self.update_order(levels)
+        grad_order = gradient_order(self.ir_levels)
+        for lv in levels.values():
+            if lv.context == "grad":
+                levels[lv.grad_of].needs_grad = True
+        hypers = [Hyper(p.name, self.params[p.name], p.name in self.lr_params, p.name in self.whole_params)
+                  for p in self.program.params]
+        return OptimizerPlan(self.program.name, self.program.path, hypers, self.params, self.used_lets(),
+                             [levels[n] for n in order], grad_order, dict(self.kinds.let_kinds))
+
+    # ---- one level ----
+    def level(self, lv: ir.Level) -> OptLevel:
+        out = OptLevel(lv.name, level_kind(lv), line=lv.span.line)
+        self.state(lv, out)
+        init = initial(lv, self.ir_levels)
+        out.init = init.fn if init is not None else "zeros"  # None: a copy cycle (E311, graph_checks)
+        self.context(lv, out)
+        obj = lv.objective
+        out.objective = obj.fn
+        if obj.fn in ("huber", "lp"):
+            arg = obj.args[0] if obj.args else obj.kwarg(B.OBJECTIVES[obj.fn].args[0].name)
+            out.objective_arg = arg if arg is not None else ir.Num(B.OBJECTIVES[obj.fn].args[0].default)
+        self.update(lv, out)
+        out.lr, out.retain = lv.lr, lv.retain
+        if lv.lr is not None and isinstance(lv.lr, ir.Ref) and lv.lr.kind is ir.RefKind.PARAM:
+            self.lr_params.add(lv.lr.name)
+        count = lv.period.count
+        out.period_value = int(fold(count, self.params, Reporter()))
+        out.period = None if isinstance(count, ir.Num) and count.value == 1 else count
+        self.mark_whole(count)
+        out.debias = lv.debias
+        out.parts = _describe(lv)
+        return out
+
+    def state(self, lv: ir.Level, out: OptLevel) -> None:
+        if out.kind != "mlp":
+            return
+        bound = bind(lv.state, B.STATES["mlp"])
+        out.mlp = {"hidden": bound.get("hidden"), "depth": bound.get("depth") or ir.Num(2),
+                   "residual": bound.get("residual") or ir.Bool(True)}
+        for k in ("hidden", "depth"):
+            if bound.get(k) is not None:
+                self.mark_whole(bound[k])
+
+    def context(self, lv: ir.Level, out: OptLevel) -> None:
+        ctx = lv.context
+        if isinstance(ctx, ir.Tuple):
+            out.context = "kv"
+            k, v = ctx.items
+            out.key = None if isinstance(k, ir.Num) and k.value == 1 else k
+            out.value = v
+            return
+        out.grad_of = grad_of(lv)
+        out.context = "loss" if out.grad_of is None else "grad"  # `loss` on the root: the same as grad(loss)
+
+    def update(self, lv: ir.Level, out: OptLevel) -> None:
+        upd = lv.update
+        if isinstance(upd, ir.Call) and upd.kind is ir.CallKind.FORM:
+            out.rule = upd.fn
+            bound = bind(upd, B.UPDATE_RULES[upd.fn])
+            for a in B.UPDATE_RULES[upd.fn].args:
+                e = bound.get(a.name)
+                out.rule_args[a.name] = e if e is not None else _const(a.default)
+                if a.type is B.ArgType.POSINT:
+                    self.mark_whole(out.rule_args[a.name])
+            out.needs_grad = not (out.rule in ("gd", "momentum", "muon") and out.objective == "dot"
+                                  and out.kind != "mlp")
+            return
+        out.update = upd
+        out.update_deps = update_reads(upd)
+        for n in ir.walk(upd):
+            if isinstance(n, ir.Call) and n.kind is ir.CallKind.OP and n.fn == "newton_schulz":
+                steps = n.args[1] if len(n.args) > 1 else n.kwarg("steps")
+                if steps is not None:
+                    self.mark_whole(steps)
+
+    def mark_whole(self, e: ir.Expr | None) -> None:
+        if isinstance(e, ir.Ref) and e.kind is ir.RefKind.PARAM:
+            self.whole_params.add(e.name)
+
+    # ---- across levels ----
+    def update_order(self, levels: dict[str, OptLevel]) -> list[str]:
+        g = nx.DiGraph()
+        names = list(levels)
+        g.add_nodes_from(names)
+        for lv in levels.values():
+            for dep in lv.update_deps:
+                g.add_edge(dep, lv.name)
+        order = list(nx.lexicographical_topological_sort(g, key=names.index))  # E310 excluded cycles
+        root = next(n for n in order if levels[n].root)
+        order.remove(root)
+        return order + [root]
+
+    def used_lets(self) -> list[ir.Let]:
+        g = nx.DiGraph()
+        roots: set[str] = set()
+        names = list(self.lets)
+        for name, let in self.lets.items():
+            g.add_node(name)
+            for dep in self.let_refs(let.value):
+                g.add_edge(dep, name)
+        for lv in self.ir_levels.values():
+            for e in (lv.context, lv.update, lv.lr, lv.retain, lv.objective, lv.period.count, lv.state):
+                if e is not None:
+                    roots |= set(self.let_refs(e))
+        needed = set(roots)
+        for r in roots:
+            needed |= nx.ancestors(g, r)
+        order = nx.lexicographical_topological_sort(g, key=names.index)
+        return [self.lets[n] for n in order if n in needed]
+
+    def let_refs(self, e: ir.Expr) -> list[str]:
+        return [n.name for n in ir.walk(e) if isinstance(n, ir.Ref) and n.kind is ir.RefKind.LET]
+
+
+def _const(v) -> ir.Expr:
+    return ir.Bool(v) if isinstance(v, bool) else ir.Num(v)
+
+
+def _describe(lv: ir.Level) -> tuple[str, ...]:
+    """A level's fields as spec text, for comments in the generated code."""
+    parts = [f"state {print_expr(lv.state)}"]
+    if lv.init.fn != "zeros":
+        parts.append(f"init {print_expr(lv.init)}")
+    parts.append(f"context {print_expr(lv.context)}")
+    if "objective" not in ir.ignored_fields(lv, ir.ProgramKind.OPTIMIZER):
+        parts.append(f"objective {print_expr(lv.objective)}")
+    parts.append(f"update {print_expr(lv.update)}")
+    if lv.lr is not None:
+        parts.append(f"lr {print_expr(lv.lr)}")
+    if lv.retain is not None:
+        parts.append(f"retain {print_expr(lv.retain)}")
+    p = lv.period
+    parts.append("every step" if isinstance(p.count, ir.Num) and p.count.value == 1
+                 else f"period {print_expr(p.count)} steps")
+    if lv.debias:
+        parts.append("debias")
+    return tuple(parts)
