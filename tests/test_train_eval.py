@@ -88,6 +88,18 @@ def test_lm_eval_reads_every_test_token_at_most_once(domains):
     assert e.value.codes == ["E612"] and "too few" in str(e.value)
 
 
+def test_compare_streams_lm_for_specs_whose_state_carries():
+    """On lm, a spec whose test-time learning carries its (bounded) state trains with --stream, so it
+    learns to read from a carried state; full attention (a cache that grows every step) or a seq that
+    is not a whole number of chunks read random windows."""
+    examples = ROOT / "examples"
+    assert cmp.streams_lm(str(examples / "titans_mag.nl"), {"dim": 8, "layers": 1}, 32)
+    assert cmp.streams_lm(HOPE, HOPE_P, 32)
+    assert not cmp.streams_lm(HOPE, HOPE_P, 36)  # chunk 8
+    assert not cmp.streams_lm(TRANSFORMER, {"dim": 8, "layers": 1}, 32)  # nothing carried
+    assert not cmp.streams_lm(str(examples / "cms_titans.nl"), {"dim": 16}, 64)  # online memory, full attention
+
+
 def test_niah_grid_and_heat_map(hope_run, tmp_path):
     r = ev.evaluate(hope_run, task="niah", lengths=["128", "192"], depths=[0.0, 1.0], samples=2, out=tmp_path,
                     frozen=True)
@@ -139,6 +151,12 @@ def test_compare_same_budget_table_and_plots(tmp_path, domains):
     assert r["table"] in md and "| transformer |" in md and "MQAR acc" in md and "LM test bits/byte" in md
     for png in ("loss_lm.png", "loss_mqar.png"):
         assert (out / png).read_bytes()[:4] == b"\x89PNG"
+    lm = r["tasks"]["lm"]["runs"]
+    assert lm["titans_lmm"]["stream"] and not lm["transformer"]["stream"]
+    stored = json.loads((Path(lm["titans_lmm"]["run"]) / "config.json").read_text())["train"]
+    assert stored["stream"] and "`titans_lmm` read the training text as a stream" in md
+    assert lm["titans_lmm"]["test"]["segment"] == lm["titans_lmm"]["test_frozen"]["segment"] == 16
+    assert not r["tasks"]["mqar"]["runs"]["titans_lmm"]["stream"]  # --stream reads a corpus: lm only
     curves = {lab: loop.train_curve(Path(run["run"])) for lab, run in r["tasks"]["lm"]["runs"].items()}
     assert all(len(c) == 8 for c in curves.values())  # the same number of steps and tokens each
     # a second call reuses the finished runs
