@@ -6,8 +6,8 @@
     nlc eval runs/hope-lm --frozen             # the same with test-time learning switched off
 
 What is measured:
-  lm         loss (nats/byte), bits per byte and perplexity on the test split, read as one
-             stream cut into segments
+  lm         loss (nats/byte), bits per byte and perplexity on the test split, read as 8
+             consecutive streams cut into segments (of the run's training --seq by default)
   mqar       answer accuracy, by number of key-value pairs
   niah       exact-match accuracy of the pass key, for every (length, needle depth): a heat-map
   parity, brackets   answer accuracy
@@ -21,6 +21,8 @@ Test-time learning. Unless --frozen, a model whose spec marks levels `online` ke
     next-byte loss of what was just read (predict first, then learn: every score is taken
     before the update that uses its text).
 With --frozen, every segment starts from the model's initial state and nothing is updated.
+Online helps only a model trained to read from a carried state (`nlc train --stream`); one trained
+on fresh windows of --seq tokens reads a state it never saw (docs/training.md, "Online and frozen").
 A single example of a synthetic task (one MQAR sequence, one haystack) is always read whole,
 in aligned segments with its state carried, since that is how the model reads a long input;
 its state is never carried into the next example.
