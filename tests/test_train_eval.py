@@ -12,6 +12,7 @@ import nlc
 from nlc.train import compare as cmp
 from nlc.train import evaluate as ev
 from nlc.train import loop
+from nlc.train.tasks import make_task
 
 ROOT = Path(__file__).resolve().parent.parent
 HOPE = str(ROOT / "examples" / "hope.nl")
@@ -58,6 +59,45 @@ def test_online_levels_learn_during_eval_unless_frozen(hope_run):
     files = [Path(f).name for f in online["files"] + frozen["files"]]
     assert files == ["eval_lm.json", "eval_lm_frozen.json"]
     assert "bits/byte" in ev.report(online)
+
+
+def test_text_is_read_in_segments_of_the_training_length(hope_run, domains, tmp_path):
+    """A frozen segment is as long as what the model was trained to read from a fresh state; online,
+    a CMS level's `period N steps` lasts N segments of that length."""
+    seq = json.loads((hope_run / "config.json").read_text())["train"]["seq"]
+    lm = ev.evaluate(hope_run, tokens=256, frozen=True, plot=False)
+    continual = ev.evaluate(hope_run, task="continual", data=domains, frozen=True, tokens=4096, out=tmp_path,
+                            plot=False)
+    assert lm["segment"] == continual["segment"] == seq
+    assert ev.evaluate(hope_run, tokens=256, segment=2 * seq, frozen=True, plot=False)["segment"] == 2 * seq
+
+
+def test_lm_eval_reads_every_test_token_at_most_once(domains):
+    """A test split too short for `rows` streams is read by fewer rows, never wrapped around (a wrapped
+    row would re-read text another row read, and a carried state would have seen it)."""
+    task = make_task("lm", [domains[2]])
+    model = loop.build_model(Path(TITANS).read_text(), TITANS, {"dim": 8, "layers": 1, "chunk": 4}, 0)
+    size = len(task.corpus.tokens("test"))
+    seg = 16
+    rows = size // seg + 3  # more rows than the split has segments
+    r = ev.eval_lm(model, task, True, "cpu", tokens=10 * size, rows=rows, segment=seg)
+    assert r["tokens"] <= size - 1 and r["rows"] == (size - 1) // seg
+    learner = ev.Learner(model, False, rows, "cpu")  # a carried state's rows cannot shrink: refused
+    with pytest.raises(nlc.SpecError) as e:
+        ev.eval_lm(model, task, False, "cpu", tokens=10 * size, segment=seg, learner=learner)
+    assert e.value.codes == ["E612"] and "too few" in str(e.value)
+
+
+def test_compare_streams_lm_for_specs_whose_state_carries():
+    """On lm, a spec whose test-time learning carries its (bounded) state trains with --stream, so it
+    learns to read from a carried state; full attention (a cache that grows every step) or a seq that
+    is not a whole number of chunks read random windows."""
+    examples = ROOT / "examples"
+    assert cmp.streams_lm(str(examples / "titans_mag.nl"), {"dim": 8, "layers": 1}, 32)
+    assert cmp.streams_lm(HOPE, HOPE_P, 32)
+    assert not cmp.streams_lm(HOPE, HOPE_P, 36)  # chunk 8
+    assert not cmp.streams_lm(TRANSFORMER, {"dim": 8, "layers": 1}, 32)  # nothing carried
+    assert not cmp.streams_lm(str(examples / "cms_titans.nl"), {"dim": 16}, 64)  # online memory, full attention
 
 
 def test_niah_grid_and_heat_map(hope_run, tmp_path):
@@ -111,6 +151,12 @@ def test_compare_same_budget_table_and_plots(tmp_path, domains):
     assert r["table"] in md and "| transformer |" in md and "MQAR acc" in md and "LM test bits/byte" in md
     for png in ("loss_lm.png", "loss_mqar.png"):
         assert (out / png).read_bytes()[:4] == b"\x89PNG"
+    lm = r["tasks"]["lm"]["runs"]
+    assert lm["titans_lmm"]["stream"] and not lm["transformer"]["stream"]
+    stored = json.loads((Path(lm["titans_lmm"]["run"]) / "config.json").read_text())["train"]
+    assert stored["stream"] and "`titans_lmm` read the training text as a stream" in md
+    assert lm["titans_lmm"]["test"]["segment"] == lm["titans_lmm"]["test_frozen"]["segment"] == 16
+    assert not r["tasks"]["mqar"]["runs"]["titans_lmm"]["stream"]  # --stream reads a corpus: lm only
     curves = {lab: loop.train_curve(Path(run["run"])) for lab, run in r["tasks"]["lm"]["runs"].items()}
     assert all(len(c) == 8 for c in curves.values())  # the same number of steps and tokens each
     # a second call reuses the finished runs

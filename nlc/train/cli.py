@@ -129,6 +129,8 @@ def register(sub) -> None:
     p.add_argument("--eval-tokens", type=int, default=32768, dest="eval_tokens")
     p.add_argument("--device", default="cpu")
     p.add_argument("--quiet", action="store_true")
+    p.add_argument("--no-stream", dest="stream", action="store_false",
+                   help="lm: every spec reads random windows (default: specs with online memories train --stream)")
     p.set_defaults(func=cmd_compare)
 
 
@@ -185,7 +187,7 @@ def cmd_compare(args) -> int:
                       match_params=args.match_params, device=args.device, niah_lengths=args.niah_lengths,
                       niah_depths=args.niah_depths, niah_samples=args.niah_samples,
                       eval_batches=args.eval_batches, eval_tokens=args.eval_tokens, data=args.data,
-                      quiet=args.quiet)
+                      quiet=args.quiet, stream=args.stream)
     print(results["table"])
     print(f"\nwrote {args.out}/compare.md, {args.out}/compare.json and " + ", ".join(results["plots"]))
     return 0

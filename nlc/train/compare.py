@@ -8,7 +8,11 @@ finished one is reused, an interrupted one resumed), then its evaluation. Every 
 the same batches (they depend only on the seed and the step) and the same number of tokens.
 `-p NAME=VALUE` goes to every spec that declares NAME (`-p SPEC.NAME=VALUE` to one spec).
 A task may set its own sequence length (`mqar:kv=8,seq=64`: the budget then buys more
-steps). `--match-params first` (or a spec's name, or a number) sets each spec's `dim` so
+steps). On `lm`, a spec whose memories carry state at test time (levels marked `online`, a
+bounded state) trains with --stream, reading the corpus as consecutive pieces with its state
+carried, as its test-time learning reads the test text; the others read random windows
+(`stream=False`, `--no-stream`: random windows for every spec). The test text is read in
+segments of the training sequence length (docs/training.md, "online and frozen"). `--match-params first` (or a spec's name, or a number) sets each spec's `dim` so
 that its parameter count is as close as it gets to that spec's (or to that number). Writes compare.md (the table, the details, the plots),
 compare.json, and the plots: loss_TASK.png, niah.png, forgetting.png.
 """
@@ -29,7 +33,8 @@ from nlc.train import plots
 from nlc.train.checkpoint import check_output
 from nlc.train.data import resolve_data_path
 from nlc.train.errors import train_error
-from nlc.train.evaluate import (eval_accuracy, eval_lm, eval_mqar, eval_niah, load_run, markdown_table)
+from nlc.train.evaluate import (bounded_state, carries_state, eval_accuracy, eval_lm, eval_mqar, eval_niah,
+                                 load_run, markdown_table)
 from nlc.train.loop import (TrainConfig, build_model, continual_rows, continual_summary, count_parameters,
                             read_metrics, read_run_config, read_spec, spec_identity, train, train_curve)
 from nlc.train.tasks import Continual, LanguageModel, MQAR, NIAH, make_task, parse_length, parse_task
@@ -111,6 +116,15 @@ def match_dim(spec: str, params: dict, target: int, step: int = 8, limit: int = 
     return d, c
 
 
+def streams_lm(spec: str, params: dict, seq: int) -> bool:
+    """Whether a spec trains on `lm` with --stream in a comparison: its test-time learning carries its
+    state from segment to segment (`online` in-context levels), so it learns to read from a carried
+    state, not only from a fresh one; its state is bounded (full attention's cache would grow every
+    step); and `seq` is a whole number of its chunks (E603 otherwise)."""
+    model = build_model(read_spec(spec), str(spec), params, 0)
+    return carries_state(model) and bounded_state(model) and seq % int(getattr(model, "alignment", 1)) == 0
+
+
 def split_seq(task_text: str, seq: int) -> tuple[str, int]:
     """"mqar:kv=8,seq=64" -> ("mqar:kv=8", 64): a task's own sequence length in a comparison."""
     name, colon, rest = task_text.partition(":")
@@ -173,7 +187,7 @@ def compare(specs: list[str], tasks: list[str], budget: int | str, out: str | Pa
             seq: int = 128, lr: float = 3e-3, seed: int = 0, params: dict | None = None,
             match_params: str | int | None = None, device: str = "cpu", niah_lengths=None, niah_depths=None,
             niah_samples: int = 4, eval_batches: int = 4, eval_tokens: int = 32768, data=None,
-            quiet: bool = False) -> dict:
+            quiet: bool = False, stream: bool = True) -> dict:
     out = Path(out)
     for name in ("compare.json", "compare.md"):  # before any training
         check_output(out / name)
@@ -210,6 +224,7 @@ def compare(specs: list[str], tasks: list[str], budget: int | str, out: str | Pa
     lengths = [parse_length(x) if isinstance(x, str) else int(x) for x in (niah_lengths or DEFAULT_NIAH_LENGTHS)]
     depths = list(niah_depths) if niah_depths is not None else [0.0, 0.25, 0.5, 0.75, 1.0]
     results: dict = {"budget": budget, "steps": steps, "batch": batch, "seq": seq, "lr": lr, "seed": seed,
+                     "stream": stream,
                      "threads": __import__("torch").get_num_threads(),
                      "specs": {lab: {"path": str(s), "params": overrides[i], "parameters": counts[lab]}
                                for i, (lab, s) in enumerate(zip(labels, specs))}, "tasks": {}}
@@ -226,6 +241,8 @@ def compare(specs: list[str], tasks: list[str], budget: int | str, out: str | Pa
             cfg = dict(task=task_text, data=[resolve_data_path(d) for d in data or []], params=overrides[i],
                        steps=steps, batch=batch, seq=seq, lr=lr, seed=seed, device=device, quiet=quiet,
                        ckpt_every=max(50, steps // 4))
+            if stream and isinstance(task, LanguageModel) and streams_lm(spec, overrides[i], seq):
+                cfg["stream"] = True
             try:
                 summary = _run_one(spec, run, cfg, quiet)
             except SpecError as e:
@@ -238,13 +255,14 @@ def compare(specs: list[str], tasks: list[str], budget: int | str, out: str | Pa
                 curves[lab] = [(s * batch * seq, loss) for s, loss in train_curve(run)]
                 continue
             rec = {"run": str(run), "train_loss": summary.get("loss"), "val": summary.get("val"),
-                   "tok_s": _median_rate(run)}
+                   "tok_s": _median_rate(run), "stream": bool(cfg.get("stream"))}
             loaded = load_run(run, device)
             dev = loaded.device
             if isinstance(task, LanguageModel):
-                rec["test"] = eval_lm(loaded.model, task, False, dev, eval_tokens)
+                # segments of the training length: what a frozen model was trained to read from a fresh state
+                rec["test"] = eval_lm(loaded.model, task, False, dev, eval_tokens, default_segment=seq)
                 frozen = load_run(run, device)
-                rec["test_frozen"] = eval_lm(frozen.model, task, True, dev, eval_tokens)
+                rec["test_frozen"] = eval_lm(frozen.model, task, True, dev, eval_tokens, default_segment=seq)
             elif isinstance(task, NIAH):
                 rec["niah"] = eval_niah(loaded.model, task, False, dev, lengths, depths, niah_samples)
             elif isinstance(task, MQAR):
@@ -275,6 +293,16 @@ def compare(specs: list[str], tasks: list[str], budget: int | str, out: str | Pa
     atomic_write_text(out / "compare.json", dumps_json(results, indent=1) + "\n")
     atomic_write_text(out / "compare.md", render_markdown(results))
     return results
+
+
+def _streamed_note(results: dict) -> str:
+    """", except on lm, where S1, S2 read it as a stream" when some specs trained with --stream."""
+    lm = results["tasks"].get("lm", {}).get("runs", {})
+    streamed = [lab for lab, r in lm.items() if r.get("stream")]
+    if not streamed:
+        return ""
+    return (", except on lm, where " + ", ".join(f"`{s}`" for s in streamed) + " read the training text "
+            "as a stream (consecutive pieces, state carried: --stream), as their test-time learning reads text")
 
 
 def _median_rate(run: Path) -> float:
@@ -338,7 +366,8 @@ def render_markdown(results: dict) -> str:
     lines = ["# nlc compare", "",
              f"Budget {results['budget']:,} tokens a run (batch {results['batch']}; "
              + ", ".join(f"{t}: {p['steps']} steps of {p['seq']} tokens" for t, p in results["tasks"].items())
-             + f"), lr {results['lr']}, seed {results['seed']}; the same batches for every spec.",
+             + f"), lr {results['lr']}, seed {results['seed']}; the same batches for every spec"
+             + _streamed_note(results) + ".",
              "", results["table"], ""]
     for lab, info in results["specs"].items():
         p = ", ".join(f"{k}={v}" for k, v in info["params"].items()) or "defaults"
@@ -378,11 +407,17 @@ def render_markdown(results: dict) -> str:
                                             [[n] + row for n, row in zip(c["names"], c["matrix"])]))
                 lines.append("")
         elif t == "lm":
-            lines.append(markdown_table(["spec", "test loss", "bits/byte", "perplexity", "bits/byte frozen",
-                                         "val loss (train)"],
-                                        [[lab, r["test"]["loss"], r["test"]["bpb"], r["test"]["ppl"],
-                                          r["test_frozen"]["bpb"], (r.get("val") or {}).get("loss", "")]
+            lines.append(markdown_table(["spec", "trained on", "test loss", "bits/byte", "perplexity",
+                                         "bits/byte frozen", "val loss (train)"],
+                                        [[lab, "stream" if r.get("stream") else "random windows", r["test"]["loss"],
+                                          r["test"]["bpb"], r["test"]["ppl"], r["test_frozen"]["bpb"],
+                                          (r.get("val") or {}).get("loss", "")]
                                          for lab, r in ok.items()]))
+            lines.append("")
+            seg = next((r["test"]["segment"] for r in ok.values()), per["seq"])
+            lines.append(f"Test text read as streams in segments of {seg} tokens (the training length); online: "
+                         "the state is carried from segment to segment and online CMS levels keep learning; "
+                         "frozen: every segment from the initial state.")
         lines.append("")
         lines.append(f"![loss curves](loss_{t}.png)")
         lines.append("")

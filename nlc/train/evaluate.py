@@ -6,8 +6,8 @@
     nlc eval runs/hope-lm --frozen             # the same with test-time learning switched off
 
 What is measured:
-  lm         loss (nats/byte), bits per byte and perplexity on the test split, read as one
-             stream cut into segments
+  lm         loss (nats/byte), bits per byte and perplexity on the test split, read as 8
+             consecutive streams cut into segments (of the run's training --seq by default)
   mqar       answer accuracy, by number of key-value pairs
   niah       exact-match accuracy of the pass key, for every (length, needle depth): a heat-map
   parity, brackets   answer accuracy
@@ -21,6 +21,8 @@ Test-time learning. Unless --frozen, a model whose spec marks levels `online` ke
     next-byte loss of what was just read (predict first, then learn: every score is taken
     before the update that uses its text).
 With --frozen, every segment starts from the model's initial state and nothing is updated.
+Online helps only a model trained to read from a carried state (`nlc train --stream`); one trained
+on fresh windows of --seq tokens reads a state it never saw (docs/training.md, "Online and frozen").
 A single example of a synthetic task (one MQAR sequence, one haystack) is always read whole,
 in aligned segments with its state carried, since that is how the model reads a long input;
 its state is never carried into the next example.
@@ -41,6 +43,7 @@ from nlc.files import atomic_write_text, dumps_json
 from nlc.runtime.state import detach_state
 from nlc.train import checkpoint as ck
 from nlc.train import plots
+from nlc.train.errors import train_error
 from nlc.train.loop import (EVAL_SEED, TrainConfig, build_model, check_config_spec, check_streaming_length,
                             continual_summary, read_run_config, resolve_device, stored_config)
 from nlc.train.steplevels import StepLevels
@@ -82,8 +85,7 @@ class Learner:
 
     def __init__(self, model, frozen: bool, batch: int, device):
         self.model, self.frozen, self.batch, self.device = model, frozen, batch, device
-        has_online = bool(getattr(model, "online_levels", None))
-        self.carry = has_online and not frozen
+        self.carry = carries_state(model) and not frozen
         self.levels = StepLevels(model, only_online=True) if not frozen else None
         if self.levels is not None and not self.levels:
             self.levels = None
@@ -114,7 +116,26 @@ class Learner:
         return losses.detach(), logits.detach()
 
 
+def carries_state(model) -> bool:
+    """Whether test-time learning carries this model's streaming state from segment to segment
+    (it has in-context levels marked `online`)."""
+    return bool(getattr(model, "online_levels", None))
+
+
+def bounded_state(model) -> bool:
+    """Whether the streaming state stays the same size however long the stream: every attention
+    is windowed or segmented (full attention keeps every past token in its cache)."""
+    from nlc.runtime.layers import Attention
+
+    return all(m.window or m.segment for m in model.modules() if isinstance(m, Attention))
+
+
 def segment_length(model, requested: int | None, default: int = 512) -> int:
+    """`requested` (checked against the model's alignment, E603), else `default` rounded down to it.
+
+    `nlc eval` and `nlc compare` pass the run's training sequence length as the default: a frozen
+    segment is then as long as what the model was trained to read from a fresh state, and a CMS
+    level's `period N steps` lasts N segments of the length one training step read."""
     align = int(getattr(model, "alignment", 1))
     if requested is not None:
         check_streaming_length(model, requested, "--segment")
@@ -125,14 +146,16 @@ def segment_length(model, requested: int | None, default: int = 512) -> int:
 # ---- language modelling ----------------------------------------------------------------------
 
 def eval_lm(model, corpus_task: LanguageModel, frozen: bool, device, tokens: int = 65536, rows: int = 8,
-            segment: int | None = None, split: str = "test", learner: Learner | None = None) -> dict:
-    """Loss on a split read as `rows` consecutive streams, in segments."""
-    seg = segment_length(model, segment)
+            segment: int | None = None, split: str = "test", learner: Learner | None = None,
+            default_segment: int = 512) -> dict:
+    """Loss on a split read as `rows` consecutive streams, in segments (of `default_segment` tokens,
+    rounded to the model's alignment, unless `segment` is given)."""
+    seg = segment_length(model, segment, default_segment)
     buf = corpus_task._buffer(split, seg)
-    total = min(len(buf) - 1, tokens)
-    per_row = max(seg, total // rows // seg * seg)  # whole segments: a carried state stays aligned
+    rows, per_row = stream_rows(min(len(buf) - 1, max(tokens, seg)), learner.batch if learner else rows, seg,
+                                fixed=learner is not None, what=f"the {split} split of `{corpus_task.corpus.name}`")
     idx = torch.arange(rows)[:, None] * per_row + torch.arange(per_row + 1)[None, :]
-    data = buf[idx % len(buf)].long().to(device)
+    data = buf[idx].long().to(device)
     learner = learner or Learner(model, frozen, rows, device)
     loss_sum, count = 0.0, 0
     for s in range(0, per_row, seg):
@@ -142,7 +165,20 @@ def eval_lm(model, corpus_task: LanguageModel, frozen: bool, device, tokens: int
         count += losses.numel()
     loss = loss_sum / max(1, count)
     return {"loss": loss, "bpb": bits_per_byte(loss), "ppl": math.exp(min(loss, 50.0)), "tokens": count,
-            "segment": seg, "step_level_updates": learner.updates, "carried_state": learner.carry}
+            "segment": seg, "rows": rows, "step_level_updates": learner.updates, "carried_state": learner.carry}
+
+
+def stream_rows(total: int, rows: int, seg: int, fixed: bool = False, what: str = "the text") -> tuple[int, int]:
+    """(rows, tokens a row) to read `total` tokens as parallel streams of whole segments (a carried
+    state stays aligned), every token read at most once: fewer rows when the text is short, since a
+    row that wrapped around would read text another row has read (and a carried state would have seen).
+    `fixed`: the rows are a carried state's batch and cannot shrink (E612 when the text is too short)."""
+    fit = total // seg
+    if fixed and fit < rows:
+        raise train_error("E612", f"{what}: {total} tokens to read, too few for {rows} streams of one "
+                          f"{seg}-token segment each", "pass more text (or --tokens), or a shorter --segment")
+    rows = max(1, min(rows, fit))
+    return rows, total // rows // seg * seg
 
 
 # ---- synthetic tasks -------------------------------------------------------------------------
@@ -235,10 +271,11 @@ def eval_niah(model, task: NIAH, frozen, device, lengths, depths, samples: int, 
 # ---- continual learning at test time --------------------------------------------------------
 
 def eval_continual(model, task: Continual, frozen, device, tokens_per_domain: int = 16384, rows: int = 4,
-                   test_batches: int = 2, seq: int = 256, segment: int | None = None) -> dict:
+                   test_batches: int = 2, seq: int = 256, segment: int | None = None,
+                   default_segment: int = 512) -> dict:
     """Read each domain's validation text in turn (learning online unless frozen); after each domain
     (and once before the first) measure the loss on every domain's test text."""
-    seg = segment_length(model, segment)
+    seg = segment_length(model, segment, default_segment)
     seq = seg  # test windows are one segment, read from the state the stream left
     learner = Learner(model, frozen, rows, device)
     names = [n for n, _ in task.domains]
@@ -266,6 +303,7 @@ def eval_continual(model, task: Continual, frozen, device, tokens_per_domain: in
     summary["before"] = [before[n] for n in names]
     summary["step_level_updates"] = learner.updates
     summary["carried_state"] = learner.carry
+    summary["segment"] = seg
     return summary
 
 
@@ -295,11 +333,12 @@ def evaluate(path: str | Path, task: str | None = None, frozen: bool = False, de
     result = {"run": str(ck.run_of(loaded.checkpoint.path)), "checkpoint": str(loaded.checkpoint.path),
               "step": loaded.checkpoint.step, "task": the_task.name, "frozen": frozen,
               "spec": loaded.config["spec"]["name"]}
+    # text is read in segments of the run's training length unless --segment says otherwise
     if isinstance(the_task, LanguageModel):
-        result.update(eval_lm(model, the_task, frozen, dev, tokens, segment=segment))
+        result.update(eval_lm(model, the_task, frozen, dev, tokens, segment=segment, default_segment=cfg.seq))
     elif isinstance(the_task, Continual):
         result.update(eval_continual(model, the_task, frozen, dev, tokens_per_domain=max(1024, tokens // 4),
-                                     seq=seq, segment=segment))
+                                     seq=seq, segment=segment, default_segment=cfg.seq))
     elif isinstance(the_task, NIAH):
         lengths = [parse_length(x) if isinstance(x, str) else int(x) for x in (lengths or ["1k", "4k", "16k"])]
         depths = list(depths if depths is not None else DEFAULT_DEPTHS)
