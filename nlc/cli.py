@@ -24,6 +24,7 @@ from nlc.files import atomic_write_text
 from nlc.graph import draw, level_graph
 from nlc.ir import all_levels
 from nlc.passes.pipeline import check_ir
+from nlc.testing.fuzz_cli import register as register_fuzz
 from nlc.train.cli import register as register_train
 from nlc.version import __version__
 
@@ -61,8 +62,6 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-p", "--param", action="append", type=param, default=[], metavar="NAME=VALUE")
     add_size_options(p)
     p.set_defaults(func=cmd_graph)
-    # nlc.testing needs hypothesis, an optional dependency (the `test` extra): imported here, not at the top
-    from nlc.testing.fuzz import register as register_fuzz
     register_fuzz(sub)
     register_train(sub)
     register_bench(sub)

@@ -3,6 +3,7 @@
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -84,3 +85,17 @@ def test_graph_rejects_unknown_format(specs, tmp_path):
 def test_module_entry_point_runs(specs):
     r = subprocess.run([sys.executable, "-m", "nlc", "check", str(specs["bad"])], capture_output=True, text=True)
     assert r.returncode == 1 and "E202" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_nlc_runs_without_hypothesis_and_fuzz_says_what_to_install():
+    """hypothesis is the optional `test` extra: every command but `fuzz` needs none of it, and `fuzz`
+    says how to install it (it used to stop every `nlc` command with ModuleNotFoundError)."""
+    code = ("import sys; sys.modules['hypothesis'] = None\n"
+            "from nlc.cli import main\n"
+            "assert main(['check', 'examples/adam.nl']) == 0\n"
+            "assert 'hypothesis' not in [m.split('.')[0] for m in sys.modules if sys.modules[m] is not None]\n"
+            "sys.exit(main(['fuzz', 'examples/adam.nl']))\n")
+    root = Path(__file__).resolve().parent.parent
+    r = subprocess.run([sys.executable, "-c", code], cwd=root, capture_output=True, text=True, timeout=120)
+    assert r.returncode == 2, r.stderr
+    assert "pip install 'nlc[test]'" in r.stderr

@@ -18,7 +18,19 @@ from nlc.testing.properties import (PROPERTIES, check_all, check_causal, check_c
                                     check_compiles, check_deterministic, check_fields_live, check_finite,
                                     check_matches_reference, check_no_dead_parameters, check_round_trip,
                                     check_streaming, default_tokens, find_dead_fields, run_property)
-from nlc.testing.strategies import inputs, lengths, programs, spec_texts, valid_programs
+
+# The strategies need hypothesis, an optional dependency (the `test` extra): they load on first use, so
+# that the properties (and `nlc` itself, whose `fuzz` command lives in nlc.testing) work without it.
+_STRATEGIES = ("inputs", "lengths", "programs", "spec_texts", "valid_programs")
+
+
+def __getattr__(name: str):
+    if name in _STRATEGIES:
+        from nlc.testing import strategies
+
+        return getattr(strategies, name)
+    raise AttributeError(f"module 'nlc.testing' has no attribute {name!r}")
+
 
 __all__ = [
     "PROPERTIES", "check_all", "check_causal", "check_chunked_equals_sequential", "check_compiles",

@@ -839,6 +839,7 @@ _TAKES_SEED = _TAKES_TOKENS | {"compiles", "no_dead_parameters", "fields_live"}
 SPEC_PROPERTIES = ("compiles", "round_trip", "deterministic", "fields_live")
 
 
+
 def run_property(name: str, spec, tokens=None, params: Mapping | None = None, seed: int = 0, **options) -> None:
     """Run one property by its short name (a key of PROPERTIES)."""
     fn = PROPERTIES[name]
