@@ -34,6 +34,7 @@ from nlc.errors import Diagnostic, Reporter, SpecError
 from nlc.names import FORBIDDEN_NAMES
 from nlc.passes.params import fold
 from nlc.passes.graph_checks import is_root
+from nlc.rules import DEFAULT, RULES
 
 MODEL_ONLY_OPS = ("linear", "conv", "attention", "rmsnorm", "swiglu", "concat", "learned")
 TENSOR_OPS = ("newton_schulz", "mean", "l2norm")
@@ -303,12 +304,9 @@ class _Planner:
         upd = lv.update
         if isinstance(upd, ir.Call) and upd.kind is ir.CallKind.FORM:
             out.rule = upd.fn
-            if out.rule == "dgd":
-                self.error("`dgd` needs each layer's input x_t (NL eq. 57: W (I - lr' x x^T) - lr' grad_y L x^T), and "
-                           "an optimizer sees only `grad`, `param` and `step`: without x it would be decayed gradient "
-                           "descent under dgd's name", upd.span,
-                           "for decayed gradient descent write `update gd` with `lr lr / (1 + lr)` and "
-                           "`retain 1 - lr / (1 + lr)` (examples/decayed_gd.nl); `dgd` runs in models, on memories")
+            refusal = RULES[upd.fn].optimizer_refusal
+            if refusal is not None:
+                self.error(refusal[0], upd.span, refusal[1])
                 return
             bound = _bind(upd, B.UPDATE_RULES[upd.fn])
             for a in B.UPDATE_RULES[upd.fn].args:
@@ -316,11 +314,11 @@ class _Planner:
                 out.rule_args[a.name] = e if e is not None else _const(a.default)
                 if a.type is B.ArgType.POSINT:
                     self.mark_whole(out.rule_args[a.name])
-            if out.kind == "mlp" and out.rule != "gd":
+            if out.kind == "mlp" and out.rule != DEFAULT:
                 self.error(f"the MLP memory `{lv.name}` of an optimizer learns with `gd`, not `{out.rule}`",
                            upd.span, "write `update gd` (with `retain` for the decay of DMGD)")
-            out.needs_grad = not (out.rule in ("gd", "momentum", "muon") and out.objective == "dot"
-                                  and out.kind != "mlp")
+            # a rule linear in g with the dot objective steps by lr * value * key: g need not be formed
+            out.needs_grad = not (RULES[out.rule].linear_in_grad and out.objective == "dot" and out.kind != "mlp")
             return
         out.update = upd
         if out.kind == "mlp":
