@@ -84,6 +84,8 @@ class Rule:
     step_level: bool = False  # the training loop runs it for `period N steps` levels (nlc.train.steplevels)
     matrix_only: tuple[str, str] | None = None  # on a vector memory it is another rule: (what it does, hint)
     unit_keys: bool = False  # stable only with l2-normalised keys (random specs normalise them)
+    bounded_grads: bool = False  # stable only while |g|^2 stays small: random specs keep it off MLP memories
+                                 # and clip its objective (nlc.testing.strategies)
     optimizer_refusal: tuple[str, str] | None = None  # why an optimizer cannot run it, and the hint (E511)
     samples: tuple[str, ...] = ("",)  # argument lists random specs draw from: "", "(beta = 0.5)", ...
 

@@ -28,5 +28,6 @@ RULE = Rule(
     step=step,
     aux=("momentum",),
     unit_keys=True,
+    bounded_grads=True,  # S <- S (beta I - g^T g) - eta g is stable only while |g|^2 < 1 + beta
     samples=("", "(beta = GATE)"),
 )
