@@ -87,6 +87,7 @@ class Rule:
     bounded_grads: bool = False  # stable only while |g|^2 stays small: random specs keep it off MLP memories
                                  # and clip its objective (nlc.testing.strategies)
     optimizer_refusal: tuple[str, str] | None = None  # why an optimizer cannot run it, and the hint (E511)
+    outer_gradient: bool = True  # the outer level learns through its update (sign's derivative is 0: lion's not)
     samples: tuple[str, ...] = ("",)  # argument lists random specs draw from: "", "(beta = 0.5)", ...
 
     @property

@@ -5,7 +5,8 @@ arXiv:2302.06675, Algorithm 2):
 
 The step's direction interpolates the momentum and the gradient with beta1, the stored momentum
 with beta2; every entry moves by exactly eta. Lion's decoupled weight decay lambda is the
-retention a = 1 - eta lambda.
+retention a = 1 - eta lambda. As an in-context rule it moves the memory by eta sign(c): the
+outer level gets no gradient through that step (sign's derivative is 0), only through the reads.
 """
 
 from __future__ import annotations
@@ -29,5 +30,8 @@ RULE = Rule(
     args=(Arg("beta1", ArgType.GATE, 0.9), Arg("beta2", ArgType.GATE, 0.99)),
     step=step,
     aux=("exp_avg",),
+    # d sign(c) / dc = 0: in a model the slow parameters that make an in-context level's keys and values
+    # get no gradient through its lion updates (random specs, whose properties ask for one, leave it out)
+    outer_gradient=False,
     samples=("", "(beta1 = 0.8, beta2 = 0.9)"),
 )

@@ -281,8 +281,10 @@ class _Drawer:
         return o
 
     def rule(self, h: str, readable: list[_Level], delta_ok: bool = True, muon_ok: bool = True) -> str:
+        # the properties ask every slow parameter for a gradient: rules the outer level cannot learn through
+        # (lion's sign) are left to their own tests (tests/test_lion.py)
         rules = [r for r in self.k["updates"] if (delta_ok or not RULES[r].bounded_grads)
-                 and (muon_ok or not RULES[r].matrix_only)]
+                 and (muon_ok or not RULES[r].matrix_only) and RULES[r].outer_gradient]
         r = self.pick(rules or [DEFAULT])
         sig = RULES[r].args
         if not any(a.type in (ArgType.GATE, ArgType.POSINT) for a in sig):  # numbers: the rule's samples
