@@ -5,8 +5,7 @@ from __future__ import annotations
 
 import torch
 
-from nlc.runtime.chunkops import (as_gate, any_d, bcast, minus_weighted_sum, per_token, prefix_exclusive,
-                                  suffix_exclusive)
+from nlc.runtime.chunkops import any_d, as_gate, bcast, minus_weighted_sum, prefix_exclusive, suffix_exclusive
 
 
 def coefficients(lr, retain, like: torch.Tensor) -> dict:

@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import torch
-
-from nlc.runtime.chunkops import as_gate, any_d, bcast, minus_weighted_sum, per_token, suffix_exclusive
+from nlc.runtime.chunkops import as_gate, bcast, per_token
 
 
 def reference(W: dict, grads: dict, lr, retain) -> dict:

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import torch
 
-from nlc.runtime.chunkops import as_gate, any_d, bcast, decay_matrix, minus_weighted_sum, per_token, suffix_exclusive
+from nlc.runtime.chunkops import any_d, as_gate, bcast, decay_matrix, minus_weighted_sum, suffix_exclusive
 
 
 def coefficients(lr, retain, beta, like: torch.Tensor) -> dict:
