@@ -3,55 +3,15 @@
 Expression ops (`linear`, `silu`, `attention`, ...), and the spec forms a level
 is made of: state kinds, initialisations, context flows, objectives and update
 rules. Each entry has a signature (checked by `nlc.passes.shapes`) and a
-one-line meaning. Adding an update rule = one entry here + one interpreter case
-+ one template (docs/design.md §1.3 gives the equations).
+one-line meaning. Update rules come from their registry, nlc.rules (docs/design.md
+"The rule registry"; §1.3 gives the equations).
 """
 
 from __future__ import annotations
 
-import enum
-from dataclasses import dataclass
-
+from nlc.rules import RULES, step_level_rules
+from nlc.signature import REQUIRED, Arg, ArgType, Builtin  # noqa: F401 (re-exported: B.Arg, B.ArgType, ...)
 from nlc.unary import UNARY_OPS as _UNARY
-
-
-class ArgType(enum.Enum):
-    TENSOR = "a tensor"
-    POSINT = "a positive whole number"
-    NONNEG = "a whole number >= 0"
-    NUMBER = "a number"
-    BOOL = "`true` or `false`"
-    GATE = "a scalar gate (a number, `learned(...)` or a per-token expression of width 1)"
-    LEVEL = "the name of a level"
-    ANY = "a value"
-
-
-REQUIRED = object()
-
-
-@dataclass(frozen=True)
-class Arg:
-    name: str
-    type: ArgType
-    default: object = REQUIRED
-
-    @property
-    def required(self) -> bool:
-        return self.default is REQUIRED
-
-
-@dataclass(frozen=True)
-class Builtin:
-    """A builtin: its name, arguments and what it means."""
-
-    name: str
-    args: tuple[Arg, ...]
-    doc: str
-    variadic: bool = False  # takes any number (>= 1) of positional tensors (concat)
-    scope: str = "any"  # "model", "optimizer" or "any"
-
-    def arg(self, name: str) -> Arg | None:
-        return next((a for a in self.args if a.name == name), None)
 
 
 def _b(name: str, doc: str, *args: Arg, **kw) -> tuple[str, Builtin]:
@@ -113,22 +73,11 @@ OBJECTIVES: dict[str, Builtin] = dict([
     _b("lp", "||M(k) - v||_p^p", Arg("p", F, 2.0)),
 ])
 
-UPDATE_RULES: dict[str, Builtin] = dict([
-    _b("gd", "theta = a theta - lr g (retention a)"),
-    _b("momentum", "S = beta S - lr g; theta = a theta + S (Titans eqs. 9-14)", Arg("beta", G, 0.9)),
-    _b("dgd", "delta gradient descent: W = (a I - lr k^T k) W - lr grad with k the layer input, the Hope form "
-       "(NL eq. 88, row-vector convention); NL eqs. 56-57 derive it from the L2 objective with "
-       "lr' = lr / (1 + lr) for normalised keys, which the optimizer back end applies"),
-    _b("muon", "momentum, then each matrix update orthogonalised by Newton-Schulz",
-       Arg("beta", G, 0.95), Arg("steps", I, 5)),
-    _b("delta_momentum", "m = m (beta I - g^T g) - lr g; theta = a theta + m (NL section 2.3, L2 objective)",
-       Arg("beta", G, 0.9)),
-    _b("adam", "Adam's two moment memories (NL eqs. 101-105)", Arg("beta1", F, 0.9), Arg("beta2", F, 0.999),
-       Arg("eps", F, 1e-8)),
-])
+# Derived from the rule registry: each rule's signature and meaning live in its module of nlc/rules.
+UPDATE_RULES: dict[str, Builtin] = {name: rule.builtin for name, rule in RULES.items()}
 
 # The rules the training loop runs for a model's `period N steps` levels (nlc.train.steplevels, E308).
-STEP_LEVEL_RULES = ("gd", "momentum")
+STEP_LEVEL_RULES = step_level_rules()
 
 # Names every scope provides without a declaration.
 MODEL_INPUTS = {"x": "the block's input stream, [B, T, dim]"}

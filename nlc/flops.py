@@ -13,6 +13,7 @@ against torch.utils.flop_counter on every eager configuration it times.
 from __future__ import annotations
 
 from nlc.plan import BlockPlan, LevelPlan, ModelPlan
+from nlc.rules import RULES
 
 
 def _memory_matmul_flops(lv: LevelPlan) -> int:
@@ -59,9 +60,8 @@ def block_flops(block: BlockPlan, seq: int) -> dict[str, int]:
     for lv in block.levels:
         read = _memory_matmul_flops(lv)
         backward = read - (2 * lv.d_in * next(iter(lv.weights.values()))[1] if lv.depth > 1 else read)
-        # the chunk update: weighted sums of factored gradients (momentum: two, gd: one); dgd's
-        # delta-rule form does k W0 and k^T R instead
-        sums = {"momentum": 2, "gd": 1, "dgd": 2}.get(lv.rule, 1) * read
+        # the chunk update: weighted sums of factored gradients, the rule's flops factor (nlc.rules)
+        sums = RULES[lv.rule].flops * read
         parts["learning"] += read + backward + sums
     return parts
 

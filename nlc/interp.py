@@ -4,21 +4,14 @@ Slow and literal on purpose. For each token it evaluates every node of every
 block; reads of an in-context level see the state from the start of the
 current chunk (docs/design.md §1.2 "Frequency is exact"); each level's per-token gradient
 is taken with torch.autograd at that chunk-start state; the update rule is then
-applied to the running state exactly as written below; at the end of each chunk
+applied to the running state by its rule's eager step (below); at the end of each chunk
 the running state becomes the state that reads see. Generated code
 (`nlc.codegen`) must reproduce this to float tolerance.
 
-Update rules, for a weight W with per-token gradient g, gates lr (eta),
-retain (a) and rule arguments (NL = Nested Learning, arXiv 2512.24695):
-  gd              W = a W - eta g
-  momentum        S = beta S - eta g;  W = a W + S                 (Titans eqs. 9-14)
-  dgd             W = (a I - eta k^T k) W - eta g, k the layer input (NL eqs. 56-57, 88;
-                  row-vector convention M(k) = k W, so the projection multiplies on the left)
-  muon            S = beta S - eta g;  W = a W + NS5(S)            (Muon)
-  delta_momentum  S = (beta I - g g^T) S - eta g;  W = a W + S      (NL eqs. 48-49: the paper's
-                  S (beta I - grad^T grad) on the input side, here on the left; nlc.runtime.rules)
-  adam            m = b1 m + (1-b1) g; v = b2 v + (1-b2) g^2; W = a W - eta m^/(sqrt(v^)+eps)
-  update by L     W = a W - eta L, L's state after its own update this token
+Each level's update rule is its registry entry's eager step (nlc.rules; the formulas and the
+paper equations they implement are in each rule's module and in docs/design.md §1.3), run on the
+batched memory states with nlc.rules.ops.MEMORY. A level updated by another level L instead
+takes W = a W - eta L, L's state after its own update this token.
 """
 
 from __future__ import annotations
@@ -27,9 +20,9 @@ import torch
 from torch import nn
 
 from nlc.plan import BlockPlan, LevelPlan, ModelPlan, Node, SlowLevel
+from nlc.rules import RULES, number_arg
+from nlc.rules.ops import MEMORY
 from nlc.runtime import layers, memory
-from nlc.runtime.newton_schulz import newton_schulz
-from nlc.runtime.rules import delta_momentum_decay, delta_momentum_decay_elementwise
 from nlc.runtime.state import carried_state, check_stream
 from nlc.runtime.unary import TENSOR_UNARY
 
@@ -82,12 +75,12 @@ class ReferenceBlock(nn.Module):
         return {k: v.to(like) for k, v in init(batch).items()}
 
     def _aux(self, lv: LevelPlan, init: dict) -> dict:
-        zeros = {k: torch.zeros_like(v) for k, v in init.items()}
-        if lv.rule in ("momentum", "muon", "delta_momentum"):
-            return {"S": zeros}
-        if lv.rule == "adam":
-            return {"m": zeros, "v": {k: torch.zeros_like(v) for k, v in init.items()}, "n": 0}
-        return {}
+        """The rule's state buffers, each shaped like the state and zero; a counting rule's update count."""
+        rule = RULES[lv.rule]
+        aux: dict = {k: {w: torch.zeros_like(v) for w, v in init.items()} for k in rule.aux}
+        if rule.counts:
+            aux["n"] = 0
+        return aux
 
     # ---- one token ----
     def forward(self, x: torch.Tensor, state: dict) -> tuple[torch.Tensor, dict]:
@@ -175,52 +168,24 @@ class ReferenceBlock(nn.Module):
         running, aux = dict(st["running"]), _copy_aux(st["aux"])
         for w in running:
             running[w] = self.rule(lv, w, running[w], g[w], keys[w], eta, a, values, aux, levels)
-        if lv.rule == "adam":
+        if RULES[lv.rule].counts and lv.update_by is None:
             aux["n"] = aux["n"] + 1
         count = st["count"] + 1
         frozen_next = dict(running) if count % lv.period == 0 else st["frozen"]
         return {"frozen": frozen_next, "running": running, "aux": aux, "count": count}
 
     def rule(self, lv: LevelPlan, w: str, W, g, key, eta, a, values, aux, levels):
-        """Apply lv's update rule to the running weight W (see the module docstring)."""
+        """Apply lv's update rule to the running weight W: its registry entry's eager step."""
         eta, a = _expand(eta, W), _expand(a, W)
         if lv.update_by is not None:
             return a * W - eta * levels[lv.update_by]["running"][w]
-        r = lv.rule
-        if r == "gd":
-            return a * W - eta * g
-        if r in ("momentum", "muon"):
-            beta = _expand(_gate(values, lv.rule_args["beta"]), W)
-            S = beta * aux["S"][w] - eta * g
-            aux["S"][w] = S
-            if r == "muon":
-                return a * W + newton_schulz(S, int(lv.rule_args["steps"])) if W.dim() == 3 else a * W + S
-            return a * W + S
-        if r == "dgd":
-            if W.dim() == 2 or key is None:  # elementwise memory (key 1 for grad contexts): (a - eta k^2) W - eta g
-                k2 = 1.0 if not isinstance(key, torch.Tensor) else key**2
-                return (a - eta * k2) * W - eta * g
-            k = key  # [B, d_in], the layer input at the chunk-start state
-            kW = torch.einsum("bi,bio->bo", k, W)
-            return a * W - eta * torch.einsum("bi,bo->bio", k, kW) - eta * g
-        if r == "delta_momentum":
-            beta = _expand(_gate(values, lv.rule_args["beta"]), W)
-            S = aux["S"][w]
-            if W.dim() == 3:  # [B, d_in, d_out]: the decay acts on the input side (NL eq. 48)
-                S = delta_momentum_decay(S, g, beta, input_axis=-2) - eta * g
-            else:
-                S = delta_momentum_decay_elementwise(S, g, beta) - eta * g
-            aux["S"][w] = S
-            return a * W + S
-        if r == "adam":
-            b1, b2, eps = (float(lv.rule_args[k]) for k in ("beta1", "beta2", "eps"))
-            n = aux["n"] + 1
-            aux["m"][w] = b1 * aux["m"][w] + (1 - b1) * g
-            aux["v"][w] = b2 * aux["v"][w] + (1 - b2) * g * g
-            m_hat = aux["m"][w] / (1 - b1**n)
-            v_hat = aux["v"][w] / (1 - b2**n)
-            return a * W - eta * m_hat / (memory.safe_sqrt(v_hat) + eps)
-        raise NotImplementedError(r)  # pragma: no cover
+        rule = RULES[lv.rule]
+        args = {arg.name: number_arg(arg, _expand(_gate(values, lv.rule_args[arg.name]), W)) for arg in rule.args}
+        W_new, new_aux = rule.step(W, g, {k: aux[k][w] for k in rule.aux}, eta, a, args, MEMORY,
+                                   count=aux.get("n", 0) + 1, key=key)
+        for k, v in new_aux.items():
+            aux[k][w] = v
+        return W_new
 
 
 class ReferenceModel(nn.Module):

@@ -12,11 +12,12 @@ import math
 from nlc import ir
 from nlc import syntax as S
 from nlc.errors import Reporter
+from nlc.rules import DEFAULT as DEFAULT_RULE
 from nlc.source import Span
 
 DEFAULTS = {
-    ir.ProgramKind.MODEL: {"init": "learned", "objective": "l2", "update": "gd", "unit": ir.PeriodUnit.TOKENS},
-    ir.ProgramKind.OPTIMIZER: {"init": "zeros", "objective": "l2", "update": "gd", "unit": ir.PeriodUnit.STEPS},
+    ir.ProgramKind.MODEL: {"init": "learned", "objective": "l2", "update": DEFAULT_RULE, "unit": ir.PeriodUnit.TOKENS},
+    ir.ProgramKind.OPTIMIZER: {"init": "zeros", "objective": "l2", "update": DEFAULT_RULE, "unit": ir.PeriodUnit.STEPS},
 }
 REQUIRED_FIELDS = ("state", "context")
 MAX_INT = 2**62

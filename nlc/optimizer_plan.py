@@ -35,6 +35,7 @@ from nlc.passes.optimizer import (ExprKinds, bind, check_optimizer, grad_of, gra
                                   update_reads)
 from nlc.passes.params import fold
 from nlc.printer import print_expr
+from nlc.rules import RULES
 
 
 @dataclass(frozen=True)
@@ -198,8 +199,8 @@ class _Planner:
                 out.rule_args[a.name] = e if e is not None else _const(a.default)
                 if a.type is B.ArgType.POSINT:
                     self.mark_whole(out.rule_args[a.name])
-            out.needs_grad = not (out.rule in ("gd", "momentum", "muon") and out.objective == "dot"
-                                  and out.kind != "mlp")
+            # a rule linear in g with the dot objective steps by lr * value * key: g need not be formed
+            out.needs_grad = not (RULES[out.rule].linear_in_grad and out.objective == "dot" and out.kind != "mlp")
             return
         out.update = upd
         out.update_deps = update_reads(upd)

@@ -22,7 +22,8 @@ from nlc import ir
 from nlc.errors import Diagnostic, Reporter, SpecError
 from nlc.names import NameAllocator, camel
 from nlc.passes.params import fold
-from nlc.passes.steplevels import step_rule_beta
+from nlc.passes.steplevels import step_rule_args
+from nlc.rules import DEFAULT
 from nlc.printer import print_expr
 from nlc.runtime.steplevel import StepLevelSpec
 
@@ -72,7 +73,7 @@ class LevelPlan:
     like: str | None = None
     context: tuple = ()  # ("kv", key, value) | ("grad", level)
     objective: tuple = ("l2",)  # ("l2",) ("dot",) ("huber", delta) ("lp", p)
-    rule: str = "gd"
+    rule: str = DEFAULT
     rule_args: dict[str, Operand] = field(default_factory=dict)
     update_by: str | None = None
     lr: Operand = 1.0
@@ -436,7 +437,7 @@ class _BlockPlanner:
         objective = (obj.fn,) + tuple(float(v) for v in _bind(obj, B.OBJECTIVES[obj.fn], self.const).values())
         init = lv.init.fn
         copy_of = copy_root(self.levels, lv.name) if init == "copy" else None
-        rule, rule_args, update_by = "gd", {}, None
+        rule, rule_args, update_by = DEFAULT, {}, None
         if isinstance(lv.update, ir.Ref):
             update_by = lv.update.name
         else:
@@ -461,16 +462,16 @@ class _BlockPlanner:
         kind, d_in, d_out, _h, depth, residual, _like = self.state_shape(lv.name)
         never = lv.period.unit is ir.PeriodUnit.NEVER
         period = 0 if never else int(self.const(lv.period.count))
-        lr, retain, rule, beta = 1.0, 1.0, "gd", None
-        if not never:  # nlc check (nlc.passes.steplevels) made sure these are numbers and the rule gd or momentum
+        lr, retain, rule, args = 1.0, 1.0, DEFAULT, {}
+        if not never:  # nlc check (nlc.passes.steplevels) made sure these are numbers and the rule a step-level one
             lr = 1.0 if lv.lr is None else float(self.const(lv.lr))
             retain = 1.0 if lv.retain is None else float(self.const(lv.retain))
             rule = lv.update.fn
-            beta = float(self.const(step_rule_beta(lv.update))) if rule == "momentum" else None
+            args = {k: float(self.const(e)) for k, e in step_rule_args(lv.update).items()}
         self.modules.append(Module(f"{self.var[lv.name]}_state", "SlowMemory",
                                    (self.weights(lv.name), kind, residual, lv.init.fn, not never)))
         return SlowLevel(lv.name, self.var[lv.name], kind, self.weights(lv.name), d_in, d_out, depth, residual,
-                         lv.init.fn, period, rule, lr, lv.online, retain, beta)
+                         lv.init.fn, period, rule, lr, lv.online, retain, args.get("beta"))
 
     def _mark_loop(self) -> None:
         """Mark nodes that depend on an in-context read (they run chunk by chunk)."""

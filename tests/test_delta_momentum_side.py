@@ -90,7 +90,7 @@ def test_delta_momentum_optimizer_decays_the_input_side(which):
 
 
 def test_the_in_context_rule_and_the_optimizer_call_one_product():
-    from nlc.runtime.rules import delta_momentum_decay
+    from nlc.rules.delta_momentum.decay import delta_momentum_decay
 
     m, g = torch.randn(2, 5, 3), torch.randn(2, 5, 3)
     torch.testing.assert_close(delta_momentum_decay(m.mT, g.mT, 0.5, input_axis=-2).mT,

@@ -4,7 +4,10 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from nlc.runtime import layers, memory, scan
+from nlc.rules.dgd import chunk as dgd_chunk, naive as dgd_naive
+from nlc.rules.gd import chunk as gd_chunk, naive as gd_naive
+from nlc.rules.momentum import chunk as momentum_chunk, naive as momentum_naive
+from nlc.runtime import layers, memory
 from nlc.runtime.newton_schulz import newton_schulz
 
 F64 = torch.float64
@@ -29,7 +32,7 @@ shapes = dict(seed=st.integers(0, 10_000), B=st.integers(1, 3), C=st.integers(1,
 @given(**shapes)
 def test_gd_chunk_equals_per_token_loop(seed, B, C, i, o, elementwise):
     W, _, grads, (lr, retain, _) = _problem(seed, B, C, i, o, elementwise)
-    a, b = scan.gd_chunk(W, grads, lr, retain), scan.gd_reference(W, grads, lr, retain)
+    a, b = gd_chunk.chunk(W, grads, lr, retain), gd_naive.reference(W, grads, lr, retain)
     for k in a:
         torch.testing.assert_close(a[k], b[k])
 
@@ -38,8 +41,8 @@ def test_gd_chunk_equals_per_token_loop(seed, B, C, i, o, elementwise):
 @given(**shapes)
 def test_momentum_chunk_equals_per_token_loop(seed, B, C, i, o, elementwise):
     W, S, grads, (lr, retain, beta) = _problem(seed, B, C, i, o, elementwise)
-    (Wa, Sa), (Wb, Sb) = scan.momentum_chunk(W, S, grads, lr, retain, beta), \
-        scan.momentum_reference(W, S, grads, lr, retain, beta)
+    (Wa, Sa), (Wb, Sb) = momentum_chunk.chunk(W, S, grads, lr, retain, beta), \
+        momentum_naive.reference(W, S, grads, lr, retain, beta)
     for k in Wa:
         torch.testing.assert_close(Wa[k], Wb[k])
         torch.testing.assert_close(Sa[k], Sb[k])
@@ -49,15 +52,15 @@ def test_momentum_chunk_equals_per_token_loop(seed, B, C, i, o, elementwise):
 @given(**shapes)
 def test_dgd_chunk_equals_per_token_loop(seed, B, C, i, o, elementwise):
     W, _, grads, (lr, retain, _) = _problem(seed, B, C, i, o, elementwise)
-    a, b = scan.dgd_chunk(W, grads, lr, retain), scan.dgd_reference(W, grads, lr, retain)
+    a, b = dgd_chunk.chunk(W, grads, lr, retain), dgd_naive.reference(W, grads, lr, retain)
     for k in a:
         torch.testing.assert_close(a[k], b[k])
 
 
 def test_constant_gates_broadcast():
     W, _, grads, _ = _problem(0, 2, 4, 3, 3, False)
-    a = scan.gd_chunk(W, grads, 0.5, 1.0)
-    b = scan.gd_reference(W, grads, torch.full((2, 4), 0.5, dtype=F64), torch.ones(2, 4, dtype=F64))
+    a = gd_chunk.chunk(W, grads, 0.5, 1.0)
+    b = gd_naive.reference(W, grads, torch.full((2, 4), 0.5, dtype=F64), torch.ones(2, 4, dtype=F64))
     torch.testing.assert_close(a["W"], b["W"])
 
 

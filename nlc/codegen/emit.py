@@ -14,11 +14,11 @@ import networkx as nx
 from nlc.errors import Diagnostic, SpecError
 from nlc.plan import BlockPlan, LevelPlan, Module, Node, Operand, SlowLevel
 from nlc.printer import format_number
+from nlc.rules import RULES
 from nlc.unary import UNARY_OPS
 
 UNARY = {**{name: op.tensor_code + "({})" for name, op in UNARY_OPS.items()}, "l2norm": "rt_layers.l2norm({})"}
 BINARY = {"add": "+", "sub": "-", "mul": "*", "div": "/", "pow": "**"}
-CLOSED_FORM = {"gd": "gd_chunk", "momentum": "momentum_chunk", "dgd": "dgd_chunk"}
 
 
 @dataclass
@@ -28,6 +28,8 @@ class BlockCode:
     plan: BlockPlan
     init_lines: list[str] = field(default_factory=list)
     state_lines: list[str] = field(default_factory=list)
+    unpack_lines: list[str] = field(default_factory=list)  # forward: each level's state from the block state
+    level_entries: list[str] = field(default_factory=list)  # forward: each level's state in the returned state
     pre_lines: list[str] = field(default_factory=list)
     loop_lines: list[str] = field(default_factory=list)  # the chunk loop's body: slices in, step, collect
     step_params: list[str] = field(default_factory=list)  # `chunk_step`'s parameters, its body and its results
@@ -75,6 +77,7 @@ def emit_block(block: BlockPlan, kernels: str = "chunked") -> BlockCode:
         source = f"self.{c.source}" if c.source else _construct(c.fixed)
         code.init_lines.append(f"rt_memory.copy_initial(self.{c.target}, {source})")
     _emit_state(code)
+    _emit_level_io(code)
     nodes = {n.name: n for n in block.nodes}
     levels = {lv.name: lv for lv in block.levels}
     in_loop = {n.name for n in block.nodes if n.in_loop}
@@ -111,13 +114,36 @@ def _emit_state(code: BlockCode) -> None:
             code.state_lines.append(f"caches[{n.name!r}] = self.{n.module}.init_cache(batch, like)")
 
 
+def _emit_level_io(code: BlockCode) -> None:
+    """How forward takes each level's state from the block state and gives it back (a buffer the
+    closed form carries travels as `<level>_S`)."""
+    block = code.plan
+    for lv in block.levels:
+        code.unpack_lines.append(f'{lv.var} = state["levels"]["{lv.name}"]["W"]')
+        code.unpack_lines.append(f'{lv.var}_aux = state["levels"]["{lv.name}"]["aux"]')
+        carried = _carried(lv)
+        if carried:
+            code.unpack_lines.append(f'{lv.var}_S = {lv.var}_aux["{carried}"]')
+        if lv.period > block.chunk:
+            code.unpack_lines.append(f"{lv.var}_pending = []")
+        aux = f'{{"{carried}": {lv.var}_S}}' if carried else f"{lv.var}_aux"
+        code.level_entries.append(f'"{lv.name}": {{"W": {lv.var}, "aux": {aux}}},')
+
+
+def _carried(lv: LevelPlan) -> str | None:
+    """The aux buffer of lv's rule that its closed form carries (kept as `<level>_S`), if any."""
+    form = RULES[lv.rule].chunk
+    return form.carries if form is not None and lv.update_by is None else None
+
+
 def _aux_init(lv: LevelPlan) -> str:
+    """The rule's state buffers at zero, and a counting rule's update count."""
+    rule = RULES[lv.rule]
+    if lv.update_by is not None:
+        return "{}"
     zeros = f"{{k: torch.zeros_like(v) for k, v in {lv.var}.items()}}"
-    if lv.update_by is None and lv.rule in ("momentum", "muon", "delta_momentum"):
-        return f"{{\"S\": {zeros}}}"
-    if lv.update_by is None and lv.rule == "adam":
-        return f"{{\"m\": {zeros}, \"v\": {zeros}, \"n\": 0}}"
-    return "{}"
+    items = [f'"{k}": {zeros}' for k in rule.aux] + (['"n": 0'] if rule.counts else [])
+    return "{" + ", ".join(items) + "}"
 
 
 def _ref(a: Operand, in_loop: set[str] | None, sliced: set[str]) -> str:
@@ -267,7 +293,7 @@ def _step_states(block: BlockPlan, groups: list[list[LevelPlan]], kernels: str) 
     out = []
     for lv in block.levels:
         out.append(lv.var)
-        if lv.rule == "momentum" and not lv.update_by:
+        if _carried(lv):
             out.append(f"{lv.var}_S")
         if lv.name in sequential:
             out.append(f"{lv.var}_aux")
@@ -290,7 +316,7 @@ def _groups(block: BlockPlan) -> list[list[LevelPlan]]:
     for lv in block.levels:
         if lv.update_by or lv.context[0] == "grad":
             coupled |= {lv.name, lv.update_by or lv.context[1]}
-        elif lv.rule not in CLOSED_FORM:
+        elif RULES[lv.rule].chunk is None:
             coupled.add(lv.name)
     groups = [[lv] for lv in block.levels if lv.name not in coupled]
     # connected components of the coupling, kept in plan order
@@ -349,24 +375,17 @@ def _emit_learn(code: BlockCode, group: list[LevelPlan], chunk: int, in_loop, sl
     if code.kernels == "chunked" and _closed_form(group):
         lv = group[0]
         gt = gates[lv.name]
-        fn = CLOSED_FORM[lv.rule]
+        form = RULES[lv.rule].chunk
+        state = f"{lv.var}, {lv.var}_S" if form.carries else lv.var  # what the kernel takes and returns
         if _is_hoisted(group, chunk, in_loop, nodes):
             # the gates are known for the whole sequence: their chunk coefficients are computed once
-            names = ["lr", "retain"] + (["beta"] if lv.rule == "momentum" else [])
-            ops = {"lr": lv.lr, "retain": lv.retain, "beta": lv.rule_args.get("beta")}
-            args = ", ".join(f"{k}={_ref(ops[k], None, set())}" for k in names)
+            ops = _gate_operands(lv)
+            args = ", ".join(f"{k}={_ref(ops[k], None, set())}" for k in form.gates)
             code.hoist_lines.append(f"{lv.var}_coef = rt_scan.chunk_coefficients({lv.rule!r}, {chunk}, {args})")
-            if lv.rule == "momentum":
-                lines.append(f"{indent}{lv.var}, {lv.var}_S = rt_scan.momentum_apply({lv.var}, {lv.var}_S, "
-                             f"{lv.var}_g, {lv.var}_coef_c)")
-            else:
-                lines.append(f"{indent}{lv.var} = rt_scan.{lv.rule}_apply({lv.var}, {lv.var}_g, {lv.var}_coef_c)")
+            lines.append(f"{indent}{state} = rt_scan.chunk_apply({lv.rule!r}, {state}, {lv.var}_g, {lv.var}_coef_c)")
             return
-        if lv.rule == "momentum":
-            lines.append(f"{indent}{lv.var}, {lv.var}_S = rt_scan.{fn}({lv.var}, {lv.var}_S, {lv.var}_g, "
-                         f"lr={gt['lr']}, retain={gt['retain']}, beta={gt['beta']})")
-        else:
-            lines.append(f"{indent}{lv.var} = rt_scan.{fn}({lv.var}, {lv.var}_g, lr={gt['lr']}, retain={gt['retain']})")
+        args = ", ".join(f"{k}={gt[k]}" for k in form.gates)
+        lines.append(f"{indent}{state} = rt_scan.chunk({lv.rule!r}, {state}, {lv.var}_g, {args})")
         return
     lines.append(f"{indent}learned = rt_scan.sequential_chunk([")
     for lv in group:
@@ -380,13 +399,14 @@ def _emit_learn(code: BlockCode, group: list[LevelPlan], chunk: int, in_loop, sl
     lines.append(f"{indent}], {{{states}}}, {{{grads}}})")
     for lv in group:
         lines.append(f"{indent}{lv.var}, {lv.var}_aux = learned[{lv.name!r}][\"W\"], learned[{lv.name!r}][\"aux\"]")
-        if lv.rule == "momentum" and not lv.update_by:  # the block returns momentum as `{var}_S`: keep it current
-            lines.append(f"{indent}{lv.var}_S = {lv.var}_aux[\"S\"]")
+        carried = _carried(lv)
+        if carried:  # the block returns the carried buffer as `{var}_S`: keep it current
+            lines.append(f'{indent}{lv.var}_S = {lv.var}_aux["{carried}"]')
 
 
 def _closed_form(group: list[LevelPlan]) -> bool:
     lv = group[0]
-    return len(group) == 1 and lv.rule in CLOSED_FORM and not lv.update_by and lv.context[0] == "kv"
+    return len(group) == 1 and RULES[lv.rule].chunk is not None and not lv.update_by and lv.context[0] == "kv"
 
 
 def _is_hoisted(group: list[LevelPlan], chunk: int, in_loop: set[str], nodes: dict) -> bool:
@@ -394,9 +414,15 @@ def _is_hoisted(group: list[LevelPlan], chunk: int, in_loop: set[str], nodes: di
     lv = group[0]
     if not _closed_form(group) or lv.period != chunk:
         return False
-    gates = [lv.lr, lv.retain] + ([lv.rule_args["beta"]] if lv.rule == "momentum" else [])
+    ops = _gate_operands(lv)
+    gates = [ops[k] for k in RULES[lv.rule].chunk.gates]
     tensors = [g for g in gates if isinstance(g, str) and nodes[g].width is not None]
     return bool(tensors) and all(not isinstance(g, str) or g not in in_loop for g in gates)
+
+
+def _gate_operands(lv: LevelPlan) -> dict[str, Operand]:
+    """lr, retain and the rule's arguments: the gates a closed form may take, by name."""
+    return {"lr": lv.lr, "retain": lv.retain, **lv.rule_args}
 
 
 def py_value_dict(d: dict) -> str:

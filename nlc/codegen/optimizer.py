@@ -22,6 +22,7 @@ from nlc.codegen.safety import audit_source, comment_text
 from nlc.optimizer_plan import OptimizerPlan, OptLevel, plan_optimizer
 from nlc.names import NameAllocator, camel
 from nlc.printer import format_number, print_expr
+from nlc.rules import RULES
 from nlc.unary import UNARY_OPS
 from nlc.version import __version__
 
@@ -42,6 +43,34 @@ class Code:
     def wrap(self, need: int) -> str:
         return f"({self.text})" if self.prec < need else self.text
 
+    # Arithmetic on Code writes code: a rule's step (nlc.rules), run on Code values, becomes the
+    # generated step's text. Numbers become literals; products by a literal 1 are dropped and a
+    # negation is pulled out of a product (exact in floating point), so that the text reads as
+    # the spec would write it.
+    def __add__(self, other) -> "Code":
+        return plus(self, as_code(other))
+
+    def __radd__(self, other) -> "Code":
+        return plus(as_code(other), self)
+
+    def __sub__(self, other) -> "Code":
+        return minus(self, as_code(other))
+
+    def __rsub__(self, other) -> "Code":
+        return minus(as_code(other), self)
+
+    def __mul__(self, other) -> "Code":
+        return product(self, as_code(other))
+
+    def __rmul__(self, other) -> "Code":
+        return product(as_code(other), self)
+
+    def __truediv__(self, other) -> "Code":
+        return binop("/", self, as_code(other))
+
+    def __neg__(self) -> "Code":
+        return neg(self)
+
 
 def binop(op: str, a: Code, b: Code) -> Code:
     prec = BIN_PREC[op]
@@ -61,6 +90,23 @@ def neg(a: Code) -> Code:
 def scale(gate: Code | None, x: Code) -> Code:
     """gate * x, or x when the gate is absent or the literal 1."""
     return x if gate is None or gate.text == "1" else binop("*", gate, x)
+
+
+def product(a: Code, b: Code) -> Code:
+    """a * b, without a literal factor 1, written -(a * x) when b is -x (or a is)."""
+    if a.text == "1":
+        return b
+    if b.text == "1":
+        return a
+    if b.negated is not None:
+        return neg(product(a, b.negated))
+    if a.negated is not None:
+        return neg(product(a.negated, b))
+    return binop("*", a, b)
+
+
+def as_code(x) -> Code:
+    return x if isinstance(x, Code) else number(x)
 
 
 def q(key: str) -> str:
@@ -265,7 +311,10 @@ class _Emitter:
                 return
             new = minus(scale(retain, prev), scale(lr, u))
         else:
-            new = self.rule(lv, prev, lr, retain, lines)
+            new, after = self.rule(lv, prev, lr, retain, lines)
+            self.store(lv, prev, new, lines)
+            lines += after
+            return
         self.store(lv, prev, new, lines)
 
     def root_in_place(self, u: Code, lr: Code | None, retain: Code | None, lines: list[str]) -> None:
@@ -282,47 +331,31 @@ class _Emitter:
         else:
             lines.append(f"p.sub_({binop('*', lr, u).text})")
 
-    def rule(self, lv: OptLevel, prev: Code, lr: Code | None, retain: Code | None, lines: list[str]) -> Code:
-        name, r = lv.name, lv.rule
+    def rule(self, lv: OptLevel, prev: Code, lr: Code | None, retain: Code | None,
+             lines: list[str]) -> tuple[Code, list[str]]:
+        """lv's rule: its registry entry's step, run on Code, writes the lines (nlc.rules.base).
+
+        Returns the new state and the lines that store the rule's buffers: right away, or, when
+        the new state still reads a buffer's old value, after the new state is stored.
+        """
+        rule = RULES[lv.rule]
         args = {k: self.expr(v) for k, v in lv.rule_args.items()}
-        if r == "gd":
-            return plus(scale(retain, prev), self.step_term(lv, lr))
-        if r in ("momentum", "muon", "delta_momentum"):
-            key = f"{name}.momentum"
-            mom = self.names.take(f"{name}_momentum")
-            if r == "delta_momentum":
-                g = self.grads[name]
-                decayed = Code(f"rt.delta_product(state[{q(key)}], {g.text}, {args['beta'].text})")
-                lines.append(f"{mom} = {plus(decayed, self.step_term(lv, lr)).text}  # S (beta I - g^T g) - lr g")
-            else:
-                lines.append(f"{mom} = {plus(scale(args['beta'], Code(f'state[{q(key)}]')), self.step_term(lv, lr)).text}")
-            lines.append(f"state[{q(key)}] = {mom}")
-            step = Code(mom) if r != "muon" else Code(f"rt.orthogonalize({mom}, {args['steps'].text})")
-            return binop("+", scale(retain, prev), step)
-        if r == "dgd":
-            g = self.grads[name]
-            eta = self.names.take(f"{name}_lr")
-            lr_text = "1" if lr is None else lr.wrap(MUL + 1)
-            lines.append(f"{eta} = {lr_text} / (1 + {lr_text})  # dgd: lr' = lr / (1 + lr)")
-            key, _ = self.context(lv)
-            k2 = Code(eta) if key is None else binop("*", Code(eta), binop("*", key, key))
-            decay = binop("-", retain if retain is not None else number(1), k2)
-            return binop("-", binop("*", decay, prev), binop("*", Code(eta), g))
-        if r == "adam":
-            g = self.grads[name]
-            b1, b2, eps = args["beta1"], args["beta2"], args["eps"]
-            m, v = self.names.take(f"{name}_exp_avg"), self.names.take(f"{name}_exp_avg_sq")
-            mk, vk = f"{name}.exp_avg", f"{name}.exp_avg_sq"
-            one = number(1)
-            lines.append(f"{m} = {binop('+', binop('*', b1, Code(f'state[{q(mk)}]')), binop('*', binop('-', one, b1), g)).text}")
-            lines.append(f"{v} = {binop('+', binop('*', b2, Code(f'state[{q(vk)}]')), binop('*', binop('-', one, b2), binop('*', g, g))).text}")
-            lines.append(f"state[{q(mk)}] = {m}")
-            lines.append(f"state[{q(vk)}] = {v}")
-            m_hat = binop("/", Code(m), Code(f"rt.bias_correction({b1.text}, step)"))
-            v_hat = binop("/", Code(v), Code(f"rt.bias_correction({b2.text}, step)"))
-            direction = binop("/", m_hat, binop("+", Code(f"torch.sqrt({v_hat.text})"), eps))
-            return minus(scale(retain, prev), scale(lr, direction))
-        raise AssertionError(r)  # pragma: no cover
+        buffers = {k: Code(f"state[{q(f'{lv.name}.{k}')}]") for k in rule.aux}
+        ops = _CodeOps(self.names, lv.name, lines)
+        new, new_aux = rule.step(prev, self.gradient_for_rule(lv), buffers, lr or number(1), retain or number(1),
+                                 args, ops, count=Code("step", ATOM, "py"))
+        stores = [f"{buffers[k].text} = {v.text}" for k, v in new_aux.items()]
+        if any(b.text in new.text for b in buffers.values()):
+            return new, stores
+        lines += stores
+        return new, []
+
+    def gradient_for_rule(self, lv: OptLevel) -> Code:
+        """lv's objective gradient: its name, or -(value * key) where the dot objective's was not formed."""
+        if lv.name in self.grads:
+            return self.grads[lv.name]
+        key, value = self.context(lv)
+        return neg(value if key is None else binop("*", value, key))
 
     def mlp_gd(self, lv: OptLevel, prev: Code, lr: Code | None, retain: Code | None) -> Code:
         w, dw = self.names.take("w"), self.names.take("dw")
@@ -377,9 +410,7 @@ class _Emitter:
                 else:
                     fn = "torch.ones_like" if lv.init == "identity" else "torch.zeros_like"
                     lines.append(f"state[{q(key)}] = {fn}(p, memory_format=torch.preserve_format)")
-            aux = {"momentum": ["momentum"], "muon": ["momentum"], "delta_momentum": ["momentum"],
-                   "adam": ["exp_avg", "exp_avg_sq"]}.get(lv.rule or "", [])
-            for a in aux:
+            for a in RULES[lv.rule].aux if lv.rule else ():
                 keys_out.append(f"{lv.name}.{a}")
                 lines.append(f"state[{q(lv.name + '.' + a)}] = torch.zeros_like(p, memory_format=torch.preserve_format)")
         self.from_group = False
@@ -416,6 +447,44 @@ class _Emitter:
         for lv in plan.levels:
             self.update(lv, lines)
         return lines
+
+
+class _TorchText:
+    """`ops.torch.fn(x)` in a rule's step: the text `torch.fn(x)`."""
+
+    def __getattr__(self, fn: str):
+        return lambda *xs: Code(f"torch.{fn}({', '.join(x.text for x in xs)})")
+
+
+class _CodeOps:
+    """A rule's step operations (nlc.rules.base.Ops) as text of the generated step: the functions
+    nlc.optim.runtime.PARAMETERS runs in the reference optimizer."""
+
+    torch = _TorchText()
+
+    def __init__(self, names: NameAllocator, level: str, lines: list[str]):
+        self.names, self.level, self.lines = names, level, lines
+
+    def sqrt(self, x: Code) -> Code:
+        return Code(f"torch.sqrt({x.text})")
+
+    def orthogonalize(self, x: Code, steps: Code) -> Code:
+        return Code(f"rt.orthogonalize({x.text}, {steps.text})")
+
+    def delta_decay(self, m: Code, g: Code, beta: Code) -> Code:
+        return Code(f"rt.delta_product({m.text}, {g.text}, {beta.text})")
+
+    def bias_correction(self, beta: Code, n: Code) -> Code:
+        return Code(f"rt.bias_correction({beta.text}, {n.text})")
+
+    def key_decay(self, W, retain, lr, key):
+        raise AssertionError("the optimizer plan refuses rules that read a layer input (E511)")  # pragma: no cover
+
+    def keep(self, name: str, value: Code, why: str = "") -> Code:
+        """A stored value gets a local named after the level and the buffer (`m_momentum`)."""
+        local = self.names.take(f"{self.level}_{name}")
+        self.lines.append(f"{local} = {value.text}" + (f"  # {why}" if why else ""))
+        return Code(local)
 
 
 def emit_optimizer(plan: OptimizerPlan) -> OptimizerCode:

@@ -3,9 +3,10 @@
 Slow and plain on purpose. It walks the IR every step: expressions are evaluated
 by a small recursive evaluator, objective gradients are taken with
 torch.autograd (not the closed forms the generator writes), update rules are
-the formulas of the `nlc.optim` docstring, and periods keep a visible and a
+their registry entries' eager steps (nlc.rules), and periods keep a visible and a
 running state. It shares with the generated code only the plan (which level is
-which, the order of a step) and the state's initial values. Tests compare the
+which, the order of a step), the state's initial values and each rule's step (which
+the generator writes out as text). Tests compare the
 two on the example specs and on random ones (tests/test_optim.py).
 
     opt = reference_optimizer("examples/m3.nl", model.parameters(), lr=1e-3)
@@ -22,6 +23,7 @@ from nlc.optim import runtime as rt
 from nlc.optimizer_plan import OptimizerPlan, OptLevel, plan_optimizer, require_optimizer
 from nlc.passes.pipeline import check_ir
 from nlc.runtime.memory import act
+from nlc.rules import RULES
 from nlc.runtime.newton_schulz import newton_schulz
 from nlc.runtime.unary import apply_unary
 
@@ -202,31 +204,13 @@ class _Step:
         self.new[lv.name] = self.st[lv.name]["visible"]
 
     def rule(self, lv: OptLevel, S, G, eta, a, aux: dict):
+        """The level's rule: its registry entry's eager step on parameter-shaped tensors."""
+        rule = RULES[lv.rule]
         args = {k: self.eval(v) for k, v in lv.rule_args.items()}
-        r = lv.rule
-        if r == "gd":
-            return a * S - eta * G
-        if r in ("momentum", "muon"):
-            Z = args["beta"] * aux.get("Z", torch.zeros_like(S)) - eta * G
-            aux["Z"] = Z
-            return a * S + (_orthogonalize(Z, args["steps"]) if r == "muon" else Z)
-        if r == "dgd":
-            key, _ = self.context(lv)
-            eta2 = eta / (1 + eta)
-            return (a - eta2 * key * key) * S - eta2 * G
-        if r == "delta_momentum":
-            Z = aux.get("Z", torch.zeros_like(S))
-            Z = rt.delta_product(Z, G, args["beta"]) - eta * G  # Z (beta I - G^T G): nlc.runtime.rules, input side
-            aux["Z"] = Z
-            return a * S + Z
-        if r == "adam":
-            b1, b2, eps = args["beta1"], args["beta2"], args["eps"]
-            m = b1 * aux.get("m", torch.zeros_like(S)) + (1 - b1) * G
-            v = b2 * aux.get("v", torch.zeros_like(S)) + (1 - b2) * G * G
-            aux["m"], aux["v"] = m, v
-            t = self.t
-            return a * S - eta * (m / (1 - b1 ** t)) / ((v / (1 - b2 ** t)).sqrt() + eps)
-        raise AssertionError(r)
+        state = {k: aux.get(k, torch.zeros_like(S)) for k in rule.aux}
+        new, new_aux = rule.step(S, G, state, eta, a, args, rt.PARAMETERS, count=self.t)
+        aux.update(new_aux)
+        return new
 
 
 def _orthogonalize(x: torch.Tensor, steps) -> torch.Tensor:

@@ -8,6 +8,7 @@ Counts and hyper-parameters are Python numbers.
 orthogonalize      Newton-Schulz (Muon) for a parameter-shaped tensor; vectors pass through
 delta_product      m (beta I - g^T g): the forgetting term of delta momentum (NL section 4.4)
 bias_correction    1 - retain^n (Adam's debiasing of an EMA memory)
+PARAMETERS         the operations of a rule's step (nlc.rules.base.Ops) on parameter-shaped tensors
 mlp_*              an MLP memory R -> R applied to every entry of a tensor (DMGD)
 check_param_group  hyper-parameter validation for constructors and parameter groups
 """
@@ -21,7 +22,7 @@ import torch
 
 from nlc.runtime.memory import IDENTITY_SEED, act, act_grad
 from nlc.runtime.newton_schulz import newton_schulz
-from nlc.runtime.rules import delta_momentum_decay, delta_momentum_decay_elementwise
+from nlc.rules.delta_momentum.decay import delta_momentum_decay, delta_momentum_decay_elementwise
 # scalar forms of the elementwise builtins (Python numbers: gates over `step`); generated optimizers
 # call them as rt.sigmoid(...) (nlc.unary's scalar_code)
 from nlc.unary import gelu, relu, sigmoid, silu, softplus  # noqa: F401
@@ -45,7 +46,7 @@ def orthogonalize(x: torch.Tensor, steps: int = 5) -> torch.Tensor:
 
 
 def delta_product(m: torch.Tensor, g: torch.Tensor, beta) -> torch.Tensor:
-    """m (beta I - g^T g) for a weight m and its gradient g (NL section 4.4, eqs. 48-49): nlc.runtime.rules.
+    """m (beta I - g^T g) for a weight m and its gradient g (NL section 4.4, eqs. 48-49): nlc.rules.delta_momentum.
 
     Tensors of two or more dims are the matrices [shape[0], rest] (g^T g is
     [rest, rest]); the product is taken in the cheaper order. Vectors and scalars are
@@ -64,6 +65,31 @@ def bias_correction(retain, n: int):
     With n = 0 the state has not been written yet and the read is left as it is (1).
     """
     return 1 - retain**n if n > 0 else 1.0
+
+
+class ParameterOps:
+    """A rule's step on parameter-shaped tensors (the reference optimizer, the trainer's step levels).
+
+    The generated optimizer writes the same step as text that calls the same functions
+    (nlc.codegen.optimizer), so both run one formula: the rule's, in nlc.rules.
+    """
+
+    torch = torch
+    sqrt = staticmethod(torch.sqrt)
+    orthogonalize = staticmethod(orthogonalize)
+    delta_decay = staticmethod(delta_product)
+    bias_correction = staticmethod(bias_correction)
+
+    @staticmethod
+    def key_decay(W, retain, lr, key):
+        raise ValueError("a rule that reads the layer input runs on model memories only (E511 refuses it here)")
+
+    @staticmethod
+    def keep(name, value, why=""):
+        return value
+
+
+PARAMETERS = ParameterOps()
 
 
 def l2norm(x: torch.Tensor, eps: float = 1e-12) -> torch.Tensor:

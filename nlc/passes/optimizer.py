@@ -28,6 +28,7 @@ from nlc import ir
 from nlc.errors import Reporter
 from nlc.names import FORBIDDEN_NAMES
 from nlc.passes.params import fold
+from nlc.rules import DEFAULT, RULES
 
 MODEL_ONLY_OPS = ("linear", "conv", "attention", "rmsnorm", "swiglu", "concat", "learned")
 TENSOR_OPS = ("newton_schulz", "mean", "l2norm")
@@ -247,14 +248,11 @@ class _Checks:
     def check_update(self, lv: ir.Level, kind: str) -> None:
         upd = lv.update
         if isinstance(upd, ir.Call) and upd.kind is ir.CallKind.FORM:
-            if upd.fn == "dgd":
-                self.error("`dgd` needs each layer's input x_t (NL eq. 57: W (I - lr' x x^T) - lr' grad_y L x^T), and "
-                           "an optimizer sees only `grad`, `param` and `step`: without x it would be decayed gradient "
-                           "descent under dgd's name", upd.span,
-                           "for decayed gradient descent write `update gd` with `lr lr / (1 + lr)` and "
-                           "`retain 1 - lr / (1 + lr)` (examples/decayed_gd.nl); `dgd` runs in models, on memories")
+            refusal = RULES[upd.fn].optimizer_refusal
+            if refusal is not None:
+                self.error(refusal[0], upd.span, refusal[1])
                 return
-            if kind == "mlp" and upd.fn != "gd":
+            if kind == "mlp" and upd.fn != DEFAULT:
                 self.error(f"the MLP memory `{lv.name}` of an optimizer learns with `gd`, not `{upd.fn}`",
                            upd.span, "write `update gd` (with `retain` for the decay of DMGD)")
             return

@@ -25,6 +25,7 @@ from nlc import builtins as B
 from nlc import ir
 from nlc.errors import Reporter, did_you_mean
 from nlc.passes.params import arith, fold, fold_unary
+from nlc.rules import RULES
 
 
 @dataclass(frozen=True)
@@ -280,10 +281,11 @@ class _Typer:
         upd = lv.update
         if isinstance(upd, ir.Call) and upd.kind is ir.CallKind.FORM:
             self.check_form_args(upd, B.UPDATE_RULES[upd.fn])
-            if upd.fn == "muon" and self.is_model and shape is not None and shape.kind == "vector":
-                # Newton-Schulz orthogonalises matrices: on a vector it is the identity, and `steps` would be dead
-                self.rep.error("E419", f"`muon` orthogonalises a matrix, but `{lv.name}` is a vector memory",
-                               upd.fn_span, "use `update momentum(...)` (muon on a vector is momentum)")
+            matrix_only = RULES[upd.fn].matrix_only
+            if matrix_only and self.is_model and shape is not None and shape.kind == "vector":
+                # e.g. Newton-Schulz orthogonalises matrices: on a vector it is the identity, `steps` would be dead
+                what, hint = matrix_only
+                self.rep.error("E419", f"`{upd.fn}` {what}, but `{lv.name}` is a vector memory", upd.fn_span, hint)
             return
         if isinstance(upd, ir.Ref) and upd.kind is ir.RefKind.LEVEL:
             other = self.shape(upd.name)

@@ -45,7 +45,7 @@ from dataclasses import dataclass, fields, replace
 from typing import Iterator, Mapping
 
 from nlc import builtins as B
-from nlc import ir
+from nlc import ir, rules
 from nlc.errors import Reporter
 from nlc.passes.params import fold
 from nlc.passes.shapes import Const, Tensor, _dependency_order, _Typer
@@ -125,7 +125,6 @@ def run(program: ir.Program, env: Mapping[str, object], rep: Reporter, limits: S
 
 # ---- models -------------------------------------------------------------------------------------
 
-_RULE_BUFFERS = {"momentum": 1, "muon": 1, "delta_momentum": 1, "adam": 2}  # state copies besides the state
 
 
 def _model(program, env, rep: Reporter, limits: SizeLimits, blame: "_Blame") -> SizeEstimate | None:
@@ -331,7 +330,7 @@ class _Scope:
             if lv.period.unit is not ir.PeriodUnit.TOKENS:
                 continue
             rule = lv.update.fn if isinstance(lv.update, ir.Call) else None
-            copies = 1 + _RULE_BUFFERS.get(rule, 0)
+            copies = 1 + rules.buffers(rule)
             parts.append(self.part(f"the state of level `{lv.name}`{self.where}", copies * self.weights(lv.name),
                                    lv.state.span, (lv.state,)))
         activations = 0
@@ -407,7 +406,7 @@ def _optimizer(program: ir.Program, env, rep: Reporter, limits: SizeLimits, blam
         else:
             per_entry += copies
         if isinstance(lv.update, ir.Call) and lv.update.kind is ir.CallKind.FORM:
-            per_entry += _RULE_BUFFERS.get(lv.update.fn, 0)
+            per_entry += rules.buffers(lv.update.fn)
     per_tensor = sum(p.total for p in tensor_parts)
     if per_tensor > limits.max_state:
         _over(rep, blame, tensor_parts, "max_state",

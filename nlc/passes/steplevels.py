@@ -21,6 +21,7 @@ from nlc import builtins as B
 from nlc import ir
 from nlc.errors import Reporter
 from nlc.passes.params import fold
+from nlc.rules import RULES
 
 STEP_OBJECTIVES = ("dot",)
 
@@ -34,12 +35,12 @@ def run(program: ir.Program, env: Mapping[str, object], rep: Reporter) -> None:
             _check_level(lv, env, rep)
 
 
-def step_rule_beta(update: ir.Call) -> ir.Expr:
-    """The `beta` of `momentum(...)` as written (positional or keyword), or its default."""
-    if update.args:
-        return update.args[0]
-    given = [k.value for k in update.kwargs if k.name == "beta"]
-    return given[0] if given else ir.Num(B.UPDATE_RULES["momentum"].args[0].default, span=update.span)
+def step_rule_args(update: ir.Call) -> dict[str, ir.Expr]:
+    """A rule's arguments as written (positional or keyword), the others at their defaults."""
+    rule = RULES[update.fn]
+    given = {a.name: e for a, e in zip(rule.args, update.args)}
+    given.update((k.name, k.value) for k in update.kwargs)
+    return {a.name: given.get(a.name, ir.Num(a.default, span=update.span)) for a in rule.args}
 
 
 def _check_level(lv: ir.Level, env, rep: Reporter) -> None:
@@ -60,11 +61,11 @@ def _check_level(lv: ir.Level, env, rep: Reporter) -> None:
     if lv.debias:
         rep.error("E308", f"{where}, which does not debias", lv.field_span("debias"), "remove `debias`")
     gates = [("lr", lv.lr), ("retain", lv.retain)]
-    if rule == "momentum":
-        gates.append(("beta", step_rule_beta(lv.update)))
+    if rule in B.STEP_LEVEL_RULES:
+        gates += list(step_rule_args(lv.update).items())
     for name, e in gates:
         if e is not None and fold(e, env, Reporter()) is None:
-            span = e.span if name == "beta" else lv.field_span(name)
+            span = lv.field_span(name) if name in ("lr", "retain") else e.span
             rep.error("E504", f"level `{lv.name}` updates across steps, so its `{name}` must be a number "
                       "(parameters and arithmetic)", span,
                       "per-token and learned gates belong to in-context levels (`period N tokens`)")

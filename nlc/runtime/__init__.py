@@ -2,8 +2,10 @@
 
 layers.py   slow layers: Linear, CausalConv, RMSNorm, SwiGLU, Attention, LearnedScalar
 memory.py   memory states: initial values, reads, closed-form per-token gradients
-scan.py     chunk-parallel update rules: linear scans (gd, momentum), delta rule (dgd)
+scan.py     chunk-parallel learning: each rule's closed form (nlc/rules/<rule>/chunk.py) or its eager step
+chunkops.py the gate products and weighted sums the closed forms are built from
 newton_schulz.py   quintic Newton-Schulz orthogonalisation (Muon)
 
-Every fast kernel has a naive reference beside it and a test comparing them.
+Every fast kernel has a naive reference beside it and a test comparing them (the rules' in
+nlc/rules/<rule>/naive.py).
 """

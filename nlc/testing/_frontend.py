@@ -10,6 +10,8 @@ from __future__ import annotations
 
 from hypothesis import strategies as st
 
+from nlc.rules import DEFAULT, RULES, step_level_rules
+
 __all__ = ["valid_programs"]
 
 NUMBERS = [0.1, 0.5, 1e-08, 2, 3, 1.5, 0.01, 1e-3, 2.5e-4, 10, 1e16, 0.9]
@@ -200,12 +202,10 @@ def _level(draw, g: _Gen, name: str, lets: list[str], levels, base: int, trailin
     context = draw(st.sampled_from(["kv", "loss"]))
     ctx = f"({t()}, {t()})" if context == "kv" else "loss"
     objective = draw(st.sampled_from(["l2", "dot", "huber", "huber(delta = 0.5)", "lp(p = 3)", "lp(3)"]))
-    update = draw(st.sampled_from(["gd", "momentum", "dgd", "muon", "muon(beta = 0.9, steps = 3)", "delta_momentum",
-                                   "adam", "adam(beta1 = 0.8)", "momentum(beta = GATE)",
-                                   "delta_momentum(beta = GATE)"]))
+    update = draw(st.sampled_from([name + args for name, rule in RULES.items() for args in rule.samples]))
     update = update.replace("GATE", g.gate(lets))
-    if vector and update.startswith("muon"):  # muon orthogonalises matrices (E419 on a vector memory)
-        update = "momentum"
+    if vector and RULES[update.split("(")[0]].matrix_only:  # e.g. muon orthogonalises matrices (E419 on a vector)
+        update = DEFAULT
     # the task loss is known only after the forward pass: `context loss` levels count steps (E307)
     unit = draw(st.sampled_from(["tokens", "tokens", "steps", "never"] if context == "kv" else ["steps", "never"]))
     count = draw(st.sampled_from(["base", "2 * base", "4 * base", "base * 16"]))
@@ -214,7 +214,8 @@ def _level(draw, g: _Gen, name: str, lets: list[str], levels, base: int, trailin
     if unit == "steps":  # what the training loop runs for a step level (nlc check: E308, E504)
         ctx = "loss"
         objective = "dot"  # the loop steps along the task loss gradient (E308 for any other)
-        update = draw(st.sampled_from(["gd", "momentum", "momentum(beta = 0.5)", "momentum(1 - 0.1)"]))
+        update = draw(st.sampled_from([name + args for name in step_level_rules() for args in RULES[name].samples
+                                       if "GATE" not in args]))
         gate = lambda: draw(st.sampled_from(["0.01", "1 - 0.001", "0.5 * 0.1"]))  # noqa: E731
     fields = [f"state {state}", f"init {init}"]
     if unit != "never":  # a frozen level learns nothing: its learning fields would have no effect (E314)

@@ -53,6 +53,7 @@ from nlc.errors import Reporter
 from nlc.passes.params import fold
 from nlc.passes.pipeline import check_ir
 from nlc.printer import print_expr
+from nlc.rules import RULES
 
 __all__ = [
     "MODEL_PROPERTIES", "PROPERTIES", "check_all", "check_causal", "check_chunked_equals_sequential",
@@ -434,8 +435,7 @@ def check_no_dead_parameters(spec, params: Mapping | None = None, seed: int = 0,
 
 LIVE_BACKENDS = {"compiled": {}, "reference": {"backend": "reference"}}
 _DIFFERS = 1e-9  # float64: an unchanged computation differs by ~1e-15; a live field by far more than this
-_RULE_ARGS = {"momentum": ("beta",), "muon": ("beta", "steps"), "delta_momentum": ("beta",),
-              "adam": ("beta1", "beta2", "eps")}
+_RULE_ARGS = {name: tuple(a.name for a in rule.args) for name, rule in RULES.items() if rule.args}
 _OBJECTIVE_ARGS = {"huber": ("delta",), "lp": ("p",)}
 _OTHER_INIT = {"learned": ("zeros", "identity"), "zeros": ("learned", "identity"),
                "identity": ("learned", "zeros")}

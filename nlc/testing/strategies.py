@@ -50,6 +50,8 @@ from dataclasses import dataclass, field
 from hypothesis import strategies as st
 
 import nlc
+from nlc.rules import DEFAULT, RULES, step_level_rules
+from nlc.signature import ArgType
 from nlc.testing._frontend import valid_programs  # front-end text (printer, parser); its own module
 
 __all__ = [
@@ -59,7 +61,7 @@ __all__ = [
 
 ALL_STATE_KINDS = ("linear", "mlp", "vector", "like")
 ALL_OBJECTIVES = ("l2", "dot", "huber", "lp")
-ALL_UPDATES = ("gd", "momentum", "dgd", "muon", "delta_momentum", "adam")
+ALL_UPDATES = tuple(RULES)
 ALL_GATES = ("constant", "learned", "data", "level")
 ALL_ROLES = ("memory", "optimizer", "cms", "frozen")
 
@@ -97,7 +99,7 @@ class _Level:
     init: str = "learned"
     context: str | None = ""  # None, objective and update: not written (a frozen level learns nothing: E314)
     objective: str | None = "l2"
-    update: str | None = "gd"
+    update: str | None = DEFAULT
     lr: str | None = None
     retain: str | None = None
     period: str = "1 tokens"
@@ -277,19 +279,21 @@ class _Drawer:
         return o
 
     def rule(self, h: str, readable: list[_Level], delta_ok: bool = True, muon_ok: bool = True) -> str:
-        rules = [r for r in self.k["updates"] if (delta_ok or r != "delta_momentum") and (muon_ok or r != "muon")]
-        r = self.pick(rules or ["gd"])
-        if r in ("momentum", "delta_momentum", "muon"):
-            beta = self.gate(h, readable, "beta")
-            args = []
-            if beta is not None:
-                args.append(f"beta = {beta}")
-            if r == "muon":
-                args.append(f"steps = {self.draw(st.integers(1, 3))}")
-            return f"{r}({', '.join(args)})" if args else r
-        if r == "adam":
-            return self.pick(["adam", "adam(beta1 = 0.8, beta2 = 0.9)"])
-        return r
+        # the properties ask every slow parameter for a gradient: rules the outer level cannot learn through
+        # (lion's sign) are left to their own tests (tests/test_lion.py)
+        rules = [r for r in self.k["updates"] if (delta_ok or not RULES[r].bounded_grads)
+                 and (muon_ok or not RULES[r].matrix_only) and RULES[r].outer_gradient]
+        r = self.pick(rules or [DEFAULT])
+        sig = RULES[r].args
+        if not any(a.type in (ArgType.GATE, ArgType.POSINT) for a in sig):  # numbers: the rule's samples
+            return r + self.pick(list(RULES[r].samples))
+        args = []
+        for a in sig:
+            value = self.gate(h, readable, "beta") if a.type is ArgType.GATE else \
+                str(self.draw(st.integers(1, 3))) if a.type is ArgType.POSINT else None
+            if value is not None:
+                args.append(f"{a.name} = {value}")
+        return f"{r}({', '.join(args)})" if args else r
 
     def block(self, name: str, n_levels: int, first: bool = True) -> _Block:
         b = _Block(name)
@@ -338,7 +342,8 @@ class _Drawer:
         # muon orthogonalises matrices: a vector memory has none (E419)
         rule = self.rule(h, others + me, delta_ok, muon_ok=self.base_kind(lv, levels) != "vector")
         lv.rule_lets = [n for n, _ in self.lets[before:]]
-        normalise = rule.startswith(("dgd", "delta_momentum")) or self.draw(st.booleans())
+        rule_name = rule.split("(")[0]
+        normalise = RULES[rule_name].unit_keys or self.draw(st.booleans())
         key, _ = self.flow(h, others, normalise, key=True)
         if self.base_kind(lv, levels) == "vector" and self.draw(st.integers(0, 3)) == 3:
             key = "1"  # a constant key: M(k) = m * 1
@@ -353,7 +358,7 @@ class _Drawer:
         lv.context = f"({key}, {value})"
         # lp(p = 3) steps grow with the square of the error: only for values that do not grow themselves
         lv.objective = self.objective().replace("lp(p = 3)", "lp") if read else self.objective()
-        if rule.startswith("delta_momentum"):
+        if RULES[rule_name].bounded_grads:
             lv.objective = f"huber(delta = {0.5 / self.k['dim'] ** 0.5:.3g})"
         lv.update = rule
         lv.lr = self.gate(h, others + me, "lr")
@@ -412,7 +417,7 @@ class _Drawer:
                 lv.init = {"mlp": "learned", "vector": "identity"}.get(kind, "learned")
         if role == "cms":
             lv.context, lv.objective = "loss", "dot"
-            lv.update = self.pick(["gd", "gd", "momentum"])
+            lv.update = self.pick([DEFAULT, *step_level_rules()])
             lv.lr = self.pick(["0.01", "cms_lr", None])
             lv.retain = self.pick([None, None, "0.999"])
             lv.period = f"{self.pick([m for m in (1, 2, 4)]) * self.steps_base} steps"

@@ -11,7 +11,8 @@ theta <- theta - eta * sum of the gradients of the chunk):
     gd         theta <- a theta - lr * sum g
     momentum   S <- beta S - lr * sum g ;  theta <- a theta + S      (docs/design.md §1.3)
 
-with retention a = `retain`. Counting starts at the first step: with period 4 the level moves
+with retention a = `retain`: the rule's eager step from its registry entry (nlc.rules), on the
+parameters. Counting starts at the first step: with period 4 the level moves
 after steps 4, 8, 12, ... Frozen levels (`period never`) are not step levels: the model
 decides whether their weights train (with the outer optimizer) or not at all.
 """
@@ -20,6 +21,8 @@ from __future__ import annotations
 
 import torch
 
+from nlc.optim.runtime import PARAMETERS
+from nlc.rules import RULES
 from nlc.runtime.steplevel import STEP_RULES, StepLevelSpec
 from nlc.train.errors import train_error
 
@@ -47,8 +50,9 @@ class StepLevels:
             self.levels.append((prefix, lv, names))
         self.params = named
         self.sums = {n: torch.zeros_like(named[n]) for _, _, ns in self.levels for n in ns}
-        self.momenta = {n: torch.zeros_like(named[n]) for _, lv, ns in self.levels if lv.rule == "momentum"
-                        for n in ns}
+        # each rule's buffers (momentum's), by (buffer, parameter name)
+        self.buffers = {(k, n): torch.zeros_like(named[n]) for _, lv, ns in self.levels
+                        for k in RULES[lv.rule].aux for n in ns}
         self.count = 0  # backward passes since the start
 
     def owns(self, name: str) -> bool:
@@ -76,26 +80,27 @@ class StepLevels:
         for prefix, lv, names in self.levels:
             if self.count % lv.period:
                 continue
+            rule = RULES[lv.rule]
+            args = {a.name: getattr(lv, a.name) for a in rule.args}  # a step-level rule's arguments are fields
             for n in names:
                 p, g = self.params[n], self.sums[n]
-                if lv.rule == "gd":
-                    p.mul_(lv.retain).sub_(lv.lr * g)
-                else:
-                    m = self.momenta[n]
-                    m.mul_(lv.beta).sub_(lv.lr * g)
-                    p.mul_(lv.retain).add_(m)
+                new, aux = rule.step(p, g, {k: self.buffers[k, n] for k in rule.aux}, lv.lr, lv.retain, args,
+                                     PARAMETERS)
+                p.copy_(new)
+                for k, v in aux.items():
+                    self.buffers[k, n].copy_(v)
                 g.zero_()
             moved.append(prefix)
         return moved
 
     def state_tensors(self) -> dict[str, torch.Tensor]:
         out = {f"steplevel.sum.{n}": t for n, t in self.sums.items()}
-        out.update({f"steplevel.momentum.{n}": t for n, t in self.momenta.items()})
+        out.update({f"steplevel.{k}.{n}": t for (k, n), t in self.buffers.items()})
         return out
 
     def load_state_tensors(self, tensors: dict[str, torch.Tensor], count: int) -> None:
         for n, t in self.sums.items():
             t.copy_(tensors[f"steplevel.sum.{n}"])
-        for n, t in self.momenta.items():
-            t.copy_(tensors[f"steplevel.momentum.{n}"])
+        for (k, n), t in self.buffers.items():
+            t.copy_(tensors[f"steplevel.{k}.{n}"])
         self.count = count

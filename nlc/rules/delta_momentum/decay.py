@@ -1,14 +1,5 @@
-"""Update-rule products that more than one back end runs, written once.
-
-delta_momentum (NL section 4.4, eqs. 48-49, L2 objective):
-    m_{i+1} = m_i (alpha_{i+1} I - grad^T grad) - eta_t P_i grad ;  W_{i+1} = W_i + m_{i+1}
-For a weight W of d_out x d_in (the paper's column-vector convention, and torch's
-nn.Linear weight) grad^T grad is d_in x d_in: the decay acts on the INPUT side, by a
-right product. The same rule as an in-context update (the reference interpreter,
-nlc.interp, and the generated chunk fallback, nlc.runtime.scan) and as an optimizer
-(nlc.optim.reference and the generated optimizer through nlc.optim.runtime.delta_product)
-calls `delta_momentum_decay`, so all of them take the same product on the same side.
-"""
+"""The product of delta momentum, m (beta I - grad^T grad) on the weight's input side (NL eq. 48), for
+every back end: in-context memories (nlc.rules.ops.MEMORY) and optimizers (nlc.optim.runtime.delta_product)."""
 
 from __future__ import annotations
 

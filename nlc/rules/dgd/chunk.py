@@ -1,0 +1,49 @@
+"""dgd's closed form over a chunk (all gradients at the chunk-start state, docs/design.md §1.2);
+naive.py beside it is the token-by-token loop the tests compare it against."""
+
+from __future__ import annotations
+
+import torch
+
+from nlc.runtime.chunkops import any_d, as_gate, bcast, minus_weighted_sum, prefix_exclusive, suffix_exclusive
+
+
+def coefficients(lr, retain, like: torch.Tensor) -> dict:
+    eta, a = as_gate(lr, like), as_gate(retain, like)
+    C = a.shape[1]
+    lower = torch.ones(C, C, dtype=torch.bool, device=a.device).tril(-1)
+    cum = torch.cumprod(torch.where(lower, a[:, :, None], torch.ones_like(a)[:, :, None].expand(-1, -1, C)),
+                        dim=1)  # [B, u, j] = prod_{j<s<=u} a_s
+    gamma = torch.cat([torch.ones_like(cum[:, :1]), cum[:, :-1]], dim=1)  # prod_{j<s<u} a_s
+    return {"eta": eta, "a": a, "gamma": eta[:, :, None] * gamma, "prefix": prefix_exclusive(a),
+            "suffix": suffix_exclusive(a), "total": a.prod(1)}
+
+
+def apply(W: dict, grads: dict, c: dict) -> dict:
+    out = {}
+    eta, a = c["eta"], c["a"]
+    for name, W0 in W.items():
+        k, d = grads[name]
+        if W0.dim() == 2:  # elementwise memory: a linear scan with coefficients a - eta k^2
+            k2 = k * k if isinstance(k, torch.Tensor) else float(k) ** 2
+            cc = a.unsqueeze(-1) - eta.unsqueeze(-1) * k2 * torch.ones_like(d)
+            g = d * k if isinstance(k, torch.Tensor) else d * float(k)
+            out[name] = cc.prod(1) * W0 - (eta.unsqueeze(-1) * suffix_exclusive(cc) * g).sum(1)
+            continue
+        C = k.shape[1]
+        L = (c["gamma"] * torch.einsum("bui,bji->buj", k, k)).tril(-1)
+        rhs = eta[:, :, None] * (c["prefix"][:, :, None] * torch.einsum("bci,bio->bco", k, W0) + d)
+        eye = torch.eye(C, dtype=k.dtype, device=k.device)
+        R = torch.linalg.solve_triangular(eye + L, rhs, upper=False, unitriangular=True)
+        out[name] = minus_weighted_sum(bcast(c["total"], W0) * W0, c["suffix"], (k, R), W0)
+    return out
+
+
+def chunk(W: dict, grads: dict, lr, retain) -> dict:
+    """dgd over a chunk: W_t = (a_t I - eta_t k_t^T k_t) W_{t-1} - eta_t k_t^T d_t (NL eqs. 56-57, 88).
+
+    k_t is each weight's layer input (the first gradient factor). With r_t =
+    eta_t (k_t W_{t-1} + d_t): W_C = P W_0 - sum_u (prod_{s>u} a_s) k_u^T r_u, and the
+    r_t solve (I + L) R = eta (P_{t-1} K W_0 + D), L[u, j] = eta_u gamma_uj k_u.k_j (j < u).
+    """
+    return apply(W, grads, coefficients(lr, retain, any_d(grads)))

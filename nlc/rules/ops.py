@@ -1,0 +1,54 @@
+"""The operations of a rule's step on in-context memory states (`MEMORY`), batched over the sequence batch.
+
+States are [B, d_in, d_out] matrices (a memory read as M(k) = k W: the weight's input is axis -2)
+or [B, n] vectors (elementwise memories); gates are floats, 0-dim tensors or [B, 1(, 1)]. The
+optimizer's twin, for parameter-shaped tensors, is nlc.optim.runtime.PARAMETERS; the code
+generator's, which writes the step as text, is in nlc.codegen.optimizer (see nlc.rules.base).
+"""
+
+from __future__ import annotations
+
+import torch
+
+from nlc.rules.delta_momentum.decay import delta_momentum_decay, delta_momentum_decay_elementwise
+from nlc.runtime.memory import safe_sqrt
+from nlc.runtime.newton_schulz import newton_schulz
+
+
+class MemoryOps:
+    torch = torch
+
+    @staticmethod
+    def sqrt(x):
+        return safe_sqrt(x)  # a gradient of 0, not inf, at 0: the outer level backpropagates through the step
+
+    @staticmethod
+    def orthogonalize(x, steps):
+        return newton_schulz(x, int(steps)) if x.dim() == 3 else x
+
+    @staticmethod
+    def delta_decay(m, g, beta):
+        if m.dim() == 3:  # [B, d_in, d_out]: the decay acts on the input side (NL eq. 48)
+            return delta_momentum_decay(m, g, beta, input_axis=-2)
+        return delta_momentum_decay_elementwise(m, g, beta)
+
+    @staticmethod
+    def key_decay(W, retain, lr, key):
+        """a W - eta k^T (k W) for a matrix and its layer input k [B, d_in]; (a - eta k^2) W elementwise
+        (key None: the constant key 1 of a `grad(...)` context)."""
+        if W.dim() == 3 and isinstance(key, torch.Tensor):
+            kW = torch.einsum("bi,bio->bo", key, W)
+            return retain * W - lr * torch.einsum("bi,bo->bio", key, kW)
+        k2 = key * key if isinstance(key, torch.Tensor) else 1.0 if key is None else float(key) ** 2
+        return (retain - lr * k2) * W
+
+    @staticmethod
+    def bias_correction(beta, n):
+        return 1 - beta**n
+
+    @staticmethod
+    def keep(name, value, why=""):
+        return value
+
+
+MEMORY = MemoryOps()

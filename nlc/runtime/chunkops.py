@@ -1,0 +1,87 @@
+"""The pieces closed-form chunk kernels are built from: gates as [B, C] tensors, products of gates
+along a chunk, and weighted sums of factored per-token gradients.
+
+Inside a chunk every per-token gradient is taken at the chunk-start state (docs/design.md §1.2),
+so a rule's per-token recurrence has known inputs. Gradients arrive factored per weight:
+g_t = a_t^T d_t with a [B, C, i], d [B, C, o] (`nlc.runtime.memory.grads`); elementwise memories
+pass (key, d) with g_t = key * d. Gates are [B, C] tensors (or floats). The rule kernels
+themselves live with their rules (`nlc.rules.gd`, `nlc.rules.momentum`, `nlc.rules.dgd`).
+"""
+
+from __future__ import annotations
+
+import torch
+
+Factor = tuple  # (a, d)
+
+
+def as_gate(g, like: torch.Tensor) -> torch.Tensor:
+    """A gate as a [B, C] tensor (floats and 0-dim scalars broadcast)."""
+    B, C = like.shape[0], like.shape[1]
+    if not isinstance(g, torch.Tensor):
+        return like.new_full((B, C), float(g))
+    if g.dim() == 3:
+        g = g.squeeze(-1)
+    return g.to(like.dtype).expand(B, C)
+
+
+def suffix_exclusive(a: torch.Tensor) -> torch.Tensor:
+    """out[:, t] = prod_{s > t} a[:, s] (1 for the last t), along dim 1."""
+    ones = torch.ones_like(a[:, :1])
+    rev = torch.flip(torch.cumprod(torch.flip(a[:, 1:], [1]), dim=1), [1])
+    return torch.cat([rev, ones], dim=1)
+
+
+def prefix_exclusive(a: torch.Tensor) -> torch.Tensor:
+    """out[:, t] = prod_{s < t} a[:, s] (1 for t = 0), along dim 1."""
+    ones = torch.ones_like(a[:, :1])
+    return torch.cat([ones, torch.cumprod(a[:, :-1], dim=1)], dim=1)
+
+
+def decay_matrix(b: torch.Tensor) -> torch.Tensor:
+    """G[:, t, u] = prod_{u < r <= t} b[:, r] for t >= u, 0 above the diagonal. b [B, C] -> [B, C, C]."""
+    C = b.shape[1]
+    tri = torch.ones(C, C, dtype=torch.bool, device=b.device).tril(-1)  # t > u
+    m = torch.where(tri, b[:, :, None], torch.ones_like(b)[:, :, None].expand(-1, -1, C))
+    G = torch.cumprod(m, dim=1)
+    return G.masked_fill(~torch.ones(C, C, dtype=torch.bool, device=b.device).tril(), 0.0)
+
+
+def minus_weighted_sum(base: torch.Tensor, coef: torch.Tensor, factor: Factor, W: torch.Tensor) -> torch.Tensor:
+    """base - sum_t coef_t g_t with g_t = a_t^T d_t (matrices) or a_t * d_t (elementwise memories).
+
+    For matrices one baddbmm, which adds into `base` inside the matmul instead of writing the
+    sum and subtracting it (the state is the largest tensor in a chunk step)."""
+    a, d = factor
+    if W.dim() == 3:
+        return torch.baddbmm(base, (coef.unsqueeze(-1) * a).transpose(1, 2), d, alpha=-1)
+    g = d * a if isinstance(a, torch.Tensor) else d * float(a)
+    c = coef if coef.dim() == 3 else coef.unsqueeze(-1)
+    return base - (c * g).sum(1)
+
+
+def bcast(x: torch.Tensor, W: torch.Tensor) -> torch.Tensor:
+    """[B] -> broadcastable against W [B, ...]."""
+    return x.view(-1, *([1] * (W.dim() - 1)))
+
+
+def any_d(grads: dict) -> torch.Tensor:
+    """The second factor of any weight's gradients: a tensor shaped like the chunk ([B, C, ...])."""
+    return next(iter(grads.values()))[1]
+
+
+def per_token(factor: Factor, t: int, W: torch.Tensor) -> torch.Tensor:
+    """Token t's gradient, formed from its factors (the naive references and the sequential fallback)."""
+    a, d = factor
+    if W.dim() == 3:
+        return torch.einsum("bi,bo->bio", a[:, t], d[:, t])
+    return d[:, t] * (a[:, t] if isinstance(a, torch.Tensor) else float(a))
+
+
+def gate_t(g, t: int, W: torch.Tensor):
+    """Token t's value of a [B, C] gate, broadcastable against W (floats and 0-dim scalars as they are)."""
+    if isinstance(g, torch.Tensor):
+        if g.dim() == 0:
+            return g
+        return bcast(g[:, t], W)
+    return g
