@@ -72,7 +72,7 @@ class ContinuumBlock(nn.Module):
     def init_state(self, batch: int, like: torch.Tensor) -> dict:
         levels, caches = {}, {}
         slow = {k: v.to(like) for k, v in self.slow_init(batch).items()}
-        levels['slow'] = {"W": slow, "aux": {"S": {k: torch.zeros_like(v) for k, v in slow.items()}}}
+        levels['slow'] = {"W": slow, "aux": {"momentum": {k: torch.zeros_like(v) for k, v in slow.items()}}}
         caches['q_conv'] = self.q_conv.init_cache(batch, 64, like)
         caches['k_conv'] = self.k_conv.init_cache(batch, 64, like)
         caches['v_conv'] = self.v_conv.init_cache(batch, 64, like)
@@ -82,7 +82,7 @@ class ContinuumBlock(nn.Module):
         caches = dict(state["caches"])
         slow = state["levels"]["slow"]["W"]
         slow_aux = state["levels"]["slow"]["aux"]
-        slow_S = slow_aux["S"]
+        slow_S = slow_aux["momentum"]
         # ---- the whole sequence at once: everything that reads no in-context level ----
         h = self.h(x)  # rmsnorm(x)
         q_linear = self.q_linear(h)  # linear(h, dim)
@@ -120,7 +120,7 @@ class ContinuumBlock(nn.Module):
         out_ = self.fast_state(out_slow)  # fast(slow(q))
         out = out_
         levels = {
-            "slow": {"W": slow, "aux": {"S": slow_S}},
+            "slow": {"W": slow, "aux": {"momentum": slow_S}},
         }
         return out, {"levels": levels, "caches": caches}
 
@@ -132,7 +132,7 @@ class ContinuumBlock(nn.Module):
             out_slow = rt_memory.read('mlp', slow, q_c, residual=True)  # slow(q)
         # learn: slow (momentum, every 64 tokens)
         if full:  # the state advances
-            slow, slow_S = rt_scan.momentum_apply(slow, slow_S, slow_g, slow_coef_c)
+            slow, slow_S = rt_scan.chunk_apply('momentum', slow, slow_S, slow_g, slow_coef_c)
         return out_slow, slow, slow_S
 
 

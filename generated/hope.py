@@ -130,23 +130,23 @@ class HopeBlock(nn.Module):
         # learn: m_k (dgd, every 16 tokens)
         if full:  # the state advances
             m_k_g = rt_memory.grads('mlp', m_k, k, m_k_value_m_k, ('l2',), residual=True)
-            m_k = rt_scan.dgd_chunk(m_k, m_k_g, lr=eta, retain=alpha)
+            m_k = rt_scan.chunk('dgd', m_k, m_k_g, lr=eta, retain=alpha)
         # learn: m_v (dgd, every 16 tokens)
         if full:  # the state advances
             m_v_g = rt_memory.grads('mlp', m_v, k, m_v_value_m_v, ('l2',), residual=True)
-            m_v = rt_scan.dgd_chunk(m_v, m_v_g, lr=eta, retain=alpha)
+            m_v = rt_scan.chunk('dgd', m_v, m_v_g, lr=eta, retain=alpha)
         # learn: m_eta (dgd, every 16 tokens)
         if full:  # the state advances
             m_eta_g = rt_memory.grads('mlp', m_eta, k, m_eta_value_m_eta, ('l2',), residual=True)
-            m_eta = rt_scan.dgd_chunk(m_eta, m_eta_g, lr=eta, retain=alpha)
+            m_eta = rt_scan.chunk('dgd', m_eta, m_eta_g, lr=eta, retain=alpha)
         # learn: m_alpha (dgd, every 16 tokens)
         if full:  # the state advances
             m_alpha_g = rt_memory.grads('mlp', m_alpha, k, m_alpha_value_m_alpha, ('l2',), residual=True)
-            m_alpha = rt_scan.dgd_chunk(m_alpha, m_alpha_g, lr=eta, retain=alpha)
+            m_alpha = rt_scan.chunk('dgd', m_alpha, m_alpha_g, lr=eta, retain=alpha)
         # learn: memory (dgd, every 16 tokens)
         if full:  # the state advances
             memory_g = rt_memory.grads('mlp', memory, k, memory_value_memory, ('l2',), residual=True)
-            memory = rt_scan.dgd_chunk(memory, memory_g, lr=eta, retain=alpha)
+            memory = rt_scan.chunk('dgd', memory, memory_g, lr=eta, retain=alpha)
         return o, m_k, m_v, m_eta, m_alpha, memory, caches
 
 

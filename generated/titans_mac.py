@@ -51,7 +51,7 @@ class MemoryAsContextBlock(nn.Module):
     def init_state(self, batch: int, like: torch.Tensor) -> dict:
         levels, caches = {}, {}
         memory = {k: v.to(like) for k, v in self.memory_init(batch).items()}
-        levels['memory'] = {"W": memory, "aux": {"S": {k: torch.zeros_like(v) for k, v in memory.items()}}}
+        levels['memory'] = {"W": memory, "aux": {"momentum": {k: torch.zeros_like(v) for k, v in memory.items()}}}
         caches['q_conv'] = self.q_conv.init_cache(batch, 64, like)
         caches['y_'] = self.y_.init_cache(batch, like)
         caches['k_conv'] = self.k_conv.init_cache(batch, 64, like)
@@ -63,7 +63,7 @@ class MemoryAsContextBlock(nn.Module):
         caches = dict(state["caches"])
         memory = state["levels"]["memory"]["W"]
         memory_aux = state["levels"]["memory"]["aux"]
-        memory_S = memory_aux["S"]
+        memory_S = memory_aux["momentum"]
         # ---- the whole sequence at once: everything that reads no in-context level ----
         h = self.h(x)  # rmsnorm(x)
         q_linear = self.q_linear(h)  # linear(h, dim)
@@ -91,7 +91,7 @@ class MemoryAsContextBlock(nn.Module):
         out_ = self.out_(out_prod)  # linear(rmsnorm(y) * sigmoid(rmsnorm(memory(qy))), dim)
         out = out_
         levels = {
-            "memory": {"W": memory, "aux": {"S": memory_S}},
+            "memory": {"W": memory, "aux": {"momentum": memory_S}},
         }
         return out, {"levels": levels, "caches": caches}
 
@@ -124,7 +124,7 @@ class MemoryAsContextBlock(nn.Module):
         # learn: memory (momentum, every 16 tokens)
         if full:  # the state advances
             memory_g = rt_memory.grads('mlp', memory, k, v, ('l2',), residual=True)
-            memory, memory_S = rt_scan.momentum_chunk(memory, memory_S, memory_g, lr=memory_lr_prod, retain=memory_retain_diff, beta=memory_beta_sigmoid)
+            memory, memory_S = rt_scan.chunk('momentum', memory, memory_S, memory_g, lr=memory_lr_prod, retain=memory_retain_diff, beta=memory_beta_sigmoid)
         return y_, out_memory, memory, memory_S, caches
 
 

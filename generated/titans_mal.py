@@ -48,7 +48,7 @@ class MemoryLayerBlock(nn.Module):
     def init_state(self, batch: int, like: torch.Tensor) -> dict:
         levels, caches = {}, {}
         memory = {k: v.to(like) for k, v in self.memory_init(batch).items()}
-        levels['memory'] = {"W": memory, "aux": {"S": {k: torch.zeros_like(v) for k, v in memory.items()}}}
+        levels['memory'] = {"W": memory, "aux": {"momentum": {k: torch.zeros_like(v) for k, v in memory.items()}}}
         caches['q_conv'] = self.q_conv.init_cache(batch, 64, like)
         caches['k_conv'] = self.k_conv.init_cache(batch, 64, like)
         caches['v_conv'] = self.v_conv.init_cache(batch, 64, like)
@@ -58,7 +58,7 @@ class MemoryLayerBlock(nn.Module):
         caches = dict(state["caches"])
         memory = state["levels"]["memory"]["W"]
         memory_aux = state["levels"]["memory"]["aux"]
-        memory_S = memory_aux["S"]
+        memory_S = memory_aux["momentum"]
         # ---- the whole sequence at once: everything that reads no in-context level ----
         h = self.h(x)  # rmsnorm(x)
         q_linear = self.q_linear(h)  # linear(h, dim)
@@ -100,7 +100,7 @@ class MemoryLayerBlock(nn.Module):
         out_ = self.out_(out_prod)  # linear(rmsnorm(memory(q)) * gate, dim)
         out = out_
         levels = {
-            "memory": {"W": memory, "aux": {"S": memory_S}},
+            "memory": {"W": memory, "aux": {"momentum": memory_S}},
         }
         return out, {"levels": levels, "caches": caches}
 
@@ -112,7 +112,7 @@ class MemoryLayerBlock(nn.Module):
             out_memory = rt_memory.read('mlp', memory, q_c, residual=True)  # memory(q)
         # learn: memory (momentum, every 16 tokens)
         if full:  # the state advances
-            memory, memory_S = rt_scan.momentum_apply(memory, memory_S, memory_g, memory_coef_c)
+            memory, memory_S = rt_scan.chunk_apply('momentum', memory, memory_S, memory_g, memory_coef_c)
         return out_memory, memory, memory_S
 
 
