@@ -6,7 +6,8 @@ reference interpreter (`nlc.interp`) and the code generator (`nlc.codegen`) must
 agree on: the slow layers and their names and creation order (so state_dicts
 are interchangeable), the levels and their per-token inputs, and which nodes
 depend on in-context reads (computed chunk by chunk) and which do not
-(computed for the whole sequence at once).
+(computed for the whole sequence at once). Shapes, periods and constants are the
+checker's (`Checked.facts`, docs/design.md §2.4): nothing is bound or folded again here.
 """
 
 from __future__ import annotations
