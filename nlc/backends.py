@@ -42,7 +42,7 @@ def build(program: ir.Program | str | Path, backend: str = "compiled", kernels: 
     if backend not in BACKENDS:
         raise ValueError(f"backend must be one of {BACKENDS}, not {backend!r}")
     checked = check_ir(program, params)
-    plan = plan_model(checked.program, checked.params)
+    plan = plan_model(checked)
     if backend == "reference":
         if compile:
             raise ValueError("compile=True applies to the generated back end, not the reference interpreter")

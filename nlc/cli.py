@@ -146,7 +146,7 @@ def cmd_graph(args) -> int:
     except SpecError as e:
         _eprint(e.render())
         return 1
-    g = level_graph(checked.program, checked.params)
+    g = level_graph(checked.program, checked.facts)
     draw(g, args.output)
     n = sum(1 for _, d in g.nodes(data=True) if d["kind"] == "level")
     print(f"wrote {args.output} ({n} level{'s' if n != 1 else ''}, {g.number_of_edges()} flows)")

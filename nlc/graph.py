@@ -14,16 +14,13 @@ from __future__ import annotations
 
 import io
 import math
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Mapping
 
 import networkx as nx
 
 from nlc import ir
-from nlc.errors import Reporter
 from nlc.files import atomic_write_bytes, atomic_write_text
-from nlc.passes.params import fold
+from nlc.passes.facts import Frequency, ProgramFacts
 
 # ---- dataflow within a scope -----------------------------------------------------
 
@@ -73,37 +70,9 @@ def _deps(e: ir.Expr, update_edges: bool = False):
 
 # ---- the level graph -------------------------------------------------------------
 
-UNIT_RANK = {ir.PeriodUnit.TOKENS: 0, ir.PeriodUnit.STEPS: 1, ir.PeriodUnit.NEVER: 2}
-
-
-@dataclass(frozen=True)
-class Frequency:
-    """How often a level updates: sortable, fastest first."""
-
-    unit: ir.PeriodUnit
-    count: int
-
-    @property
-    def key(self) -> tuple[int, int]:
-        return (UNIT_RANK[self.unit], self.count)
-
-    def __str__(self) -> str:
-        if self.unit is ir.PeriodUnit.NEVER:
-            return "never"
-        word = self.unit.value if self.count != 1 else self.unit.value[:-1]
-        return f"every {self.count} {word}" if self.count != 1 else f"every {word}"
-
-
-def frequency(level: ir.Level, env: Mapping[str, object]) -> Frequency:
-    """Return the level's period with parameters substituted (count 0 if it cannot be evaluated)."""
-    if level.period.unit is ir.PeriodUnit.NEVER:
-        return Frequency(ir.PeriodUnit.NEVER, 0)
-    value = fold(level.period.count, env, Reporter())
-    return Frequency(level.period.unit, int(value) if isinstance(value, (int, float)) else 0)
-
-
-def level_graph(program: ir.Program, env: Mapping[str, object]) -> nx.MultiDiGraph:
-    """Return the program's level graph with frequency bands (node attr `band`, 0 = fastest)."""
+def level_graph(program: ir.Program, facts: ProgramFacts) -> nx.MultiDiGraph:
+    """Return the level graph of a checked program (its `facts` give the periods), with frequency bands
+    (node attr `band`, 0 = fastest)."""
     g = nx.MultiDiGraph(name=program.name)
     outer = "outer"
     g.add_node("input", kind="input", label="tokens" if program.is_model else "gradients")
@@ -113,7 +82,7 @@ def level_graph(program: ir.Program, env: Mapping[str, object]) -> nx.MultiDiGra
     for body, block in ir.scopes(program):
         prefix = f"{block.name}." if block is not None else ""
         for lv in (s for s in body if isinstance(s, ir.Level)):
-            g.add_node(prefix + lv.name, kind="level", level=lv, freq=frequency(lv, env),
+            g.add_node(prefix + lv.name, kind="level", level=lv, freq=facts.period(block, lv.name),
                        label=f"{lv.name}\n{_form_name(lv.state)} · {_rule_label(lv)}")
         for lv in (s for s in body if isinstance(s, ir.Level)):
             _level_edges(g, prefix, lv, body)

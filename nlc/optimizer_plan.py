@@ -33,7 +33,8 @@ from nlc import ir
 from nlc.errors import Diagnostic, Reporter, SpecError
 from nlc.passes.optimizer import (ExprKinds, bind, check_optimizer, grad_of, gradient_order, initial, level_kind,
                                   update_reads)
-from nlc.passes.params import fold
+from nlc.passes import frequency
+from nlc.passes.facts import ProgramFacts
 from nlc.printer import print_expr
 from nlc.rules import RULES
 
@@ -99,10 +100,28 @@ class OptimizerPlan:
         return self.levels[-1]
 
 
-def plan_optimizer(program: ir.Program, params: Mapping[str, object]) -> OptimizerPlan:
-    """Return the plan of a checked optimizer program with parameter values `params`."""
+def plan_optimizer(program: ir.Program, params: Mapping[str, object], facts: ProgramFacts | None = None) \
+        -> OptimizerPlan:
+    """Return the plan of a checked optimizer program with parameter values `params`.
+
+    `facts` are the checker's (`Checked.facts`: the plan reads each level's period there). A caller holding
+    only the program and its parameters gets them from the checks the plan relies on, run here.
+    """
     require_optimizer(program)
-    return _Planner(program, dict(params)).plan()
+    if facts is None:
+        facts = _checked_facts(program, params)
+    return _Planner(program, dict(params), facts).plan()
+
+
+def _checked_facts(program: ir.Program, params: Mapping[str, object]) -> ProgramFacts:
+    """Run the optimizer checks, then the period pass; raise SpecError on any error."""
+    rep = Reporter()
+    check_optimizer(program, params, rep)
+    rep.raise_if_errors()
+    facts = ProgramFacts(dict(params))
+    frequency.run(program, params, rep, facts)
+    rep.raise_if_errors()
+    return facts
 
 
 def require_optimizer(program: ir.Program) -> None:
@@ -116,9 +135,10 @@ def require_optimizer(program: ir.Program) -> None:
 class _Planner:
     """Builds the plan of an optimizer that `check_optimizer` passed: no error is reported here."""
 
-    def __init__(self, program: ir.Program, params: dict):
+    def __init__(self, program: ir.Program, params: dict, facts: ProgramFacts):
         self.program = program
         self.params = params
+        self.facts = facts
         self.kinds = ExprKinds(program)
         self.lets = self.kinds.lets
         self.ir_levels = {s.name: s for s in program.body if isinstance(s, ir.Level)}
@@ -127,10 +147,6 @@ class _Planner:
 
     # ---- the whole program ----
     def plan(self) -> OptimizerPlan:
-        rep = Reporter()
-        check_optimizer(self.program, self.params, rep)
-        if rep.errors:
-            raise SpecError(rep.diagnostics)
         for name in self.lets:
             self.kinds.kind_of(ir.Ref(name, ir.RefKind.LET))
         levels = {name: self.level(lv) for name, lv in self.ir_levels.items()}
@@ -161,7 +177,7 @@ class _Planner:
         if lv.lr is not None and isinstance(lv.lr, ir.Ref) and lv.lr.kind is ir.RefKind.PARAM:
             self.lr_params.add(lv.lr.name)
         count = lv.period.count
-        out.period_value = int(fold(count, self.params, Reporter()))
+        out.period_value = self.facts.period(None, lv.name).count
         out.period = None if isinstance(count, ir.Num) and count.value == 1 else count
         self.mark_whole(count)
         out.debias = lv.debias

@@ -6,7 +6,8 @@ reference interpreter (`nlc.interp`) and the code generator (`nlc.codegen`) must
 agree on: the slow layers and their names and creation order (so state_dicts
 are interchangeable), the levels and their per-token inputs, and which nodes
 depend on in-context reads (computed chunk by chunk) and which do not
-(computed for the whole sequence at once).
+(computed for the whole sequence at once). Shapes, periods and constants are the
+checker's (`Checked.facts`, docs/design.md §2.4): nothing is bound or folded again here.
 """
 
 from __future__ import annotations
@@ -19,9 +20,10 @@ import networkx as nx
 
 from nlc import builtins as B
 from nlc import ir
-from nlc.errors import Diagnostic, Reporter, SpecError
+from nlc.errors import Diagnostic, SpecError
 from nlc.names import NameAllocator, camel
-from nlc.passes.params import fold
+from nlc.passes.facts import ProgramFacts, ScopeFacts, StateShape
+from nlc.passes.pipeline import Checked
 from nlc.passes.steplevels import step_rule_args
 from nlc.rules import DEFAULT
 from nlc.printer import print_expr
@@ -181,8 +183,9 @@ class ModelPlan:
         return lcm(1, *(b.max_period for b in self.blocks))
 
 
-def plan_model(program: ir.Program, params: Mapping[str, object]) -> ModelPlan:
-    """Return the plan of a checked model program with parameter values `params`."""
+def plan_model(checked: Checked) -> ModelPlan:
+    """Return the plan of a checked model program: its parameters, shapes, periods and constants are the checker's."""
+    program, params, facts = checked.program, checked.params, checked.facts
     if not program.is_model:
         raise SpecError([Diagnostic("E501", f"`{program.name}` is an optimizer, not a model", program.name_span,
                                     "build optimizers with `nlc.build_optimizer`")])
@@ -192,12 +195,12 @@ def plan_model(program: ir.Program, params: Mapping[str, object]) -> ModelPlan:
     def visit(stmts):
         for s in stmts:
             if isinstance(s, ir.Repeat):
-                n = int(fold(s.count, params, Reporter()))
+                n = int(facts.const(s.count))
                 for _ in range(n):
                     visit(s.body)
             elif isinstance(s, ir.Block):
                 cls = classes.setdefault(id(s), _class_name(s.name, set(classes.values())))
-                blocks.append(_BlockPlanner(s, params, len(blocks), cls).plan())
+                blocks.append(_BlockPlanner(s, params, facts, len(blocks), cls).plan())
 
     visit(program.body)
     return ModelPlan(program.name, int(params["dim"]), int(params["vocab"]), blocks, dict(params), program.path)
@@ -212,9 +215,11 @@ def _class_name(name: str, taken: set[str]) -> str:
 
 
 class _BlockPlanner:
-    def __init__(self, block: ir.Block, params: Mapping[str, object], index: int, cls: str):
+    def __init__(self, block: ir.Block, params: Mapping[str, object], facts: ProgramFacts, index: int, cls: str):
         self.block = block
         self.params = params
+        self.facts = facts
+        self.scope: ScopeFacts = facts.scope(block)  # the shapes and periods of this block's levels
         self.index = index
         self.cls = cls
         self.nodes: dict[str, Node] = {}
@@ -223,7 +228,6 @@ class _BlockPlanner:
         self.lets = {s.name: s for s in block.body if isinstance(s, ir.Let)}
         self.levels = {s.name: s for s in block.body if isinstance(s, ir.Level)}
         self.in_context = {n for n, lv in self.levels.items() if lv.period.unit is ir.PeriodUnit.TOKENS}
-        self.shapes: dict[str, tuple] = {}
         self.names = NameAllocator()
         self.var = {n: self.names.take(n) for n in [*self.lets, *self.levels]}  # spec name -> Python name
 
@@ -232,7 +236,8 @@ class _BlockPlanner:
         return self.names.fresh(base)
 
     def const(self, e: ir.Expr) -> float | int | bool:
-        return fold(e, self.params, Reporter())
+        """The value the checker folded a constant expression (a width, a count, a number gate) to."""
+        return self.facts.const(e)
 
     # ---- the plan ----
     def plan(self) -> BlockPlan:
@@ -261,9 +266,9 @@ class _BlockPlanner:
             return InitialCopy(f"{lv.var}_state", source=f"{var}_state")
         if root.init.fn == "learned":
             return InitialCopy(f"{lv.var}_state", source=f"{var}_init")
-        kind, _d_in, _d_out, _h, _depth, residual, _like = self.state_shape(root.name)
-        return InitialCopy(f"{lv.var}_state",
-                           fixed=Module("", "MemoryInit", (self.weights(root.name), kind, residual, root.init.fn)))
+        shape = self.state_shape(root.name)
+        return InitialCopy(f"{lv.var}_state", fixed=Module("", "MemoryInit", (self.weights(root.name), shape.kind,
+                                                                              shape.residual, root.init.fn)))
 
     def _let_order(self) -> list[str]:
         g = nx.DiGraph()
@@ -327,8 +332,7 @@ class _BlockPlanner:
                isinstance(n, ir.Call) and (n.kind is not ir.CallKind.OP or n.fn not in B.UNARY_OPS)
                for n in ir.walk(e)):
             return None
-        value = fold(e, self.params, Reporter())  # parameters and elementwise builtins of them (nlc.unary)
-        return None if value is None else float(value)
+        return float(self.const(e))  # parameters and elementwise builtins of them (nlc.unary), folded by the checker
 
     def _alias(self, root: str, target: str, e: ir.Expr) -> str:
         return self._node(root, "alias", (target,), {}, self._width(target), e)
@@ -343,7 +347,7 @@ class _BlockPlanner:
 
     def _level_width(self, level: str, args=()) -> int:
         """The width of a read of `level` (its state's output width)."""
-        return self.state_shape(level)[2]
+        return self.state_shape(level).d_out
 
     def op(self, e: ir.Call, base: str, name: str) -> str:
         sig = B.OPS[e.fn]
@@ -392,41 +396,23 @@ class _BlockPlanner:
         raise SpecError([Diagnostic("E502", f"`{e.fn}` cannot be compiled in a model yet", e.fn_span)])
 
     # ---- levels ----
-    def state_shape(self, name: str) -> tuple:
-        """("linear"|"mlp"|"vector"|"like", d_in, d_out, hidden, depth, residual, like_of)."""
-        if name in self.shapes:
-            return self.shapes[name]
-        s = self.levels[name].state
-        bound = _bind(s, B.STATES[s.fn], self.const)
-        if s.fn == "linear":
-            shape = ("linear", int(bound["d_in"]), int(bound["d_out"]), 0, 1, False, None)
-        elif s.fn == "mlp":
-            d = int(bound["dim"])
-            hidden = int(bound["hidden"]) if bound["hidden"] is not None else 4 * d
-            shape = ("mlp", d, d, hidden, int(bound["depth"]), bool(bound["residual"]), None)
-        elif s.fn == "vector":
-            n = int(bound["n"])
-            shape = ("vector", n, n, 0, 1, False, None)
-        else:  # like(level)
-            of = s.args[0].name if s.args else s.kwarg("of").name
-            inner = self.state_shape(of)
-            shape = ("like", inner[1], inner[2], inner[3], inner[4], inner[5], of)
-        self.shapes[name] = shape
-        return shape
+    def state_shape(self, name: str) -> StateShape:
+        """The state shape the checker gave level `name`."""
+        return self.scope.shapes[name]
 
     def weights(self, name: str) -> dict[str, tuple[int, ...]]:
-        kind, d_in, d_out, hidden, depth, _res, like = self.state_shape(name)
-        if kind == "like":
-            return self.weights(like)
-        if kind == "vector":
-            return {"m": (d_in,)}
-        if kind == "linear":
-            return {"W": (d_in, d_out)}
-        dims = [d_in] + [hidden] * (depth - 1) + [d_out]
-        return {f"W{i}": (dims[i], dims[i + 1]) for i in range(depth)}
+        shape = self.state_shape(name)
+        if shape.kind == "like":
+            return self.weights(shape.like_of)
+        if shape.kind == "vector":
+            return {"m": (shape.d_in,)}
+        if shape.kind == "linear":
+            return {"W": (shape.d_in, shape.d_out)}
+        dims = [shape.d_in] + [shape.hidden] * (shape.depth - 1) + [shape.d_out]
+        return {f"W{i}": (dims[i], dims[i + 1]) for i in range(shape.depth)}
 
     def level(self, lv: ir.Level) -> LevelPlan:
-        kind, d_in, d_out, _h, depth, residual, like = self.state_shape(lv.name)
+        shape = self.state_shape(lv.name)
         base = self.var[lv.name]
         ctx = lv.context
         if isinstance(ctx, ir.Tuple):
@@ -453,15 +439,16 @@ class _BlockPlanner:
         lr = 1.0 if lv.lr is None else self.expr(lv.lr, f"{base}_lr")
         retain = 1.0 if lv.retain is None else self.expr(lv.retain, f"{base}_retain")
         if init == "learned":
-            self.modules.append(Module(f"{base}_init", "MemoryInit", (self.weights(lv.name), kind, residual)))
-        return LevelPlan(lv.name, base, kind, self.weights(lv.name), d_in, d_out, depth, residual, init, copy_of, like,
-                         context, objective, rule, rule_args, update_by, lr, retain,
-                         int(self.const(lv.period.count)), lv.online, lv.span.line)
+            self.modules.append(Module(f"{base}_init", "MemoryInit", (self.weights(lv.name), shape.kind,
+                                                                      shape.residual)))
+        return LevelPlan(lv.name, base, shape.kind, self.weights(lv.name), shape.d_in, shape.d_out, shape.depth,
+                         shape.residual, init, copy_of, shape.like_of, context, objective, rule, rule_args, update_by,
+                         lr, retain, self.scope.periods[lv.name].count, lv.online, lv.span.line)
 
     def slow_level(self, lv: ir.Level) -> SlowLevel:
-        kind, d_in, d_out, _h, depth, residual, _like = self.state_shape(lv.name)
-        never = lv.period.unit is ir.PeriodUnit.NEVER
-        period = 0 if never else int(self.const(lv.period.count))
+        shape = self.state_shape(lv.name)
+        frequency = self.scope.periods[lv.name]
+        never, period = frequency.never, frequency.count  # count 0 for never
         lr, retain, rule, args = 1.0, 1.0, DEFAULT, {}
         if not never:  # nlc check (nlc.passes.steplevels) made sure these are numbers and the rule a step-level one
             lr = 1.0 if lv.lr is None else float(self.const(lv.lr))
@@ -469,9 +456,9 @@ class _BlockPlanner:
             rule = lv.update.fn
             args = {k: float(self.const(e)) for k, e in step_rule_args(lv.update).items()}
         self.modules.append(Module(f"{self.var[lv.name]}_state", "SlowMemory",
-                                   (self.weights(lv.name), kind, residual, lv.init.fn, not never)))
-        return SlowLevel(lv.name, self.var[lv.name], kind, self.weights(lv.name), d_in, d_out, depth, residual,
-                         lv.init.fn, period, rule, lr, lv.online, retain, args.get("beta"))
+                                   (self.weights(lv.name), shape.kind, shape.residual, lv.init.fn, not never)))
+        return SlowLevel(lv.name, self.var[lv.name], shape.kind, self.weights(lv.name), shape.d_in, shape.d_out,
+                         shape.depth, shape.residual, lv.init.fn, period, rule, lr, lv.online, retain, args.get("beta"))
 
     def _mark_loop(self) -> None:
         """Mark nodes that depend on an in-context read (they run chunk by chunk)."""

@@ -230,3 +230,108 @@ def test_is_root_before_and_after_name_resolution():
     root = levels[roots[0]]
     assert ir.is_root(dataclasses.replace(root, state=ir.Ref("params")))  # as lowered, before resolution
     assert not ir.is_root(dataclasses.replace(root, state=ir.Ref("param")))
+
+
+# ---- what check hands forward (docs/design.md §2.4) ----------------------------------------------------
+
+
+def private_pass_imports(package_dir: Path, passes: str = "nlc.passes") -> list[str]:
+    """`module: from M import _name` for every module outside `passes` importing a private name of a pass."""
+    out = []
+    for module, path in modules(package_dir).items():
+        if _inside(module, [passes]):
+            continue
+        for node in ast.walk(ast.parse(path.read_text("utf-8"), str(path))):
+            if isinstance(node, ast.ImportFrom) and node.module and _inside(node.module, [passes]):
+                out += [f"{module}: from {node.module} import {a.name}" for a in node.names if a.name.startswith("_")]
+    return sorted(out)
+
+
+def test_nothing_outside_the_passes_imports_a_private_helper_of_a_pass():
+    bad = private_pass_imports(ROOT / "nlc")
+    assert not bad, "take the fact from `Checked.facts` (nlc.passes.facts) instead:\n" + "\n".join(bad)
+
+
+def test_a_private_import_from_a_pass_is_found(tmp_path):
+    pkg = _package(tmp_path, {
+        "pkg/__init__.py": "",
+        "pkg/passes/__init__.py": "",
+        "pkg/passes/shapes.py": "def _bind(): pass\ndef run(): pass\n",
+        "pkg/passes/size.py": "from pkg.passes.shapes import _bind\n",  # inside the passes: allowed
+        "pkg/plan.py": "from pkg.passes.shapes import run, _bind\n",
+    })
+    assert private_pass_imports(pkg, "pkg.passes") == ["pkg.plan: from pkg.passes.shapes import _bind"]
+
+
+class _Refused(dict):
+    """A builtin table that fails when read: nothing may bind a state call again after the check."""
+
+    def __getitem__(self, key):
+        raise AssertionError(f"`{key}` was bound again after the check")
+
+    get = __getitem__
+
+
+def _recomputing_refused(monkeypatch):
+    import nlc.optimizer_plan
+    import nlc.passes.params
+    import nlc.passes.shapes
+    import nlc.plan
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("a constant or a period was folded again after the check")
+
+    monkeypatch.setattr(nlc.passes.shapes._Typer, "state_shape", refuse)
+    for module in (nlc.passes.params, nlc.plan, nlc.optimizer_plan):
+        monkeypatch.setattr(module, "fold", refuse, raising=False)
+
+
+def test_planning_reads_the_checkers_facts_and_recomputes_nothing(monkeypatch):
+    import nlc
+    import nlc.builtins
+    from nlc.optimizer_plan import plan_optimizer
+    from nlc.passes.pipeline import check_ir
+    from nlc.plan import plan_model
+
+    checked = {path.name: check_ir(nlc.load(path), {"dim": 16}
+                                   if nlc.load(path).is_model else {}) for path in sorted((ROOT / "examples").glob("*.nl"))}
+    _recomputing_refused(monkeypatch)
+    with monkeypatch.context() as states:
+        # (the optimizer plan keeps an MLP memory's arguments as expressions: they are hyper-parameters)
+        states.setattr(nlc.builtins, "STATES", _Refused())
+        models = [plan_model(c) for c in checked.values() if c.program.is_model]
+    optimizers = [plan_optimizer(c.program, c.params, c.facts) for c in checked.values() if not c.program.is_model]
+    assert len(models) >= 10 and len(optimizers) >= 5
+    m3 = next(p for p in optimizers if p.name == "m3")
+    assert sorted({lv.period_value for lv in m3.levels}) != [1]  # its slow momentum's period came from the facts
+
+
+def test_the_facts_tell_apart_blocks_that_share_a_name():
+    import nlc
+    from nlc.passes.facts import Frequency, StateShape
+    from nlc.passes.pipeline import check_ir
+    from nlc.plan import plan_model
+
+    level = ("level m {{ state {state} init zeros context (x, x) update gd period {period} tokens }}\n"
+             "      out = m(x)")
+    text = f"""model twins(dim = 8, vocab = 16, width = 2 * dim) {{
+  block layer {{
+      {level.format(state="mlp(dim, width, depth = 3, residual = false)", period=2)}
+  }}
+  repeat 2 {{
+    block layer {{
+      {level.format(state="vector(dim)", period=4)}
+    }}
+  }}
+}}
+"""
+    checked = check_ir(nlc.loads(text))
+    blocks = [b for _, b in __import__("nlc.ir", fromlist=["scopes"]).scopes(checked.program)]
+    first, second = (checked.facts.scope(b) for b in blocks)
+    assert first.shapes["m"] == StateShape("mlp", 8, 8, hidden=16, depth=3, residual=False)
+    assert second.shapes["m"] == StateShape("vector", 8, 8)
+    assert (first.periods["m"], second.periods["m"]) == (Frequency(nlc.ir.PeriodUnit.TOKENS, 2),
+                                                         Frequency(nlc.ir.PeriodUnit.TOKENS, 4))
+    plan = plan_model(checked)
+    assert [(b.levels[0].kind, b.levels[0].period) for b in plan.blocks] == [("mlp", 2), ("vector", 4), ("vector", 4)]
+    assert plan.blocks[0].levels[0].weights == {"W0": (8, 16), "W1": (16, 16), "W2": (16, 8)}

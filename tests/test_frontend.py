@@ -105,7 +105,7 @@ def test_same_step_cycle_is_rejected():
 
 def test_level_graph_bands_fastest_innermost():
     checked = check_ir(nlc.loads(CMS), {})
-    g = level_graph(checked.program, checked.params)
+    g = level_graph(checked.program, checked.facts)
     bands = {n: d["band"] for n, d in g.nodes(data=True) if "band" in d}
     assert bands["continuum.fast"] < bands["continuum.mid"] < bands["continuum.slow"]
     assert bands["outer"] == bands["continuum.fast"]  # both update every step
@@ -115,7 +115,7 @@ def test_level_graph_bands_fastest_innermost():
 
 def test_optimizer_level_graph_has_update_edge():
     checked = check_ir(nlc.loads(SGD), {})
-    g = level_graph(checked.program, checked.params)
+    g = level_graph(checked.program, checked.facts)
     kinds = {(u, v, d["kind"]) for u, v, d in g.edges(data=True)}
     assert ("m", "weights", "update") in kinds and ("loss", "m", "grad") in kinds
 

@@ -45,7 +45,7 @@ def matmul_peak(device: str = "cpu", repeats: int = 10) -> float:
 def planned_flops(name: str, dim: int, seq: int) -> float:
     """nlc.flops.model_flops per token of an example at `dim`."""
     checked = check_ir(nlc.load(example(name)), {"dim": dim})
-    return model_flops(plan_model(checked.program, checked.params), seq)["total"]
+    return model_flops(plan_model(checked), seq)["total"]
 
 
 def counted_flops(model, tokens) -> float:

@@ -71,7 +71,7 @@ def generate(program: ir.Program, **params) -> str:
     checked = check_ir(program, params)
     if not checked.program.is_model:
         return generate_optimizer(checked.program, checked.params)
-    return generate_model(checked.program, plan_model(checked.program, checked.params))
+    return generate_model(checked.program, plan_model(checked))
 
 
 def _cache_dir() -> Path:

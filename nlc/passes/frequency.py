@@ -21,12 +21,12 @@ from typing import Mapping
 
 from nlc import ir
 from nlc.errors import Reporter
-from nlc.graph import Frequency
+from nlc.passes.facts import Frequency, ProgramFacts
 from nlc.passes.params import fold
 
 
-def run(program: ir.Program, env: Mapping[str, object], rep: Reporter) -> ir.Program:
-    """Check every level's period; return the program unchanged."""
+def run(program: ir.Program, env: Mapping[str, object], rep: Reporter, facts: ProgramFacts) -> ir.Program:
+    """Check every level's period and record it in `facts`; return the program unchanged."""
     freqs: dict[str, Frequency] = {}
     spans = {}
     for body, block in ir.scopes(program):
@@ -36,6 +36,7 @@ def run(program: ir.Program, env: Mapping[str, object], rep: Reporter) -> ir.Pro
             if f is not None:
                 key = f"{block.name}.{lv.name}" if block else lv.name
                 freqs[key] = scope_freqs[key] = f
+                facts.scope(block).periods[lv.name] = f
                 spans[key] = scope_spans[key] = lv.period.span
             _check_loss_context(lv, rep)
             if lv.online and (not program.is_model or lv.period.unit is ir.PeriodUnit.NEVER):

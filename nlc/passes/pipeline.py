@@ -14,18 +14,21 @@ from typing import Mapping
 from nlc import ir
 from nlc.errors import Diagnostic, Reporter, SpecError
 from nlc.passes import frequency, graph_checks, no_effect, optimizer, resolve, shapes, size, steplevels
+from nlc.passes.facts import ProgramFacts
 from nlc.passes.params import evaluate
 from nlc.passes.size import SizeEstimate
 
 
 @dataclass
 class Checked:
-    """A checked program, its parameter values, any warnings, and its size (parameters, state per sequence)."""
+    """A checked program, its parameter values, any warnings, its size (parameters, state per sequence),
+    and what the passes found out about it (each level's state shape and period, the constants' values)."""
 
     program: ir.Program
     params: dict[str, object]
     warnings: list[Diagnostic] = field(default_factory=list)
     size: SizeEstimate = field(default_factory=SizeEstimate)
+    facts: ProgramFacts = field(default_factory=lambda: ProgramFacts({}))
 
 
 def check_ir(program: ir.Program, overrides: Mapping[str, object] | None = None) -> Checked:
@@ -41,15 +44,16 @@ def check_ir(program: ir.Program, overrides: Mapping[str, object] | None = None)
     rep.raise_if_errors()
     graph_checks.run(program, rep)
     rep.raise_if_errors()
-    frequency.run(program, env, rep)
+    facts = ProgramFacts(env)
+    frequency.run(program, env, rep, facts)
     no_effect.run(program, rep)
-    shapes.run(program, env, rep)
+    shapes.run(program, env, rep, facts)
     steplevels.run(program, env, rep)
     rep.raise_if_errors()
     optimizer.run(program, env, rep)
     rep.raise_if_errors()
     estimate = size.run(program, env, rep, limits, overridden=set(overrides))
     rep.raise_if_errors()
-    return Checked(program, env, rep.diagnostics, estimate)
+    return Checked(program, env, rep.diagnostics, estimate, facts)
 
 

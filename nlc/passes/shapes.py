@@ -24,6 +24,7 @@ from typing import Mapping
 from nlc import builtins as B
 from nlc import ir
 from nlc.errors import Reporter, did_you_mean
+from nlc.passes.facts import ProgramFacts, StateShape
 from nlc.passes.params import arith, fold, fold_unary
 from nlc.rules import RULES
 
@@ -49,30 +50,19 @@ class Scalar:
 Type = Const | Tensor | Scalar
 
 
-@dataclass(frozen=True)
-class StateShape:
-    kind: str  # linear | mlp | vector | like | params
-    d_in: int | str
-    d_out: int | str
-    layers: tuple = ()  # an MLP's (hidden, depth); a `like` state's: those of its level
+def run(program: ir.Program, env: Mapping[str, object], rep: Reporter, facts: ProgramFacts) -> ir.Program:
+    """Type-check the program with parameter values `env`; return it unchanged.
 
-    def describe(self) -> str:
-        """`linear 8->16`, `mlp 8->32->8` (depth 2), `mlp 8->32 (x3)->8` (depth 4)."""
-        if not self.layers or self.layers[1] == 1:
-            return f"{self.kind} {self.d_in}->{self.d_out}"
-        hidden, depth = self.layers
-        return f"{self.kind} {self.d_in}->{hidden}{f' (x{depth - 1})' if depth > 2 else ''}->{self.d_out}"
-
-
-def run(program: ir.Program, env: Mapping[str, object], rep: Reporter) -> ir.Program:
-    """Type-check the program with parameter values `env`; return it unchanged."""
+    Records into `facts` every level's state shape and the value of every expression it types as a constant.
+    """
     is_model = program.is_model
     if is_model:
         for r in _repeats(program.body):
-            _Typer(rep, env, (), is_model).posint(r.count, "the repeat count")
+            _Typer(rep, env, (), is_model, facts).posint(r.count, "the repeat count")
     for body, block in ir.scopes(program):
-        typer = _Typer(rep, env, body, is_model)
+        typer = _Typer(rep, env, body, is_model, facts)
         typer.check_scope(block)
+        facts.scope(block).shapes.update((name, shape) for name, shape in typer.shapes.items() if shape is not None)
     return program
 
 
@@ -122,15 +112,16 @@ def _repeats(body):
 
 
 class _Typer:
-    def __init__(self, rep: Reporter, env: Mapping[str, object], body, is_model: bool):
+    def __init__(self, rep: Reporter, env: Mapping[str, object], body, is_model: bool, facts: ProgramFacts):
         self.rep = rep
         self.env = env
+        self.facts = facts
         self.is_model = is_model
         self.lets = {s.name: s for s in body if isinstance(s, ir.Let)}
         self.levels = {s.name: s for s in body if isinstance(s, ir.Level)}
         self.body = body
         self._let_types: dict[str, Type | None] = {}
-        self._shapes: dict[str, StateShape | None] = {}
+        self.shapes: dict[str, StateShape | None] = {}
 
     @property
     def dim(self) -> int:
@@ -163,10 +154,10 @@ class _Typer:
 
     # ---- levels ----
     def shape(self, name: str) -> StateShape | None:
-        if name not in self._shapes:
-            self._shapes[name] = None
-            self._shapes[name] = self.state_shape(self.levels[name])
-        return self._shapes[name]
+        if name not in self.shapes:
+            self.shapes[name] = None
+            self.shapes[name] = self.state_shape(self.levels[name])
+        return self.shapes[name]
 
     def state_shape(self, lv: ir.Level) -> StateShape | None:
         s = lv.state
@@ -182,9 +173,14 @@ class _Typer:
             for k in ("hidden", "depth"):
                 if bound.get(k) is not None:
                     self.posint(bound[k], f"`{k}`", s.fn)
+            residual = B.STATES["mlp"].arg("residual").default
             if bound.get("residual") is not None:
-                self.expect(bound["residual"], B.ArgType.BOOL, "residual", s.fn)
-            return None if d is None else StateShape("mlp", d, d, self.mlp_layers(d, bound))
+                t = self.expect(bound["residual"], B.ArgType.BOOL, "residual", s.fn)
+                residual = t.value if isinstance(t, Const) else residual
+            if d is None:
+                return None
+            hidden, depth = self.mlp_layers(d, bound)
+            return StateShape("mlp", d, d, hidden, depth, bool(residual))
         if s.fn == "vector":
             n = self.posint(bound["n"], "`n`", s.fn)
             return None if n is None else StateShape("vector", n, n)
@@ -193,20 +189,21 @@ class _Typer:
         of = bound["of"]  # like(...)
         if isinstance(of, ir.Ref) and of.kind is ir.RefKind.LEVEL:
             inner = self.shape(of.name)
-            return None if inner is None else StateShape("like", inner.d_in, inner.d_out, inner.layers)
+            return None if inner is None else StateShape("like", inner.d_in, inner.d_out, inner.hidden, inner.depth,
+                                                          inner.residual, of.name)
         if isinstance(of, ir.Ref) and of.name == "param" and not self.is_model:
             return StateShape("like", "P", "P")
         self.rep.error("E413", "`like` takes a level (or `param` in an optimizer)", of.span,
                        "for example `state like(memory)`")
         return None
 
-    def mlp_layers(self, d: int, bound: dict) -> tuple:
-        """An MLP state's (hidden, depth); () when they are not numbers (reported elsewhere)."""
+    def mlp_layers(self, d: int, bound: dict) -> tuple[int, int]:
+        """An MLP state's (hidden, depth): hidden 0 at depth 1; (0, 1) when they are not numbers (reported)."""
         hidden = 4 * d if bound.get("hidden") is None else fold(bound["hidden"], self.env, Reporter())
         depth = 2 if bound.get("depth") is None else fold(bound["depth"], self.env, Reporter())
-        if not all(isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in (hidden, depth)):
-            return ()
-        return (hidden if depth > 1 else 0, depth)
+        if not all(_is_int(v) and v > 0 for v in (hidden, depth)):
+            return (0, 1)
+        return (int(hidden) if depth > 1 else 0, int(depth))
 
     def check_level(self, lv: ir.Level) -> None:
         shape = self.shape(lv.name)
@@ -398,7 +395,13 @@ class _Typer:
 
     # ---- expressions ----
     def type_of(self, e: ir.Expr) -> Type | None:
-        """Return the type of e, or None after reporting why it has none."""
+        """Return the type of e, or None after reporting why it has none; record a constant's value in the facts."""
+        t = self._type_of(e)
+        if isinstance(t, Const):
+            self.facts.record_constant(e, t.value)
+        return t
+
+    def _type_of(self, e: ir.Expr) -> Type | None:
         if isinstance(e, (ir.Num, ir.Bool)):
             return Const(e.value)
         if isinstance(e, ir.Ref):

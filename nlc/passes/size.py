@@ -47,6 +47,7 @@ from typing import Iterator, Mapping
 from nlc import builtins as B
 from nlc import ir, rules
 from nlc.errors import Reporter
+from nlc.passes.facts import ProgramFacts
 from nlc.passes.params import fold
 from nlc.passes.shapes import Const, Tensor, _dependency_order, _Typer
 from nlc.printer import print_expr
@@ -209,7 +210,7 @@ class _Facts(_Typer):
     """The shape pass's typer for one scope, remembering every expression's type (each is computed once)."""
 
     def __init__(self, env: Mapping[str, object], body, is_model: bool):
-        super().__init__(Reporter(), env, body, is_model)
+        super().__init__(Reporter(), env, body, is_model, ProgramFacts(dict(env)))  # the shape pass recorded the facts
         self._types: dict[int, object] = {}
         # lets and state shapes in dependency order, as the shape pass does: long chains stay shallow
         for kind, name in _dependency_order(self.lets, self.levels):

@@ -355,8 +355,8 @@ def check_deterministic(spec, params: Mapping | None = None, other_process: bool
 
         for kernels in ("chunked", "sequential"):
             c1, c2 = check_ir(nlc.loads(text, path), params), check_ir(nlc.loads(text, path), params)
-            s1 = generate_model(c1.program, plan_model(c1.program, c1.params), kernels)
-            s2 = generate_model(c2.program, plan_model(c2.program, c2.params), kernels)
+            s1 = generate_model(c1.program, plan_model(c1), kernels)
+            s2 = generate_model(c2.program, plan_model(c2), kernels)
             if s1 != s2:
                 raise AssertionError(f"generating {path} twice (kernels={kernels}) gave different source:\n"
                                      f"{_first_diff(s1, s2)}")
