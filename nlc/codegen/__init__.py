@@ -70,7 +70,7 @@ def generate(program: ir.Program, **params) -> str:
     """Return the generated Python source of a spec: a model module or an optimizer class."""
     checked = check_ir(program, params)
     if not checked.program.is_model:
-        return generate_optimizer(checked.program, checked.params)
+        return generate_optimizer(checked.program, checked.params, checked.facts)
     return generate_model(checked.program, plan_model(checked))
 
 

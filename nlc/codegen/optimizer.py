@@ -516,13 +516,14 @@ def _class_name(name: str) -> str:
     return camel(name, "Optimizer")
 
 
-def generate_optimizer(program: ir.Program, params: dict) -> str:
+def generate_optimizer(program: ir.Program, params: dict, facts=None) -> str:
     """Return the Python source of the torch.optim.Optimizer for a checked optimizer program.
 
     `params` are the program's parameter values (`nlc.passes.pipeline.check_ir(...).params`);
-    they become the defaults of the constructor's keyword arguments.
+    they become the defaults of the constructor's keyword arguments. `facts` are the checker's
+    (`Checked.facts`; without them the plan runs the checks it relies on again).
     """
-    plan = plan_optimizer(program, params)
+    plan = plan_optimizer(program, params, facts)
     code = emit_optimizer(plan)
     spec_path = comment_text(display_path(program.path))
     text = ENV.get_template("optimizer.py.j2").render(

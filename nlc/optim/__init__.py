@@ -145,7 +145,7 @@ def optimizer_class(spec, **hyper) -> type:
     program = _program(spec)
     require_optimizer(program)  # E510 before the parameters are checked
     checked = check_ir(program, hyper)
-    source = generate_optimizer(checked.program, checked.params)
+    source = generate_optimizer(checked.program, checked.params, checked.facts)
     cls = _CLASSES.get(source)
     if cls is None:
         module = load_source(source, f"optim_{program.name}")

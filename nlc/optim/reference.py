@@ -34,7 +34,7 @@ def reference_optimizer(spec, params, **hyper) -> "ReferenceOptimizer":
     program = _program(spec)
     require_optimizer(program)
     checked = check_ir(program, hyper)
-    return ReferenceOptimizer(plan_optimizer(checked.program, checked.params), params)
+    return ReferenceOptimizer(plan_optimizer(checked.program, checked.params, checked.facts), params)
 
 
 class ReferenceOptimizer(torch.optim.Optimizer):
