@@ -474,8 +474,9 @@ def train(spec: str | Path, out: str | Path, resume: bool | str = False, **optio
     if cfg.compile:  # each block's chunk step under torch.compile: compile time independent of the length
         compile_chunks(model)
     resumed = ckpt if resume and ckpt is not None else None
-    return _run(cfg, out, model, task, opt, levels, main_params, start, state, device, shash, prog.name,
-                resumed, changed if resume else {})
+    return _run(RunPlan(cfg=cfg, out=out, model=model, task=task, opt=opt, levels=levels,
+                        main_params=tuple(main_params), start=start, state=state, device=device, spec_hash=shash,
+                        name=prog.name, resumed=resumed, changed=changed if resume else {}))
 
 
 def _norm(v):
@@ -641,8 +642,31 @@ def _state_problem(loaded, fresh, path: str) -> str | None:
     return None
 
 
-def _run(cfg, out, model, task, opt, levels, main_params, start, state, device, shash, name,
-         resumed: ck.Checkpoint | None, changed) -> dict:
+@dataclass(frozen=True)
+class RunPlan:
+    """Everything the step loop needs, built once by `train` from the TrainConfig and what it resolved
+    (the model, the task, the optimizers, the step to start at, the checkpoint resumed from)."""
+
+    cfg: TrainConfig
+    out: Path  # the run folder
+    model: torch.nn.Module
+    task: Task
+    opt: torch.optim.Optimizer  # the main optimizer (AdamW) of `main_params`
+    levels: StepLevels  # the CMS step levels, which step their own parameters
+    main_params: tuple  # the parameters `opt` steps (gradient clipping covers these)
+    start: int  # the step to start at (0, or the resumed checkpoint's)
+    state: object  # the streaming state to start from (None unless cfg.stream)
+    device: torch.device
+    spec_hash: str
+    name: str  # the spec's name (progress bar, summary)
+    resumed: ck.Checkpoint | None = None  # the checkpoint resumed from
+    changed: dict = field(default_factory=dict)  # {option: [before, after]} changed on --resume
+
+
+def _run(plan: RunPlan) -> dict:
+    cfg, out, model, task, opt, levels = plan.cfg, plan.out, plan.model, plan.task, plan.opt, plan.levels
+    main_params, start, state, device = list(plan.main_params), plan.start, plan.state, plan.device
+    shash, name, resumed, changed = plan.spec_hash, plan.name, plan.resumed, plan.changed
     metrics_path = out / "metrics.jsonl"
     _terminate_last_line(metrics_path)
     metrics = open(metrics_path, "a", encoding="utf-8")
