@@ -45,7 +45,7 @@ from nlc.codegen import spec_hash
 from nlc.errors import SpecError
 from nlc.files import NotARegularFile, atomic_write_text, dumps_json, read_regular_bytes
 from nlc.runtime.compile import compile_chunks
-from nlc.runtime.state import detach_state
+from nlc.runtime.state import detach_state, layout_difference, state_layout
 from nlc.train import checkpoint as ck
 from nlc.train.data import resolve_data_path
 from nlc.train.errors import train_error
@@ -451,9 +451,9 @@ def train(spec: str | Path, out: str | Path, resume: bool | str = False, **optio
             ck.load_model_tensors(model, ckpt.model, ckpt.path)
             _load_trainer(opt, levels, ckpt)
             start = ckpt.step
-            if cfg.stream and ckpt.stream_state is not None:
-                _check_state_fits(ckpt.stream_state, model.init_state(cfg.batch), ckpt.path / "state.safetensors")
             state = state_to(ckpt.stream_state, device) if cfg.stream else None
+            if state is not None:
+                _check_state_fits(state, model.init_state(cfg.batch), cfg.batch, ckpt.path / "state.safetensors")
             if cfg.stream and state is None:
                 state = model.init_state(cfg.batch)
         # only once the checkpoint has been read: a refused resume changes nothing;
@@ -611,35 +611,21 @@ def _trainer_corrupt(where: Path, what: str) -> SpecError:
                        "it was edited or damaged; resume from an earlier checkpoint")
 
 
-def _check_state_fits(loaded, fresh, where: Path) -> None:
-    """E622 unless a checkpoint's streaming state has the structure, types and shapes of this model's
-    (a dimension that is 0 in a fresh state is a cache that grows, and may have any length)."""
-    problem = _state_problem(loaded, fresh, "state")
-    if problem:
-        raise train_error("E622", f"the streaming state in {where} does not fit this model: {problem}",
+def _check_state_fits(loaded, fresh, batch: int, where: Path) -> None:
+    """E622 unless a checkpoint's streaming state (moved to the model's device) has the layout of this
+    model's fresh state `fresh` (nlc.runtime.state.layout_difference: structure, dtypes, shapes, a
+    dimension that is 0 in a fresh state being a cache that grows) and the run's `batch` size."""
+    sizes: list[tuple[str, int]] = []
+    problem = layout_difference(loaded, state_layout(fresh), sizes)
+    message = problem[0] if problem else _batch_problem(sizes, batch)
+    if message:
+        raise train_error("E622", f"the streaming state in {where} does not fit this model: {message}",
                           "it was written by a run of another spec or configuration")
 
 
-def _state_problem(loaded, fresh, path: str) -> str | None:
-    if isinstance(fresh, torch.Tensor):
-        if not isinstance(loaded, torch.Tensor):
-            return f"{path} is not a tensor"
-        if loaded.dtype != fresh.dtype or loaded.dim() != fresh.dim() or \
-                any(b and a != b for a, b in zip(loaded.shape, fresh.shape)):
-            return f"{path} is {loaded.dtype} {tuple(loaded.shape)}, not {fresh.dtype} {tuple(fresh.shape)}"
-        return None
-    if isinstance(fresh, dict):
-        if not isinstance(loaded, dict) or set(loaded) != set(fresh):
-            return f"{path} does not hold {sorted(map(str, fresh))}"
-        return next((p for k in fresh if (p := _state_problem(loaded[k], fresh[k], f"{path}.{k}"))), None)
-    if isinstance(fresh, (list, tuple)):
-        if not isinstance(loaded, (list, tuple)) or len(loaded) != len(fresh):
-            return f"{path} is not a list of {len(fresh)}"
-        return next((p for i, (a, b) in enumerate(zip(loaded, fresh)) if (p := _state_problem(a, b, f"{path}.{i}"))),
-                    None)
-    if type(loaded) is not type(fresh):
-        return f"{path} is a {type(loaded).__name__}, not a {type(fresh).__name__}"
-    return None
+def _batch_problem(sizes: list[tuple[str, int]], batch: int) -> str | None:
+    wrong = next(((path, rows) for path, rows in sizes if rows != batch), None)
+    return None if wrong is None else f"{wrong[0]} has {wrong[1]} rows, this run's batch is {batch}"
 
 
 @dataclass(frozen=True)
