@@ -45,7 +45,7 @@ from nlc.codegen import spec_hash
 from nlc.errors import SpecError
 from nlc.files import NotARegularFile, atomic_write_text, dumps_json, read_regular_bytes
 from nlc.runtime.compile import compile_chunks
-from nlc.runtime.state import detach_state, layout_difference, state_layout
+from nlc.runtime.state import layout_difference, state_layout
 from nlc.train import checkpoint as ck
 from nlc.train.data import resolve_data_path
 from nlc.train.errors import train_error
@@ -710,8 +710,8 @@ def _run(plan: RunPlan) -> dict:
                 opt.step()
                 levels.accumulate()
                 moved = levels.step()
-                if cfg.stream:
-                    state = detach_state(new_state)
+                if cfg.stream:  # the model returned it detached (detach_state=True): no graph to carry
+                    state = new_state
                 dt = time.perf_counter() - t0
                 rate = tokens_per_step / dt if dt > 0 else 0.0
                 record = {"step": step + 1, "loss": loss_value, "lr": opt.param_groups[0]["lr"] if opt.param_groups
