@@ -82,12 +82,13 @@ def objective_value(objective: tuple, y: torch.Tensor, v: torch.Tensor) -> torch
 
 
 def objective_grad(objective: tuple, y: torch.Tensor, v) -> torch.Tensor:
-    """d objective / d y, elementwise, of y's shape (nlc.objectives; `v` may be a number)."""
+    """d objective / d y, elementwise, broadcast to y's shape where it has fewer entries (the dot
+    objective's gradient -v does not read y; `v` may be a number) (nlc.objectives)."""
     name, *args = objective
     g = OBJECTIVES[name].grad(y, v, torch, *args)
     if not isinstance(g, torch.Tensor):
         return torch.full_like(y, g)
-    return g if g.shape == y.shape else g.expand_as(y)
+    return g if g.shape == y.shape else g.expand(torch.broadcast_shapes(g.shape, y.shape))
 
 
 def grads(kind: str, state: dict, k, v, objective: tuple, residual: bool = False):
