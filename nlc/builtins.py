@@ -9,6 +9,7 @@ one-line meaning. Update rules come from their registry, nlc.rules (docs/design.
 
 from __future__ import annotations
 
+from nlc.objectives import OBJECTIVES as _OBJECTIVES
 from nlc.rules import RULES, step_level_rules
 from nlc.signature import REQUIRED, Arg, ArgType, Builtin  # noqa: F401 (re-exported: B.Arg, B.ArgType, ...)
 from nlc.unary import UNARY_OPS as _UNARY
@@ -66,12 +67,8 @@ CONTEXTS: dict[str, Builtin] = dict([
     _b("loss", "the gradients of the task loss with respect to this level's state (CMS, ordinary training)"),
 ])
 
-OBJECTIVES: dict[str, Builtin] = dict([
-    _b("l2", "1/2 ||M(k) - v||^2"),
-    _b("dot", "-<M(k), v>"),
-    _b("huber", "Huber loss of M(k) - v with threshold `delta`", Arg("delta", F, 1.0)),
-    _b("lp", "||M(k) - v||_p^p", Arg("p", F, 2.0)),
-])
+# Derived from the objective registry (nlc.objectives): each objective's signature, value and gradient.
+OBJECTIVES: dict[str, Builtin] = {name: o.builtin for name, o in _OBJECTIVES.items()}
 
 # Derived from the rule registry: each rule's signature and meaning live in its module of nlc/rules.
 UPDATE_RULES: dict[str, Builtin] = {name: rule.builtin for name, rule in RULES.items()}

@@ -12,12 +12,14 @@ import math
 from nlc import ir
 from nlc import syntax as S
 from nlc.errors import Reporter
+from nlc.objectives import DEFAULT as DEFAULT_OBJECTIVE
+from nlc.objectives import LOSS as LOSS_OBJECTIVE
 from nlc.rules import DEFAULT as DEFAULT_RULE
 from nlc.source import Span
 
 DEFAULTS = {
-    ir.ProgramKind.MODEL: {"init": "learned", "objective": "l2", "update": DEFAULT_RULE, "unit": ir.PeriodUnit.TOKENS},
-    ir.ProgramKind.OPTIMIZER: {"init": "zeros", "objective": "l2", "update": DEFAULT_RULE, "unit": ir.PeriodUnit.STEPS},
+    ir.ProgramKind.MODEL: {"init": "learned", "objective": DEFAULT_OBJECTIVE, "update": DEFAULT_RULE, "unit": ir.PeriodUnit.TOKENS},
+    ir.ProgramKind.OPTIMIZER: {"init": "zeros", "objective": DEFAULT_OBJECTIVE, "update": DEFAULT_RULE, "unit": ir.PeriodUnit.STEPS},
 }
 REQUIRED_FIELDS = ("state", "context")
 MAX_INT = 2**62
@@ -128,7 +130,7 @@ class _Lowerer:
             state=get("state") or ir.Ref("missing", span=lv.name_span),
             init=get("init", d["init"]),
             context=context if context is not None or frozen else ir.Ref("missing", span=lv.name_span),
-            objective=get("objective", "dot" if learns_loss else d["objective"]),
+            objective=get("objective", LOSS_OBJECTIVE if learns_loss else d["objective"]),
             update=get("update", d["update"]),
             lr=get("lr"),
             retain=get("retain"),

@@ -36,6 +36,8 @@ from nlc.passes.optimizer import (ExprKinds, bind, check_optimizer, grad_of, gra
 from nlc.passes import frequency
 from nlc.passes.facts import ProgramFacts
 from nlc.printer import print_expr
+from nlc.objectives import DEFAULT as DEFAULT_OBJECTIVE
+from nlc.objectives import OBJECTIVES
 from nlc.rules import RULES
 
 
@@ -61,7 +63,7 @@ class OptLevel:
     key: ir.Expr | None = None  # None: the constant key 1
     value: ir.Expr | None = None  # kv: the value; loss: None (the gradient; its negation for the root)
     grad_of: str | None = None  # context grad(LEVEL)
-    objective: str = "l2"
+    objective: str = DEFAULT_OBJECTIVE
     objective_arg: ir.Expr | None = None
     rule: str | None = None  # a builtin rule, or None when `update` names a level or is an expression
     rule_args: dict = field(default_factory=dict)  # name -> Expr (defaults filled in as Num)
@@ -169,9 +171,9 @@ class _Planner:
         self.context(lv, out)
         obj = lv.objective
         out.objective = obj.fn
-        if obj.fn in ("huber", "lp"):
-            arg = obj.args[0] if obj.args else obj.kwarg(B.OBJECTIVES[obj.fn].args[0].name)
-            out.objective_arg = arg if arg is not None else ir.Num(B.OBJECTIVES[obj.fn].args[0].default)
+        if OBJECTIVES[obj.fn].args:  # one argument at most (huber's delta, lp's p)
+            arg = obj.args[0] if obj.args else obj.kwarg(OBJECTIVES[obj.fn].args[0].name)
+            out.objective_arg = arg if arg is not None else ir.Num(OBJECTIVES[obj.fn].args[0].default)
         self.update(lv, out)
         out.lr, out.retain = lv.lr, lv.retain
         if lv.lr is not None and isinstance(lv.lr, ir.Ref) and lv.lr.kind is ir.RefKind.PARAM:
@@ -216,7 +218,8 @@ class _Planner:
                 if a.type is B.ArgType.POSINT:
                     self.mark_whole(out.rule_args[a.name])
             # a rule linear in g with the dot objective steps by lr * value * key: g need not be formed
-            out.needs_grad = not (RULES[out.rule].linear_in_grad and out.objective == "dot" and out.kind != "mlp")
+            out.needs_grad = not (RULES[out.rule].linear_in_grad and OBJECTIVES[out.objective].minus_value_gradient
+                                  and out.kind != "mlp")
             return
         out.update = upd
         out.update_deps = update_reads(upd)

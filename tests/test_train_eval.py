@@ -7,6 +7,7 @@ import json
 from pathlib import Path
 
 import pytest
+import torch
 
 import nlc
 from nlc.train import compare as cmp
@@ -184,3 +185,24 @@ def test_match_params_and_parameter_errors():
     from nlc.train.cli import _tasks
 
     assert _tasks("lm,mqar:kv=8,seq=64,niah") == ["lm", "mqar:kv=8,seq=64", "niah"]
+
+
+def test_learner_carries_its_state_without_graph(domains):
+    """Test-time learning carries the state from segment to segment with no autograd history (the
+    model returns it detached), while the online levels learn from each segment."""
+    model = loop.build_model(Path(HOPE).read_text(), HOPE, HOPE_P, 0)
+    learner = ev.Learner(model, False, 2, "cpu")
+    assert learner.carry and learner.levels is not None
+    tokens = torch.randint(0, 256, (2, 9))
+    for _ in range(2):
+        learner.segment(tokens[:, :8], tokens[:, 1:])
+        tensors = _tensors(learner.state)
+        assert tensors and all(not t.requires_grad and t.grad_fn is None for t in tensors)
+    assert learner.state["t"] == 16
+
+
+def _tensors(state) -> list:
+    if isinstance(state, torch.Tensor):
+        return [state]
+    values = state.values() if isinstance(state, dict) else state if isinstance(state, (list, tuple)) else []
+    return [t for v in values for t in _tensors(v)]

@@ -350,3 +350,64 @@ def test_keep_passes_over_a_damaged_checkpoint_when_it_looks_for_the_safe_one(tm
     for step in (3, 4):
         ck.save_checkpoint(tmp_path, step, "0" * 64, {"w": torch.ones(2)}, {}, {}, keep=1, loss=9.0, first_loss=first)
     assert [int(p.name.removeprefix("step_")) for p in ck.list_checkpoints(tmp_path)] == [1, 4]
+
+
+def _with_history(state, path="state") -> list[str]:
+    """The paths of the tensors of a state that carry autograd history (requires_grad or a grad_fn)."""
+    if isinstance(state, torch.Tensor):
+        return [path] if state.requires_grad or state.grad_fn is not None else []
+    if isinstance(state, dict):
+        return [p for k, v in state.items() for p in _with_history(v, f"{path}[{k!r}]")]
+    if isinstance(state, (list, tuple)):
+        return [p for i, v in enumerate(state) for p in _with_history(v, f"{path}[{i}]")]
+    return []
+
+
+def test_streaming_state_is_carried_without_graph(tmp_path, text, monkeypatch):
+    """With --stream, the state each step starts from is the previous step's, with no autograd history
+    (the model returns it detached: a graph kept through it would reach back to the first step)."""
+    seen = []
+    build = loop.build_model
+
+    def spying_build(*args, **kw):
+        model = build(*args, **kw)
+        forward = model.forward
+
+        def spy(tokens, state=None, **options):
+            seen.append(state)
+            return forward(tokens, state=state, **options)
+        model.forward = spy
+        return model
+    monkeypatch.setattr(loop, "build_model", spying_build)
+    loop.train(HOPE, tmp_path / "run", params=HOPE_P, stream=True, **_opts(text, steps=3, eval_batches=0))
+    carried = [s for s in seen if s is not None][1:]  # the first is init_state's
+    assert len(carried) == 2 and [s["t"] for s in carried] == [8, 16]
+    assert all(_with_history(s) == [] for s in carried)
+
+
+def test_checkpoint_streaming_state_must_fit(tmp_path):
+    """The trainer's check of a checkpoint's streaming state (E622) is the streaming API's layout walk:
+    a growing cache may have any length, another batch, dtype, shape, structure or count is refused."""
+    model = loop.build_model(Path(TRANSFORMER).read_text(), TRANSFORMER, {"dim": 8, "layers": 1}, 0)
+    fresh = model.init_state(2)
+    _, grown = model(torch.zeros(2, 5, dtype=torch.long), state=model.init_state(2))
+    loop._check_state_fits(grown, fresh, 2, tmp_path)  # the attention cache grew: it fits
+    hope = loop.build_model(Path(HOPE).read_text(), HOPE, HOPE_P, 0)
+    fresh = hope.init_state(2)
+    memory = fresh["blocks"][0]["levels"]["memory"]["W"]
+    refused = {
+        "another batch": (hope.init_state(3), "has 3 rows, this run's batch is 2"),
+        "another dtype": ({**fresh, "blocks": [{**fresh["blocks"][0], "levels": {
+            **fresh["blocks"][0]["levels"], "memory": {"W": {k: v.double() for k, v in memory.items()},
+                                                       "aux": {}}}}]}, "torch.float64"),
+        "another width": (loop.build_model(Path(HOPE).read_text(), HOPE, {**HOPE_P, "dim": 16}, 0).init_state(2),
+                          "has shape"),
+        "a key missing": ({"blocks": fresh["blocks"]}, "has no `t`"),
+        "t not a whole number": ({**fresh, "t": 8.0}, "this model's is a whole number"),
+        "another layer count": ({**fresh, "blocks": fresh["blocks"] * 2}, "a list of 1"),
+    }
+    for case, (state, words) in refused.items():
+        with pytest.raises(nlc.SpecError) as e:
+            loop._check_state_fits(state, fresh, 2, tmp_path / "state.safetensors")
+        assert e.value.codes == ["E622"], case
+        assert "does not fit this model" in str(e.value) and words in str(e.value), (case, str(e.value))

@@ -22,6 +22,7 @@ from nlc.codegen.safety import audit_source, comment_text
 from nlc.optimizer_plan import OptimizerPlan, OptLevel, plan_optimizer
 from nlc.names import NameAllocator, camel
 from nlc.printer import format_number, print_expr
+from nlc.objectives import OBJECTIVES
 from nlc.rules import RULES
 from nlc.unary import UNARY_OPS
 from nlc.version import __version__
@@ -67,6 +68,9 @@ class Code:
 
     def __truediv__(self, other) -> "Code":
         return binop("/", self, as_code(other))
+
+    def __pow__(self, other) -> "Code":
+        return binop("**", self, as_code(other))
 
     def __neg__(self) -> "Code":
         return neg(self)
@@ -256,18 +260,11 @@ class _Emitter:
             return
         state = Code("param") if lv.root else Code(self.pre[lv.name])
         y = state if key is None else binop("*", state, key)
-        if lv.objective == "dot":
-            g = neg(value) if key is None else neg(binop("*", value, key))
-            what = f"d/d{lv.name} -<{lv.name}{'' if key is None else ' * k'}, v>"
-        elif lv.objective == "l2":
-            r = minus(y, value)
-            g = r if key is None else binop("*", r, key)
-            what = f"d/d{lv.name} 1/2 ||{lv.name}{'' if key is None else ' * k'} - v||^2"
-        else:
-            arg = self.expr(lv.objective_arg).text
-            g = Code(f"rt.objective_grad({q(lv.objective)}, {y.text}, {value.text}, {arg})")
-            g = g if key is None else binop("*", g, key)
-            what = f"d/d{lv.name} {lv.objective}"
+        objective = OBJECTIVES[lv.objective]
+        args = () if lv.objective_arg is None else (self.expr(lv.objective_arg),)
+        g = objective.grad(y, value, _TorchText(), *args)  # the registry's formula, as text
+        g = g if key is None else g * key  # y = state * k
+        what = f"d/d{lv.name} " + objective.formula.format(y=lv.name + ('' if key is None else ' * k'))
         if g.prec == ATOM and g.negated is None:
             self.grads[lv.name] = g  # a name already: no line needed
             self.names.taken.discard(name)

@@ -21,6 +21,7 @@ import math
 import torch
 
 from nlc.runtime.memory import IDENTITY_SEED, act, act_grad
+from nlc.runtime.memory import objective_grad as memory_objective_grad
 from nlc.runtime.newton_schulz import newton_schulz
 from nlc.rules.delta_momentum.decay import delta_momentum_decay, delta_momentum_decay_elementwise
 # scalar forms of the elementwise builtins (Python numbers: gates over `step`); generated optimizers
@@ -164,17 +165,9 @@ def mlp_grads(weights: list[torch.Tensor], k: torch.Tensor, v, objective: str, a
 
 
 def objective_grad(objective: str, y: torch.Tensor, v, arg=None) -> torch.Tensor:
-    """d l(y, v) / d y, entry by entry (l2, dot, huber(delta), lp(p); nlc.runtime.memory's objectives)."""
-    if objective == "dot":
-        return torch.zeros_like(y) - v
-    r = y - v
-    if objective == "l2":
-        return r
-    if objective == "huber":
-        return r.clamp(-arg, arg)
-    if objective == "lp":
-        return arg * r.abs() ** (arg - 1) * torch.sign(r)
-    raise ValueError(f"unknown objective {objective!r}")
+    """d l(y, v) / d y, entry by entry, of y's shape: the objective's entry in nlc.objectives
+    (`arg`: its one argument, if it has one)."""
+    return memory_objective_grad((objective,) if arg is None else (objective, arg), y, v)
 
 
 def load_mlp(state: dict, name: str) -> list[torch.Tensor]:

@@ -21,9 +21,10 @@ from nlc import builtins as B
 from nlc import ir
 from nlc.errors import Reporter
 from nlc.passes.params import fold
+from nlc.objectives import step_level_objectives
 from nlc.rules import RULES
 
-STEP_OBJECTIVES = ("dot",)
+STEP_OBJECTIVES = step_level_objectives()  # nlc.objectives
 
 
 def run(program: ir.Program, env: Mapping[str, object], rep: Reporter) -> None:

@@ -5,8 +5,7 @@ A memory's state is a dict of batched tensors (one memory per sequence):
   mlp(dim, hidden, L):  {"W0": [B, d, h], ..., "W{L-1}": [B, h, d]},
                         M(k) = a_{L-1} W_{L-1} (+ k if residual), a_0 = k, a_{l+1} = gelu(a_l W_l)
   vector(n), like(...): {"m": [B, n]} or the shapes of another memory; M(k) = m * k
-Objectives (per token, on y = M(k)): l2 = 1/2 ||y - v||^2, dot = -<y, v>,
-huber(delta), lp(p) = sum |y - v|^p.
+Objectives (per token, on y = M(k)): their value and gradient are nlc.objectives' entries.
 
 `grads` returns, for every weight W_l, the factors (a_l, d_l) with
 dl/dW_l = a_l^T d_l per token, so a chunk's gradients are never materialised:
@@ -21,6 +20,8 @@ import math
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from nlc.objectives import OBJECTIVES
 
 
 def act(z: torch.Tensor) -> torch.Tensor:
@@ -74,36 +75,20 @@ def safe_sqrt(v: torch.Tensor) -> torch.Tensor:
 
 
 def objective_value(objective: tuple, y: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
-    """The per-token inner loss, summed over features: [...] -> [...] (last dim reduced)."""
-    name = objective[0]
-    r = y - v
-    if name == "l2":
-        return 0.5 * (r * r).sum(-1)
-    if name == "dot":
-        return -(y * v).sum(-1)
-    if name == "huber":
-        delta = objective[1]
-        a = r.abs()
-        return torch.where(a <= delta, 0.5 * r * r, delta * (a - 0.5 * delta)).sum(-1)
-    if name == "lp":
-        return (r.abs() ** objective[1]).sum(-1)
-    raise ValueError(f"unknown objective {name}")
+    """The per-token inner loss (objective: the plan's (name, *arguments); nlc.objectives), summed
+    over features: [...] -> [...] (last dim reduced)."""
+    name, *args = objective
+    return OBJECTIVES[name].value(y, v, torch, *args).sum(-1)
 
 
-def objective_grad(objective: tuple, y: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
-    """d objective / d y, elementwise."""
-    name = objective[0]
-    r = y - v
-    if name == "l2":
-        return r
-    if name == "dot":
-        return -v.expand_as(y)
-    if name == "huber":
-        return r.clamp(-objective[1], objective[1])
-    if name == "lp":
-        p = objective[1]
-        return p * r.abs() ** (p - 1) * torch.sign(r)
-    raise ValueError(f"unknown objective {name}")
+def objective_grad(objective: tuple, y: torch.Tensor, v) -> torch.Tensor:
+    """d objective / d y, elementwise, broadcast to y's shape where it has fewer entries (the dot
+    objective's gradient -v does not read y; `v` may be a number) (nlc.objectives)."""
+    name, *args = objective
+    g = OBJECTIVES[name].grad(y, v, torch, *args)
+    if not isinstance(g, torch.Tensor):
+        return torch.full_like(y, g)
+    return g if g.shape == y.shape else g.expand(torch.broadcast_shapes(g.shape, y.shape))
 
 
 def grads(kind: str, state: dict, k, v, objective: tuple, residual: bool = False):

@@ -18,6 +18,8 @@ store it as it is, old ones too. Whether it belongs to a model is read from its 
 same keys, and tensors of the same shapes (the batch dimension aside, and dimensions that start
 empty and grow, as an attention cache does), dtype and device as the model's own fresh state.
 That layout is computed once per dtype and device (from `init_state(1)`) and kept on the model.
+`layout_difference` is the one walker of that layout: the trainer checks a checkpoint's streaming
+state with it too (E622, nlc.train.loop).
 
 Under torch.compile the checks of Python structure, shapes and dtypes become guards and cost
 nothing at run time; a bad call raises the same StreamError (under fullgraph=True, dynamo's
@@ -153,9 +155,6 @@ class _TensorLayout:
         return "[" + ", ".join(["batch", *("any" if n is None else str(n) for n in self.sizes)]) + "]"
 
 
-NUMBER = "a number"
-
-
 def _check_state(model, state, batch: int) -> None:
     if not isinstance(state, dict) or "blocks" not in state or "t" not in state:
         raise StreamError("E605", f"`state` is {_what(state)}, not a streaming state (a dict with `blocks` and `t`)",
@@ -169,7 +168,7 @@ def _check_state(model, state, batch: int) -> None:
                                   f"{_blocks(len(model.blocks))}",
                           "the state comes from another model (another layer count?); " + START_HINT)
     sizes: list[tuple[str, int]] = []
-    problem = _difference(state, _model_layout(model), "state", sizes)
+    problem = layout_difference(state, _model_layout(model), sizes)
     if problem is not None:
         message, hint = problem
         raise StreamError("E605", f"the streaming state does not fit this model: {message}", hint)
@@ -198,24 +197,29 @@ def _model_layout(model) -> dict:
     cache = vars(model).setdefault(LAYOUT_CACHE, {})
     if key not in cache:
         with torch.no_grad():  # the layout only: no graph to a learned initial state
-            cache[key] = _layout(model.init_state(1))
+            cache[key] = state_layout(model.init_state(1))
     return cache[key]
 
 
-def _layout(x):
-    if isinstance(x, torch.Tensor):
-        return _TensorLayout(tuple(n if n else None for n in x.shape[1:]), x.dtype, x.device)
-    if isinstance(x, dict):
-        return {k: _layout(v) for k, v in x.items()}
-    if isinstance(x, (list, tuple)):
-        return [_layout(v) for v in x]
-    return NUMBER
+def state_layout(state):
+    """The layout of a fresh state (`init_state(batch)`): the same nesting, each tensor a _TensorLayout
+    (its batch dimension aside; a dimension that is 0 is a cache that grows, and may have any length),
+    each number its type (int or float)."""
+    if isinstance(state, torch.Tensor):
+        return _TensorLayout(tuple(n if n else None for n in state.shape[1:]), state.dtype, state.device)
+    if isinstance(state, dict):
+        return {k: state_layout(v) for k, v in state.items()}
+    if isinstance(state, (list, tuple)):
+        return [state_layout(v) for v in state]
+    return float if isinstance(state, float) else int
 
 
-def _difference(given, expected, path: str, sizes: list) -> tuple[str, str] | None:
-    """The first place where `given` does not have the layout `expected`: (what differs, a hint), or None.
+def layout_difference(given, expected, sizes: list, path: str = "state") -> tuple[str, str] | None:
+    """The first place where the state `given` does not have the layout `expected` (of `state_layout`):
+    (what differs, a hint), or None. Appends (path, batch size) of every tensor to `sizes`.
 
-    Appends (path, batch size) of every tensor to `sizes`.
+    The one walker of state layouts: the streaming API's check (E605) and the trainer's check of a
+    checkpoint's streaming state (E622) both use it.
     """
     other = "it comes from another model (another spec, parameters or back end) or was changed; " + START_HINT
     if isinstance(expected, _TensorLayout):
@@ -245,15 +249,18 @@ def _difference(given, expected, path: str, sizes: list) -> tuple[str, str] | No
         if not isinstance(given, (list, tuple)) or len(given) != len(expected):
             return f"{path} is {_what(given)}, this model's is a list of {len(expected)}", other
         items = ((f"{path}[{i}]", g, sub) for i, (g, sub) in enumerate(zip(given, expected)))
-    else:
-        if isinstance(given, bool) or not isinstance(given, (int, float)):
-            return f"{path} is {_what(given)}, this model's is a number", other
+    else:  # a number: a whole number where the fresh state has one (a float may be either)
+        if isinstance(given, bool) or not isinstance(given, (int, expected)):
+            return f"{path} is {_what(given)}, this model's is {_NUMBER_NAMES[expected]}", other
         return None
     for where, g, sub in items:
-        problem = _difference(g, sub, where, sizes)
+        problem = layout_difference(g, sub, sizes, where)
         if problem is not None:
             return problem
     return None
+
+
+_NUMBER_NAMES = {int: "a whole number", float: "a number"}
 
 
 def _what(x) -> str:

@@ -50,6 +50,9 @@ import nlc
 from nlc import ir
 from nlc.api import read_spec
 from nlc.errors import Reporter
+from nlc.objectives import DEFAULT as DEFAULT_OBJECTIVE
+from nlc.objectives import LOSS as LOSS_OBJECTIVE
+from nlc.objectives import OBJECTIVES
 from nlc.passes.params import fold
 from nlc.passes.pipeline import check_ir
 from nlc.printer import print_expr
@@ -436,7 +439,7 @@ def check_no_dead_parameters(spec, params: Mapping | None = None, seed: int = 0,
 LIVE_BACKENDS = {"compiled": {}, "reference": {"backend": "reference"}}
 _DIFFERS = 1e-9  # float64: an unchanged computation differs by ~1e-15; a live field by far more than this
 _RULE_ARGS = {name: tuple(a.name for a in rule.args) for name, rule in RULES.items() if rule.args}
-_OBJECTIVE_ARGS = {"huber": ("delta",), "lp": ("p",)}
+_OBJECTIVE_ARGS = {name: tuple(a.name for a in o.args) for name, o in OBJECTIVES.items() if o.args}
 _OTHER_INIT = {"learned": ("zeros", "identity"), "zeros": ("learned", "identity"),
                "identity": ("learned", "zeros")}
 
@@ -517,9 +520,9 @@ def _arg_perturbations(lv: ir.Level, key: str, table: dict) -> Iterator[_Perturb
 
 
 def _objective_kind(lv: ir.Level) -> _Perturbation:
-    fn = lv.objective.fn if isinstance(lv.objective, ir.Call) else "l2"
-    others = ("dot", "l2") if fn == "l2" else ("l2", "dot")
-    cands = tuple((o, dataclasses.replace(lv, objective=ir.Call(o, bare=True))) for o in others if o != fn)
+    fn = lv.objective.fn if isinstance(lv.objective, ir.Call) else DEFAULT_OBJECTIVE
+    others = tuple(o for o in (DEFAULT_OBJECTIVE, LOSS_OBJECTIVE) if o != fn)
+    cands = tuple((o, dataclasses.replace(lv, objective=ir.Call(o, bare=True))) for o in others)
     return _Perturbation(lv, "objective", "objective", print_expr(lv.objective), cands)
 
 

@@ -50,6 +50,7 @@ from dataclasses import dataclass, field
 from hypothesis import strategies as st
 
 import nlc
+from nlc.objectives import OBJECTIVES
 from nlc.rules import DEFAULT, RULES, step_level_rules
 from nlc.signature import ArgType
 from nlc.testing._frontend import valid_programs  # front-end text (printer, parser); its own module
@@ -60,7 +61,7 @@ __all__ = [
 ]
 
 ALL_STATE_KINDS = ("linear", "mlp", "vector", "like")
-ALL_OBJECTIVES = ("l2", "dot", "huber", "lp")
+ALL_OBJECTIVES = tuple(OBJECTIVES)
 ALL_UPDATES = tuple(RULES)
 ALL_GATES = ("constant", "learned", "data", "level")
 ALL_ROLES = ("memory", "optimizer", "cms", "frozen")
@@ -272,11 +273,8 @@ class _Drawer:
 
     def objective(self) -> str:
         o = self.pick(self.k["objectives"])
-        if o == "huber":
-            return self.pick(["huber", "huber(delta = 2.0)"])
-        if o == "lp":
-            return self.pick(["lp", "lp(p = 3)"])
-        return o
+        samples = OBJECTIVES[o].samples
+        return o + self.pick(samples) if len(samples) > 1 else o
 
     def rule(self, h: str, readable: list[_Level], delta_ok: bool = True, muon_ok: bool = True) -> str:
         # the properties ask every slow parameter for a gradient: rules the outer level cannot learn through

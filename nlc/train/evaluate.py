@@ -40,7 +40,6 @@ import torch
 import torch.nn.functional as F
 
 from nlc.files import atomic_write_text, dumps_json
-from nlc.runtime.state import detach_state
 from nlc.train import checkpoint as ck
 from nlc.train import plots
 from nlc.train.errors import train_error
@@ -111,8 +110,8 @@ class Learner:
             self.levels.accumulate()
             if self.levels.step():
                 self.updates += 1
-        if self.carry:
-            self.state = detach_state(new_state)
+        if self.carry:  # the model returned it detached (detach_state=True): no graph to carry
+            self.state = new_state
         return losses.detach(), logits.detach()
 
 

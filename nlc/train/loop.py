@@ -45,7 +45,7 @@ from nlc.codegen import spec_hash
 from nlc.errors import SpecError
 from nlc.files import NotARegularFile, atomic_write_text, dumps_json, read_regular_bytes
 from nlc.runtime.compile import compile_chunks
-from nlc.runtime.state import detach_state
+from nlc.runtime.state import layout_difference, state_layout
 from nlc.train import checkpoint as ck
 from nlc.train.data import resolve_data_path
 from nlc.train.errors import train_error
@@ -451,9 +451,9 @@ def train(spec: str | Path, out: str | Path, resume: bool | str = False, **optio
             ck.load_model_tensors(model, ckpt.model, ckpt.path)
             _load_trainer(opt, levels, ckpt)
             start = ckpt.step
-            if cfg.stream and ckpt.stream_state is not None:
-                _check_state_fits(ckpt.stream_state, model.init_state(cfg.batch), ckpt.path / "state.safetensors")
             state = state_to(ckpt.stream_state, device) if cfg.stream else None
+            if state is not None:
+                _check_state_fits(state, model.init_state(cfg.batch), cfg.batch, ckpt.path / "state.safetensors")
             if cfg.stream and state is None:
                 state = model.init_state(cfg.batch)
         # only once the checkpoint has been read: a refused resume changes nothing;
@@ -474,8 +474,9 @@ def train(spec: str | Path, out: str | Path, resume: bool | str = False, **optio
     if cfg.compile:  # each block's chunk step under torch.compile: compile time independent of the length
         compile_chunks(model)
     resumed = ckpt if resume and ckpt is not None else None
-    return _run(cfg, out, model, task, opt, levels, main_params, start, state, device, shash, prog.name,
-                resumed, changed if resume else {})
+    return _run(RunPlan(cfg=cfg, out=out, model=model, task=task, opt=opt, levels=levels,
+                        main_params=tuple(main_params), start=start, state=state, device=device, spec_hash=shash,
+                        name=prog.name, resumed=resumed, changed=changed if resume else {}))
 
 
 def _norm(v):
@@ -610,39 +611,48 @@ def _trainer_corrupt(where: Path, what: str) -> SpecError:
                        "it was edited or damaged; resume from an earlier checkpoint")
 
 
-def _check_state_fits(loaded, fresh, where: Path) -> None:
-    """E622 unless a checkpoint's streaming state has the structure, types and shapes of this model's
-    (a dimension that is 0 in a fresh state is a cache that grows, and may have any length)."""
-    problem = _state_problem(loaded, fresh, "state")
-    if problem:
-        raise train_error("E622", f"the streaming state in {where} does not fit this model: {problem}",
+def _check_state_fits(loaded, fresh, batch: int, where: Path) -> None:
+    """E622 unless a checkpoint's streaming state (moved to the model's device) has the layout of this
+    model's fresh state `fresh` (nlc.runtime.state.layout_difference: structure, dtypes, shapes, a
+    dimension that is 0 in a fresh state being a cache that grows) and the run's `batch` size."""
+    sizes: list[tuple[str, int]] = []
+    problem = layout_difference(loaded, state_layout(fresh), sizes)
+    message = problem[0] if problem else _batch_problem(sizes, batch)
+    if message:
+        raise train_error("E622", f"the streaming state in {where} does not fit this model: {message}",
                           "it was written by a run of another spec or configuration")
 
 
-def _state_problem(loaded, fresh, path: str) -> str | None:
-    if isinstance(fresh, torch.Tensor):
-        if not isinstance(loaded, torch.Tensor):
-            return f"{path} is not a tensor"
-        if loaded.dtype != fresh.dtype or loaded.dim() != fresh.dim() or \
-                any(b and a != b for a, b in zip(loaded.shape, fresh.shape)):
-            return f"{path} is {loaded.dtype} {tuple(loaded.shape)}, not {fresh.dtype} {tuple(fresh.shape)}"
-        return None
-    if isinstance(fresh, dict):
-        if not isinstance(loaded, dict) or set(loaded) != set(fresh):
-            return f"{path} does not hold {sorted(map(str, fresh))}"
-        return next((p for k in fresh if (p := _state_problem(loaded[k], fresh[k], f"{path}.{k}"))), None)
-    if isinstance(fresh, (list, tuple)):
-        if not isinstance(loaded, (list, tuple)) or len(loaded) != len(fresh):
-            return f"{path} is not a list of {len(fresh)}"
-        return next((p for i, (a, b) in enumerate(zip(loaded, fresh)) if (p := _state_problem(a, b, f"{path}.{i}"))),
-                    None)
-    if type(loaded) is not type(fresh):
-        return f"{path} is a {type(loaded).__name__}, not a {type(fresh).__name__}"
-    return None
+def _batch_problem(sizes: list[tuple[str, int]], batch: int) -> str | None:
+    wrong = next(((path, rows) for path, rows in sizes if rows != batch), None)
+    return None if wrong is None else f"{wrong[0]} has {wrong[1]} rows, this run's batch is {batch}"
 
 
-def _run(cfg, out, model, task, opt, levels, main_params, start, state, device, shash, name,
-         resumed: ck.Checkpoint | None, changed) -> dict:
+@dataclass(frozen=True)
+class RunPlan:
+    """Everything the step loop needs, built once by `train` from the TrainConfig and what it resolved
+    (the model, the task, the optimizers, the step to start at, the checkpoint resumed from)."""
+
+    cfg: TrainConfig
+    out: Path  # the run folder
+    model: torch.nn.Module
+    task: Task
+    opt: torch.optim.Optimizer  # the main optimizer (AdamW) of `main_params`
+    levels: StepLevels  # the CMS step levels, which step their own parameters
+    main_params: tuple  # the parameters `opt` steps (gradient clipping covers these)
+    start: int  # the step to start at (0, or the resumed checkpoint's)
+    state: object  # the streaming state to start from (None unless cfg.stream)
+    device: torch.device
+    spec_hash: str
+    name: str  # the spec's name (progress bar, summary)
+    resumed: ck.Checkpoint | None = None  # the checkpoint resumed from
+    changed: dict = field(default_factory=dict)  # {option: [before, after]} changed on --resume
+
+
+def _run(plan: RunPlan) -> dict:
+    cfg, out, model, task, opt, levels = plan.cfg, plan.out, plan.model, plan.task, plan.opt, plan.levels
+    main_params, start, state, device = list(plan.main_params), plan.start, plan.state, plan.device
+    shash, name, resumed, changed = plan.spec_hash, plan.name, plan.resumed, plan.changed
     metrics_path = out / "metrics.jsonl"
     _terminate_last_line(metrics_path)
     metrics = open(metrics_path, "a", encoding="utf-8")
@@ -700,8 +710,8 @@ def _run(cfg, out, model, task, opt, levels, main_params, start, state, device, 
                 opt.step()
                 levels.accumulate()
                 moved = levels.step()
-                if cfg.stream:
-                    state = detach_state(new_state)
+                if cfg.stream:  # the model returned it detached (detach_state=True): no graph to carry
+                    state = new_state
                 dt = time.perf_counter() - t0
                 rate = tokens_per_step / dt if dt > 0 else 0.0
                 record = {"step": step + 1, "loss": loss_value, "lr": opt.param_groups[0]["lr"] if opt.param_groups
