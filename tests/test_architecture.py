@@ -335,3 +335,14 @@ def test_the_facts_tell_apart_blocks_that_share_a_name():
     plan = plan_model(checked)
     assert [(b.levels[0].kind, b.levels[0].period) for b in plan.blocks] == [("mlp", 2), ("vector", 4), ("vector", 4)]
     assert plan.blocks[0].levels[0].weights == {"W0": (8, 16), "W1": (16, 16), "W2": (16, 8)}
+
+
+def test_every_package_ships():
+    """A package under nlc/ that pyproject.toml does not list would be missing from a wheel (an editable
+    install hides it): nlc/rules' subpackages were, when they were added."""
+    import tomllib
+
+    root = Path(__file__).resolve().parent.parent
+    listed = set(tomllib.loads((root / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"])
+    found = {".".join(p.parent.relative_to(root).parts) for p in (root / "nlc").rglob("__init__.py")}
+    assert not found - listed, f"packages missing from pyproject.toml: {sorted(found - listed)}"
