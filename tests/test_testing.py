@@ -14,7 +14,7 @@ import math
 
 import pytest
 import torch
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import nlc
@@ -400,3 +400,12 @@ def test_adam_gradients_are_finite_when_a_weight_gradient_is_zero():
     identity MLP has a zero gradient at first): nlc/runtime/memory.py safe_sqrt."""
     nt.check_finite(_memory_spec("mlp(dim)", "identity", "adam"))
     nt.check_matches_reference(_memory_spec("mlp(dim)", "identity", "adam"))
+
+
+@settings(max_examples=60, deadline=None)
+@given(nt.spec_texts(max_levels=3, updates=("delta_momentum",), state_kinds=("vector",)))
+def test_bounded_gradient_rules_never_get_a_constant_key(text):
+    """A constant key (`context (1, v)`) reads 1 from an identity vector, so the small Huber delta a
+    bounded-gradient rule gets saturates on every token and the value's projection gets no gradient:
+    a legal spec that check_no_dead_parameters rightly fails. The strategy must not draw it."""
+    assert "context (1," not in text

@@ -343,8 +343,12 @@ class _Drawer:
         rule_name = rule.split("(")[0]
         normalise = RULES[rule_name].unit_keys or self.draw(st.booleans())
         key, _ = self.flow(h, others, normalise, key=True)
-        if self.base_kind(lv, levels) == "vector" and self.draw(st.integers(0, 3)) == 3:
-            key = "1"  # a constant key: M(k) = m * 1
+        if (self.base_kind(lv, levels) == "vector" and self.draw(st.integers(0, 3)) == 3
+                and not RULES[rule_name].bounded_grads):
+            # a constant key: M(k) = m * 1. Not for a bounded-gradient rule: its small Huber delta (below)
+            # saturates on every token when the read starts at 1 (an identity vector), and the value's
+            # projection would then get no gradient at all (check_no_dead_parameters)
+            key = "1"
         if d_out == 1 and me and self.k["self_modification"] and self.draw(st.integers(0, 3)) == 3:
             value, read = f"{name}({self.proj(h)})", True  # a self-generated value (Hope, NL eq. 95)
         else:
