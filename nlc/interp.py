@@ -21,7 +21,7 @@ from torch import nn
 
 from nlc.plan import BlockPlan, LevelPlan, ModelPlan, Node, SlowLevel
 from nlc.rules import RULES, number_arg
-from nlc.rules.ops import MEMORY
+from nlc.rules.ops import memory_step
 from nlc.runtime import layers, memory
 from nlc.runtime.state import carried_state, check_stream
 from nlc.runtime.unary import TENSOR_UNARY
@@ -181,11 +181,7 @@ class ReferenceBlock(nn.Module):
             return a * W - eta * levels[lv.update_by]["running"][w]
         rule = RULES[lv.rule]
         args = {arg.name: number_arg(arg, _expand(_gate(values, lv.rule_args[arg.name]), W)) for arg in rule.args}
-        W_new, new_aux = rule.step(W, g, {k: aux[k][w] for k in rule.aux}, eta, a, args, MEMORY,
-                                   count=aux.get("n", 0) + 1, key=key)
-        for k, v in new_aux.items():
-            aux[k][w] = v
-        return W_new
+        return memory_step(rule, w, W, g, aux, eta, a, args, key)
 
 
 class ReferenceModel(nn.Module):

@@ -52,3 +52,14 @@ class MemoryOps:
 
 
 MEMORY = MemoryOps()
+
+
+def memory_step(rule, w: str, W, g, aux: dict, lr, retain, args: dict, key):
+    """Weight `w` of an in-context memory after one step of `rule` (a registry entry); its buffers are
+    `aux[k][w]` (updated here) and `aux["n"]` the steps taken so far. The reference interpreter and the
+    generated chunk fallback (nlc.runtime.scan) both step through this."""
+    W_new, new_aux = rule.step(W, g, {k: aux[k][w] for k in rule.aux}, lr, retain, args, MEMORY,
+                               count=aux.get("n", 0) + 1, key=key)
+    for k, v in new_aux.items():
+        aux[k][w] = v
+    return W_new

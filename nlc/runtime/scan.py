@@ -19,7 +19,7 @@ import importlib
 import torch
 
 from nlc.rules import RULES, number_arg
-from nlc.rules.ops import MEMORY
+from nlc.rules.ops import memory_step
 from nlc.runtime.chunkops import any_d, gate_t, per_token
 from nlc.runtime.memory import objective_grad
 
@@ -103,12 +103,7 @@ def _rule(s, w, W, g, key, t, eta, a, aux, running):
         return a * W - eta * running[s["update_by"]][w]
     rule = RULES[s["rule"]]
     args = {arg.name: number_arg(arg, gate_t(s[arg.name], t, W)) for arg in rule.args}
-    key_t = key[:, t] if isinstance(key, torch.Tensor) else key
-    W_new, new_aux = rule.step(W, g, {k: aux[k][w] for k in rule.aux}, eta, a, args, MEMORY,
-                               count=aux.get("n", 0) + 1, key=key_t)
-    for k, v in new_aux.items():
-        aux[k][w] = v
-    return W_new
+    return memory_step(rule, w, W, g, aux, eta, a, args, key[:, t] if isinstance(key, torch.Tensor) else key)
 
 
 def concat_pending(pending: list) -> tuple:
