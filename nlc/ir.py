@@ -196,9 +196,13 @@ class Level:
         """Return the span of field `key` as written (or the level's name if it was defaulted)."""
         return dict(self.field_spans).get(key, self.name_span)
 
+    def stated_fields(self) -> set[str]:
+        """The fields the spec writes (all present ones for a level made without spans)."""
+        keys = {k for k, _ in self.field_spans}
+        return keys or {f for f in LEVEL_FIELDS if getattr(self, f, None) is not None}
+
     def field_comments(self, key: str) -> Trivia:
         return dict(self.field_trivia).get(key, NO_TRIVIA)
-
 
 
 FROZEN_IGNORES = ("context", "objective", "update", "lr", "retain", "debias")
@@ -217,11 +221,10 @@ def ignored_fields(lv: "Level", program_kind: "ProgramKind") -> tuple[str, ...]:
 def _moves_params_by_a_direction(lv: Level) -> bool:
     """A `state params` level whose update is a level or an expression, not an update rule
     (resolved or not: the printer also prints programs before name resolution)."""
-    is_params = isinstance(lv.state, Call) and lv.state.fn == "params"
     u = lv.update
     by_rule = (isinstance(u, Call) and u.kind in (CallKind.FORM, CallKind.UNRESOLVED) and u.fn in UPDATE_RULES
                or isinstance(u, Ref) and u.kind in (RefKind.FORM, RefKind.UNRESOLVED) and u.name in UPDATE_RULES)
-    return is_params and not by_rule
+    return is_root(lv) and not by_rule
 
 
 @dataclass(frozen=True)

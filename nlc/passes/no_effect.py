@@ -20,6 +20,7 @@ from nlc import ir
 from nlc.errors import Reporter
 from nlc.printer import print_expr
 
+
 def run(program: ir.Program, rep: Reporter) -> ir.Program:
     """Report every stated field its level ignores; return the program unchanged."""
     for lv in ir.all_levels(program):

@@ -25,7 +25,7 @@ from nlc import builtins as B
 from nlc import ir
 from nlc.errors import Reporter, did_you_mean
 from nlc.passes.facts import ProgramFacts, StateShape
-from nlc.passes.params import arith, fold, fold_unary
+from nlc.passes.params import arith, fold_unary
 from nlc.rules import RULES
 
 
@@ -170,17 +170,18 @@ class _Typer:
             return None if a is None or b is None else StateShape("linear", a, b)
         if s.fn == "mlp":
             d = self.posint(bound["dim"], "`dim`", s.fn)
-            for k in ("hidden", "depth"):
-                if bound.get(k) is not None:
-                    self.posint(bound[k], f"`{k}`", s.fn)
-            residual = B.STATES["mlp"].arg("residual").default
+            mlp = B.STATES["mlp"]
+            given = {k: self.posint(bound[k], f"`{k}`", s.fn) for k in ("hidden", "depth") if bound.get(k) is not None}
+            residual = mlp.arg("residual").default
             if bound.get("residual") is not None:
                 t = self.expect(bound["residual"], B.ArgType.BOOL, "residual", s.fn)
                 residual = t.value if isinstance(t, Const) else residual
             if d is None:
                 return None
-            hidden, depth = self.mlp_layers(d, bound)
-            return StateShape("mlp", d, d, hidden, depth, bool(residual))
+            hidden, depth = given.get("hidden", 4 * d), given.get("depth", mlp.arg("depth").default)
+            if hidden is None or depth is None:  # not whole positive numbers (reported above)
+                hidden, depth = 0, 1
+            return StateShape("mlp", d, d, hidden if depth > 1 else 0, depth, bool(residual))
         if s.fn == "vector":
             n = self.posint(bound["n"], "`n`", s.fn)
             return None if n is None else StateShape("vector", n, n)
@@ -196,14 +197,6 @@ class _Typer:
         self.rep.error("E413", "`like` takes a level (or `param` in an optimizer)", of.span,
                        "for example `state like(memory)`")
         return None
-
-    def mlp_layers(self, d: int, bound: dict) -> tuple[int, int]:
-        """An MLP state's (hidden, depth): hidden 0 at depth 1; (0, 1) when they are not numbers (reported)."""
-        hidden = 4 * d if bound.get("hidden") is None else fold(bound["hidden"], self.env, Reporter())
-        depth = 2 if bound.get("depth") is None else fold(bound["depth"], self.env, Reporter())
-        if not all(_is_int(v) and v > 0 for v in (hidden, depth)):
-            return (0, 1)
-        return (int(hidden) if depth > 1 else 0, int(depth))
 
     def check_level(self, lv: ir.Level) -> None:
         shape = self.shape(lv.name)

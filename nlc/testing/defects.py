@@ -151,10 +151,6 @@ def _insert_before_out(text: str, block: ir.Block, lines: list[str], marker_line
     return at, new, within, within + len(marker)
 
 
-def _stated(lv: ir.Level) -> set[str]:
-    return {k for k, _ in lv.field_spans}
-
-
 def applicable(prog: ir.Program, env) -> dict[str, list]:
     """For each defect kind, the places (blocks or levels) it can be injected into."""
     blocks = _blocks(prog)
@@ -170,7 +166,7 @@ def applicable(prog: ir.Program, env) -> dict[str, list]:
                                                       if lv.period.unit is ir.PeriodUnit.TOKENS), default=0) > 1],
         # The update's arguments must not be a let's only reader: replacing the update would leave that
         # let unused (E206), and name resolution errors stop the check before E310 is looked for.
-        "self_update": [(b, lv) for b, lv in levels if isinstance(lv.update, ir.Call) and "update" in _stated(lv)
+        "self_update": [(b, lv) for b, lv in levels if isinstance(lv.update, ir.Call) and "update" in lv.stated_fields()
                         and not {e.name for e in ir.walk(lv.update) if isinstance(e, ir.Ref)} & set(lets[b.name])],
         "key_width": [(b, lv) for b, lv in kv if lv.state.fn in ("linear", "mlp", "vector")],
         "self_copy": levels,

@@ -1,4 +1,4 @@
-"""`nlc fuzz`: run the nlc.testing properties from the command line.
+"""The fuzzer behind `nlc fuzz`: run the nlc.testing properties on a spec or on random specs.
 
     nlc fuzz SPEC [--examples N] [--seed S] [--tiny] [-p NAME=VALUE] [--property P ...]
     nlc fuzz --random [--examples N] [--seed S] [--max-levels N] [--max-blocks N]
@@ -13,17 +13,13 @@ source you can paste into a file, with the inputs that show the failure.
 Exit status: 0 every property holds on every example; 1 a property fails (or the
 spec does not check); 2 bad usage.
 
-`register(subparsers)` adds the subcommand to the `nlc` argument parser.
+The command line itself (arguments, messages) is nlc.testing.fuzz_cli, which needs no hypothesis.
 """
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
-import sys
-import time
 import traceback
-from pathlib import Path
 
 from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import seed as hseed
@@ -31,7 +27,6 @@ from hypothesis import strategies as st
 
 import nlc
 from nlc import ir
-from nlc.cli_options import param
 from nlc.testing.properties import (_TAKES_SEED, _TAKES_TOKENS, PROPERTIES, SPEC_PROPERTIES, check_deterministic,
                                     check_fields_live, check_round_trip, run_property)
 from nlc.testing.strategies import inputs, spec_texts

@@ -30,8 +30,8 @@ The properties (docs/design.md §4):
 - check_fields_live: every level field the spec states (init, objective and its arguments,
   the update rule's arguments, lr, retain, period) changes the outputs or the gradients when
   perturbed, in both back ends (through the trainer for `period N steps` levels; through the
-  parameter updates for an optimizer), unless `nlc check` warns that it has no effect;
-  `find_dead_fields` lists the dead ones.
+  parameter updates for an optimizer); a field a level ignores by what it is does not get that
+  far (`nlc check` rejects it, E314). `find_dead_fields` lists the dead ones.
 
 `check_all` runs all of them (the model properties only for model specs).
 """
@@ -433,7 +433,7 @@ def check_no_dead_parameters(spec, params: Mapping | None = None, seed: int = 0,
 # ---- every stated field is live ---------------------------------------------------------------
 #
 # A field a spec states must change what the model computes (or what the trainer or the optimizer
-# does with it), or `nlc check` must say it has no effect (a warning at the field). The property
+# does with it); a field a level ignores by what it is, `nlc check` rejects (E314). The property
 # perturbs one field of one level at a time and runs both builds side by side.
 
 LIVE_BACKENDS = {"compiled": {}, "reference": {"backend": "reference"}}
@@ -464,19 +464,12 @@ class DeadField:
 class _Perturbation:
     level: ir.Level  # the level as it is in the checked program
     field: str  # "lr", "init", "update.beta", "objective.delta", ...
-    span_key: str  # the level field it is written in (for a warning at that field)
     value: str
     candidates: tuple[tuple[str, ir.Level], ...]  # (the other value's text, the perturbed level), best first
 
 
 def _scaled(e: ir.Expr, factor: float) -> ir.Expr:
     return ir.BinOp("*", e, ir.Num(factor))
-
-
-def _stated(lv: ir.Level) -> set[str]:
-    """The fields the spec writes (all present ones for IR made without spans)."""
-    keys = {k for k, _ in lv.field_spans}
-    return keys or {f for f in ir.LEVEL_FIELDS if getattr(lv, f, None) is not None}
 
 
 def _arg_value(call: ir.Call, index: int, name: str) -> ir.Expr | None:
@@ -516,21 +509,21 @@ def _arg_perturbations(lv: ir.Level, key: str, table: dict) -> Iterator[_Perturb
             continue
         other = _other_arg(name, value)
         new = dataclasses.replace(lv, **{key: _with_arg(call, i, name, other)})
-        yield _Perturbation(lv, f"{key}.{name}", key, print_expr(value), ((print_expr(other), new),))
+        yield _Perturbation(lv, f"{key}.{name}", print_expr(value), ((print_expr(other), new),))
 
 
 def _objective_kind(lv: ir.Level) -> _Perturbation:
     fn = lv.objective.fn if isinstance(lv.objective, ir.Call) else DEFAULT_OBJECTIVE
     others = tuple(o for o in (DEFAULT_OBJECTIVE, LOSS_OBJECTIVE) if o != fn)
     cands = tuple((o, dataclasses.replace(lv, objective=ir.Call(o, bare=True))) for o in others)
-    return _Perturbation(lv, "objective", "objective", print_expr(lv.objective), cands)
+    return _Perturbation(lv, "objective", print_expr(lv.objective), cands)
 
 
 def _init_kind(lv: ir.Level) -> _Perturbation | None:
     fn = lv.init.fn if isinstance(lv.init, ir.Call) else ""
     others = _OTHER_INIT.get(fn, ("learned", "zeros"))
     cands = tuple((o, dataclasses.replace(lv, init=ir.Call(o, bare=True))) for o in others)
-    return _Perturbation(lv, "init", "init", print_expr(lv.init), cands)
+    return _Perturbation(lv, "init", print_expr(lv.init), cands)
 
 
 def _period(lv: ir.Level, env: Mapping) -> _Perturbation | None:
@@ -541,19 +534,18 @@ def _period(lv: ir.Level, env: Mapping) -> _Perturbation | None:
     options = [m for m in dict.fromkeys((1, 2 * n, n // 2, 4 * n)) if m >= 1 and m != n]
     cands = tuple((f"{m} {p.unit.value}", dataclasses.replace(lv, period=dataclasses.replace(p, count=ir.Num(m))))
                   for m in options)
-    return _Perturbation(lv, "period", "period", f"{print_expr(p.count)} {p.unit.value}", cands)
+    return _Perturbation(lv, "period", f"{print_expr(p.count)} {p.unit.value}", cands)
 
 
 def _gate(lv: ir.Level, key: str) -> _Perturbation:
     value = getattr(lv, key)
     other = _scaled(value, 0.5)
-    return _Perturbation(lv, key, key, print_expr(value), ((print_expr(other),
-                                                            dataclasses.replace(lv, **{key: other})),))
+    return _Perturbation(lv, key, print_expr(value), ((print_expr(other), dataclasses.replace(lv, **{key: other})),))
 
 
 def level_perturbations(lv: ir.Level, env: Mapping) -> list[_Perturbation]:
     """One perturbation per stated field of a level (and per stated argument of its rule and objective)."""
-    stated = _stated(lv)
+    stated = lv.stated_fields()
     out: list[_Perturbation | None] = []
     if "init" in stated:
         out.append(_init_kind(lv))
@@ -591,13 +583,6 @@ def _perturbed_program(prog: ir.Program, old: ir.Level, new: ir.Level, params: M
     except (nlc.SpecError, ValueError):
         return None
     return again
-
-
-def _warned_no_effect(prog: ir.Program, params: Mapping | None, lv: ir.Level, key: str) -> bool:
-    """Does `nlc check` warn at this field (saying it has no effect)?"""
-    span = lv.field_span(key)
-    warnings = nlc.check(prog, **dict(params or {}))
-    return any(w.span == span for w in warnings)
 
 
 def _differ(a, b) -> bool:
@@ -752,8 +737,6 @@ def find_dead_fields(spec, tokens=None, params: Mapping | None = None, seed: int
         tokens = default_tokens(probe, length=3 * probe.alignment + 1, seed=seed)
     for lv in ir.all_levels(prog):
         for pert in level_perturbations(lv, env):
-            if _warned_no_effect(prog, params, lv, pert.span_key):
-                continue
             # a field is live when some other value changes the outcome: a value can agree with the
             # stated one on these tokens (Huber with small errors is l2), so every candidate that
             # checks is tried before the field is called dead
@@ -812,8 +795,8 @@ def check_fields_live(spec, tokens=None, params: Mapping | None = None, seed: in
     the same at first (a learned vector starts at zeros): then the learned one's gradient tells
     them apart (a gradient present in one build and absent in the other counts as a difference).
 
-    A field `nlc check` warns about (a warning at the field's span) is exempt. Fields for which no
-    other value checks (e.g. `init` of an optimizer level) are not tested. Raises AssertionError
+    A field a level ignores by what it is never gets here (`nlc check` rejects it, E314). Fields for
+    which no other value checks (e.g. `init` of an optimizer level) are not tested. Raises AssertionError
     naming each dead field: the level, the field, the two values and the back end.
     """
     prog = _load(spec, params)
