@@ -12,9 +12,11 @@ steps). On `lm`, a spec whose memories carry state at test time (levels marked `
 bounded state) trains with --stream, reading the corpus as consecutive pieces with its state
 carried, as its test-time learning reads the test text; the others read random windows
 (`stream=False`, `--no-stream`: random windows for every spec). The test text is read in
-segments of the training sequence length (docs/training.md, "online and frozen"). `--match-params first` (or a spec's name, or a number) sets each spec's `dim` so
-that its parameter count is as close as it gets to that spec's (or to that number). Writes compare.md (the table, the details, the plots),
-compare.json, and the plots: loss_TASK.png, niah.png, forgetting.png.
+segments of the training sequence length (docs/training.md, "online and frozen").
+`--match-params first` (or a spec's name, or a number) sets each spec's `dim` so that its
+parameter count is as close as it gets to that spec's (or to that number). Writes compare.md
+(the table, the details, the plots), compare.json, and the plots: loss_TASK.png, niah.png,
+forgetting.png.
 """
 
 from __future__ import annotations

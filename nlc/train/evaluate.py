@@ -40,6 +40,7 @@ import torch
 import torch.nn.functional as F
 
 from nlc.files import atomic_write_text, dumps_json
+from nlc.runtime.layers import Attention
 from nlc.train import checkpoint as ck
 from nlc.train import plots
 from nlc.train.errors import train_error
@@ -124,8 +125,6 @@ def carries_state(model) -> bool:
 def bounded_state(model) -> bool:
     """Whether the streaming state stays the same size however long the stream: every attention
     is windowed or segmented (full attention keeps every past token in its cache)."""
-    from nlc.runtime.layers import Attention
-
     return all(m.window or m.segment for m in model.modules() if isinstance(m, Attention))
 
 
