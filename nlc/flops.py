@@ -12,7 +12,8 @@ against torch.utils.flop_counter on every eager configuration it times.
 
 from __future__ import annotations
 
-from nlc.plan import BlockPlan, LevelPlan, ModelPlan
+from nlc.plan.model import BlockPlan, LevelPlan, ModelPlan
+from nlc.plan.ops import Op
 from nlc.rules import RULES
 
 
@@ -41,16 +42,16 @@ def block_flops(block: BlockPlan, seq: int) -> dict[str, int]:
     parts = {"projections": 0, "attention": 0, "memory reads": 0, "learning": 0}
     for node in block.nodes:
         m = modules.get(node.module) if node.module else None
-        if node.op == "linear":
+        if node.op is Op.LINEAR:
             parts["projections"] += 2 * m.args[0] * m.args[1]
-        elif node.op == "swiglu":
+        elif node.op is Op.SWIGLU:
             d, h = m.args
             parts["projections"] += 3 * 2 * d * h
-        elif node.op == "conv":
+        elif node.op is Op.CONV:
             parts["projections"] += 2 * m.args[0] * m.args[1]
-        elif node.op == "attention":
+        elif node.op is Op.ATTENTION:
             parts["attention"] += _attention_flops(node, m, seq)
-        elif node.op == "read":
+        elif node.op is Op.READ:
             lv = levels.get(node.attrs["level"])
             if lv is not None:
                 parts["memory reads"] += _memory_matmul_flops(lv)

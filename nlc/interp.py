@@ -19,15 +19,15 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from nlc.plan import BlockPlan, LevelPlan, ModelPlan, Node, SlowLevel
+from nlc.plan.model import BlockPlan, LevelPlan, ModelPlan, SlowLevel
+from nlc.plan.ops import Const, Node, Op
 from nlc.rules import RULES, number_arg
 from nlc.rules.ops import memory_step
 from nlc.runtime import layers, memory
 from nlc.runtime.state import carried_state, check_stream
 from nlc.runtime.unary import TENSOR_UNARY
 
-UNARY = {**TENSOR_UNARY, "l2norm": layers.l2norm}
-BINARY = {"add": torch.add, "sub": torch.sub, "mul": torch.mul, "div": torch.div, "pow": torch.pow}
+BINARY = {Op.ADD: torch.add, Op.SUB: torch.sub, Op.MUL: torch.mul, Op.DIV: torch.div, Op.POW: torch.pow}
 
 
 def build_modules(owner: nn.Module, block: BlockPlan) -> None:
@@ -58,9 +58,9 @@ class ReferenceBlock(nn.Module):
             levels[lv.name] = {"frozen": init, "running": dict(init), "aux": self._aux(lv, init), "count": 0}
         caches = {}
         for n in self.plan.nodes:
-            if n.op == "conv":
+            if n.op is Op.CONV:
                 caches[n.name] = getattr(self, n.module).init_cache(batch, n.width, like)
-            elif n.op == "attention":
+            elif n.op is Op.ATTENTION:
                 caches[n.name] = getattr(self, n.module).init_cache(batch, like)
         return {"levels": levels, "caches": caches, "t": 0}
 
@@ -104,34 +104,36 @@ class ReferenceBlock(nn.Module):
 
     def eval_node(self, node: Node, values: dict, levels: dict, caches: dict):
         args = [_get(values, a) for a in node.args]
-        op = node.op
-        if op == "alias":
-            return args[0]
-        if op in ("linear", "rmsnorm", "swiglu"):
-            return getattr(self, node.module)(args[0])
-        if op in ("conv", "attention"):
-            y, caches[node.name] = getattr(self, node.module)(args[0], caches[node.name], *args[1:])
-            return y
-        if op == "learned":
-            return getattr(self, node.module)()
-        if op == "mean":
-            return args[0].mean(-1, keepdim=True)
-        if op == "concat":
-            return torch.cat(args, dim=-1)
-        if op == "neg":
-            return -args[0]
-        if op in BINARY:
-            return _binary(op, *args)
-        if op in UNARY:
-            return UNARY[op](args[0])
-        if op == "read":
-            name = node.attrs["level"]
-            key = args[0] if args else None
-            if name in levels:
-                lv = self.by_level[name]
-                return memory.read(lv.kind, levels[name]["frozen"], key, lv.residual)
-            return getattr(self, f"{node.attrs['var']}_state")(key)
-        raise NotImplementedError(op)  # pragma: no cover - plan and interpreter agree on ops
+        match node.op:
+            case Op.ALIAS:
+                return args[0]
+            case Op.LINEAR | Op.RMSNORM | Op.SWIGLU:
+                return getattr(self, node.module)(args[0])
+            case Op.CONV | Op.ATTENTION:
+                y, caches[node.name] = getattr(self, node.module)(args[0], caches[node.name], *args[1:])
+                return y
+            case Op.LEARNED:
+                return getattr(self, node.module)()
+            case Op.MEAN:
+                return args[0].mean(-1, keepdim=True)
+            case Op.CONCAT:
+                return torch.cat(args, dim=-1)
+            case Op.NEG:
+                return -args[0]
+            case Op.ADD | Op.SUB | Op.MUL | Op.DIV | Op.POW:
+                return _binary(node.op, *args)
+            case Op.L2NORM:
+                return layers.l2norm(args[0])
+            case Op.UNARY:
+                return TENSOR_UNARY[node.attrs["fn"]](args[0])
+            case Op.READ:
+                name = node.attrs["level"]
+                key = args[0] if args else None
+                if name in levels:
+                    lv = self.by_level[name]
+                    return memory.read(lv.kind, levels[name]["frozen"], key, lv.residual)
+                return getattr(self, f"{node.attrs['var']}_state")(key)
+        raise NotImplementedError(node.op)  # pragma: no cover - nlc.plan.verify admits no other op
 
     def gradients(self, levels: dict, values: dict) -> dict[str, tuple[dict, dict]]:
         """Every level's per-token gradient at its chunk-start state, and the keys its rule uses."""
@@ -223,14 +225,14 @@ class ReferenceModel(nn.Module):
 
 
 def _get(values: dict, operand):
-    return operand if isinstance(operand, float) else values[operand]
+    return operand.value if isinstance(operand, Const) else values[operand.name]
 
 
 def _tok(t):
     return t.squeeze(1) if isinstance(t, torch.Tensor) and t.dim() == 3 else t
 
 
-def _binary(op: str, a, b):
+def _binary(op: Op, a, b):
     """a op b where at most one side is a float constant (constants were folded by the plan)."""
     return BINARY[op](a, b) if isinstance(a, torch.Tensor) else BINARY[op](torch.as_tensor(a, dtype=b.dtype), b)
 

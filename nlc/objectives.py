@@ -40,7 +40,7 @@ class Objective:
     value: Callable[..., Any]  # value(y, v, fn, *args): the loss of each entry
     grad: Callable[..., Any]  # grad(y, v, fn, *args): d value / d y, entry by entry
     minus_value_gradient: bool = False  # its gradient is -v whatever y: a rule linear in g steps by
-                                        # lr * v * k and need not form g (nlc.optimizer_plan)
+                                        # lr * v * k and need not form g (nlc.plan.optimizer)
     step_level: bool = False  # the training loop runs `period N steps` levels with it (nlc.passes.steplevels)
     samples: tuple[str, ...] = ("",)  # argument lists random specs draw from: "", "(delta = 2.0)", ...
 

@@ -273,23 +273,23 @@ class _Refused(dict):
 
 
 def _recomputing_refused(monkeypatch):
-    import nlc.optimizer_plan
+    import nlc.plan.optimizer
     import nlc.passes.params
     import nlc.passes.shapes
-    import nlc.plan
+    import nlc.plan.model
 
     def refuse(*args, **kwargs):
         raise AssertionError("a constant or a period was folded again after the check")
 
     monkeypatch.setattr(nlc.passes.shapes._Typer, "state_shape", refuse)
-    for module in (nlc.passes.params, nlc.plan, nlc.optimizer_plan):
+    for module in (nlc.passes.params, nlc.plan.model, nlc.plan.optimizer):
         monkeypatch.setattr(module, "fold", refuse, raising=False)
 
 
 def test_planning_reads_the_checkers_facts_and_recomputes_nothing(monkeypatch):
     import nlc
     import nlc.builtins
-    from nlc.optimizer_plan import plan_optimizer
+    from nlc.plan.optimizer import plan_optimizer
     from nlc.passes.pipeline import check_ir
     from nlc.plan import plan_model
 

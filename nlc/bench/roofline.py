@@ -21,7 +21,7 @@ from nlc.bench.report import progress
 from nlc.bench.timing import best_time, throughput
 from nlc.flops import model_flops
 from nlc.passes.pipeline import check_ir
-from nlc.plan import plan_model
+from nlc.plan.model import plan_model
 
 COLUMNS = [["model", "model", ""], ["dim", "dim", "d"], ["mode", "mode", ""],
            ["mflops_per_token", "MFLOP/tok", ".2f"], ["counter_ratio", "counter", ".2f"],

@@ -24,7 +24,7 @@ from nlc.codegen.safety import audit_source, comment_text
 from nlc.files import atomic_write_text
 from nlc.names import camel
 from nlc.passes.pipeline import check_ir
-from nlc.plan import ModelPlan, plan_model
+from nlc.plan.model import ModelPlan, plan_model
 from nlc.runtime.steplevel import StepLevelSpec
 from nlc.version import __version__
 

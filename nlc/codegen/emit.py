@@ -12,13 +12,13 @@ from dataclasses import dataclass, field
 import networkx as nx
 
 from nlc.errors import Diagnostic, SpecError
-from nlc.plan import BlockPlan, LevelPlan, Module, Node, Operand, SlowLevel
+from nlc.plan.model import BlockPlan, LevelPlan, Module, SlowLevel
+from nlc.plan.ops import Const, Node, Op, Operand, Ref, refs
 from nlc.printer import format_number
 from nlc.rules import RULES
 from nlc.unary import UNARY_OPS
 
-UNARY = {**{name: op.tensor_code + "({})" for name, op in UNARY_OPS.items()}, "l2norm": "rt_layers.l2norm({})"}
-BINARY = {"add": "+", "sub": "-", "mul": "*", "div": "/", "pow": "**"}
+BINARY = {Op.ADD: "+", Op.SUB: "-", Op.MUL: "*", Op.DIV: "/", Op.POW: "**"}
 
 
 @dataclass
@@ -108,9 +108,9 @@ def _emit_state(code: BlockCode) -> None:
         code.state_lines.append(f"{lv.var} = {{k: v.to(like) for k, v in {init}.items()}}")
         code.state_lines.append(f"levels[{lv.name!r}] = {{\"W\": {lv.var}, \"aux\": {_aux_init(lv)}}}")
     for n in block.nodes:
-        if n.op == "conv":
+        if n.op is Op.CONV:
             code.state_lines.append(f"caches[{n.name!r}] = self.{n.module}.init_cache(batch, {n.width}, like)")
-        elif n.op == "attention":
+        elif n.op is Op.ATTENTION:
             code.state_lines.append(f"caches[{n.name!r}] = self.{n.module}.init_cache(batch, like)")
 
 
@@ -147,46 +147,49 @@ def _aux_init(lv: LevelPlan) -> str:
 
 
 def _ref(a: Operand, in_loop: set[str] | None, sliced: set[str]) -> str:
-    if isinstance(a, float):
-        return repr(a)
-    if in_loop is not None and a not in in_loop and a in sliced:
-        return f"{a}_c"
-    return a
+    if isinstance(a, Const):
+        return repr(a.value)
+    if in_loop is not None and a.name not in in_loop and a.name in sliced:
+        return f"{a.name}_c"
+    return a.name
 
 
 def _node_line(node: Node, levels: dict, in_loop: set[str] | None, sliced: set[str] = frozenset()) -> str:
     """One statement computing `node` (on the whole sequence, or on a chunk when in_loop is given)."""
     args = [_ref(a, in_loop, sliced) for a in node.args]
-    op = node.op
     comment = f"  # {node.source}" if node.source and len(node.source) < 60 else ""
     lhs = node.name
-    if op == "alias":
-        rhs = args[0]
-    elif op in ("linear", "rmsnorm", "swiglu"):
-        rhs = f"self.{node.module}({args[0]})"
-    elif op in ("conv", "attention"):
-        return f"{lhs}, caches[{node.name!r}] = self.{node.module}({', '.join([args[0], f'caches[{node.name!r}]', *args[1:]])}){comment}"
-    elif op == "learned":
-        rhs = f"self.{node.module}()"
-    elif op == "mean":
-        rhs = f"{args[0]}.mean(-1, keepdim=True)"
-    elif op == "concat":
-        rhs = f"torch.cat([{', '.join(args)}], dim=-1)"
-    elif op == "neg":
-        rhs = f"-{args[0]}"
-    elif op in BINARY:
-        rhs = f"{args[0]} {BINARY[op]} {args[1]}"
-    elif op in UNARY:
-        rhs = UNARY[op].format(args[0])
-    elif op == "read":
-        key = args[0] if args else "None"
-        if node.attrs["in_context"]:
-            lv = levels[node.attrs["level"]]
-            rhs = f"rt_memory.read({lv.kind!r}, {lv.var}, {key}, residual={lv.residual})"
-        else:
-            rhs = f"self.{node.attrs['var']}_state({key})"
-    else:
-        raise SpecError([Diagnostic("E502", f"the compiled back end cannot emit `{op}` yet")])
+    match node.op:
+        case Op.ALIAS:
+            rhs = args[0]
+        case Op.LINEAR | Op.RMSNORM | Op.SWIGLU:
+            rhs = f"self.{node.module}({args[0]})"
+        case Op.CONV | Op.ATTENTION:
+            call = ", ".join([args[0], f"caches[{node.name!r}]", *args[1:]])
+            return f"{lhs}, caches[{node.name!r}] = self.{node.module}({call}){comment}"
+        case Op.LEARNED:
+            rhs = f"self.{node.module}()"
+        case Op.MEAN:
+            rhs = f"{args[0]}.mean(-1, keepdim=True)"
+        case Op.CONCAT:
+            rhs = f"torch.cat([{', '.join(args)}], dim=-1)"
+        case Op.NEG:
+            rhs = f"-{args[0]}"
+        case Op.ADD | Op.SUB | Op.MUL | Op.DIV | Op.POW:
+            rhs = f"{args[0]} {BINARY[node.op]} {args[1]}"
+        case Op.L2NORM:
+            rhs = f"rt_layers.l2norm({args[0]})"
+        case Op.UNARY:
+            rhs = f"{UNARY_OPS[node.attrs['fn']].tensor_code}({args[0]})"
+        case Op.READ:
+            key = args[0] if args else "None"
+            if node.attrs["in_context"]:
+                lv = levels[node.attrs["level"]]
+                rhs = f"rt_memory.read({lv.kind!r}, {lv.var}, {key}, residual={lv.residual})"
+            else:
+                rhs = f"self.{node.attrs['var']}_state({key})"
+        case _:  # pragma: no cover - nlc.plan.verify admits no other op in a model
+            raise SpecError([Diagnostic("E502", f"the compiled back end cannot emit `{node.op.value}` yet")])
     return f"{lhs} = {rhs}{comment}"
 
 
@@ -209,13 +212,13 @@ def _emit_loop(code: BlockCode, nodes: dict, levels: dict, in_loop: set[str]) ->
     used = set()
     for n in block.nodes:
         if n.phase == "loop":
-            used |= {a for a in n.args if isinstance(a, str) and a not in loop}
+            used |= {a for a in n.refs if a not in loop}
     groups = _groups(block)
     hoisted = [grp[0] for grp in groups if code.kernels == "chunked" and _is_hoisted(grp, block.chunk, loop, nodes)]
     for group in groups:
         for lv in group:
             ops = [lv.context[1], lv.context[2]] if lv in hoisted else _level_operands(lv)  # hoisted gates: before
-            used |= {a for a in ops if isinstance(a, str) and a not in loop}
+            used |= {a for a in refs(ops) if a not in loop}
     order = list(nodes)
     sliced = sorted((a for a in used if nodes[a].width is not None), key=order.index)
     whole = sorted((a for a in used if nodes[a].width is None), key=order.index)  # scalars: passed as they are
@@ -236,19 +239,19 @@ def _emit_loop(code: BlockCode, nodes: dict, levels: dict, in_loop: set[str]) ->
         else:
             code.step_lines.append(line)
     # loop values needed after the loop are collected chunk by chunk, then joined
-    needed = {a for n in post for a in n.args if isinstance(a, str) and a in loop}
-    if isinstance(block.out, str) and block.out in loop:
-        needed.add(block.out)
+    needed = {a for n in post for a in n.refs if a in loop}
+    if isinstance(block.out, Ref) and block.out.name in loop:
+        needed.add(block.out.name)
     needed = sorted(needed, key=order.index)
     for group in groups:
         _emit_learn(code, group, block.chunk, loop, set(sliced), nodes,
                     {nodes[r].attrs["level"] for r in shared})
     # the step's parameters: states, caches, chunk slices, hoisted coefficients, flags
     states = _step_states(block, groups, code.kernels)
-    uses_caches = any(n.phase == "loop" and n.op in ("conv", "attention") for n in block.nodes)
+    uses_caches = any(n.phase == "loop" and n.op in (Op.CONV, Op.ATTENTION) for n in block.nodes)
     periods = sorted({lv.period for lv in block.levels if lv.period > block.chunk})
     # an attention cache inside the loop, or a slow level's list of pending chunks, grows chunk by chunk
-    code.step_shapes_fixed = not periods and not any(n.phase == "loop" and n.op == "attention" for n in block.nodes)
+    code.step_shapes_fixed = not periods and not any(n.phase == "loop" and n.op is Op.ATTENTION for n in block.nodes)
     code.step_params = [*states, *(["caches"] if uses_caches else []), *(f"{a}_c" for a in sliced), *whole,
                         *(f"{lv.var}_coef_c" for lv in hoisted), "full", *(f"period{p}_ends" for p in periods)]
     code.step_returns = [*needed, *states, *(["caches"] if uses_caches else [])]
@@ -278,10 +281,10 @@ def _shared_reads(block: BlockPlan, groups: list[list[LevelPlan]], loop: set[str
     for group in groups:
         lv = group[0]
         if not (kernels == "chunked" and _closed_form(group) and lv.period == block.chunk
-                and lv.kind in ("mlp", "linear") and all(isinstance(a, str) and a not in loop for a in lv.context[1:])):
+                and lv.kind in ("mlp", "linear") and all(isinstance(a, Ref) and a.name not in loop for a in lv.context[1:])):
             continue
-        read = next((n for n in block.nodes if n.phase == "loop" and n.op == "read" and n.attrs["in_context"]
-                     and n.attrs["level"] == lv.name and n.args and isinstance(n.args[0], str)), None)
+        read = next((n for n in block.nodes if n.phase == "loop" and n.op is Op.READ and n.attrs["in_context"]
+                     and n.attrs["level"] == lv.name and n.args and isinstance(n.args[0], Ref)), None)
         if read is not None:
             out.add(read.name)
     return out
@@ -416,8 +419,8 @@ def _is_hoisted(group: list[LevelPlan], chunk: int, in_loop: set[str], nodes: di
         return False
     ops = _gate_operands(lv)
     gates = [ops[k] for k in RULES[lv.rule].chunk.gates]
-    tensors = [g for g in gates if isinstance(g, str) and nodes[g].width is not None]
-    return bool(tensors) and all(not isinstance(g, str) or g not in in_loop for g in gates)
+    tensors = [g for g in refs(gates) if nodes[g].width is not None]
+    return bool(tensors) and all(g not in in_loop for g in refs(gates))
 
 
 def _gate_operands(lv: LevelPlan) -> dict[str, Operand]:

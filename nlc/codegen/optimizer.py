@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from nlc import ir
 from nlc.codegen.layout import ENV, display_path, spec_hash
 from nlc.codegen.safety import audit_source, comment_text
-from nlc.optimizer_plan import OptimizerPlan, OptLevel, plan_optimizer
+from nlc.plan.optimizer import OptimizerPlan, OptLevel, plan_optimizer
 from nlc.names import NameAllocator, camel
 from nlc.printer import format_number, print_expr
 from nlc.objectives import OBJECTIVES

@@ -121,7 +121,7 @@ from nlc import ir
 from nlc.api import load
 from nlc.codegen import load_source
 from nlc.codegen.optimizer import generate_optimizer
-from nlc.optimizer_plan import OptimizerPlan, plan_optimizer, require_optimizer
+from nlc.plan.optimizer import OptimizerPlan, plan_optimizer, require_optimizer
 from nlc.passes.pipeline import check_ir
 
 __all__ = ["OptimizerPlan", "build_optimizer", "optimizer_class", "plan_optimizer", "require_optimizer"]

@@ -20,7 +20,7 @@ import torch
 from nlc import ir
 from nlc.optim import _program
 from nlc.optim import runtime as rt
-from nlc.optimizer_plan import OptimizerPlan, OptLevel, plan_optimizer, require_optimizer
+from nlc.plan.optimizer import OptimizerPlan, OptLevel, plan_optimizer, require_optimizer
 from nlc.passes.pipeline import check_ir
 from nlc.runtime.memory import act
 from nlc.objectives import OBJECTIVES

@@ -3,7 +3,7 @@
 The passes compute each level's state shape (the shapes pass), its period (the frequency
 pass) and the value of every constant expression they type (the shapes pass). They record
 them here, in a `ProgramFacts` that `nlc.passes.pipeline.Checked` carries, so that the
-planners (`nlc.plan`, `nlc.optimizer_plan`) and the level graph (`nlc.graph`) read them
+planners (`nlc.plan`, `nlc.plan.optimizer`) and the level graph (`nlc.graph`) read them
 instead of binding state calls and folding expressions a second time.
 
 A level is identified by its scope (the `ir.Block` it is declared in; None for an optimizer's

@@ -4,7 +4,7 @@ An optimizer's levels are kept per parameter tensor, so their states are
 `like(param)`, an elementwise `mlp(1, ...)` or `params`; there is no outer level,
 so nothing is `learned`; model-only builtins (`linear`, `conv`, `attention`, ...)
 have no meaning over parameter-shaped tensors. These checks are what the optimizer
-plan (`nlc.optimizer_plan`) relies on: it calls `check_optimizer` before it plans, and
+plan (`nlc.plan.optimizer`) relies on: it calls `check_optimizer` before it plans, and
 running them here makes `nlc check` report every spec that `nlc compile` /
 `nlc.build_optimizer` would reject.
 

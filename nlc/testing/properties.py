@@ -354,7 +354,7 @@ def check_deterministic(spec, params: Mapping | None = None, other_process: bool
     prog = nlc.loads(text, path)
     if prog.is_model:
         from nlc.codegen import generate_model  # jinja2: not while `nlc` starts (the CLI registers fuzz)
-        from nlc.plan import plan_model
+        from nlc.plan.model import plan_model
 
         for kernels in ("chunked", "sequential"):
             c1, c2 = check_ir(nlc.loads(text, path), params), check_ir(nlc.loads(text, path), params)

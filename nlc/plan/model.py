@@ -22,31 +22,13 @@ from nlc import builtins as B
 from nlc import ir
 from nlc.errors import Diagnostic, SpecError
 from nlc.names import NameAllocator, camel
+from nlc.plan.ops import ONE, Const, Node, Op, Operand, Ref
 from nlc.passes.facts import ProgramFacts, ScopeFacts, StateShape
 from nlc.passes.pipeline import Checked
 from nlc.passes.steplevels import step_rule_args
 from nlc.rules import DEFAULT
 from nlc.printer import print_expr
 from nlc.runtime.steplevel import StepLevelSpec
-
-Operand = str | float  # an SSA name or a constant
-
-@dataclass
-class Node:
-    """One SSA value of a block: `name = op(args, **attrs)`."""
-
-    name: str
-    op: str  # "input", a builtin op, "add" "sub" "mul" "div" "pow" "neg", "read", "value"
-    args: tuple[Operand, ...] = ()
-    attrs: dict = field(default_factory=dict)
-    width: int | None = None  # features per token; None for a scalar (learned gate)
-    module: str | None = None  # the slow layer it uses (attribute name), if any
-    source: str = ""  # the spec text it came from
-    line: int = 0
-    in_loop: bool = False  # depends on an in-context read
-    phase: str = "pre"  # "pre": whole sequence before the chunk loop; "loop": chunk by chunk (reads and what
-    # the levels learn from); "post": whole sequence after the loop (depends on reads, feeds no learning)
-
 
 @dataclass
 class Module:
@@ -78,8 +60,8 @@ class LevelPlan:
     rule: str = DEFAULT
     rule_args: dict[str, Operand] = field(default_factory=dict)
     update_by: str | None = None
-    lr: Operand = 1.0
-    retain: Operand = 1.0
+    lr: Operand = ONE
+    retain: Operand = ONE
     period: int = 1
     online: bool = False
     line: int = 0
@@ -241,7 +223,7 @@ class _BlockPlanner:
 
     # ---- the plan ----
     def plan(self) -> BlockPlan:
-        self.add(Node("x", "input", width=int(self.params["dim"])))
+        self.add(Node("x", Op.INPUT, width=int(self.params["dim"])))
         for name in self._let_order():
             self.expr(self.lets[name].value, self.var[name], root=self.var[name])
         levels, slow = [], []
@@ -297,17 +279,17 @@ class _BlockPlanner:
     def expr(self, e: ir.Expr, base: str, root: str | None = None) -> Operand:
         """Flatten e into nodes; return its operand. `root` names the top node (a let's name)."""
         if isinstance(e, (ir.Num, ir.Bool)):
-            return float(e.value)
+            return Const(float(e.value))
         if isinstance(e, ir.Ref):
             if e.kind is ir.RefKind.PARAM:
-                return float(self.params[e.name])
+                return Const(float(self.params[e.name]))
             if e.kind is ir.RefKind.INPUT:
-                return self._alias(root, "x", e) if root else "x"
+                return self._alias(root, "x", e) if root else Ref("x")
             if e.kind is ir.RefKind.LET:
-                return self._alias(root, self.var[e.name], e) if root else self.var[e.name]
+                return self._alias(root, self.var[e.name], e) if root else Ref(self.var[e.name])
             if e.kind is ir.RefKind.LEVEL:
                 attrs = {"level": e.name, "var": self.var[e.name], "in_context": e.name in self.in_context}
-                return self._node(root or self.fresh(f"{base}_{e.name}"), "read", (), attrs,
+                return self._node(root or self.fresh(f"{base}_{e.name}"), Op.READ, (), attrs,
                                   self._level_width(e.name), e)
         folded = self._try_fold(e)
         if folded is not None:
@@ -315,84 +297,86 @@ class _BlockPlanner:
         name = root or self.fresh(f"{base}_{_op_word(e)}")
         if isinstance(e, ir.Neg):
             a = self.expr(e.operand, base)
-            return self._node(name, "neg", (a,), {}, self._width(a), e)
+            return self._node(name, Op.NEG, (a,), {}, self._width(a), e)
         if isinstance(e, ir.BinOp):
             a, b = self.expr(e.lhs, base), self.expr(e.rhs, base)
-            op = {"+": "add", "-": "sub", "*": "mul", "/": "div", "**": "pow"}[e.op]
+            op = {"+": Op.ADD, "-": Op.SUB, "*": Op.MUL, "/": Op.DIV, "**": Op.POW}[e.op]
             return self._node(name, op, (a, b), {}, _combine(self._width(a), self._width(b)), e)
         assert isinstance(e, ir.Call)
         if e.kind is ir.CallKind.READ:
             args = tuple(self.expr(a, base) for a in e.args)
             attrs = {"level": e.fn, "var": self.var[e.fn], "in_context": e.fn in self.in_context}
-            return self._node(name, "read", args, attrs, self._level_width(e.fn, args), e)
+            return self._node(name, Op.READ, args, attrs, self._level_width(e.fn, args), e)
         return self.op(e, base, name)
 
-    def _try_fold(self, e: ir.Expr) -> float | None:
+    def _try_fold(self, e: ir.Expr) -> Const | None:
         if any(isinstance(n, ir.Ref) and n.kind is not ir.RefKind.PARAM or
                isinstance(n, ir.Call) and (n.kind is not ir.CallKind.OP or n.fn not in B.UNARY_OPS)
                for n in ir.walk(e)):
             return None
-        return float(self.const(e))  # parameters and elementwise builtins of them (nlc.unary), folded by the checker
+        return Const(float(self.const(e)))  # parameters and elementwise builtins of them (nlc.unary), folded by the checker
 
-    def _alias(self, root: str, target: str, e: ir.Expr) -> str:
-        return self._node(root, "alias", (target,), {}, self._width(target), e)
+    def _alias(self, root: str, target: str, e: ir.Expr) -> Ref:
+        return self._node(root, Op.ALIAS, (Ref(target),), {}, self.nodes[target].width, e)
 
-    def _node(self, name: str, op: str, args, attrs, width, e: ir.Expr, module: str | None = None) -> str:
+    def _node(self, name: str, op: Op, args, attrs, width, e: ir.Expr, module: str | None = None) -> Ref:
         span = getattr(e, "span", None)
-        return self.add(Node(name, op, tuple(args), dict(attrs), width, module, print_expr(e),
-                             span.line if span is not None else 0))
+        return Ref(self.add(Node(name, op, tuple(args), dict(attrs), width, module, print_expr(e),
+                                 span.line if span is not None else 0)))
 
     def _width(self, a: Operand) -> int | None:
-        return None if isinstance(a, float) else self.nodes[a].width
+        return self.nodes[a.name].width if isinstance(a, Ref) else None
 
     def _level_width(self, level: str, args=()) -> int:
         """The width of a read of `level` (its state's output width)."""
         return self.state_shape(level).d_out
 
-    def op(self, e: ir.Call, base: str, name: str) -> str:
+    def op(self, e: ir.Call, base: str, name: str) -> Ref:
         sig = B.OPS[e.fn]
-        args = [self.expr(a, base) for a in e.args]
-        kwargs = {k.name: k.value for k in e.kwargs}
         if sig.variadic:
+            args = [self.expr(a, base) for a in e.args]
             width = sum(self._width(a) or 1 for a in args)
-            return self._node(name, e.fn, args, {}, width, e)
-        bound = dict(zip([a.name for a in sig.args], args))
+            return self._node(name, Op.CONCAT, args, {}, width, e)
+        given = dict(zip([a.name for a in sig.args], e.args))
+        given.update({k.name: k.value for k in e.kwargs})
+        bound = {}
         for a in sig.args:
-            if a.name in bound:
-                continue
-            if a.name in kwargs:
-                bound[a.name] = self.expr(kwargs[a.name], base) if a.type in (B.ArgType.TENSOR, B.ArgType.ANY) \
-                    else self.const(kwargs[a.name])
-            else:
+            if a.name not in given:
                 bound[a.name] = a.default
+            elif a.type in (B.ArgType.TENSOR, B.ArgType.ANY):
+                bound[a.name] = self.expr(given[a.name], base)  # a value: an operand
+            else:
+                bound[a.name] = self.const(given[a.name])  # a width, a count, a flag: the layer's argument
         x = bound.get("x")
-        width = self._width(x) if isinstance(x, str) else None
+        width = self._width(x) if isinstance(x, Ref) else None
         if e.fn == "linear":
             out, bias = int(bound["out"]), bool(bound["bias"])
             self.modules.append(Module(name, "Linear", (width, out), {"bias": bias}))
-            return self._node(name, "linear", (x,), {}, out, e, module=name)
+            return self._node(name, Op.LINEAR, (x,), {}, out, e, module=name)
         if e.fn == "conv":
             self.modules.append(Module(name, "CausalConv", (width, int(bound["width"]))))
-            return self._node(name, "conv", (x,), {}, width, e, module=name)
+            return self._node(name, Op.CONV, (x,), {}, width, e, module=name)
         if e.fn == "rmsnorm":
             self.modules.append(Module(name, "RMSNorm", (width,)))
-            return self._node(name, "rmsnorm", (x,), {}, width, e, module=name)
+            return self._node(name, Op.RMSNORM, (x,), {}, width, e, module=name)
         if e.fn == "swiglu":
             self.modules.append(Module(name, "SwiGLU", (width, int(bound["hidden"]))))
-            return self._node(name, "swiglu", (x,), {}, width, e, module=name)
+            return self._node(name, Op.SWIGLU, (x,), {}, width, e, module=name)
         if e.fn == "attention":
             memory = bound.get("memory")
             kw = {k: int(bound[k]) for k in ("heads", "window", "segment", "persistent")}
             self.modules.append(Module(name, "Attention", (width,), {**kw, "memory": memory is not None}))
             args = (x,) if memory is None else (x, memory)
-            return self._node(name, "attention", args, {}, width, e, module=name)
+            return self._node(name, Op.ATTENTION, args, {}, width, e, module=name)
         if e.fn == "learned":
             self.modules.append(Module(name, "LearnedScalar", (float(bound["init"]),)))
-            return self._node(name, "learned", (), {}, None, e, module=name)
+            return self._node(name, Op.LEARNED, (), {}, None, e, module=name)
         if e.fn == "mean":
-            return self._node(name, "mean", (x,), {}, 1, e)
-        if e.fn == "l2norm" or e.fn in B.UNARY_OPS:
-            return self._node(name, e.fn, (x,), {}, width, e)
+            return self._node(name, Op.MEAN, (x,), {}, 1, e)
+        if e.fn == "l2norm":
+            return self._node(name, Op.L2NORM, (x,), {}, width, e)
+        if e.fn in B.UNARY_OPS:
+            return self._node(name, Op.UNARY, (x,), {"fn": e.fn}, width, e)
         raise SpecError([Diagnostic("E502", f"`{e.fn}` cannot be compiled in a model yet", e.fn_span)])
 
     # ---- levels ----
@@ -435,9 +419,9 @@ class _BlockPlanner:
                 if a.name in given:
                     rule_args[a.name] = self.expr(given[a.name], f"{base}_{a.name}")
                 else:
-                    rule_args[a.name] = float(a.default)
-        lr = 1.0 if lv.lr is None else self.expr(lv.lr, f"{base}_lr")
-        retain = 1.0 if lv.retain is None else self.expr(lv.retain, f"{base}_retain")
+                    rule_args[a.name] = Const(float(a.default))
+        lr = ONE if lv.lr is None else self.expr(lv.lr, f"{base}_lr")
+        retain = ONE if lv.retain is None else self.expr(lv.retain, f"{base}_retain")
         if init == "learned":
             self.modules.append(Module(f"{base}_init", "MemoryInit", (self.weights(lv.name), shape.kind,
                                                                       shape.residual)))
@@ -464,20 +448,20 @@ class _BlockPlanner:
         """Mark nodes that depend on an in-context read (they run chunk by chunk)."""
         for name in self.order:
             node = self.nodes[name]
-            reads_level = node.op == "read" and node.attrs["level"] in self.in_context
-            node.in_loop = reads_level or any(isinstance(a, str) and self.nodes[a].in_loop for a in node.args)
+            reads_level = node.op is Op.READ and node.attrs["level"] in self.in_context
+            node.in_loop = reads_level or any(self.nodes[a].in_loop for a in node.refs)
 
 
     def _mark_phases(self, levels: list[LevelPlan]) -> None:
         """Split read-dependent nodes: those the levels learn from run in the chunk loop, the rest after it."""
-        stack = [a for lv in levels for a in _learning_operands(lv) if isinstance(a, str)]
-        stack += [n.name for n in self.nodes.values() if n.op == "read" and n.attrs["level"] in self.in_context]
+        stack = [a.name for lv in levels for a in _learning_operands(lv) if isinstance(a, Ref)]
+        stack += [n.name for n in self.nodes.values() if n.op is Op.READ and n.attrs["level"] in self.in_context]
         feeds: set[str] = set()  # what the levels learn from, every read, and everything those need
         while stack:
             name = stack.pop()
             if name not in feeds:
                 feeds.add(name)
-                stack.extend(a for a in self.nodes[name].args if isinstance(a, str))
+                stack.extend(self.nodes[name].refs)
         for node in self.nodes.values():
             node.phase = "pre" if not node.in_loop else "loop" if node.name in feeds else "post"
 
