@@ -23,6 +23,7 @@ from nlc import ir
 from nlc.errors import Diagnostic, SpecError
 from nlc.names import NameAllocator, camel
 from nlc.plan.ops import ONE, Const, Node, Op, Operand, Ref
+from nlc.plan.verify import verify
 from nlc.passes.facts import ProgramFacts, ScopeFacts, StateShape
 from nlc.passes.pipeline import Checked
 from nlc.passes.steplevels import step_rule_args
@@ -185,7 +186,9 @@ def plan_model(checked: Checked) -> ModelPlan:
                 blocks.append(_BlockPlanner(s, params, facts, len(blocks), cls).plan())
 
     visit(program.body)
-    return ModelPlan(program.name, int(params["dim"]), int(params["vocab"]), blocks, dict(params), program.path)
+    plan = ModelPlan(program.name, int(params["dim"]), int(params["vocab"]), blocks, dict(params), program.path)
+    verify(plan)
+    return plan
 
 
 def _class_name(name: str, taken: set[str]) -> str:

@@ -1,0 +1,226 @@
+"""verify(plan): reject a malformed plan before a back end reads it (docs/design.md §2.6).
+
+A plan is the contract between the planners and four consumers (the model
+interpreter and emitter, the optimizer reference and generator). `verify` states
+that contract as checks, so that a planner bug surfaces here, with the node at
+fault, instead of as a wrong number or a crash somewhere downstream:
+
+- nodes: unique names, in dependency order (a `Ref` names an earlier node), each
+  op one of the program kind's (`MODEL_OPS`, `OPTIMIZER_OPS`) with its arity
+  (`ARITY`) and the attributes it needs (a unary builtin's name, a read's level, a
+  layer's module);
+- operands: constants, references to nodes, and (optimizers only) the program's
+  hyper-parameters;
+- levels: every operand they learn from is a node of the plan; the names they cite
+  (update rule, `grad(L)` context, `update L`, `init copy`) exist;
+- a model's phases agree with the dependencies: nothing before the chunk loop
+  reads a value from inside it, and nothing the levels learn from comes after it;
+- an optimizer's root level comes last, and only its `update` expressions read the
+  levels' new states (everything else sees the states from before the step).
+
+It is called by `plan_model` and `plan_optimizer` on every plan (linear in its size).
+A failure is an internal error: nlc's bug, never the user's.
+"""
+
+from __future__ import annotations
+
+from typing import Iterable
+
+from nlc.plan.ops import ARITY, LAYERS, MODEL_OPS, OPTIMIZER_OPS, Const, Hyper, Node, Op, Operand, Ref
+from nlc.rules import RULES, step_level_rules
+from nlc.unary import UNARY_OPS
+
+PHASES = ("pre", "loop", "post")
+OPTIMIZER_INPUTS = ("grad", "param", "step")
+
+
+class MalformedPlan(AssertionError):
+    """A plan that breaks the contract of `nlc.plan`: a bug in nlc, reported with every problem found."""
+
+    def __init__(self, what: str, problems: list[str]):
+        self.problems = problems
+        super().__init__(f"internal error: the plan of {what} is malformed (a bug in nlc; please report it):\n  "
+                         + "\n  ".join(problems))
+
+
+def verify(plan) -> None:
+    """Raise MalformedPlan if `plan` (a ModelPlan or an OptimizerPlan) breaks the plan's contract."""
+    problems = _model(plan) if hasattr(plan, "blocks") else _optimizer(plan)  # (the plan modules import this one)
+    if problems:
+        raise MalformedPlan(f"`{plan.name}`", problems)
+
+
+# ---- nodes, shared by both kinds of program ----
+
+
+def check_nodes(nodes: Iterable[Node], allowed: frozenset[Op], *, hypers: frozenset[str] = frozenset(),
+                levels: frozenset[str] = frozenset(), modules: frozenset[str] = frozenset(),
+                where: str = "") -> tuple[dict[str, Node], list[str]]:
+    """Check the SSA nodes of one scope; return them by name and the problems found."""
+    seen: dict[str, Node] = {}
+    problems: list[str] = []
+
+    def bad(node: Node, why: str) -> None:
+        problems.append(f"{where}node `{getattr(node, 'name', node)}`: {why}")
+
+    for node in nodes:
+        if not isinstance(node, Node) or not isinstance(node.name, str) or not node.name:
+            bad(node, "not a named plan node")
+            continue
+        if node.name in seen:
+            bad(node, "defined twice")
+        if not isinstance(node.op, Op) or node.op not in allowed:
+            bad(node, f"operation {node.op!r} is not one this kind of program may hold")
+            seen[node.name] = node
+            continue
+        fewest, most = ARITY[node.op]
+        if len(node.args) < fewest or (most is not None and len(node.args) > most):
+            bad(node, f"{node.op.value} takes {fewest}..{most if most is not None else 'n'} operands, "
+                      f"not {len(node.args)}")
+        for a in node.args:
+            problems.extend(f"{where}node `{node.name}`: {p}" for p in _operand(a, seen, hypers))
+        if node.op is Op.UNARY and node.attrs.get("fn") not in UNARY_OPS:
+            bad(node, f"unary operation {node.attrs.get('fn')!r} is not in nlc.unary")
+        if node.op is Op.READ and node.attrs.get("level") not in levels:
+            bad(node, f"reads {node.attrs.get('level')!r}, not a level of its scope")
+        if (node.op in LAYERS) != (node.module is not None) or (node.module is not None and node.module not in modules):
+            bad(node, f"module {node.module!r} does not fit {node.op.value}")
+        seen[node.name] = node
+    return seen, problems
+
+
+def _operand(a: Operand, defined: dict[str, Node], hypers: frozenset[str]) -> list[str]:
+    """What is wrong with operand `a` given the nodes defined before it."""
+    if isinstance(a, Const):
+        return [] if isinstance(a.value, (int, float, bool)) else [f"constant {a.value!r} is not a number"]
+    if isinstance(a, Ref):
+        return [] if a.name in defined else [f"refers to `{a.name}` before it is defined (or never)"]
+    if isinstance(a, Hyper):
+        return [] if a.name in hypers else [f"hyper-parameter `{a.name}` is not one of the program's"]
+    return [f"operand {a!r} is not a Const, a Hyper or a Ref"]
+
+
+def _reaches(start: Iterable[Operand], nodes: dict[str, Node], hit) -> str | None:
+    """The first node reachable from the operands `start` (through Refs) for which `hit(node)` holds."""
+    stack = [a.name for a in start if isinstance(a, Ref) and a.name in nodes]
+    seen: set[str] = set()
+    while stack:
+        name = stack.pop()
+        if name in seen:
+            continue
+        seen.add(name)
+        node = nodes[name]
+        if hit(node):
+            return name
+        stack.extend(r for r in node.refs if r in nodes)
+    return None
+
+
+# ---- models ----
+
+
+def _model(plan) -> list[str]:
+    problems: list[str] = []
+    for block in plan.blocks:
+        where = f"block `{block.name}` #{block.index}, "
+        attrs = [m.attr for m in block.modules]
+        problems += [f"{where}module `{a}` is created twice" for a in sorted({a for a in attrs if attrs.count(a) > 1})]
+        levels = {lv.name: lv for lv in block.levels}
+        slow = {lv.name: lv for lv in block.slow_levels}
+        nodes, found = check_nodes(block.nodes, MODEL_OPS, levels=frozenset(levels) | frozenset(slow),
+                                   modules=frozenset(attrs), where=where)
+        problems += found
+        if not block.nodes or block.nodes[0].op is not Op.INPUT or block.nodes[0].name != "x":
+            problems.append(f"{where}the first node is not the block input `x`")
+        problems += [f"{where}node `{n.name}`: an input other than `x`" for n in block.nodes[1:] if n.op is Op.INPUT]
+        problems += [f"{where}hyper-parameter in a model (its parameters are folded)"
+                     for n in block.nodes for a in n.args if isinstance(a, Hyper)]
+        problems += _model_phases(block, nodes, where)
+        for lv in block.levels:
+            problems += [f"{where}level `{lv.name}`: {p}" for p in _model_level(lv, levels, slow, nodes)]
+        for lv in block.slow_levels:
+            if lv.period < 0 or (lv.period > 0 and lv.rule not in step_level_rules()):
+                problems.append(f"{where}step level `{lv.name}`: period {lv.period} with rule {lv.rule!r}")
+        problems += [f"{where}the output: {p}" for p in _operand(block.out, nodes, frozenset())]
+    return problems
+
+
+def _model_phases(block, nodes: dict[str, Node], where: str) -> list[str]:
+    """Phases follow dependencies: pre <- pre; loop <- pre, loop; post <- anything; in_loop iff not pre."""
+    out = []
+    rank = {p: i for i, p in enumerate(PHASES)}
+    for node in block.nodes:
+        if node.phase not in rank:
+            out.append(f"{where}node `{node.name}`: phase {node.phase!r}")
+            continue
+        if node.in_loop != (node.phase != "pre"):
+            out.append(f"{where}node `{node.name}`: in_loop {node.in_loop} disagrees with phase {node.phase}")
+        for r in node.refs:
+            if r in nodes and rank.get(nodes[r].phase, 0) > rank[node.phase]:
+                out.append(f"{where}node `{node.name}` ({node.phase}) reads `{r}` ({nodes[r].phase})")
+    return out
+
+
+def _model_level(lv, levels: dict, slow: dict, nodes: dict[str, Node]) -> list[str]:
+    out = []
+    if lv.rule not in RULES:
+        out.append(f"rule {lv.rule!r} is not in the registry")
+    elif lv.update_by is None and set(lv.rule_args) != {a.name for a in RULES[lv.rule].args}:
+        out.append(f"rule arguments {sorted(lv.rule_args)} are not {lv.rule}'s")
+    if lv.update_by is not None and lv.update_by not in levels:
+        out.append(f"updated by `{lv.update_by}`, not an in-context level of the block")
+    if lv.context[0] == "grad" and lv.context[1] not in levels:
+        out.append(f"learns grad({lv.context[1]}), not an in-context level of the block")
+    if lv.copy_of is not None and lv.copy_of not in levels and lv.copy_of not in slow:
+        out.append(f"starts as a copy of `{lv.copy_of}`, not a level of the block")
+    if lv.period < 1:
+        out.append(f"period {lv.period}")
+    operands = [lv.lr, lv.retain, *lv.rule_args.values(), *(lv.context[1:] if lv.context[0] == "kv" else ())]
+    for a in operands:
+        out += _operand(a, nodes, frozenset())
+        if isinstance(a, Ref) and a.name in nodes and nodes[a.name].phase == "post":
+            out.append(f"learns from `{a.name}`, which is computed after the chunk loop")
+    return out
+
+
+# ---- optimizers ----
+
+
+def level_operands(lv) -> dict[str, Operand]:
+    """An optimizer level's operands that see the states from before the step, by field."""
+    out = {"key": lv.key, "value": lv.value, "lr": lv.lr, "retain": lv.retain, "objective_arg": lv.objective_arg,
+           "period": lv.period, **{f"rule_args.{k}": v for k, v in lv.rule_args.items()},
+           **{f"mlp.{k}": v for k, v in lv.mlp.items()}}
+    return {k: v for k, v in out.items() if v is not None}
+
+
+def _optimizer(plan) -> list[str]:
+    problems: list[str] = []
+    names = [lv.name for lv in plan.levels]
+    problems += [f"level `{n}` is planned twice" for n in sorted({n for n in names if names.count(n) > 1})]
+    hypers = frozenset(h.name for h in plan.hypers)
+    nodes, found = check_nodes(plan.nodes, OPTIMIZER_OPS, hypers=hypers, levels=frozenset(names))
+    problems += found
+    problems += [f"node `{n.name}`: input `{n.name}` is not one of {OPTIMIZER_INPUTS}"
+                 for n in plan.nodes if n.op is Op.INPUT and n.name not in OPTIMIZER_INPUTS]
+    roots = [lv.name for lv in plan.levels if lv.root]
+    if len(roots) != 1 or not plan.levels[-1].root:
+        problems.append(f"the parameters (`state params`) must be exactly one level, updated last: {roots}")
+    problems += [f"gradient order names `{n}`, not a level" for n in plan.grad_order if n not in names]
+    is_new_read = lambda n: n.op is Op.READ and n.attrs.get("new") is True  # noqa: E731
+    for lv in plan.levels:
+        at = f"level `{lv.name}`: "
+        if lv.rule is not None and lv.rule not in RULES:
+            problems.append(at + f"rule {lv.rule!r} is not in the registry")
+        if (lv.rule is None) == (lv.update is None) and lv.kind != "mlp":
+            problems.append(at + "needs exactly one of a rule and an update expression")
+        if lv.grad_of is not None and lv.grad_of not in names:
+            problems.append(at + f"learns grad({lv.grad_of}), not a level")
+        for field, a in level_operands(lv).items():
+            problems += [at + f"{field}: {p}" for p in _operand(a, nodes, hypers)]
+            new = _reaches([a], nodes, is_new_read)
+            if new is not None:
+                problems.append(at + f"{field} reads a new state (node `{new}`); only an update may")
+        if lv.update is not None:
+            problems += [at + f"update: {p}" for p in _operand(lv.update, nodes, hypers)]
+    return problems
