@@ -8,6 +8,11 @@ applied to the running state by its rule's eager step (below); at the end of eac
 the running state becomes the state that reads see. Generated code
 (`nlc.codegen`) must reproduce this to float tolerance.
 
+A model with `context loss` levels counted in tokens (docs/design.md §1.4) runs token-major:
+each token passes through every block and the head; at the end of a level's period, the mean
+next-token cross-entropy of the period's predictions whose answer lies in the period, taken
+per sequence, gives the level's gradient at the state its reads saw, and the level steps.
+
 Each level's update rule is its registry entry's eager step (nlc.rules; the formulas and the
 paper equations they implement are in each rule's module and in docs/design.md §1.3), run on the
 batched memory states with nlc.rules.ops.MEMORY. A level updated by another level L instead
@@ -19,7 +24,9 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from nlc.plan.model import BlockPlan, LevelPlan, ModelPlan, SlowLevel
+import torch.nn.functional as F
+
+from nlc.plan.model import BlockPlan, LevelPlan, LossLevel, ModelPlan, SlowLevel
 from nlc.plan.ops import Const, Node, Op
 from nlc.rules import RULES, number_arg
 from nlc.rules.ops import memory_step
@@ -48,12 +55,12 @@ class ReferenceBlock(nn.Module):
         super().__init__()
         self.plan = plan
         build_modules(self, plan)
-        self.by_level = {lv.name: lv for lv in plan.levels}
+        self.by_level = {lv.name: lv for lv in [*plan.levels, *plan.loss_levels]}
 
     # ---- state ----
     def init_state(self, batch: int, like: torch.Tensor) -> dict:
         levels = {}
-        for lv in self.plan.levels:
+        for lv in [*self.plan.levels, *self.plan.loss_levels]:
             init = self._initial(lv, batch, like)
             levels[lv.name] = {"frozen": init, "running": dict(init), "aux": self._aux(lv, init), "count": 0}
         caches = {}
@@ -64,8 +71,9 @@ class ReferenceBlock(nn.Module):
                 caches[n.name] = getattr(self, n.module).init_cache(batch, like)
         return {"levels": levels, "caches": caches, "t": 0}
 
-    def _initial(self, lv: LevelPlan, batch: int, like: torch.Tensor) -> dict:
-        lv = self.plan.initial_source(lv)  # the root of an `init copy` chain
+    def _initial(self, lv: LevelPlan | LossLevel, batch: int, like: torch.Tensor) -> dict:
+        if isinstance(lv, LevelPlan):
+            lv = self.plan.initial_source(lv)  # the root of an `init copy` chain
         if isinstance(lv, SlowLevel):  # a `steps` level's current weights
             return {k: v.to(like.dtype) for k, v in getattr(self, f"{lv.var}_state").initial(batch).items()}
         if lv.init == "learned":
@@ -74,7 +82,7 @@ class ReferenceBlock(nn.Module):
         init = memory.MemoryInit(lv.weights, lv.kind, lv.residual, mode)
         return {k: v.to(like) for k, v in init(batch).items()}
 
-    def _aux(self, lv: LevelPlan, init: dict) -> dict:
+    def _aux(self, lv: LevelPlan | LossLevel, init: dict) -> dict:
         """The rule's state buffers, each shaped like the state and zero; a counting rule's update count."""
         rule = RULES[lv.rule]
         aux: dict = {k: {w: torch.zeros_like(v) for w, v in init.items()} for k in rule.aux}
@@ -209,6 +217,11 @@ class ReferenceModel(nn.Module):
         streaming = state is not None
         if state is None:
             state = self.init_state(tokens.shape[0])
+        if self.plan.loss_levels:
+            logits, new_blocks = self._token_major(tokens, state)
+            if streaming:
+                return logits, carried_state({"blocks": new_blocks, "t": state["t"] + tokens.shape[1]}, detach_state)
+            return logits
         x = self.embed(tokens)
         new_blocks = []
         for block, st in zip(self.blocks, state["blocks"]):
@@ -219,6 +232,60 @@ class ReferenceModel(nn.Module):
         if streaming:
             return logits, carried_state({"blocks": new_blocks, "t": state["t"] + tokens.shape[1]}, detach_state)
         return logits
+
+
+    learn_from_loss = True  # False (`nlc eval --frozen`): `context loss` levels in tokens keep their state
+
+    def _token_major(self, tokens: torch.Tensor, state: dict) -> tuple[torch.Tensor, list]:
+        """Every token through every block and the head; loss levels step at the ends of their periods."""
+        grad_was_on = torch.is_grad_enabled()
+        blocks = [dict(st, levels=dict(st["levels"])) for st in state["blocks"]]
+        outs, t0 = [], state["t"]
+        with torch.enable_grad():  # a loss level's gradient needs the graph from its state to the logits
+            for t in range(tokens.shape[1]):
+                self._start_periods(blocks, t0 + t)
+                x = self.embed(tokens[:, t : t + 1])
+                for i, block in enumerate(self.blocks):
+                    y, blocks[i] = block.token(x, blocks[i])
+                    x = x + y
+                outs.append(self.head(self.norm(x)))
+                if self.learn_from_loss:
+                    self._learn(blocks, outs, tokens, t, t0)
+        logits = torch.cat(outs, dim=1)
+        return (logits, blocks) if grad_was_on else (logits.detach(), blocks)
+
+    def _start_periods(self, blocks: list, position: int) -> None:
+        """At a level's period start, its state enters the graph (its gradient is taken there)."""
+        for i, lv in self.plan.loss_levels:
+            if position % lv.period == 0:
+                st = dict(blocks[i]["levels"][lv.name])
+                st["frozen"] = {k: w if w.requires_grad else w.detach().requires_grad_()
+                                for k, w in st["frozen"].items()}
+                blocks[i]["levels"][lv.name] = st
+
+    def _learn(self, blocks: list, outs: list, tokens: torch.Tensor, t: int, t0: int) -> None:
+        """After token t: every loss level whose period ends here steps (all gradients before any step)."""
+        ending = [(i, lv) for i, lv in self.plan.loss_levels if (t0 + t + 1) % lv.period == 0
+                  and t + 1 >= lv.period]  # (a streamed piece starts at a period start: alignment)
+        grads = {}
+        for i, lv in ending:
+            start = t + 1 - lv.period
+            losses = [F.cross_entropy(outs[s][:, 0], tokens[:, s + 1], reduction="sum") for s in range(start, t)]
+            loss = sum(losses) / (lv.period - 1)
+            W = blocks[i]["levels"][lv.name]["frozen"]
+            g = torch.autograd.grad(loss, list(W.values()), create_graph=not lv.first_order, allow_unused=True)
+            grads[i, lv.name] = {k: torch.zeros_like(W[k]) if gk is None else gk.detach() if lv.first_order else gk
+                                 for k, gk in zip(W, g)}
+        for i, lv in ending:
+            st = dict(blocks[i]["levels"][lv.name])
+            aux = _copy_aux(st["aux"])
+            rule = RULES[lv.rule]
+            new = {k: memory_step(rule, k, W, grads[i, lv.name][k], aux, lv.lr, lv.retain, lv.rule_args, None)
+                   for k, W in st["frozen"].items()}
+            if rule.counts:
+                aux["n"] = aux["n"] + 1
+            st.update(frozen=new, running=dict(new), aux=aux, count=st["count"] + 1)
+            blocks[i]["levels"][lv.name] = st
 
 
 # ---- helpers ----

@@ -168,7 +168,7 @@ class Period:
 
 
 LEVEL_FIELDS = ("state", "init", "context", "objective", "update", "lr", "retain", "period")
-LEVEL_FLAGS = ("online", "debias")
+LEVEL_FLAGS = ("online", "debias", "first_order")
 
 
 @dataclass(frozen=True)
@@ -186,6 +186,7 @@ class Level:
     period: Period
     online: bool = False
     debias: bool = False
+    first_order: bool = False  # a `context loss` level in tokens: the outer level does not differentiate its steps
     span: Span = _span()
     name_span: Span = _span()
     trivia: Trivia = _trivia_field()
@@ -212,10 +213,23 @@ def ignored_fields(lv: "Level", program_kind: "ProgramKind") -> tuple[str, ...]:
     """The fields a level ignores by what it is, whatever their values (stating one is E314:
     nlc.passes.no_effect says why)."""
     if lv.period.unit is PeriodUnit.NEVER:
-        return FROZEN_IGNORES
+        return FROZEN_IGNORES + ("first_order",)
+    ignored = () if learns_loss_in_tokens(lv) and program_kind is ProgramKind.MODEL else ("first_order",)
     if program_kind is ProgramKind.OPTIMIZER and _moves_params_by_a_direction(lv):
-        return ("objective",)
-    return ()
+        return ("objective",) + ignored
+    return ignored
+
+
+def learns_loss(lv: "Level") -> bool:
+    """Whether the level's context is the task loss (`context loss`; resolved or not)."""
+    c = lv.context
+    return isinstance(c, Call) and c.fn == "loss" or isinstance(c, Ref) and c.name == "loss"
+
+
+def learns_loss_in_tokens(lv: "Level") -> bool:
+    """A `context loss` level counted in tokens: it learns inside the sequence from the model's own
+    next-token loss, chunk by chunk (docs/design.md §1.4)."""
+    return learns_loss(lv) and lv.period.unit is PeriodUnit.TOKENS
 
 
 def _moves_params_by_a_direction(lv: Level) -> bool:

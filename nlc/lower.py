@@ -137,6 +137,7 @@ class _Lowerer:
             period=period,
             online="online" in seen,
             debias="debias" in seen,
+            first_order="first_order" in seen,
             span=lv.span,
             name_span=lv.name_span,
             trivia=_trivia(lv),

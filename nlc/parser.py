@@ -28,7 +28,7 @@ MAX_DEPTH = 64  # expressions nested deeper than this are rejected (E108), keepi
 MAX_BRACKETS = 4 * MAX_DEPTH  # `(` and `{` nested deeper than this are rejected (E108) before parsing
 
 FIELD_KEYWORDS = ("state", "init", "context", "objective", "update", "lr", "retain", "period")
-FLAG_KEYWORDS = ("online", "debias")
+FLAG_KEYWORDS = ("online", "debias", "first_order")
 STMT_KEYWORDS = ("let", "level", "block", "repeat", "out")
 
 

@@ -52,9 +52,37 @@ def generate_model(program: ir.Program, plan: ModelPlan, kernels: str = "chunked
         blocks=list(classes.values()),
         instances=[b.class_name for b in plan.blocks],
         model_class=_model_class(plan.name),
+        loss_chunk=plan.loss_chunk,
+        loss_start_lines=_loss_start_lines(plan),
+        loss_learn_lines=_loss_learn_lines(plan),
     )
     audit_source(text, plan.name)
     return text
+
+
+def _loss_start_lines(plan: ModelPlan) -> list[str]:
+    """`start_periods`: each loss level's state enters the graph at its period start."""
+    lines = []
+    for i, lv in plan.loss_levels:
+        level = f"blocks[{i}][\"levels\"][{lv.name!r}]"
+        lines += [f"if position % {lv.period} == 0:  # {lv.name}",
+                  f"    {level} = dict({level}, W=rt_loss.track({level}[\"W\"]))"]
+    return lines
+
+
+def _loss_learn_lines(plan: ModelPlan) -> list[str]:
+    """`learn`: at a loss level's period end, its loss over the period's chunks, then its step."""
+    lines = []
+    for i, lv in plan.loss_levels:
+        level = f"blocks[{i}][\"levels\"][{lv.name!r}]"
+        chunks = lv.period // plan.loss_chunk
+        args = ", ".join(f"{k!r}: {py_value(v)}" for k, v in lv.rule_args.items())
+        lines += [f"if position % {lv.period} == 0 and e >= {lv.period}:  # {lv.name}: {lv.rule}, every "
+                  f"{lv.period} tokens",
+                  f"    loss = rt_loss.period_loss(torch.cat(parts[-{chunks}:], dim=1), tokens[:, e - {lv.period}:e])",
+                  f"    {level} = rt_loss.step({level}, loss, {lv.rule!r}, lr={py_value(lv.lr)}, "
+                  f"retain={py_value(lv.retain)}, args={{{args}}}, first_order={lv.first_order})"]
+    return lines
 
 
 def _step_level_source(spec: StepLevelSpec) -> str:

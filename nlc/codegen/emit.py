@@ -83,7 +83,7 @@ def emit_block(block: BlockPlan, kernels: str = "chunked") -> BlockCode:
     in_loop = {n.name for n in block.nodes if n.in_loop}
     for node in block.nodes[1:]:
         if not node.in_loop:
-            code.pre_lines.append(_node_line(node, levels, None))
+            code.pre_lines.append(_node_line(node, _readable(block), None))
     _emit_loop(code, nodes, levels, in_loop)
     return code
 
@@ -107,6 +107,14 @@ def _emit_state(code: BlockCode) -> None:
             init = f"rt_memory.MemoryInit({py_value(src.weights)}, {src.kind!r}, {src.residual}, {src.init!r})(batch)"
         code.state_lines.append(f"{lv.var} = {{k: v.to(like) for k, v in {init}.items()}}")
         code.state_lines.append(f"levels[{lv.name!r}] = {{\"W\": {lv.var}, \"aux\": {_aux_init(lv)}}}")
+    for lv in block.loss_levels:  # stepped by the model between chunks (nlc.runtime.loss_levels)
+        if lv.init == "learned":
+            init = f"self.{lv.var}_init(batch)"
+        else:
+            init = f"rt_memory.MemoryInit({py_value(lv.weights)}, {lv.kind!r}, {lv.residual}, {lv.init!r})(batch)"
+        code.state_lines.append(f"{lv.var} = {{k: v.to(like) for k, v in {init}.items()}}")
+        code.state_lines.append(f"levels[{lv.name!r}] = {{\"W\": {lv.var}, \"aux\": "
+                                f"rt_loss.initial_aux({lv.rule!r}, {lv.var})}}")
     for n in block.nodes:
         if n.op is Op.CONV:
             code.state_lines.append(f"caches[{n.name!r}] = self.{n.module}.init_cache(batch, {n.width}, like)")
@@ -128,6 +136,9 @@ def _emit_level_io(code: BlockCode) -> None:
             code.unpack_lines.append(f"{lv.var}_pending = []")
         aux = f'{{"{carried}": {lv.var}_S}}' if carried else f"{lv.var}_aux"
         code.level_entries.append(f'"{lv.name}": {{"W": {lv.var}, "aux": {aux}}},')
+    for lv in block.loss_levels:  # read here, stepped by the model: passed through as they came
+        code.unpack_lines.append(f'{lv.var} = state["levels"]["{lv.name}"]["W"]')
+        code.level_entries.append(f'"{lv.name}": state["levels"]["{lv.name}"],')
 
 
 def _carried(lv: LevelPlan) -> str | None:
@@ -183,7 +194,7 @@ def _node_line(node: Node, levels: dict, in_loop: set[str] | None, sliced: set[s
             rhs = f"{UNARY_OPS[node.attrs['fn']].tensor_code}({args[0]})"
         case Op.READ:
             key = args[0] if args else "None"
-            if node.attrs["in_context"]:
+            if node.attrs["in_context"] or node.attrs.get("loss"):
                 lv = levels[node.attrs["level"]]
                 rhs = f"rt_memory.read({lv.kind!r}, {lv.var}, {key}, residual={lv.residual})"
             else:
@@ -206,6 +217,7 @@ def _emit_loop(code: BlockCode, nodes: dict, levels: dict, in_loop: set[str]) ->
     if not levels:
         code.finish_lines.append(f"out = {_ref(block.out, None, set())}")
         return
+    readable = _readable(block)
     loop = {n.name for n in block.nodes if n.phase == "loop"}
     post = [n for n in block.nodes if n.phase == "post"]
     # every pre-computed tensor the loop uses is sliced to the chunk (at the call)
@@ -226,7 +238,7 @@ def _emit_loop(code: BlockCode, nodes: dict, levels: dict, in_loop: set[str]) ->
     for node in block.nodes:
         if node.phase != "loop":
             continue
-        line = _node_line(node, levels, loop, set(sliced))
+        line = _node_line(node, readable, loop, set(sliced))
         if node.name in shared:
             lv = levels[node.attrs["level"]]
             key, value = (_ref(a, loop, set(sliced)) for a in lv.context[1:])
@@ -269,8 +281,13 @@ def _emit_loop(code: BlockCode, nodes: dict, levels: dict, in_loop: set[str]) ->
         code.loop_lines.append(f"{a}_parts.append({a})")
         code.after_lines.append(f"{a} = torch.cat({a}_parts, dim=1)")
     for node in post:
-        code.after_lines.append(_node_line(node, levels, None))
+        code.after_lines.append(_node_line(node, readable, None))
     code.after_lines.append(f"out = {_ref(block.out, None, set())}")
+
+
+def _readable(block: BlockPlan) -> dict:
+    """The levels a read takes its state from a local of: in-context and loss levels, by name."""
+    return {lv.name: lv for lv in [*block.levels, *block.loss_levels]}
 
 
 def _shared_reads(block: BlockPlan, groups: list[list[LevelPlan]], loop: set[str], kernels: str) -> set[str]:

@@ -11,8 +11,9 @@ on a frozen level or in an optimizer; E305 a model level learning an in-context 
 gradients (`context grad(m)`) at another period; E306 an optimizer level slower than the
 level it optimizes (`update m` where m is slower; an update *expression* only
 reads the levels' current states, so M3's slow momentum is allowed); E307 a
-level that learns from the task loss counted in `tokens` (the loss is known only
-after the forward pass, so such levels update every N `steps`: docs/design.md §1.4).
+`context loss` level counted in `tokens` whose period the chunk-major run cannot
+keep (one token; another in-context period that does not divide the fastest loss
+period, or a loss period that is not a multiple of it: docs/design.md §1.4).
 """
 
 from __future__ import annotations
@@ -38,7 +39,6 @@ def run(program: ir.Program, env: Mapping[str, object], rep: Reporter, facts: Pr
                 freqs[key] = scope_freqs[key] = f
                 facts.scope(block).periods[lv.name] = f
                 spans[key] = scope_spans[key] = lv.period.span
-            _check_loss_context(lv, rep)
             if lv.online and (not program.is_model or lv.period.unit is ir.PeriodUnit.NEVER):
                 why = "an optimizer's levels always learn" if not program.is_model else "it never updates"
                 rep.error("E304", f"level `{lv.name}` cannot be `online`: {why}", lv.field_span("online"),
@@ -49,6 +49,8 @@ def run(program: ir.Program, env: Mapping[str, object], rep: Reporter, facts: Pr
             _check_optimizer_speed(lv, block, freqs, rep)
             if program.is_model:
                 _check_coupled_periods(lv, block, freqs, rep)
+    if program.is_model:
+        _check_loss_in_tokens(program, freqs, rep)
     return program
 
 
@@ -86,12 +88,38 @@ def _short(key: str) -> str:
     return key.rsplit(".", 1)[-1]
 
 
-def _check_loss_context(lv: ir.Level, rep: Reporter) -> None:
-    ctx = lv.context
-    if isinstance(ctx, ir.Call) and ctx.fn == "loss" and lv.period.unit is ir.PeriodUnit.TOKENS:
-        rep.error("E307", f"level `{lv.name}` learns from the task loss but counts `tokens`", lv.period.span,
-                  "the task loss is known only after the forward pass: a `context loss` level updates every "
-                  "N `steps` (CMS); to learn inside the sequence give it a `context (key, value)`")
+def _check_loss_in_tokens(program: ir.Program, freqs: dict[str, Frequency], rep: Reporter) -> None:
+    """`context loss` levels counted in tokens learn from the model's next-token loss chunk by chunk: the
+    whole model runs chunk-major at the fastest such period N0 (docs/design.md §1.4). A one-token chunk
+    holds no prediction whose answer it has read; every other in-context period must divide N0 (each
+    block stops at chunk ends) and every loss period be a multiple of it (a slower level steps at an end)."""
+    loss, other = [], []
+    for body, block in ir.scopes(program):
+        for lv in (s for s in body if isinstance(s, ir.Level)):
+            f = freqs.get(f"{block.name}.{lv.name}" if block else lv.name)
+            if f is not None and f.unit is ir.PeriodUnit.TOKENS:
+                (loss if ir.learns_loss(lv) else other).append((lv, f.count))
+    for lv, n in loss:
+        if n < 2:
+            rep.error("E307", f"level `{lv.name}` learns from the model's loss every {n} token: a one-token chunk "
+                      "holds no prediction whose answer it has read", lv.period.span,
+                      "give it a period of 2 tokens or more (each chunk's loss scores the predictions whose "
+                      "next token is in the chunk)")
+    if not loss:
+        return
+    lv0, n0 = min(loss, key=lambda item: item[1])
+    for lv, n in other:
+        if n0 % n:
+            rep.error("E307", f"level `{lv.name}` learns every {n} tokens, which does not divide {n0}, the period "
+                      f"of `{lv0.name}`: a model with `context loss` levels in tokens runs chunk by chunk at that "
+                      "period", lv.period.span,
+                      f"give `{lv.name}` a period that divides {n0}, or `{lv0.name}` a multiple of {n}",
+                      notes=((lv0.period.span, f"`{lv0.name}` learns from the loss every {n0} tokens"),))
+    for lv, n in loss:
+        if n % n0:
+            rep.error("E307", f"level `{lv.name}` learns from the loss every {n} tokens, not a multiple of {n0} "
+                      f"(`{lv0.name}`'s period)", lv.period.span, f"use a multiple of {n0}",
+                      notes=((lv0.period.span, f"`{lv0.name}` learns from the loss every {n0} tokens"),))
 
 
 def _check_coupled_periods(lv: ir.Level, block, freqs: dict[str, Frequency], rep: Reporter) -> None:

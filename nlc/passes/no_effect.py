@@ -8,7 +8,9 @@ by the trainer, or check rejects it. Two kinds of level ignore fields by what th
   `retain` and `debias` would mean nothing (`online` is E304);
 - an optimizer's `state params` level whose `update` is another level or an expression
   (`update m`, `update m / (sqrt(v) + eps)`) moves the parameters along that direction: the
-  direction does not come from an objective, so its `objective` would mean nothing.
+  direction does not come from an objective, so its `objective` would mean nothing;
+- `first_order` means something only on a `context loss` level counted in `tokens` (the outer
+  level does not differentiate through its in-sequence steps).
 
 Which fields those are is `nlc.ir.ignored_fields` (the printer leaves them out, so `nlc fmt`
 never writes one).
@@ -28,7 +30,12 @@ def run(program: ir.Program, rep: Reporter) -> ir.Program:
         for key in ir.ignored_fields(lv, program.kind):
             if key not in stated:
                 continue
-            if lv.period.unit is ir.PeriodUnit.NEVER:
+            if key == "first_order" and lv.period.unit is not ir.PeriodUnit.NEVER:
+                rep.error("E314", f"`first_order` has no effect on level `{lv.name}`: only a `context loss` level "
+                                  "counted in `tokens` steps inside the forward pass from the model's own loss",
+                          stated[key], "remove `first_order` (it tells the outer level not to differentiate "
+                                       "through those steps)")
+            elif lv.period.unit is ir.PeriodUnit.NEVER:
                 rep.error("E314", f"`{key}` has no effect on level `{lv.name}`: a `period never` level never "
                                   "learns", stated[key],
                           f"remove `{key}`, or give `{lv.name}` a period (`period 16 tokens` learns in context, "

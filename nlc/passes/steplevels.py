@@ -11,6 +11,13 @@ E308 a context other than `loss`, an objective other than `dot` (the loop steps 
      than `gd` or `momentum(beta)`, or `debias`;
 E504 an `lr`, `retain` or momentum `beta` that is not a number known at build time.
 Frozen levels (`period never`) never update, so none of this applies to them.
+
+A `context loss` level counted in `tokens` takes the same kind of step inside the forward pass,
+once per chunk, from the gradient of the model's next-token loss on the chunk (docs/design.md
+§1.4): the same fields apply (E308, E504), and
+E316 such a level may not start as a copy of another level (`init copy`) nor be another level's
+     update or gradient source (`update L`, `context grad(L)`): its state moves between the
+     blocks' runs, outside any block's chunk loop.
 """
 
 from __future__ import annotations
@@ -33,7 +40,13 @@ def run(program: ir.Program, env: Mapping[str, object], rep: Reporter) -> None:
         return
     for lv in ir.all_levels(program):
         if lv.period.unit is ir.PeriodUnit.STEPS:
-            _check_level(lv, env, rep)
+            _check_level(lv, env, rep, f"level `{lv.name}` updates every N steps with the training loop",
+                         "updates across steps")
+        elif ir.learns_loss_in_tokens(lv):
+            _check_level(lv, env, rep, f"level `{lv.name}` learns from the model's loss once per chunk",
+                         "takes one step per chunk")
+    for body, _ in ir.scopes(program):
+        _check_loss_levels_stand_alone([s for s in body if isinstance(s, ir.Level)], rep)
 
 
 def step_rule_args(update: ir.Call) -> dict[str, ir.Expr]:
@@ -44,8 +57,7 @@ def step_rule_args(update: ir.Call) -> dict[str, ir.Expr]:
     return {a.name: given.get(a.name, ir.Num(a.default, span=update.span)) for a in rule.args}
 
 
-def _check_level(lv: ir.Level, env, rep: Reporter) -> None:
-    where = f"level `{lv.name}` updates every N steps with the training loop"
+def _check_level(lv: ir.Level, env, rep: Reporter, where: str, steps: str) -> None:
     if not (isinstance(lv.context, ir.Call) and lv.context.fn == "loss"):
         rep.error("E308", f"{where}, which learns from the task loss only: its context is ignored there",
                   lv.field_span("context"), "write `context loss`, or count the level in `tokens` to learn "
@@ -67,6 +79,27 @@ def _check_level(lv: ir.Level, env, rep: Reporter) -> None:
     for name, e in gates:
         if e is not None and fold(e, env, Reporter()) is None:
             span = lv.field_span(name) if name in ("lr", "retain") else e.span
-            rep.error("E504", f"level `{lv.name}` updates across steps, so its `{name}` must be a number "
+            rep.error("E504", f"level `{lv.name}` {steps}, so its `{name}` must be a number "
                       "(parameters and arithmetic)", span,
-                      "per-token and learned gates belong to in-context levels (`period N tokens`)")
+                      "per-token and learned gates belong to levels with a `context (key, value)`")
+
+
+def _check_loss_levels_stand_alone(levels: list[ir.Level], rep: Reporter) -> None:
+    """E316: a `context loss` level in tokens is no copy, no update and no gradient source of another level."""
+    loss = {lv.name for lv in levels if ir.learns_loss_in_tokens(lv)}
+    for lv in levels:
+        uses = []
+        if isinstance(lv.init, ir.Call) and lv.init.fn == "copy" and lv.init.args \
+                and isinstance(lv.init.args[0], ir.Ref) and (lv.name in loss or lv.init.args[0].name in loss):
+            uses.append(("init", lv.init.span, "starts as a copy"))
+        if isinstance(lv.update, ir.Ref) and lv.update.kind is ir.RefKind.LEVEL and lv.update.name in loss:
+            uses.append(("update", lv.update.span, f"is updated by `{lv.update.name}`"))
+        ctx = lv.context
+        if isinstance(ctx, ir.Call) and ctx.fn == "grad" and ctx.args and isinstance(ctx.args[0], ir.Ref) \
+                and ctx.args[0].name in loss:
+            uses.append(("context", ctx.span, f"learns the gradients of `{ctx.args[0].name}`"))
+        for _, span, what in uses:
+            rep.error("E316", f"level `{lv.name}` {what}, which involves a `context loss` level counted in "
+                      "tokens: such a level learns between the blocks' runs, on its own", span,
+                      "give it `init learned` (or zeros, identity) and let other levels learn from their own "
+                      "context, or count it in `steps`")

@@ -90,6 +90,31 @@ class SlowLevel:
 
 
 @dataclass
+class LossLevel:
+    """A `context loss` level counted in tokens (docs/design.md §1.4): its blocks read its state, which
+    stays fixed inside each chunk of `period` tokens; at a chunk's end the model steps it by `rule` from
+    the gradient of its mean next-token loss over the chunk's predictions whose answer is in the chunk."""
+
+    name: str
+    var: str
+    kind: str
+    weights: dict[str, tuple[int, ...]]
+    d_in: int
+    d_out: int
+    depth: int
+    residual: bool
+    init: str  # learned | zeros | identity
+    period: int  # tokens
+    rule: str  # a step-level rule: gd | momentum (nlc check: E308)
+    lr: float
+    retain: float
+    rule_args: dict[str, float]
+    first_order: bool  # the outer level does not differentiate through the step's gradient
+    online: bool
+    line: int = 0
+
+
+@dataclass
 class InitialCopy:
     """A `steps`/`never` level that starts from another level's initial state (`init copy`).
 
@@ -116,6 +141,7 @@ class BlockPlan:
     slow_levels: list[SlowLevel]
     out: Operand
     copies: list[InitialCopy] = field(default_factory=list)  # slow levels that start from another's state
+    loss_levels: list[LossLevel] = field(default_factory=list)  # `context loss` levels counted in tokens
 
     def initial_source(self, lv: LevelPlan) -> LevelPlan | SlowLevel:
         """The level whose initial state an in-context level starts from: itself, or the root of its copy chain."""
@@ -158,12 +184,23 @@ class ModelPlan:
 
     def online_levels(self) -> list[str]:
         """In-context levels marked `online` (as `blocks.I.NAME`): they keep learning after training."""
-        return [f"blocks.{b.index}.{lv.name}" for b in self.blocks for lv in b.levels if lv.online]
+        return [f"blocks.{b.index}.{lv.name}" for b in self.blocks for lv in [*b.levels, *b.loss_levels]
+                if lv.online]
+
+    @property
+    def loss_levels(self) -> list[tuple[int, LossLevel]]:
+        """The `context loss` levels counted in tokens, with the index of their block."""
+        return [(b.index, lv) for b in self.blocks for lv in b.loss_levels]
+
+    @property
+    def loss_chunk(self) -> int | None:
+        """The chunk the model runs chunk-major at when it has loss levels: their smallest period."""
+        return min((lv.period for _, lv in self.loss_levels), default=None)
 
     @property
     def alignment(self) -> int:
         """Streaming pieces must be multiples of this many tokens."""
-        return lcm(1, *(b.max_period for b in self.blocks))
+        return lcm(1, *(b.max_period for b in self.blocks), *(lv.period for _, lv in self.loss_levels))
 
 
 def plan_model(checked: Checked) -> ModelPlan:
@@ -212,7 +249,8 @@ class _BlockPlanner:
         self.modules: list[Module] = []
         self.lets = {s.name: s for s in block.body if isinstance(s, ir.Let)}
         self.levels = {s.name: s for s in block.body if isinstance(s, ir.Level)}
-        self.in_context = {n for n, lv in self.levels.items() if lv.period.unit is ir.PeriodUnit.TOKENS}
+        self.loss = {n for n, lv in self.levels.items() if ir.learns_loss_in_tokens(lv)}
+        self.in_context = {n for n, lv in self.levels.items() if lv.period.unit is ir.PeriodUnit.TOKENS} - self.loss
         self.names = NameAllocator()
         self.var = {n: self.names.take(n) for n in [*self.lets, *self.levels]}  # spec name -> Python name
 
@@ -229,10 +267,12 @@ class _BlockPlanner:
         self.add(Node("x", Op.INPUT, width=int(self.params["dim"])))
         for name in self._let_order():
             self.expr(self.lets[name].value, self.var[name], root=self.var[name])
-        levels, slow = [], []
+        levels, slow, loss = [], [], []
         for name in self._level_order():
             lv = self.levels[name]
-            if name in self.in_context:
+            if name in self.loss:
+                loss.append(self.loss_level(lv))
+            elif name in self.in_context:
                 levels.append(self.level(lv))
             else:
                 slow.append(self.slow_level(lv))
@@ -241,7 +281,7 @@ class _BlockPlanner:
         self._mark_phases(levels)
         nodes = [self.nodes[n] for n in self.order]
         copies = [self.initial_copy(s) for s in slow if s.init == "copy"]
-        return BlockPlan(self.block.name, self.index, self.cls, self.modules, nodes, levels, slow, out, copies)
+        return BlockPlan(self.block.name, self.index, self.cls, self.modules, nodes, levels, slow, out, copies, loss)
 
     def initial_copy(self, lv: SlowLevel) -> InitialCopy:
         """Where a `steps`/`never` level with `init copy` takes its initial weights from."""
@@ -291,7 +331,8 @@ class _BlockPlanner:
             if e.kind is ir.RefKind.LET:
                 return self._alias(root, self.var[e.name], e) if root else Ref(self.var[e.name])
             if e.kind is ir.RefKind.LEVEL:
-                attrs = {"level": e.name, "var": self.var[e.name], "in_context": e.name in self.in_context}
+                attrs = {"level": e.name, "var": self.var[e.name], "in_context": e.name in self.in_context,
+                         "loss": e.name in self.loss}
                 return self._node(root or self.fresh(f"{base}_{e.name}"), Op.READ, (), attrs,
                                   self._level_width(e.name), e)
         folded = self._try_fold(e)
@@ -308,7 +349,8 @@ class _BlockPlanner:
         assert isinstance(e, ir.Call)
         if e.kind is ir.CallKind.READ:
             args = tuple(self.expr(a, base) for a in e.args)
-            attrs = {"level": e.fn, "var": self.var[e.fn], "in_context": e.fn in self.in_context}
+            attrs = {"level": e.fn, "var": self.var[e.fn], "in_context": e.fn in self.in_context,
+                     "loss": e.fn in self.loss}
             return self._node(name, Op.READ, args, attrs, self._level_width(e.fn, args), e)
         return self.op(e, base, name)
 
@@ -446,6 +488,20 @@ class _BlockPlanner:
                                    (self.weights(lv.name), shape.kind, shape.residual, lv.init.fn, not never)))
         return SlowLevel(lv.name, self.var[lv.name], shape.kind, self.weights(lv.name), shape.d_in, shape.d_out,
                          shape.depth, shape.residual, lv.init.fn, period, rule, lr, lv.online, retain, args.get("beta"))
+
+    def loss_level(self, lv: ir.Level) -> LossLevel:
+        """A `context loss` level in tokens: number gates and a step-level rule (nlc check: E308, E504)."""
+        shape = self.state_shape(lv.name)
+        var = self.var[lv.name]
+        lr = 1.0 if lv.lr is None else float(self.const(lv.lr))
+        retain = 1.0 if lv.retain is None else float(self.const(lv.retain))
+        args = {k: float(self.const(e)) for k, e in step_rule_args(lv.update).items()}
+        if lv.init.fn == "learned":
+            self.modules.append(Module(f"{var}_init", "MemoryInit", (self.weights(lv.name), shape.kind,
+                                                                     shape.residual)))
+        return LossLevel(lv.name, var, shape.kind, self.weights(lv.name), shape.d_in, shape.d_out, shape.depth,
+                         shape.residual, lv.init.fn, self.scope.periods[lv.name].count, lv.update.fn, lr, retain,
+                         args, lv.first_order, lv.online, lv.span.line)
 
     def _mark_loop(self) -> None:
         """Mark nodes that depend on an in-context read (they run chunk by chunk)."""

@@ -126,7 +126,7 @@ def _model(plan) -> list[str]:
         attrs = [m.attr for m in block.modules]
         problems += [f"{where}module `{a}` is created twice" for a in sorted({a for a in attrs if attrs.count(a) > 1})]
         levels = {lv.name: lv for lv in block.levels}
-        slow = {lv.name: lv for lv in block.slow_levels}
+        slow = {lv.name: lv for lv in [*block.slow_levels, *block.loss_levels]}
         nodes, found = check_nodes(block.nodes, MODEL_OPS, levels=frozenset(levels) | frozenset(slow),
                                    modules=frozenset(attrs), where=where)
         problems += found
@@ -141,6 +141,9 @@ def _model(plan) -> list[str]:
         for lv in block.slow_levels:
             if lv.period < 0 or (lv.period > 0 and lv.rule not in step_level_rules()):
                 problems.append(f"{where}step level `{lv.name}`: period {lv.period} with rule {lv.rule!r}")
+        for lv in block.loss_levels:
+            if lv.period < 2 or lv.rule not in step_level_rules() or lv.init not in ("learned", "zeros", "identity"):
+                problems.append(f"{where}loss level `{lv.name}`: period {lv.period}, rule {lv.rule!r}, init {lv.init!r}")
         problems += [f"{where}the output: {p}" for p in _operand(block.out, nodes, frozenset())]
     return problems
 

@@ -27,7 +27,7 @@ its checked IR, so it lands in a real block next to real levels. Kinds:
 | slower_optimizer | E306 | an optimizer level twice as slow as the level it updates | its name in `update` |
 | debias_without_retain | E409 | `debias` on a level without `retain` | `debias` |
 | online_frozen | E304 | `online` on a `period never` level | `online` |
-| loss_in_tokens | E307 | a `context loss` level counted in `tokens` | its `period N tokens` |
+| loss_in_tokens | E307 | a `context loss` level counted in `tokens` every token | its `period 1 tokens` |
 | identity_not_square | E417 | `init identity` on a `linear(dim, 2 * dim)` state | `identity` |
 | gate_not_scalar | E405 | `lr linear(x, dim)` | the gate |
 | duplicate_let | E203 | a second `let` with an existing name | the second name |
@@ -258,10 +258,8 @@ def inject(text: str, kind: str, where, prog: ir.Program, env) -> Defect:
         return replace_span(at, at, f"{ind}{flag}\n", len(ind), len(ind) + len(flag), desc)
     if kind == "loss_in_tokens":
         ps = lv.field_span("period")
-        token_periods = [_period(v, env) for v in _levels(block) if v.period.unit is ir.PeriodUnit.TOKENS]
-        n = max(token_periods, default=1)
-        new = f"period {n} tokens"
-        return replace_span(ps.start, ps.end, new, 0, len(new), f"`{lv.name}` learns from the loss every {n} tokens")
+        new = "period 1 tokens"  # a one-token chunk holds no prediction whose answer it has read
+        return replace_span(ps.start, ps.end, new, 0, len(new), f"`{lv.name}` learns from the loss every token")
     if kind == "identity_not_square":
         lines = ["level _not_square {", "  state linear(dim, 2 * dim)", "  init identity",
                  "  context (x, linear(x, 2 * dim))", "}"]
