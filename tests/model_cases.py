@@ -18,6 +18,9 @@ def tiny(program, **extra) -> dict:
                         ("n_persistent", 2)):
         if program.param(name) is not None:
             over[name] = value
+    if program.param("cms_mid") is not None:  # a CMS learning in tokens: periods a short test sequence completes,
+        c = extra.get("chunk", 2)  # multiples of the memories' chunk (nlc check: E307)
+        over.update(chunk=c, cms_fast=2 * c, cms_mid=4 * c, cms_slow=8 * c)
     over.update({k: v for k, v in extra.items() if program.param(k) is not None or k in ("dim", "vocab")})
     return over
 

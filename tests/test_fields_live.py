@@ -28,7 +28,8 @@ def _no_dead_fields(dead: list) -> None:
 @pytest.mark.parametrize("name", EXAMPLES)
 def test_every_stated_field_of_an_example_is_live(name):
     prog = nlc.load(ROOT / "examples" / name)
-    params = tiny(prog, **SMALL_PERIODS) if prog.is_model else (
+    small = dict(SMALL_PERIODS, cms_fast=2, cms_slow=8) if prog.param("cms_mid") is not None else SMALL_PERIODS
+    params = tiny(prog, **small) if prog.is_model else (
         {k: v for k, v in SMALL_PERIODS.items() if prog.param(k) is not None})
     dead, _ = nt.find_dead_fields(prog, params=params)
     _no_dead_fields(dead)
