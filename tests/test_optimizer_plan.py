@@ -186,9 +186,9 @@ def test_node_kinds_are_the_checkers_python_numbers_and_tensors():
 def test_the_reference_evaluates_each_node_once_a_step(monkeypatch):
     from nlc.optim import reference
 
-    seen: list[tuple[int, str]] = []
+    seen: list[tuple[object, str]] = []  # (the step, the node): holding the step keeps its identity its own
     evaluate = reference._Step.evaluate
-    monkeypatch.setattr(reference._Step, "evaluate", lambda self, node: (seen.append((id(self), node.name)),
+    monkeypatch.setattr(reference._Step, "evaluate", lambda self, node: (seen.append((self, node.name)),
                                                                          evaluate(self, node))[1])
     w = torch.nn.Parameter(torch.randn(3, 4, dtype=torch.float64))
     opt = reference.reference_optimizer(nlc.loads(SPEC), [w])
