@@ -6,8 +6,9 @@ line by line: per parameter tensor it reads the levels' states from before the
 step, evaluates the `let`s, takes the levels' objective gradients, then applies
 the update rules in plan order (the parameters last). Names in the generated
 code are the spec's names (`m`, `m_new`, `v`, `weights`), so a reader can follow
-the spec. Nothing from a spec is pasted unescaped: names are checked identifiers,
-numbers are formatted, strings are repr'd.
+the spec. Expressions are the plan's nodes (nlc.plan.ops): each is written inline
+where it is used, a let's as a named local. Nothing from a spec is pasted unescaped:
+names are checked identifiers, numbers are formatted, strings are repr'd.
 """
 
 from __future__ import annotations
@@ -19,9 +20,10 @@ from dataclasses import dataclass
 from nlc import ir
 from nlc.codegen.layout import ENV, display_path, spec_hash
 from nlc.codegen.safety import audit_source, comment_text
+from nlc.plan.ops import BINARY, Const, Hyper, Node, Op, Operand
 from nlc.plan.optimizer import OptimizerPlan, OptLevel, plan_optimizer
 from nlc.names import NameAllocator, camel
-from nlc.printer import format_number, print_expr
+from nlc.printer import format_number
 from nlc.objectives import OBJECTIVES
 from nlc.rules import RULES
 from nlc.unary import UNARY_OPS
@@ -29,6 +31,7 @@ from nlc.version import __version__
 
 ATOM, POW, NEG, MUL, ADD = 5, 4, 3, 2, 1
 BIN_PREC = {"+": ADD, "-": ADD, "*": MUL, "/": MUL, "**": POW}
+BIN_TEXT = dict(zip(BINARY, ("+", "-", "*", "/", "**")))  # the plan's binary operations as Python operators
 
 
 
@@ -156,7 +159,8 @@ class _Emitter:
         self.plan = plan
         names = NameAllocator()
         self.hyper = {h.name: names.take(h.name) for h in plan.hypers}
-        self.let = {let.name: names.take(let.name) for let in plan.lets}
+        self.nodes = {n.name: n for n in plan.nodes}
+        self.let = {n.name: names.take(n.name) for n in plan.lets}
         self.pre = {lv.name: names.take(lv.name) for lv in plan.levels if not lv.root}
         self.names = names
         self.new: dict[str, str] = {}  # level -> local holding its new state (once written)
@@ -166,51 +170,54 @@ class _Emitter:
         self.uses_math = self.uses_F = False
         self.state_keys: list[str] = ["step"]
 
-    # ---- expressions ----
-    def expr(self, e: ir.Expr, new: bool = False) -> Code:
-        """Python code for a spec expression; `new`: level names mean their state after this step's update."""
-        if isinstance(e, (ir.Num, ir.Bool)):
-            return number(e.value)
-        if isinstance(e, ir.Ref):
-            if e.kind is ir.RefKind.PARAM:
-                if self.from_group:
-                    return Code(f"group[{q(e.name)}]", ATOM, "py")
-                self.used_hypers.add(e.name)
-                return Code(self.hyper[e.name], ATOM, "py")
-            if e.kind is ir.RefKind.INPUT:
-                return Code(e.name, ATOM, "py" if e.name == "step" else "tensor")
-            if e.kind is ir.RefKind.LET:
-                return Code(self.let[e.name], ATOM, self.plan.kinds[e.name])
-            if e.kind is ir.RefKind.LEVEL:
-                return self.read(e.name, None, new)
-        if isinstance(e, ir.Neg):
-            return neg(self.expr(e.operand, new))
-        if isinstance(e, ir.BinOp):
-            return binop(e.op, self.expr(e.lhs, new), self.expr(e.rhs, new))
-        if isinstance(e, ir.Call) and e.kind is ir.CallKind.READ:
-            return self.read(e.fn, self.expr(e.args[0], new) if e.args else None, new)
-        if isinstance(e, ir.Call) and e.kind is ir.CallKind.OP:
-            return self.op(e, new)
-        raise AssertionError(f"cannot emit {e!r}")  # pragma: no cover - the plan checked every expression
+    # ---- operands and nodes ----
+    def code(self, a: Operand) -> Code:
+        """Python code for an operand: a number, a hyper-parameter, a let's local, or a node's expression inlined."""
+        if isinstance(a, Const):
+            return number(a.value)
+        if isinstance(a, Hyper):
+            if self.from_group:
+                return Code(f"group[{q(a.name)}]", ATOM, "py")
+            self.used_hypers.add(a.name)
+            return Code(self.hyper[a.name], ATOM, "py")
+        node = self.nodes[a.name]
+        if a.name in self.let:
+            return Code(self.let[a.name], ATOM, _kind(node))
+        return self.node_code(node)
 
-    def op(self, e: ir.Call, new: bool) -> Code:
-        args = {a: self.expr(v, new) for a, v in zip(("x", "steps"), e.args)}
-        args.update((k.name, self.expr(k.value, new)) for k in e.kwargs)
-        x = args["x"]
-        if e.fn == "newton_schulz":
-            steps = args.get("steps", number(5))
-            return Code(f"rt.orthogonalize({x.text}, {steps.text})")
-        if e.fn == "mean":
-            return Code(f"{x.wrap(ATOM)}.mean()")
-        if e.fn == "l2norm":
-            return Code(f"rt.l2norm({x.text})")
+    def node_code(self, node: Node) -> Code:
+        """What `node` computes, its operands inlined (a let's local stands for the let)."""
+        args = [self.code(a) for a in node.args]
+        match node.op:
+            case Op.INPUT:
+                return Code(node.name, ATOM, _kind(node))
+            case Op.ALIAS:
+                return args[0]
+            case Op.NEG:
+                return neg(args[0])
+            case Op.ADD | Op.SUB | Op.MUL | Op.DIV | Op.POW:
+                return binop(BIN_TEXT[node.op], *args)
+            case Op.READ:
+                return self.read(node.attrs["level"], args[0] if args else None, node.attrs["new"])
+            case Op.NEWTON_SCHULZ:
+                return Code(f"rt.orthogonalize({args[0].text}, {args[1].text})")
+            case Op.MEAN:
+                return Code(f"{args[0].wrap(ATOM)}.mean()")
+            case Op.L2NORM:
+                return Code(f"rt.l2norm({args[0].text})")
+            case Op.UNARY:
+                return self.unary(node.attrs["fn"], args[0])
+        raise AssertionError(f"cannot emit {node.op}")  # pragma: no cover - verify(plan) admits OPTIMIZER_OPS only
+
+    def unary(self, fn: str, x: Code) -> Code:
+        """An elementwise builtin (nlc.unary): its scalar form on a Python number, its tensor form otherwise."""
         if x.kind == "py":
-            fn = UNARY_OPS[e.fn].scalar_code
-            self.uses_math |= fn.startswith("math.")
-            return Code(f"{fn}({x.text})", ATOM, "py")
-        fn = UNARY_OPS[e.fn].tensor_code
-        self.uses_F |= fn.startswith("F.")
-        return Code(f"{fn}({x.text})")
+            text = UNARY_OPS[fn].scalar_code
+            self.uses_math |= text.startswith("math.")
+            return Code(f"{text}({x.text})", ATOM, "py")
+        text = UNARY_OPS[fn].tensor_code
+        self.uses_F |= text.startswith("F.")
+        return Code(f"{text}({x.text})")
 
     def read(self, name: str, key: Code | None, new: bool) -> Code:
         """A level's state (pre-step, or new), debiased if asked, read with `key`."""
@@ -219,11 +226,11 @@ class _Emitter:
             base = Code("param")
         elif lv.kind == "mlp":
             weights = self.new[name] if new else self.pre[name]
-            return Code(f"rt.mlp_read({weights}, {key.text}, residual={self.expr(lv.mlp['residual']).text})")
+            return Code(f"rt.mlp_read({weights}, {key.text}, residual={self.code(lv.mlp['residual']).text})")
         else:
             base = Code(self.new[name] if new else self.pre[name])
             if lv.debias:
-                retain = self.expr(lv.retain)
+                retain = self.code(lv.retain)
                 base = binop("/", base, Code(f"rt.bias_correction({retain.text}, {self.count(lv, new)})"))
         return base if key is None else binop("*", base, key)
 
@@ -232,11 +239,11 @@ class _Emitter:
         step = "step" if new else "step - 1"
         if lv.period is None:
             return step
-        n = self.expr(lv.period).wrap(MUL + 1)
+        n = self.code(lv.period).wrap(MUL + 1)
         return f"{n} * ({step} // {n})" if new else f"{n} * (({step}) // {n})"
 
     def period_end(self, lv: OptLevel) -> str:
-        return f"step % {self.expr(lv.period).wrap(MUL + 1)} == 0"
+        return f"step % {self.code(lv.period).wrap(MUL + 1)} == 0"
 
     # ---- a level's context and objective gradient ----
     def context(self, lv: OptLevel) -> tuple[Code | None, Code]:
@@ -245,15 +252,15 @@ class _Emitter:
             return None, neg(Code("grad")) if lv.root else Code("grad")
         if lv.context == "grad":
             return None, self.grads[lv.grad_of]
-        return (None if lv.key is None else self.expr(lv.key)), self.expr(lv.value)
+        return (None if lv.key is None else self.code(lv.key)), self.code(lv.value)
 
     def objective_grad(self, lv: OptLevel, lines: list[str]) -> None:
         """Phase 1: the gradient of lv's objective at its state from before the step."""
         key, value = self.context(lv)
         name = self.names.take(f"{lv.name}_grad")
         if lv.kind == "mlp":
-            arg = "None" if lv.objective_arg is None else self.expr(lv.objective_arg).text
-            res = self.expr(lv.mlp["residual"]).text
+            arg = "None" if lv.objective_arg is None else self.code(lv.objective_arg).text
+            res = self.code(lv.mlp["residual"]).text
             lines.append(f"{name} = rt.mlp_grads({self.pre[lv.name]}, {key.text}, {value.text}, "
                          f"{q(lv.objective)}, {arg}, residual={res})")
             self.grads[lv.name] = Code(name)
@@ -261,7 +268,7 @@ class _Emitter:
         state = Code("param") if lv.root else Code(self.pre[lv.name])
         y = state if key is None else binop("*", state, key)
         objective = OBJECTIVES[lv.objective]
-        args = () if lv.objective_arg is None else (self.expr(lv.objective_arg),)
+        args = () if lv.objective_arg is None else (self.code(lv.objective_arg),)
         g = objective.grad(y, value, _TorchText(), *args)  # the registry's formula, as text
         g = g if key is None else g * key  # y = state * k
         what = f"d/d{lv.name} " + objective.formula.format(y=lv.name + ('' if key is None else ' * k'))
@@ -288,8 +295,8 @@ class _Emitter:
         name = lv.name
         lines += _pack(lv.parts, 96, f"# level {name}: ", "#   ")
         periodic = lv.period is not None
-        lr = None if lv.lr is None else self.expr(lv.lr)
-        retain = None if lv.retain is None else self.expr(lv.retain)
+        lr = None if lv.lr is None else self.code(lv.lr)
+        retain = None if lv.retain is None else self.code(lv.retain)
         if lv.root and not periodic:
             prev = Code("param")
         elif periodic:
@@ -302,7 +309,7 @@ class _Emitter:
         if lv.kind == "mlp":
             new = self.mlp_gd(lv, prev, lr, retain)
         elif lv.rule is None:
-            u = self.expr(lv.update, new=True)
+            u = self.code(lv.update)  # its reads see the new states (the plan's READ nodes say so)
             if lv.root and not periodic:
                 self.root_in_place(u, lr, retain, lines)
                 return
@@ -336,7 +343,7 @@ class _Emitter:
         the new state still reads a buffer's old value, after the new state is stored.
         """
         rule = RULES[lv.rule]
-        args = {k: self.expr(v) for k, v in lv.rule_args.items()}
+        args = {k: self.code(v) for k, v in lv.rule_args.items()}
         buffers = {k: Code(f"state[{q(f'{lv.name}.{k}')}]") for k in rule.aux}
         ops = _CodeOps(self.names, lv.name, lines)
         new, new_aux = rule.step(prev, self.gradient_for_rule(lv), buffers, lr or number(1), retain or number(1),
@@ -401,8 +408,8 @@ class _Emitter:
                 if lv.root:
                     lines.append(f"state[{q(key)}] = p.detach().clone(memory_format=torch.preserve_format)")
                 elif lv.kind == "mlp":
-                    hidden = "4" if lv.mlp["hidden"] is None else self.expr(lv.mlp["hidden"]).text
-                    depth = self.expr(lv.mlp["depth"]).text
+                    hidden = "4" if lv.mlp["hidden"] is None else self.code(lv.mlp["hidden"]).text
+                    depth = self.code(lv.mlp["depth"]).text
                     lines.append(f"rt.store_mlp(state, {q(key)}, rt.mlp_init(p, {hidden}, {depth}, {q(lv.init)}))")
                 else:
                     fn = "torch.ones_like" if lv.init == "identity" else "torch.zeros_like"
@@ -435,8 +442,7 @@ class _Emitter:
             else:
                 lines.append(f"{self.pre[lv.name]} = state[{q(lv.name)}]")
         for let in plan.lets:
-            lines.append(f"{self.let[let.name]} = {self.expr(let.value).text}  # let {let.name} = "
-                         f"{print_expr(let.value)}")
+            lines.append(f"{self.let[let.name]} = {self.node_code(let).text}  # let {let.name} = {let.source}")
         for name in plan.grad_order:
             lv = plan.level(name)
             if lv.needs_grad:
@@ -507,6 +513,10 @@ def emit_optimizer(plan: OptimizerPlan) -> OptimizerCode:
     return OptimizerCode(plan, _class_name(plan.name), signature, defaults, init_lines, group_lines, param_lines,
                          doc, keys,
                          em.uses_math, em.uses_F)
+
+
+def _kind(node: Node) -> str:
+    return "py" if node.py else "tensor"
 
 
 def _class_name(name: str) -> str:

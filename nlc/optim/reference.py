@@ -1,7 +1,8 @@
 """The reference optimizer: `nlc.optim`'s semantics executed literally, to test generated code against.
 
-Slow and plain on purpose. It walks the IR every step: expressions are evaluated
-by a small recursive evaluator, objective gradients are taken with
+Slow and plain on purpose. It evaluates the plan's nodes every step, one value per
+node (a level read inside an `update` when that update runs, after the updates it
+reads: `nlc.optim`'s new states), objective gradients are taken with
 torch.autograd (not the closed forms the generator writes), update rules are
 their registry entries' eager steps (nlc.rules), and periods keep a visible and a
 running state. It shares with the generated code only the plan (which level is
@@ -17,9 +18,9 @@ from __future__ import annotations
 
 import torch
 
-from nlc import ir
 from nlc.optim import _program
 from nlc.optim import runtime as rt
+from nlc.plan.ops import Const, Hyper, Op, Operand
 from nlc.plan.optimizer import OptimizerPlan, OptLevel, plan_optimizer, require_optimizer
 from nlc.passes.pipeline import check_ir
 from nlc.runtime.memory import act
@@ -41,7 +42,7 @@ def reference_optimizer(spec, params, **hyper) -> "ReferenceOptimizer":
 class ReferenceOptimizer(torch.optim.Optimizer):
     def __init__(self, plan: OptimizerPlan, params):
         self.plan = plan
-        self.lets = {let.name: let for let in plan.lets}
+        self.nodes = {n.name: n for n in plan.nodes}
         super().__init__(params, {h.name: h.default for h in plan.hypers})
 
     # ---- state ----
@@ -59,8 +60,8 @@ class ReferenceOptimizer(torch.optim.Optimizer):
             st[lv.name] = {"visible": init, "running": init, "aux": {}}
         return st
 
-    def _const(self, e: ir.Expr, group: dict):
-        return _Step(self, group, None, None).eval(e)
+    def _const(self, a: Operand, group: dict):
+        return _Step(self, group, None, None).value(a)
 
     # ---- one step ----
     @torch.no_grad()
@@ -90,7 +91,7 @@ class _Step:
         self.param = None if p is None else p.detach().clone()
         self.new: dict[str, object] = {}
         self.grads: dict[str, object] = {}
-        self.let_values: dict[str, object] = {}
+        self.values: dict[str, object] = {}  # node name -> its value this step
         # the states reads see from before this step (updates replace st[...]["visible"] as they go)
         self.pre = {lv.name: st[lv.name]["visible"] for lv in self.plan.levels if st and not lv.root}
 
@@ -101,40 +102,48 @@ class _Step:
         for lv in self.plan.levels:
             self.update(lv)
 
-    # ---- expressions ----
-    def eval(self, e: ir.Expr, new: bool = False):
-        if isinstance(e, (ir.Num, ir.Bool)):
-            return e.value
-        if isinstance(e, ir.Ref):
-            if e.kind is ir.RefKind.PARAM:
-                return self.group[e.name]
-            if e.kind is ir.RefKind.INPUT:
-                return {"grad": self.p.grad if self.p is not None else None, "param": self.param, "step": self.t}[e.name]
-            if e.kind is ir.RefKind.LET:  # lets always see the states from before the step
-                if e.name not in self.let_values:
-                    self.let_values[e.name] = self.eval(self.opt.lets[e.name].value)
-                return self.let_values[e.name]
-            return self.read(e.name, None, new)
-        if isinstance(e, ir.Neg):
-            return -self.eval(e.operand, new)
-        if isinstance(e, ir.BinOp):
-            a, b = self.eval(e.lhs, new), self.eval(e.rhs, new)
-            return {"+": lambda: a + b, "-": lambda: a - b, "*": lambda: a * b, "/": lambda: a / b,
-                    "**": lambda: a ** b}[e.op]()
-        assert isinstance(e, ir.Call)
-        if e.kind is ir.CallKind.READ:
-            return self.read(e.fn, self.eval(e.args[0], new) if e.args else None, new)
-        args = [self.eval(a, new) for a in e.args]
-        kwargs = {k.name: self.eval(k.value, new) for k in e.kwargs}
-        x = args[0] if args else kwargs["x"]
-        if e.fn == "newton_schulz":
-            steps = args[1] if len(args) > 1 else kwargs.get("steps", 5)
-            return _orthogonalize(x, steps)
-        if e.fn == "mean":
-            return x.mean()
-        if e.fn == "l2norm":
-            return x / x.norm().clamp_min(1e-12)
-        return apply_unary(e.fn, x)
+    # ---- operands and nodes ----
+    def value(self, a: Operand):
+        """An operand's value this step: each node is evaluated once, when first needed."""
+        if isinstance(a, Const):
+            return a.value
+        if isinstance(a, Hyper):
+            return self.group[a.name]
+        if a.name not in self.values:
+            self.values[a.name] = self.evaluate(self.opt.nodes[a.name])
+        return self.values[a.name]
+
+    def evaluate(self, node):
+        args = [self.value(a) for a in node.args]
+        match node.op:
+            case Op.INPUT:
+                return {"grad": self.p.grad if self.p is not None else None, "param": self.param, "step": self.t}[
+                    node.name]
+            case Op.ALIAS:
+                return args[0]
+            case Op.NEG:
+                return -args[0]
+            case Op.ADD:
+                return args[0] + args[1]
+            case Op.SUB:
+                return args[0] - args[1]
+            case Op.MUL:
+                return args[0] * args[1]
+            case Op.DIV:
+                return args[0] / args[1]
+            case Op.POW:
+                return args[0] ** args[1]
+            case Op.READ:  # new: the state after its update this step (the update reading it runs after that)
+                return self.read(node.attrs["level"], args[0] if args else None, node.attrs["new"])
+            case Op.NEWTON_SCHULZ:
+                return _orthogonalize(*args)
+            case Op.MEAN:
+                return args[0].mean()
+            case Op.L2NORM:
+                return args[0] / args[0].norm().clamp_min(1e-12)
+            case Op.UNARY:
+                return apply_unary(node.attrs["fn"], args[0])
+        raise AssertionError(f"no such optimizer operation: {node.op}")  # pragma: no cover - verify(plan)
 
     def read(self, name: str, key, new: bool):
         lv = self.plan.level(name)
@@ -143,15 +152,15 @@ class _Step:
         else:
             state = self.new[name] if new else self.pre[name]
         if lv.kind == "mlp":
-            return _mlp(state, key, self.eval(lv.mlp["residual"]))
+            return _mlp(state, key, self.value(lv.mlp["residual"]))
         if lv.debias:
-            a = self.eval(lv.retain)
+            a = self.value(lv.retain)
             n = self.updates_seen(lv, new)
             state = state / (1 - a ** n) if n > 0 else state
         return state if key is None else state * key
 
     def updates_seen(self, lv: OptLevel, new: bool) -> int:
-        n = self.eval(lv.period) if lv.period is not None else 1
+        n = self.value(lv.period) if lv.period is not None else 1
         t = self.t if new else self.t - 1
         return n * (t // n)
 
@@ -161,7 +170,7 @@ class _Step:
             return 1.0, -self.p.grad if lv.root else self.p.grad
         if lv.context == "grad":
             return 1.0, self.grads[lv.grad_of]
-        return (1.0 if lv.key is None else self.eval(lv.key)), self.eval(lv.value)
+        return (1.0 if lv.key is None else self.value(lv.key)), self.value(lv.value)
 
     def objective_gradient(self, lv: OptLevel):
         key, value = self.context(lv)
@@ -169,31 +178,31 @@ class _Step:
         with torch.enable_grad():
             if lv.kind == "mlp":
                 ws = [w.detach().clone().requires_grad_() for w in state]
-                y = _mlp(ws, key, self.eval(lv.mlp["residual"]))
+                y = _mlp(ws, key, self.value(lv.mlp["residual"]))
                 leaves = ws
             else:
                 s = state.detach().clone().requires_grad_()
                 y = s * key
                 leaves = [s]
-            arg = None if lv.objective_arg is None else self.eval(lv.objective_arg)
+            arg = None if lv.objective_arg is None else self.value(lv.objective_arg)
             loss = _objective(lv.objective, y, value, arg).sum()
             grads = torch.autograd.grad(loss, leaves)
         return list(grads) if lv.kind == "mlp" else grads[0]
 
     # ---- updates ----
     def update(self, lv: OptLevel) -> None:
-        eta = 1.0 if lv.lr is None else self.eval(lv.lr)
-        a = 1.0 if lv.retain is None else self.eval(lv.retain)
+        eta = 1.0 if lv.lr is None else self.value(lv.lr)
+        a = 1.0 if lv.retain is None else self.value(lv.retain)
         running = self.st["running"] if lv.root else self.st[lv.name]["running"]
         aux = self.st.setdefault("aux", {}) if lv.root else self.st[lv.name]["aux"]
         G = self.grads.get(lv.name)
         if lv.kind == "mlp":
             running = [a * w - eta * g for w, g in zip(running, G)]
         elif lv.rule is None:
-            running = a * running - eta * self.eval(lv.update, new=True)
+            running = a * running - eta * self.value(lv.update)
         else:
             running = self.rule(lv, running, G, eta, a, aux)
-        period = 1 if lv.period is None else self.eval(lv.period)
+        period = 1 if lv.period is None else self.value(lv.period)
         if lv.root:
             self.st["running"] = running
             if self.t % period == 0:
@@ -207,7 +216,7 @@ class _Step:
     def rule(self, lv: OptLevel, S, G, eta, a, aux: dict):
         """The level's rule: its registry entry's eager step on parameter-shaped tensors."""
         rule = RULES[lv.rule]
-        args = {k: self.eval(v) for k, v in lv.rule_args.items()}
+        args = {k: self.value(v) for k, v in lv.rule_args.items()}
         state = {k: aux.get(k, torch.zeros_like(S)) for k in rule.aux}
         new, new_aux = rule.step(S, G, state, eta, a, args, rt.PARAMETERS, count=self.t)
         aux.update(new_aux)

@@ -12,7 +12,14 @@ runs too):
 - the order of a step: `let`s (pre-step reads), the objective gradients of the
   levels (a `grad(LEVEL)` context after LEVEL), the updates (a level whose new
   state another level's update reads goes first; the root last);
-- which expressions are Python numbers (hyper-parameters, `step`) and which are
+- every expression as SSA nodes (`nlc.plan.ops`) in dependency order: the program
+  inputs `grad`, `param`, `step` (those used), the `let`s (nodes named by the let, in
+  the order the generated step evaluates them), then each level's fields; a field is an
+  `Operand` (a number, a hyper-parameter, or a reference to a node). Hyper-parameters
+  stay symbolic (`Hyper`): a parameter group may override them. A read of a level
+  inside an `update` sees the level's state after its update this step (attrs
+  {"new": True}); every other read sees the state from before the step;
+- which nodes are Python numbers (hyper-parameters, `step`; `Node.py`) and which are
   tensors; which hyper-parameters are learning rates (>= 0) or counts (whole).
 
 Diagnostics: E510 a model where an optimizer is expected; E511 something the
@@ -31,14 +38,18 @@ import networkx as nx
 from nlc import builtins as B
 from nlc import ir
 from nlc.errors import Diagnostic, Reporter, SpecError
-from nlc.passes.optimizer import (ExprKinds, bind, check_optimizer, grad_of, gradient_order, initial, level_kind,
+from nlc.passes.optimizer import (bind, check_optimizer, grad_of, gradient_order, initial, level_kind,
                                   update_reads)
 from nlc.passes import frequency
 from nlc.passes.facts import ProgramFacts
 from nlc.printer import print_expr
 from nlc.objectives import DEFAULT as DEFAULT_OBJECTIVE
 from nlc.objectives import OBJECTIVES
+from nlc.plan import ops
+from nlc.plan.ops import BINARY, Const, Node, Op, Operand, Ref
 from nlc.rules import RULES
+
+BINARY_OPS = dict(zip(("+", "-", "*", "/", "**"), BINARY))
 
 
 @dataclass(frozen=True)
@@ -58,19 +69,19 @@ class OptLevel:
     name: str
     kind: str  # "params" (the root) | "elementwise" | "mlp"
     init: str = "zeros"  # zeros | identity (copy(...) resolved to the copied level's)
-    mlp: dict = field(default_factory=dict)  # mlp: {"hidden": Expr | None, "depth": Expr, "residual": Expr}
+    mlp: dict = field(default_factory=dict)  # mlp: {"hidden": Operand | None, "depth": Operand, "residual": Operand}
     context: str = "loss"  # "loss" (grad(loss) / loss) | "kv" | "grad"
-    key: ir.Expr | None = None  # None: the constant key 1
-    value: ir.Expr | None = None  # kv: the value; loss: None (the gradient; its negation for the root)
+    key: Operand | None = None  # None: the constant key 1
+    value: Operand | None = None  # kv: the value; loss: None (the gradient; its negation for the root)
     grad_of: str | None = None  # context grad(LEVEL)
     objective: str = DEFAULT_OBJECTIVE
-    objective_arg: ir.Expr | None = None
+    objective_arg: Operand | None = None
     rule: str | None = None  # a builtin rule, or None when `update` names a level or is an expression
-    rule_args: dict = field(default_factory=dict)  # name -> Expr (defaults filled in as Num)
-    update: ir.Expr | None = None  # `update m` / `update m / (sqrt(v) + eps)`
-    lr: ir.Expr | None = None  # None: 1
-    retain: ir.Expr | None = None  # None: 1
-    period: ir.Expr | None = None  # None: every step
+    rule_args: dict[str, Operand] = field(default_factory=dict)  # defaults filled in as Const
+    update: Operand | None = None  # `update m` / `update m / (sqrt(v) + eps)`: its reads are new (attrs["new"])
+    lr: Operand | None = None  # None: 1
+    retain: Operand | None = None  # None: 1
+    period: Operand | None = None  # None: every step
     period_value: int = 1
     debias: bool = False
     update_deps: tuple[str, ...] = ()  # levels whose *new* state this level's update reads
@@ -89,13 +100,20 @@ class OptimizerPlan:
     spec_path: str
     hypers: list[Hyper]
     params: dict[str, object]
-    lets: list[ir.Let]  # the lets a level uses, in dependency order
+    nodes: list[Node]  # dependency order; a let's node is named by the let (attrs {"let": True})
     levels: list[OptLevel]  # update order; the root last
     grad_order: list[str]  # order in which objective gradients are taken
-    kinds: dict[str, str]  # let name -> "py" | "tensor"
 
     def level(self, name: str) -> OptLevel:
         return next(lv for lv in self.levels if lv.name == name)
+
+    def node(self, name: str) -> Node:
+        return next(n for n in self.nodes if n.name == name)
+
+    @property
+    def lets(self) -> list[Node]:
+        """The nodes of the lets a level uses, in the order the step evaluates them."""
+        return [n for n in self.nodes if n.attrs.get("let")]
 
     @property
     def root(self) -> OptLevel:
@@ -141,16 +159,16 @@ class _Planner:
         self.program = program
         self.params = params
         self.facts = facts
-        self.kinds = ExprKinds(program)
-        self.lets = self.kinds.lets
+        self.lets = {s.name: s for s in program.body if isinstance(s, ir.Let)}
         self.ir_levels = {s.name: s for s in program.body if isinstance(s, ir.Level)}
         self.lr_params: set[str] = set()
         self.whole_params: set[str] = set()
+        self.nodes: dict[str, Node] = {}
 
     # ---- the whole program ----
     def plan(self) -> OptimizerPlan:
-        for name in self.lets:
-            self.kinds.kind_of(ir.Ref(name, ir.RefKind.LET))
+        for let in self.used_lets():
+            self.expr(let.value, let.name, name=let.name)
         levels = {name: self.level(lv) for name, lv in self.ir_levels.items()}
         order = self.update_order(levels)
         grad_order = gradient_order(self.ir_levels)
@@ -159,8 +177,8 @@ class _Planner:
                 levels[lv.grad_of].needs_grad = True
         hypers = [Hyper(p.name, self.params[p.name], p.name in self.lr_params, p.name in self.whole_params)
                   for p in self.program.params]
-        return OptimizerPlan(self.program.name, self.program.path, hypers, self.params, self.used_lets(),
-                             [levels[n] for n in order], grad_order, dict(self.kinds.let_kinds))
+        return OptimizerPlan(self.program.name, self.program.path, hypers, self.params, list(self.nodes.values()),
+                             [levels[n] for n in order], grad_order)
 
     # ---- one level ----
     def level(self, lv: ir.Level) -> OptLevel:
@@ -173,14 +191,15 @@ class _Planner:
         out.objective = obj.fn
         if OBJECTIVES[obj.fn].args:  # one argument at most (huber's delta, lp's p)
             arg = obj.args[0] if obj.args else obj.kwarg(OBJECTIVES[obj.fn].args[0].name)
-            out.objective_arg = arg if arg is not None else ir.Num(OBJECTIVES[obj.fn].args[0].default)
+            out.objective_arg = self.field(arg, lv, "objective") if arg is not None \
+                else Const(OBJECTIVES[obj.fn].args[0].default)
         self.update(lv, out)
-        out.lr, out.retain = lv.lr, lv.retain
+        out.lr, out.retain = self.field(lv.lr, lv, "lr"), self.field(lv.retain, lv, "retain")
         if lv.lr is not None and isinstance(lv.lr, ir.Ref) and lv.lr.kind is ir.RefKind.PARAM:
             self.lr_params.add(lv.lr.name)
         count = lv.period.count
         out.period_value = self.facts.period(None, lv.name).count
-        out.period = None if isinstance(count, ir.Num) and count.value == 1 else count
+        out.period = None if isinstance(count, ir.Num) and count.value == 1 else self.field(count, lv, "period")
         self.mark_whole(count)
         out.debias = lv.debias
         out.parts = _describe(lv)
@@ -190,8 +209,9 @@ class _Planner:
         if out.kind != "mlp":
             return
         bound = bind(lv.state, B.STATES["mlp"])
-        out.mlp = {"hidden": bound.get("hidden"), "depth": bound.get("depth") or ir.Num(2),
-                   "residual": bound.get("residual") or ir.Bool(True)}
+        defaults = {"hidden": None, "depth": Const(2), "residual": Const(True)}
+        out.mlp = {k: default if bound.get(k) is None else self.field(bound[k], lv, f"state.{k}")
+                   for k, default in defaults.items()}
         for k in ("hidden", "depth"):
             if bound.get(k) is not None:
                 self.mark_whole(bound[k])
@@ -201,8 +221,8 @@ class _Planner:
         if isinstance(ctx, ir.Tuple):
             out.context = "kv"
             k, v = ctx.items
-            out.key = None if isinstance(k, ir.Num) and k.value == 1 else k
-            out.value = v
+            out.key = None if isinstance(k, ir.Num) and k.value == 1 else self.field(k, lv, "key")
+            out.value = self.field(v, lv, "value")
             return
         out.grad_of = grad_of(lv)
         out.context = "loss" if out.grad_of is None else "grad"  # `loss` on the root: the same as grad(loss)
@@ -214,14 +234,14 @@ class _Planner:
             bound = bind(upd, B.UPDATE_RULES[upd.fn])
             for a in B.UPDATE_RULES[upd.fn].args:
                 e = bound.get(a.name)
-                out.rule_args[a.name] = e if e is not None else _const(a.default)
+                out.rule_args[a.name] = self.field(e, lv, a.name) if e is not None else Const(a.default)
                 if a.type is B.ArgType.POSINT:
-                    self.mark_whole(out.rule_args[a.name])
+                    self.mark_whole(e)
             # a rule linear in g with the dot objective steps by lr * value * key: g need not be formed
             out.needs_grad = not (RULES[out.rule].linear_in_grad and OBJECTIVES[out.objective].minus_value_gradient
                                   and out.kind != "mlp")
             return
-        out.update = upd
+        out.update = self.field(upd, lv, "update", new=True)
         out.update_deps = update_reads(upd)
         for n in ir.walk(upd):
             if isinstance(n, ir.Call) and n.kind is ir.CallKind.OP and n.fn == "newton_schulz":
@@ -246,6 +266,74 @@ class _Planner:
         order.remove(root)
         return order + [root]
 
+    # ---- expressions -> nodes ----
+    def field(self, e: ir.Expr | None, lv: ir.Level, what: str, new: bool = False) -> Operand | None:
+        """A level's field as an operand; `new`: its level reads see the states after this step's updates."""
+        return None if e is None else self.expr(e, f"{lv.name}.{what}", new)
+
+    def expr(self, e: ir.Expr, where: str, new: bool = False, name: str | None = None) -> Operand:
+        """Flatten `e` into nodes; return its operand. `name`: the top node's name (a let's), always a node."""
+        if isinstance(e, (ir.Num, ir.Bool)):
+            return self.alias(name, Const(e.value), e)
+        if isinstance(e, ir.Ref) and e.kind is ir.RefKind.PARAM:
+            return self.alias(name, ops.Hyper(e.name), e)  # symbolic (ops.Hyper, not the spec parameter above)
+        if isinstance(e, ir.Ref) and e.kind is ir.RefKind.INPUT:
+            if e.name not in self.nodes:
+                self.add(Node(e.name, Op.INPUT, py=e.name == "step", source=e.name))
+            return self.alias(name, Ref(e.name), e)
+        if isinstance(e, ir.Ref) and e.kind is ir.RefKind.LET:
+            return self.alias(name, Ref(e.name), e)
+        if isinstance(e, ir.Ref):  # a level's state
+            return self.node(name, where, Op.READ, (), e, level=e.name, new=new)
+        if isinstance(e, ir.Neg):
+            return self.node(name, where, Op.NEG, (self.expr(e.operand, where, new),), e)
+        if isinstance(e, ir.BinOp):
+            args = (self.expr(e.lhs, where, new), self.expr(e.rhs, where, new))
+            return self.node(name, where, BINARY_OPS[e.op], args, e)
+        assert isinstance(e, ir.Call)
+        if e.kind is ir.CallKind.READ:
+            return self.node(name, where, Op.READ, tuple(self.expr(a, where, new) for a in e.args), e,
+                             level=e.fn, new=new)
+        bound = bind(e, B.OPS[e.fn])
+        x = self.expr(bound["x"], where, new)
+        if e.fn == "newton_schulz":
+            steps = bound.get("steps")
+            steps = Const(5) if steps is None else self.expr(steps, where, new)
+            return self.node(name, where, Op.NEWTON_SCHULZ, (x, steps), e)
+        if e.fn in ("mean", "l2norm"):
+            return self.node(name, where, Op.MEAN if e.fn == "mean" else Op.L2NORM, (x,), e)
+        return self.node(name, where, Op.UNARY, (x,), e, fn=e.fn)  # check_optimizer refused the others (E511)
+
+    def alias(self, name: str | None, operand: Operand, e: ir.Expr) -> Operand:
+        """`operand` itself, or, for a let (`name`), a node under the let's name."""
+        return operand if name is None else self.node(name, name, Op.ALIAS, (operand,), e)
+
+    def node(self, name: str | None, where: str, op: Op, args: tuple, e: ir.Expr, **attrs) -> Ref:
+        """Add `name = op(args, **attrs)` (a fresh name under `where` when `name` is None)."""
+        if name is not None:
+            attrs["let"] = True
+        else:
+            name = self.fresh(f"{where}.{op.value}")
+        py = op not in (Op.READ, Op.NEWTON_SCHULZ, Op.MEAN, Op.L2NORM) and all(self.is_py(a) for a in args)
+        span = getattr(e, "span", None)
+        return self.add(Node(name, op, args, attrs, source=print_expr(e), line=span.line if span else 0, py=py))
+
+    def add(self, node: Node) -> Ref:
+        self.nodes[node.name] = node
+        return Ref(node.name)
+
+    def fresh(self, base: str) -> str:
+        """A node name not taken yet (it holds a dot: no spec name can take it)."""
+        name, i = base, 1
+        while name in self.nodes:
+            i += 1
+            name = f"{base}.{i}"
+        return name
+
+    def is_py(self, a: Operand) -> bool:
+        """A Python number (a constant, a hyper-parameter, or a node over those and `step`), not a tensor."""
+        return not isinstance(a, Ref) or self.nodes[a.name].py
+
     def used_lets(self) -> list[ir.Let]:
         g = nx.DiGraph()
         roots: set[str] = set()
@@ -266,10 +354,6 @@ class _Planner:
 
     def let_refs(self, e: ir.Expr) -> list[str]:
         return [n.name for n in ir.walk(e) if isinstance(n, ir.Ref) and n.kind is ir.RefKind.LET]
-
-
-def _const(v) -> ir.Expr:
-    return ir.Bool(v) if isinstance(v, bool) else ir.Num(v)
 
 
 def _describe(lv: ir.Level) -> tuple[str, ...]:
