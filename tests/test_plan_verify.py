@@ -15,7 +15,7 @@ from hypothesis import given, settings
 import nlc
 import nlc.testing as nt
 from nlc.passes.pipeline import check_ir
-from nlc.plan import plan_model
+from nlc.plan import plan_model, plan_optimizer
 from nlc.plan.ops import ARITY, Const, Hyper, Node, Op, Ref
 from nlc.plan.verify import MalformedPlan, check_nodes, verify
 from tests.model_cases import ROOT, tiny
@@ -166,3 +166,60 @@ def test_a_model_plans_nodes_are_plain_dataclasses_with_typed_operands():
     twin = copy.deepcopy(plan)
     assert [dataclasses.asdict(n) for n in twin.blocks[0].nodes] == [dataclasses.asdict(n)
                                                                      for n in plan.blocks[0].nodes]
+
+
+# ---- optimizers ----
+
+def _optimizer_plan(name):
+    prog = nlc.load(ROOT / "examples" / name)
+    checked = check_ir(prog, {})
+    return plan_optimizer(checked.program, checked.params, checked.facts)
+
+
+def _new_read_in_a_gate(plan):
+    lv = next(lv for lv in plan.levels if not lv.root)
+    plan.nodes.append(Node("peek", Op.READ, (), {"level": lv.name, "new": True}))
+    lv.lr = Ref("peek")
+
+
+def _root_first(plan):
+    plan.levels.insert(0, plan.levels.pop())
+
+
+def _unknown_hyper(plan):
+    plan.levels[0].lr = Hyper("nobody")
+
+
+def _model_op(plan):
+    plan.nodes.append(Node("joined", Op.CONCAT, (Ref(plan.nodes[0].name),)))
+
+
+def _unknown_input(plan):
+    plan.nodes.insert(0, Node("tokens", Op.INPUT))
+
+
+OPTIMIZER_MUTATIONS = {
+    "a gate reading a level's new state": (_new_read_in_a_gate, "only an update may"),
+    "the parameters not updated last": (_root_first, "updated last"),
+    "a hyper-parameter the program does not have": (_unknown_hyper, "hyper-parameter `nobody`"),
+    "a model-only operation": (_model_op, "not one this kind of program may hold"),
+    "an input an optimizer does not have": (_unknown_input, "input `tokens`"),
+}
+
+
+@pytest.mark.parametrize("what", OPTIMIZER_MUTATIONS)
+def test_verify_rejects_a_malformed_optimizer_plan(what):
+    mutate, message = OPTIMIZER_MUTATIONS[what]
+    plan = _optimizer_plan("adam.nl")
+    verify(plan)
+    mutate(plan)
+    with pytest.raises(MalformedPlan) as e:
+        verify(plan)
+    assert message in str(e.value), str(e.value)
+
+
+@pytest.mark.parametrize("path", [p for p in EXAMPLES if not nlc.load(p).is_model], ids=lambda p: p.name)
+def test_every_example_optimizer_plan_verifies(path):
+    plan = _optimizer_plan(path.name)
+    verify(plan)
+    assert all(isinstance(n.op, Op) for n in plan.nodes)

@@ -47,6 +47,7 @@ from nlc.objectives import DEFAULT as DEFAULT_OBJECTIVE
 from nlc.objectives import OBJECTIVES
 from nlc.plan import ops
 from nlc.plan.ops import BINARY, Const, Node, Op, Operand, Ref
+from nlc.plan.verify import verify
 from nlc.rules import RULES
 
 BINARY_OPS = dict(zip(("+", "-", "*", "/", "**"), BINARY))
@@ -130,7 +131,9 @@ def plan_optimizer(program: ir.Program, params: Mapping[str, object], facts: Pro
     require_optimizer(program)
     if facts is None:
         facts = _checked_facts(program, params)
-    return _Planner(program, dict(params), facts).plan()
+    plan = _Planner(program, dict(params), facts).plan()
+    verify(plan)
+    return plan
 
 
 def _checked_facts(program: ir.Program, params: Mapping[str, object]) -> ProgramFacts:
