@@ -31,6 +31,7 @@ from nlc.plan.ops import Const, Node, Op
 from nlc.rules import RULES, number_arg
 from nlc.rules.ops import memory_step
 from nlc.runtime import layers, memory
+from nlc.runtime.loss_levels import in_graph
 from nlc.runtime.state import carried_state, check_stream
 from nlc.runtime.unary import TENSOR_UNARY
 
@@ -259,7 +260,7 @@ class ReferenceModel(nn.Module):
         for i, lv in self.plan.loss_levels:
             if position % lv.period == 0:
                 st = dict(blocks[i]["levels"][lv.name])
-                st["frozen"] = {k: w if w.requires_grad else w.detach().requires_grad_()
+                st["frozen"] = {k: w if in_graph(w) else w.detach().contiguous().requires_grad_()
                                 for k, w in st["frozen"].items()}
                 blocks[i]["levels"][lv.name] = st
 
@@ -273,7 +274,8 @@ class ReferenceModel(nn.Module):
             losses = [F.cross_entropy(outs[s][:, 0], tokens[:, s + 1], reduction="sum") for s in range(start, t)]
             loss = sum(losses) / (lv.period - 1)
             W = blocks[i]["levels"][lv.name]["frozen"]
-            g = torch.autograd.grad(loss, list(W.values()), create_graph=not lv.first_order, allow_unused=True)
+            g = torch.autograd.grad(loss, list(W.values()), create_graph=not lv.first_order, retain_graph=True,
+                                    allow_unused=True)  # the outer backward and slower levels reuse the graph
             grads[i, lv.name] = {k: torch.zeros_like(W[k]) if gk is None else gk.detach() if lv.first_order else gk
                                  for k, gk in zip(W, g)}
         for i, lv in ending:

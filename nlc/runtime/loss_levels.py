@@ -35,7 +35,15 @@ def period_loss(logits: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
 
 def track(weights: dict) -> dict:
     """The level's weights as the reads of a new period use them: in the graph, so that its gradient exists."""
-    return {k: w if w.requires_grad else w.detach().requires_grad_() for k, w in weights.items()}
+    return {k: w if in_graph(w) else w.detach().contiguous().requires_grad_() for k, w in weights.items()}
+
+
+def in_graph(w: torch.Tensor) -> bool:
+    """Whether autograd can differentiate with respect to `w` as it is: the output of a recorded operation,
+    or a leaf of its own that requires grad. Not a view made under no_grad (a learned initial state
+    expanded over the batch in `nlc eval`: it says requires_grad but has no graph), and not a
+    constant; those become a fresh contiguous leaf (an expanded leaf gets no gradient through einsum)."""
+    return w.grad_fn is not None or (w.requires_grad and w.is_leaf and w._base is None)
 
 
 def step(level: dict, loss: torch.Tensor, rule: str, lr: float, retain: float, args: dict,
@@ -43,7 +51,8 @@ def step(level: dict, loss: torch.Tensor, rule: str, lr: float, retain: float, a
     """The level's state ({"W": weights, "aux": buffers}) after one step of `rule` from loss's gradient."""
     W = level["W"]
     names = list(W)
-    grads = torch.autograd.grad(loss, [W[n] for n in names], create_graph=not first_order, allow_unused=True)
+    grads = torch.autograd.grad(loss, [W[n] for n in names], create_graph=not first_order, retain_graph=True,
+                                allow_unused=True)  # the outer backward and slower levels reuse the graph
     aux = {k: dict(v) if isinstance(v, dict) else v for k, v in level["aux"].items()}
     r = RULES[rule]
     new = {}

@@ -19,8 +19,11 @@ Test-time learning. Unless --frozen, a model whose spec marks levels `online` ke
     (and, in `continual`, from domain to domain; tests of a domain start from that state);
   * CMS step levels marked `online` keep taking their update every `period` segments from the
     next-byte loss of what was just read (predict first, then learn: every score is taken
-    before the update that uses its text).
-With --frozen, every segment starts from the model's initial state and nothing is updated.
+    before the update that uses its text);
+  * `context loss` levels counted in tokens learn from the text inside every segment, chunk by
+    chunk (each chunk's step uses only predictions whose answers were read: prequential).
+With --frozen, every segment starts from the model's initial state, nothing is updated, and
+`context loss` levels in tokens do not step.
 Online helps only a model trained to read from a carried state (`nlc train --stream`); one trained
 on fresh windows of --seq tokens reads a state it never saw (docs/training.md, "Online and frozen").
 A single example of a synthetic task (one MQAR sequence, one haystack) is always read whole,
@@ -85,6 +88,8 @@ class Learner:
 
     def __init__(self, model, frozen: bool, batch: int, device):
         self.model, self.frozen, self.batch, self.device = model, frozen, batch, device
+        if hasattr(model, "learn_from_loss"):  # `context loss` levels in tokens learn inside the forward
+            model.learn_from_loss = not frozen
         self.carry = carries_state(model) and not frozen
         self.levels = StepLevels(model, only_online=True) if not frozen else None
         if self.levels is not None and not self.levels:
