@@ -67,6 +67,9 @@ def test_suite_rows_cover_the_configurations():
     models = ran("models")
     matched = models["extra_tables"][0]["rows"]
     assert [r["model"] for r in matched] == list(TINY.matched) and matched[0]["dim"] == TINY.models_dim
+    cms = models["extra_tables"][1]["rows"]
+    assert [r["variant"].split(":")[0].split(",")[0] for r in cms] == ["hope", "hope_tokens", "hope_tokens"]
+    assert cms[0]["fwd_ratio"] == 1.0 and all(r["fwd_bwd_tok_s"] > 0 for r in cms)
 
 
 def test_flop_count_matches_torch_counter_for_titans_lmm():

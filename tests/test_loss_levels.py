@@ -194,3 +194,17 @@ def test_the_example_hope_tokens_agrees_between_back_ends():
     ref, gen = _pair(prog, **params)
     tokens = _tokens(10) % 256
     torch.testing.assert_close(gen(tokens), ref(tokens), **F64)
+
+
+def test_eval_learns_from_the_test_text_unless_frozen():
+    from nlc.train.evaluate import Learner
+
+    _, gen = _pair(_spec())
+    tokens = _tokens(17)
+    scores = {}
+    for frozen in (False, True):
+        learner = Learner(gen, frozen, 2, "cpu")
+        assert gen.learn_from_loss is (not frozen)
+        scores[frozen], _ = learner.segment(tokens[:, :16], tokens[:, 1:17])
+    assert torch.equal(scores[False][:, :4], scores[True][:, :4])  # the first chunk reads the initial states
+    assert not torch.allclose(scores[False][:, 8:], scores[True][:, 8:])

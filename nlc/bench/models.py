@@ -6,6 +6,10 @@ shorter sequence: it runs token by token), the generated code eager and compiled
 Table 2: hope, titans_lmm and the transformer at equal parameter count: each spec's `dim`
 is chosen (nlc.train.compare.match_dim) so that its parameter count is the closest it gets
 to hope's at the base dim; eager and compiled.
+Table 3: the cost of a CMS that learns in context (issue #14): hope (CMS levels every N optimiser
+steps: plain MLPs in the forward) against hope_tokens (CMS levels learning from the model's loss
+every chunk, 4 chunks and 16 chunks of tokens), and hope_tokens with that learning switched off
+(`learn_from_loss = False`: the chunk-major run alone), so the table says where the time goes.
 """
 
 from __future__ import annotations
@@ -72,5 +76,33 @@ def matched_table(cfg: BenchConfig) -> dict:
             "columns": columns, "rows": rows, "notes": []}
 
 
+CMS_COLUMNS = [["variant", "variant", ""], ["fwd_tok_s", "fwd tok/s", ".0f"], ["fwd_bwd_tok_s", "f+b tok/s", ".0f"],
+               ["fwd_ratio", "fwd / hope", ".2f"], ["fwd_bwd_ratio", "f+b / hope", ".2f"]]
+
+
+def cms_table(cfg: BenchConfig) -> dict:
+    """hope (CMS in steps) vs hope_tokens (CMS in tokens), learning on and off, eager, side by side."""
+    params = {"dim": cfg.models_dim, "chunk": cfg.chunk, "layers": cfg.layers}
+    periods = {"cms_fast": cfg.chunk, "cms_mid": 4 * cfg.chunk, "cms_slow": 16 * cfg.chunk}
+    variants = [("hope: CMS every N steps", "hope", {}, True),
+                ("hope_tokens: CMS learns in context", "hope_tokens", periods, True),
+                ("hope_tokens, learning off (chunk-major only)", "hope_tokens", periods, False)]
+    rows = []
+    for label, name, extra, learn in progress(variants, "models (CMS in tokens)"):
+        model = build(example(name), cfg.device, **params, **extra)
+        if not learn:
+            model.learn_from_loss = False
+        rows.append({"variant": label, **tokens_per_s(model, cfg.models_seq, cfg)})
+    for row in rows:
+        for k in ("fwd", "fwd_bwd"):
+            row[f"{k}_ratio"] = row[f"{k}_tok_s"] / rows[0][f"{k}_tok_s"]
+    return {"title": f"CMS in tokens vs in steps: tokens/s (dim {cfg.models_dim}, {cfg.layers} layers, chunk "
+                     f"{cfg.chunk}, CMS every {cfg.chunk}/{4 * cfg.chunk}/{16 * cfg.chunk} tokens, batch {cfg.batch}, "
+                     f"seq {cfg.models_seq}, {cfg.device}, eager)",
+            "columns": CMS_COLUMNS, "rows": rows,
+            "notes": ["a level steps only on full periods: at this seq the slower CMS levels may not step at all",
+                      "learning off: the same chunk-major forward without the loss levels' gradients and steps"]}
+
+
 def run(cfg: BenchConfig) -> dict:
-    return {**throughput_table(cfg), "extra_tables": [matched_table(cfg)]}
+    return {**throughput_table(cfg), "extra_tables": [matched_table(cfg), cms_table(cfg)]}

@@ -29,8 +29,9 @@ the strategy never draws what the code generator cannot compile yet (E5xx, see
   memories (self-modifying keys);
 - optimizer levels over gradients: `state like(m)`, `context grad(m)`, and
   `update o` in `m`;
-- CMS chains: levels with `context loss` and `period N steps` read in a chain,
-  frozen levels (`period never`);
+- CMS chains: levels with `context loss` and `period N steps` read in a chain, or
+  `period 4c tokens` (learning in context from the model's loss; with `loss_tokens`, sometimes
+  `first_order`), frozen levels (`period never`);
 - blocks without levels (attention, SwiGLU) and `repeat N`.
 
 Knobs bound the size (`max_blocks`, `max_levels`, `max_period`, `dim`) and
@@ -105,6 +106,8 @@ class _Level:
     retain: str | None = None
     period: str = "1 tokens"
     online: bool = False
+    first_order: bool = False
+    loss_in_tokens: bool = False  # a CMS level learning in context from the model's loss (no copy source: E316)
     optimized_by: str | None = None
     rule_lets: list[str] = field(default_factory=list)
 
@@ -116,6 +119,8 @@ class _Level:
         out.append(f"  period {self.period}")
         if self.online:
             out.append("  online")
+        if self.first_order:
+            out.append("  first_order")
         out.append("}")
         return out
 
@@ -265,6 +270,7 @@ class _Drawer:
         # copy chains (`copy(b)` where b copies a) and copies across frequencies (an in-context level
         # starting from a `steps` level's weights, a `steps` level from another's initial state)
         same = [o for o in levels.values() if o is not lv and o.state == lv.state and o.kind != "like"
+                and not o.loss_in_tokens
                 and (o.role == "memory" or o.role in ("cms", "frozen") and self.k["copies_across"])]
         if same and self.draw(st.booleans()):
             return f"copy({self.pick(same).name})"
@@ -411,18 +417,26 @@ class _Drawer:
         else:
             state = "linear(dim, dim)"
         lv = _Level(name, role, kind, state, 1)
+        slowest = self.chunk * max(m for m in (1, 2, 4) if self.chunk * m <= self.k["max_period"] or m == 1)
+        if role == "cms" and self.k["loss_tokens"] and slowest >= 2 and self.draw(st.integers(0, 2)) == 0:
+            # learning from the model's loss in context, at the slowest token period: every in-context
+            # period (chunk, 2 chunk, 4 chunk up to max_period) divides it (E307)
+            lv.period, lv.loss_in_tokens = f"{slowest} tokens", True
         # these levels do not learn inside the forward pass: their initial read must not be zero
         lv.init = {"mlp": "learned", "vector": "identity"}.get(kind) or self.pick(["learned", "identity"])
-        if self.k["copies_across"] and self.draw(st.integers(0, 2)) == 2:
+        if self.k["copies_across"] and not lv.loss_in_tokens and self.draw(st.integers(0, 2)) == 2:
             lv.init = self.init(lv, levels, False)
             if not self.nonzero_at_init(lv, levels):
                 lv.init = {"mlp": "learned", "vector": "identity"}.get(kind, "learned")
         if role == "cms":
             lv.context, lv.objective = "loss", "dot"
             lv.update = self.pick([DEFAULT, *step_level_rules()])
-            lv.lr = self.pick(["0.01", "cms_lr", None])
+            lv.lr = self.pick(["0.01", "cms_lr", None] if not lv.loss_in_tokens else ["0.01", "cms_lr", "0.1"])
             lv.retain = self.pick([None, None, "0.999"])
-            lv.period = f"{self.pick([m for m in (1, 2, 4)]) * self.steps_base} steps"
+            if lv.loss_in_tokens:
+                lv.first_order = self.draw(st.booleans())
+            else:
+                lv.period = f"{self.pick([m for m in (1, 2, 4)]) * self.steps_base} steps"
             lv.online = self.draw(st.booleans())
         else:  # frozen: a state read as it is, nothing to learn from (E314)
             lv.context = lv.objective = lv.update = None
@@ -467,7 +481,8 @@ class _Drawer:
 
 _DEFAULTS = dict(max_blocks=2, max_levels=3, dim=8, state_kinds=ALL_STATE_KINDS, objectives=ALL_OBJECTIVES,
                  updates=ALL_UPDATES, gates=ALL_GATES, roles=ALL_ROLES, max_period=4, flows=True,
-                 self_modification=True, attention=True, max_repeat=1, vocab=None, copies_across=True)
+                 self_modification=True, attention=True, max_repeat=1, vocab=None, copies_across=True,
+                 loss_tokens=True)
 
 
 def _knobs(**kw) -> dict:
