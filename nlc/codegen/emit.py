@@ -229,7 +229,7 @@ def _emit_loop(code: BlockCode, nodes: dict, levels: dict, in_loop: set[str]) ->
     hoisted = [grp[0] for grp in groups if code.kernels == "chunked" and _is_hoisted(grp, block.chunk, loop, nodes)]
     for group in groups:
         for lv in group:
-            ops = [lv.context[1], lv.context[2]] if lv in hoisted else _level_operands(lv)  # hoisted gates: before
+            ops = [lv.context[1], lv.context[2]] if lv in hoisted else lv.learning_operands()  # hoisted gates: before
             used |= {a for a in refs(ops) if a not in loop}
     order = list(nodes)
     sliced = sorted((a for a in used if nodes[a].width is not None), key=order.index)
@@ -320,13 +320,6 @@ def _step_states(block: BlockPlan, groups: list[list[LevelPlan]], kernels: str) 
         if lv.period > block.chunk:
             out.append(f"{lv.var}_pending")
     return out
-
-
-def _level_operands(lv: LevelPlan) -> list[Operand]:
-    ops = [lv.lr, lv.retain, *lv.rule_args.values()]
-    if lv.context[0] == "kv":
-        ops += [lv.context[1], lv.context[2]]
-    return ops
 
 
 def _groups(block: BlockPlan) -> list[list[LevelPlan]]:

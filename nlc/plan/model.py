@@ -67,10 +67,17 @@ class LevelPlan:
     online: bool = False
     line: int = 0
 
+    def learning_operands(self) -> list[Operand]:
+        """The per-token values it learns from: gates, rule arguments, keys and values."""
+        ops = [self.lr, self.retain, *self.rule_args.values()]
+        if self.context[0] == "kv":
+            ops += [self.context[1], self.context[2]]
+        return ops
+
 
 @dataclass
-class SlowLevel:
-    """A level outside the forward's learning: period in steps (CMS) or never (frozen)."""
+class OutsideLevel:
+    """A level whose state the block's chunk loop does not move: its shape and initial state."""
 
     name: str
     var: str
@@ -81,6 +88,12 @@ class SlowLevel:
     depth: int
     residual: bool
     init: str
+
+
+@dataclass
+class SlowLevel(OutsideLevel):
+    """A level outside the forward's learning: period in steps (CMS) or never (frozen)."""
+
     period: int  # steps; 0 for never
     rule: str  # gd | momentum (nlc check refuses the rest: E308)
     lr: float
@@ -90,20 +103,12 @@ class SlowLevel:
 
 
 @dataclass
-class LossLevel:
+class LossLevel(OutsideLevel):
     """A `context loss` level counted in tokens (docs/design.md §1.4): its blocks read its state, which
     stays fixed inside each chunk of `period` tokens; at a chunk's end the model steps it by `rule` from
-    the gradient of its mean next-token loss over the chunk's predictions whose answer is in the chunk."""
+    the gradient of its mean next-token loss over the chunk's predictions whose answer is in the chunk.
+    (`init` is learned, zeros or identity.)"""
 
-    name: str
-    var: str
-    kind: str
-    weights: dict[str, tuple[int, ...]]
-    d_in: int
-    d_out: int
-    depth: int
-    residual: bool
-    init: str  # learned | zeros | identity
     period: int  # tokens
     rule: str  # a step-level rule: gd | momentum (nlc check: E308)
     lr: float
@@ -513,7 +518,7 @@ class _BlockPlanner:
 
     def _mark_phases(self, levels: list[LevelPlan]) -> None:
         """Split read-dependent nodes: those the levels learn from run in the chunk loop, the rest after it."""
-        stack = [a.name for lv in levels for a in _learning_operands(lv) if isinstance(a, Ref)]
+        stack = [a.name for lv in levels for a in lv.learning_operands() if isinstance(a, Ref)]
         stack += [n.name for n in self.nodes.values() if n.op is Op.READ and n.attrs["level"] in self.in_context]
         feeds: set[str] = set()  # what the levels learn from, every read, and everything those need
         while stack:
@@ -539,14 +544,6 @@ def copy_root(levels: Mapping[str, ir.Level], name: str) -> str:
         seen.add(name)
         lv = levels[name]
     return name
-
-
-def _learning_operands(lv: LevelPlan) -> list[Operand]:
-    """The per-token values a level learns from: keys, values, gates and rule arguments."""
-    ops = [lv.lr, lv.retain, *lv.rule_args.values()]
-    if lv.context[0] == "kv":
-        ops += [lv.context[1], lv.context[2]]
-    return ops
 
 
 def _bind(call: ir.Call, sig: B.Builtin, const) -> dict:

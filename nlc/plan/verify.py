@@ -178,8 +178,7 @@ def _model_level(lv, levels: dict, slow: dict, nodes: dict[str, Node]) -> list[s
         out.append(f"starts as a copy of `{lv.copy_of}`, not a level of the block")
     if lv.period < 1:
         out.append(f"period {lv.period}")
-    operands = [lv.lr, lv.retain, *lv.rule_args.values(), *(lv.context[1:] if lv.context[0] == "kv" else ())]
-    for a in operands:
+    for a in lv.learning_operands():
         out += _operand(a, nodes, frozenset())
         if isinstance(a, Ref) and a.name in nodes and nodes[a.name].phase == "post":
             out.append(f"learns from `{a.name}`, which is computed after the chunk loop")
