@@ -45,6 +45,7 @@ BLOCK_ATTRIBUTES = frozenset({
     "chunk", "compiled_step", "step_shapes_fixed", "chunk_step", "init_state", "forward",
     "plan", "by_level", "token", "eval_node", "gradients", "gradient", "apply", "rule",
     "embed", "blocks", "norm", "head", "alignment", "step_levels", "online_levels", "nlc_source",
+    "learn_from_loss", "loss_chunk", "start_periods", "learn",  # models with `context loss` levels in tokens
 })
 # Names that run code or reach the interpreter (the safety audit rejects generated code that uses them).
 FORBIDDEN_NAMES = frozenset({

@@ -215,8 +215,11 @@ def test_py_name_is_one_to_one_and_never_reserved():
 def test_block_attributes_list_is_complete():
     """Every attribute the generated and reference classes add to nn.Module is reserved."""
     prog = nlc.loads(SPEC.format(model="m", param="layers", block="b", block2="c", a="a", b="k", m="mem", s="slow"))
+    loss = nlc.loads("model l(dim = 8) { block b { level cms { state mlp(dim) context loss period 2 tokens }\n"
+                     "out = cms(x) } }")  # a model with a `context loss` level in tokens has more
     base = set(dir(nn.Module()))
-    for model in (nlc.build(prog), nlc.build(prog, backend="reference")):
+    models = [nlc.build(p, **kw) for p in (prog, loss) for kw in ({}, {"backend": "reference"})]
+    for model in models:
         for obj in (model, *model.blocks):
             extra = {n for n in dir(obj) if not n.startswith("_")} - base - set(obj._modules)
             assert extra <= BLOCK_ATTRIBUTES, (type(obj).__name__, extra - BLOCK_ATTRIBUTES)
