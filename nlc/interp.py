@@ -22,16 +22,15 @@ takes W = a W - eta L, L's state after its own update this token.
 from __future__ import annotations
 
 import torch
-from torch import nn
-
 import torch.nn.functional as F
+from torch import nn
 
 from nlc.plan.model import BlockPlan, LevelPlan, LossLevel, ModelPlan, SlowLevel
 from nlc.plan.ops import Const, Node, Op
 from nlc.rules import RULES, number_arg
 from nlc.rules.ops import memory_step
 from nlc.runtime import layers, memory
-from nlc.runtime.loss_levels import in_graph
+from nlc.runtime.loss_levels import track
 from nlc.runtime.state import carried_state, check_stream
 from nlc.runtime.unary import TENSOR_UNARY
 
@@ -198,6 +197,8 @@ class ReferenceBlock(nn.Module):
 class ReferenceModel(nn.Module):
     """A model spec run by the reference interpreter: tokens [B, T] -> logits [B, T, vocab]."""
 
+    learn_from_loss = True  # False (`nlc eval --frozen`): `context loss` levels in tokens keep their state
+
     def __init__(self, plan: ModelPlan):
         super().__init__()
         self.plan = plan
@@ -234,9 +235,6 @@ class ReferenceModel(nn.Module):
             return logits, carried_state({"blocks": new_blocks, "t": state["t"] + tokens.shape[1]}, detach_state)
         return logits
 
-
-    learn_from_loss = True  # False (`nlc eval --frozen`): `context loss` levels in tokens keep their state
-
     def _token_major(self, tokens: torch.Tensor, state: dict) -> tuple[torch.Tensor, list]:
         """Every token through every block and the head; loss levels step at the ends of their periods."""
         grad_was_on = torch.is_grad_enabled()
@@ -259,10 +257,8 @@ class ReferenceModel(nn.Module):
         """At a level's period start, its state enters the graph (its gradient is taken there)."""
         for i, lv in self.plan.loss_levels:
             if position % lv.period == 0:
-                st = dict(blocks[i]["levels"][lv.name])
-                st["frozen"] = {k: w if in_graph(w) else w.detach().contiguous().requires_grad_()
-                                for k, w in st["frozen"].items()}
-                blocks[i]["levels"][lv.name] = st
+                blocks[i]["levels"][lv.name] = dict(blocks[i]["levels"][lv.name],
+                                                    frozen=track(blocks[i]["levels"][lv.name]["frozen"]))
 
     def _learn(self, blocks: list, outs: list, tokens: torch.Tensor, t: int, t0: int) -> None:
         """After token t: every loss level whose period ends here steps (all gradients before any step)."""
