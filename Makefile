@@ -37,7 +37,7 @@ demo: install
 	rm -rf $(OUT)/compare
 	OMP_NUM_THREADS=1 $(NLC) compare examples/transformer.nl examples/titans_mag.nl examples/hope.nl \
 		--task lm,mqar:kv=4,seq=64,niah --budget 500k --batch 16 --seq 128 \
-		-p dim=32 -p layers=2 -p max_lr=0.01 --match-params hope --niah-lengths 256,512,1k --out $(OUT)/compare
+		-p dim=32 -p layers=2 --match-params hope --niah-lengths 256,512,1k --out $(OUT)/compare
 	@echo "comparison: $(OUT)/compare/compare.md; plots: $(OUT)/compare/loss_*.png, $(OUT)/compare/niah.png"
 
 bench: install  # every suite, default sizes: tables on stdout, benchmarks/results/bench.json and bench.md
