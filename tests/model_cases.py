@@ -34,3 +34,18 @@ def pair(name: str, seed: int = 0, dtype=torch.float64, **extra):
     gen = nlc.build(program, **over).to(dtype)
     gen.load_state_dict(ref.state_dict())
     return ref, gen
+
+
+def assert_same_outputs_and_gradients(ref, gen, tokens, **tolerance) -> None:
+    """Both back ends give the same logits and, after the same loss, the same gradient on every slow parameter."""
+    a, b = ref(tokens), gen(tokens)
+    torch.testing.assert_close(b, a, **tolerance)
+    a.square().mean().backward()
+    b.square().mean().backward()
+    ga = {n: p.grad for n, p in ref.named_parameters()}
+    gb = {n: p.grad for n, p in gen.named_parameters()}
+    assert ga.keys() == gb.keys()
+    for n in ga:
+        assert (ga[n] is None) == (gb[n] is None), n
+        if ga[n] is not None:
+            torch.testing.assert_close(gb[n], ga[n], **tolerance, msg=lambda m: f"{n}: {m}")

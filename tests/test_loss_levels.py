@@ -15,6 +15,7 @@ import torch.nn.functional as F
 
 import nlc
 from nlc.runtime.loss_levels import period_loss
+from tests.model_cases import assert_same_outputs_and_gradients
 
 F64 = dict(rtol=1e-6, atol=1e-10)
 
@@ -82,17 +83,7 @@ def _grads(model):
 @pytest.mark.parametrize("length", [7, 16])
 def test_generated_equals_reference_on_outputs_and_slow_gradients(flag, length):
     ref, gen = _pair(_spec(flag=flag))
-    tokens = _tokens(length)
-    a, b = ref(tokens), gen(tokens)
-    torch.testing.assert_close(b, a, **F64)
-    a.square().mean().backward()
-    b.square().mean().backward()
-    ga, gb = _grads(ref), _grads(gen)
-    assert ga.keys() == gb.keys()
-    for n in ga:
-        assert (ga[n] is None) == (gb[n] is None), n
-        if ga[n] is not None:
-            torch.testing.assert_close(gb[n], ga[n], **F64, msg=lambda m: f"{n}: {m}")
+    assert_same_outputs_and_gradients(ref, gen, _tokens(length), **F64)
 
 
 def test_the_levels_learn_from_the_text_and_only_after_their_first_chunk():

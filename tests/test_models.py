@@ -9,13 +9,9 @@ import torch
 
 import nlc
 
-from model_cases import MODEL_EXAMPLES, ROOT, pair, tiny
+from model_cases import MODEL_EXAMPLES, ROOT, assert_same_outputs_and_gradients, pair, tiny
 
 F64 = dict(rtol=1e-5, atol=1e-9)
-
-
-def _grads(model):
-    return {n: p.grad for n, p in model.named_parameters()}
 
 
 @pytest.mark.parametrize("name", MODEL_EXAMPLES)
@@ -24,16 +20,7 @@ def test_compiled_equals_reference(name, chunk):
     """Outputs and slow-parameter gradients agree; 7 tokens: chunk 3 does not divide the length."""
     ref, gen = pair(name, chunk=chunk)
     tokens = torch.randint(0, 256, (2, 7), generator=torch.Generator().manual_seed(1))
-    a, b = ref(tokens), gen(tokens)
-    torch.testing.assert_close(b, a, **F64)
-    (a.square().mean()).backward()
-    (b.square().mean()).backward()
-    ga, gb = _grads(ref), _grads(gen)
-    assert ga.keys() == gb.keys()
-    for n in ga:
-        assert (ga[n] is None) == (gb[n] is None), n
-        if ga[n] is not None:
-            torch.testing.assert_close(gb[n], ga[n], **F64, msg=lambda m: f"{n}: {m}")
+    assert_same_outputs_and_gradients(ref, gen, tokens, **F64)
 
 
 def test_compiled_equals_reference_in_float32():
