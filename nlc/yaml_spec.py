@@ -18,7 +18,7 @@ mirroring the text syntax line by line:
 
 Expressions are nlc expressions in YAML strings. E116: the YAML does not have
 this shape; E117: the file is not valid YAML; E119: a key given twice in one
-mapping (YAML would keep one value silently); E120: a flag (`online`, `debias`)
+mapping (YAML would keep one value silently); E120: a flag (`online`, `debias`, `first_order`)
 that is not a YAML boolean.
 """
 
