@@ -28,7 +28,7 @@ from torch import nn
 from nlc.plan.model import BlockPlan, LevelPlan, LossLevel, ModelPlan, SlowLevel
 from nlc.plan.ops import Const, Node, Op
 from nlc.rules import RULES, number_arg
-from nlc.rules.ops import memory_step
+from nlc.rules.ops import copy_aux, initial_aux, memory_step
 from nlc.runtime import layers, memory
 from nlc.runtime.loss_levels import track
 from nlc.runtime.state import carried_state, check_stream
@@ -62,7 +62,8 @@ class ReferenceBlock(nn.Module):
         levels = {}
         for lv in [*self.plan.levels, *self.plan.loss_levels]:
             init = self._initial(lv, batch, like)
-            levels[lv.name] = {"frozen": init, "running": dict(init), "aux": self._aux(lv, init), "count": 0}
+            levels[lv.name] = {"frozen": init, "running": dict(init), "aux": initial_aux(RULES[lv.rule], init),
+                              "count": 0}
         caches = {}
         for n in self.plan.nodes:
             if n.op is Op.CONV:
@@ -81,14 +82,6 @@ class ReferenceBlock(nn.Module):
         mode = lv.init
         init = memory.MemoryInit(lv.weights, lv.kind, lv.residual, mode)
         return {k: v.to(like) for k, v in init(batch).items()}
-
-    def _aux(self, lv: LevelPlan | LossLevel, init: dict) -> dict:
-        """The rule's state buffers, each shaped like the state and zero; a counting rule's update count."""
-        rule = RULES[lv.rule]
-        aux: dict = {k: {w: torch.zeros_like(v) for w, v in init.items()} for k in rule.aux}
-        if rule.counts:
-            aux["n"] = 0
-        return aux
 
     # ---- one token ----
     def forward(self, x: torch.Tensor, state: dict) -> tuple[torch.Tensor, dict]:
@@ -175,7 +168,7 @@ class ReferenceBlock(nn.Module):
         """Apply the rule to the running state; at the end of a chunk, reads start to see it."""
         g, keys = grad
         eta, a = _gate(values, lv.lr), _gate(values, lv.retain)
-        running, aux = dict(st["running"]), _copy_aux(st["aux"])
+        running, aux = dict(st["running"]), copy_aux(st["aux"])
         for w in running:
             running[w] = self.rule(lv, w, running[w], g[w], keys[w], eta, a, values, aux, levels)
         if RULES[lv.rule].counts and lv.update_by is None:
@@ -276,7 +269,7 @@ class ReferenceModel(nn.Module):
                                  for k, gk in zip(W, g)}
         for i, lv in ending:
             st = dict(blocks[i]["levels"][lv.name])
-            aux = _copy_aux(st["aux"])
+            aux = copy_aux(st["aux"])
             rule = RULES[lv.rule]
             new = {k: memory_step(rule, k, W, grads[i, lv.name][k], aux, lv.lr, lv.retain, lv.rule_args, None)
                    for k, W in st["frozen"].items()}
@@ -322,6 +315,3 @@ def _layer_keys(frozen: dict, inputs: list) -> dict:
         return {next(iter(frozen)): inputs[0]}
     return {f"W{i}": a for i, a in enumerate(inputs)}
 
-
-def _copy_aux(aux: dict) -> dict:
-    return {k: dict(v) if isinstance(v, dict) else v for k, v in aux.items()}

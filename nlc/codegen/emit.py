@@ -13,12 +13,10 @@ import networkx as nx
 
 from nlc.errors import Diagnostic, SpecError
 from nlc.plan.model import BlockPlan, LevelPlan, Module, SlowLevel
-from nlc.plan.ops import Const, Node, Op, Operand, Ref, refs
+from nlc.plan.ops import SYMBOLS, Const, Node, Op, Operand, Ref, refs
 from nlc.printer import format_number
 from nlc.rules import RULES
 from nlc.unary import UNARY_OPS
-
-BINARY = {Op.ADD: "+", Op.SUB: "-", Op.MUL: "*", Op.DIV: "/", Op.POW: "**"}
 
 
 @dataclass
@@ -187,7 +185,7 @@ def _node_line(node: Node, levels: dict, in_loop: set[str] | None, sliced: set[s
         case Op.NEG:
             rhs = f"-{args[0]}"
         case Op.ADD | Op.SUB | Op.MUL | Op.DIV | Op.POW:
-            rhs = f"{args[0]} {BINARY[node.op]} {args[1]}"
+            rhs = f"{args[0]} {SYMBOLS[node.op]} {args[1]}"
         case Op.L2NORM:
             rhs = f"rt_layers.l2norm({args[0]})"
         case Op.UNARY:

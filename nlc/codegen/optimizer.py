@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from nlc import ir
 from nlc.codegen.layout import ENV, display_path, spec_hash
 from nlc.codegen.safety import audit_source, comment_text
-from nlc.plan.ops import BINARY, Const, Hyper, Node, Op, Operand
+from nlc.plan.ops import SYMBOLS, Const, Hyper, Node, Op, Operand
 from nlc.plan.optimizer import OptimizerPlan, OptLevel, plan_optimizer
 from nlc.names import NameAllocator, camel
 from nlc.printer import format_number
@@ -31,8 +31,6 @@ from nlc.version import __version__
 
 ATOM, POW, NEG, MUL, ADD = 5, 4, 3, 2, 1
 BIN_PREC = {"+": ADD, "-": ADD, "*": MUL, "/": MUL, "**": POW}
-BIN_TEXT = dict(zip(BINARY, ("+", "-", "*", "/", "**")))  # the plan's binary operations as Python operators
-
 
 
 @dataclass(frozen=True)
@@ -196,7 +194,7 @@ class _Emitter:
             case Op.NEG:
                 return neg(args[0])
             case Op.ADD | Op.SUB | Op.MUL | Op.DIV | Op.POW:
-                return binop(BIN_TEXT[node.op], *args)
+                return binop(SYMBOLS[node.op], *args)
             case Op.READ:
                 return self.read(node.attrs["level"], args[0] if args else None, node.attrs["new"])
             case Op.NEWTON_SCHULZ:

@@ -22,7 +22,7 @@ from nlc import builtins as B
 from nlc import ir
 from nlc.errors import Diagnostic, SpecError
 from nlc.names import NameAllocator, camel
-from nlc.plan.ops import ONE, Const, Node, Op, Operand, Ref
+from nlc.plan.ops import OF_SYMBOL, ONE, Const, Node, Op, Operand, Ref
 from nlc.plan.verify import verify
 from nlc.passes.facts import ProgramFacts, ScopeFacts, StateShape
 from nlc.passes.pipeline import Checked
@@ -349,7 +349,7 @@ class _BlockPlanner:
             return self._node(name, Op.NEG, (a,), {}, self._width(a), e)
         if isinstance(e, ir.BinOp):
             a, b = self.expr(e.lhs, base), self.expr(e.rhs, base)
-            op = {"+": Op.ADD, "-": Op.SUB, "*": Op.MUL, "/": Op.DIV, "**": Op.POW}[e.op]
+            op = OF_SYMBOL[e.op]
             return self._node(name, op, (a, b), {}, _combine(self._width(a), self._width(b)), e)
         assert isinstance(e, ir.Call)
         if e.kind is ir.CallKind.READ:

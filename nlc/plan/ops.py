@@ -41,7 +41,9 @@ class Op(enum.Enum):
     READ = "read"  # a level's state applied to a key (args (key,)) or the state itself (args ()): attrs["level"]
 
 
-BINARY = (Op.ADD, Op.SUB, Op.MUL, Op.DIV, Op.POW)
+SYMBOLS = {Op.ADD: "+", Op.SUB: "-", Op.MUL: "*", Op.DIV: "/", Op.POW: "**"}  # the language's, and Python's
+OF_SYMBOL = {symbol: op for op, symbol in SYMBOLS.items()}
+BINARY = tuple(SYMBOLS)
 LAYERS = (Op.LINEAR, Op.CONV, Op.RMSNORM, Op.SWIGLU, Op.ATTENTION, Op.LEARNED)  # a node.module each
 STATEFUL = (Op.CONV, Op.ATTENTION)  # carry a cache across streamed pieces (`caches[node.name]`)
 

@@ -46,11 +46,9 @@ from nlc.printer import print_expr
 from nlc.objectives import DEFAULT as DEFAULT_OBJECTIVE
 from nlc.objectives import OBJECTIVES
 from nlc.plan import ops
-from nlc.plan.ops import BINARY, Const, Node, Op, Operand, Ref
+from nlc.plan.ops import OF_SYMBOL, Const, Node, Op, Operand, Ref
 from nlc.plan.verify import verify
 from nlc.rules import RULES
-
-BINARY_OPS = dict(zip(("+", "-", "*", "/", "**"), BINARY))
 
 
 @dataclass(frozen=True)
@@ -292,7 +290,7 @@ class _Planner:
             return self.node(name, where, Op.NEG, (self.expr(e.operand, where, new),), e)
         if isinstance(e, ir.BinOp):
             args = (self.expr(e.lhs, where, new), self.expr(e.rhs, where, new))
-            return self.node(name, where, BINARY_OPS[e.op], args, e)
+            return self.node(name, where, OF_SYMBOL[e.op], args, e)
         assert isinstance(e, ir.Call)
         if e.kind is ir.CallKind.READ:
             return self.node(name, where, Op.READ, tuple(self.expr(a, where, new) for a in e.args), e,

@@ -54,6 +54,20 @@ class MemoryOps:
 MEMORY = MemoryOps()
 
 
+def initial_aux(rule, weights: dict) -> dict:
+    """A level's rule buffers at the start, each shaped like its weight and zero (`aux[k][w]`), and a
+    counting rule's step count `aux["n"]` (what `memory_step` reads and updates)."""
+    aux: dict = {k: {w: torch.zeros_like(v) for w, v in weights.items()} for k in rule.aux}
+    if rule.counts:
+        aux["n"] = 0
+    return aux
+
+
+def copy_aux(aux: dict) -> dict:
+    """A copy that `memory_step` can update without touching `aux` (its buffers are replaced, not written)."""
+    return {k: dict(v) if isinstance(v, dict) else v for k, v in aux.items()}
+
+
 def memory_step(rule, w: str, W, g, aux: dict, lr, retain, args: dict, key):
     """Weight `w` of an in-context memory after one step of `rule` (a registry entry); its buffers are
     `aux[k][w]` (updated here) and `aux["n"]` the steps taken so far. The reference interpreter and the

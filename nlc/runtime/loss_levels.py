@@ -20,7 +20,7 @@ import torch
 import torch.nn.functional as F
 
 from nlc.rules import RULES
-from nlc.rules.ops import memory_step
+from nlc.rules import ops as rule_ops
 
 
 def period_loss(logits: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
@@ -53,21 +53,17 @@ def step(level: dict, loss: torch.Tensor, rule: str, lr: float, retain: float, a
     names = list(W)
     grads = torch.autograd.grad(loss, [W[n] for n in names], create_graph=not first_order, retain_graph=True,
                                 allow_unused=True)  # the outer backward and slower levels reuse the graph
-    aux = {k: dict(v) if isinstance(v, dict) else v for k, v in level["aux"].items()}
+    aux = rule_ops.copy_aux(level["aux"])
     r = RULES[rule]
     new = {}
     for n, g in zip(names, grads):
         g = torch.zeros_like(W[n]) if g is None else g.detach() if first_order else g
-        new[n] = memory_step(r, n, W[n], g, aux, lr, retain, args, None)
+        new[n] = rule_ops.memory_step(r, n, W[n], g, aux, lr, retain, args, None)
     if r.counts:
         aux["n"] = aux.get("n", 0) + 1
     return {"W": new, "aux": aux}
 
 
 def initial_aux(rule: str, weights: dict) -> dict:
-    """The rule's buffers at zero, and a counting rule's step count."""
-    r = RULES[rule]
-    aux: dict = {k: {w: torch.zeros_like(v) for w, v in weights.items()} for k in r.aux}
-    if r.counts:
-        aux["n"] = 0
-    return aux
+    """The rule's buffers at zero, and a counting rule's step count (generated code names the rule)."""
+    return rule_ops.initial_aux(RULES[rule], weights)

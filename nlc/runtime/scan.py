@@ -19,7 +19,7 @@ import importlib
 import torch
 
 from nlc.rules import RULES, number_arg
-from nlc.rules.ops import memory_step
+from nlc.rules.ops import copy_aux, memory_step
 from nlc.runtime.chunkops import any_d, gate_t, per_token
 from nlc.runtime.memory import objective_grad
 
@@ -72,8 +72,7 @@ def sequential_chunk(steps: list[dict], states: dict, grads: dict) -> dict:
     """
     frozen = {s["name"]: states[s["name"]]["W"] for s in steps}
     running = {n: dict(W) for n, W in frozen.items()}
-    aux = {s["name"]: {k: (dict(v) if isinstance(v, dict) else v) for k, v in states[s["name"]]["aux"].items()}
-           for s in steps}
+    aux = {s["name"]: copy_aux(states[s["name"]]["aux"]) for s in steps}
     C = any_d(next(iter(grads.values()))).shape[1] if grads else 0
     # gradients at the chunk-start state; a grad(other) level needs the other's gradient first
     grad_order = sorted(steps, key=lambda s: s["context"] != "kv")
