@@ -50,7 +50,7 @@ def run(program: ir.Program, env: Mapping[str, object], rep: Reporter, facts: Pr
             if program.is_model:
                 _check_coupled_periods(lv, block, freqs, rep)
     if program.is_model:
-        _check_loss_in_tokens(program, freqs, rep)
+        _check_loss_in_tokens(program, facts, rep)
     return program
 
 
@@ -88,7 +88,7 @@ def _short(key: str) -> str:
     return key.rsplit(".", 1)[-1]
 
 
-def _check_loss_in_tokens(program: ir.Program, freqs: dict[str, Frequency], rep: Reporter) -> None:
+def _check_loss_in_tokens(program: ir.Program, facts: ProgramFacts, rep: Reporter) -> None:
     """`context loss` levels counted in tokens learn from the model's next-token loss chunk by chunk: the
     whole model runs chunk-major at the fastest such period N0 (docs/design.md §1.4). A one-token chunk
     holds no prediction whose answer it has read; every other in-context period must divide N0 (each
@@ -96,7 +96,7 @@ def _check_loss_in_tokens(program: ir.Program, freqs: dict[str, Frequency], rep:
     loss, other = [], []
     for body, block in ir.scopes(program):
         for lv in (s for s in body if isinstance(s, ir.Level)):
-            f = freqs.get(f"{block.name}.{lv.name}" if block else lv.name)
+            f = facts.scope(block).periods.get(lv.name)
             if f is not None and f.unit is ir.PeriodUnit.TOKENS:
                 (loss if ir.learns_loss(lv) else other).append((lv, f.count))
     for lv, n in loss:

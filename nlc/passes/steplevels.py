@@ -58,7 +58,7 @@ def step_rule_args(update: ir.Call) -> dict[str, ir.Expr]:
 
 
 def _check_level(lv: ir.Level, env, rep: Reporter, where: str, steps: str) -> None:
-    if not (isinstance(lv.context, ir.Call) and lv.context.fn == "loss"):
+    if not ir.learns_loss(lv):
         rep.error("E308", f"{where}, which learns from the task loss only: its context is ignored there",
                   lv.field_span("context"), "write `context loss`, or count the level in `tokens` to learn "
                   "from its own context inside the sequence")
@@ -91,14 +91,14 @@ def _check_loss_levels_stand_alone(levels: list[ir.Level], rep: Reporter) -> Non
         uses = []
         if isinstance(lv.init, ir.Call) and lv.init.fn == "copy" and lv.init.args \
                 and isinstance(lv.init.args[0], ir.Ref) and (lv.name in loss or lv.init.args[0].name in loss):
-            uses.append(("init", lv.init.span, "starts as a copy"))
+            uses.append((lv.init.span, "starts as a copy"))
         if isinstance(lv.update, ir.Ref) and lv.update.kind is ir.RefKind.LEVEL and lv.update.name in loss:
-            uses.append(("update", lv.update.span, f"is updated by `{lv.update.name}`"))
+            uses.append((lv.update.span, f"is updated by `{lv.update.name}`"))
         ctx = lv.context
         if isinstance(ctx, ir.Call) and ctx.fn == "grad" and ctx.args and isinstance(ctx.args[0], ir.Ref) \
                 and ctx.args[0].name in loss:
-            uses.append(("context", ctx.span, f"learns the gradients of `{ctx.args[0].name}`"))
-        for _, span, what in uses:
+            uses.append((ctx.span, f"learns the gradients of `{ctx.args[0].name}`"))
+        for span, what in uses:
             rep.error("E316", f"level `{lv.name}` {what}, which involves a `context loss` level counted in "
                       "tokens: such a level learns between the blocks' runs, on its own", span,
                       "give it `init learned` (or zeros, identity) and let other levels learn from their own "

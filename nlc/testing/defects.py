@@ -175,7 +175,7 @@ def applicable(prog: ir.Program, env) -> dict[str, list]:
         "debias_without_retain": [(b, lv) for b, lv in levels if lv.retain is None and not lv.debias
                                   and lv.period.unit is not ir.PeriodUnit.NEVER],  # a frozen one: E314
         "online_frozen": [(b, lv) for b, lv in levels if lv.period.unit is ir.PeriodUnit.NEVER and not lv.online],
-        "loss_in_tokens": [(b, lv) for b, lv in levels if isinstance(lv.context, ir.Call) and lv.context.fn == "loss"
+        "loss_in_tokens": [(b, lv) for b, lv in levels if ir.learns_loss(lv)
                            and lv.period.unit is ir.PeriodUnit.STEPS],
     }
     return {k: v for k, v in out.items() if v}
