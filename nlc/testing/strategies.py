@@ -30,8 +30,8 @@ the strategy never draws what the code generator cannot compile yet (E5xx, see
 - optimizer levels over gradients: `state like(m)`, `context grad(m)`, and
   `update o` in `m`;
 - CMS chains: levels with `context loss` and `period N steps` read in a chain, or
-  `period 4c tokens` (learning in context from the model's loss; with `loss_tokens`, sometimes
-  `first_order`), frozen levels (`period never`);
+  the model's slowest token period (learning in context from the model's loss; with `loss_tokens`,
+  sometimes `first_order`), frozen levels (`period never`);
 - blocks without levels (attention, SwiGLU) and `repeat N`.
 
 Knobs bound the size (`max_blocks`, `max_levels`, `max_period`, `dim`) and
