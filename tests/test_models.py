@@ -4,6 +4,8 @@ Tolerances (docs/design.md §1.2): 1e-5 relative in float64 (observed difference
 1e-3 in float32.
 """
 
+import math
+
 import pytest
 import torch
 
@@ -114,30 +116,68 @@ def test_generated_tracebacks_show_generated_lines():
     assert "caches['q_conv']" in text
 
 
-def _copy_batch(g: torch.Generator, batch: int, half: int, alphabet: int = 8):
-    seq = torch.randint(1, alphabet + 1, (batch, half), generator=g)
-    return torch.cat([seq, seq], dim=1)
+RECALL_KEYS = 8  # a tiny MQAR: keys 1..8, values 9..16, vocabulary 17
 
 
-@pytest.mark.slow
-@pytest.mark.parametrize("name", MODEL_EXAMPLES)
-def test_every_example_learns_a_copy_task(name):
-    """Loss on a tiny copy task drops well below its start within 40 steps."""
-    program = nlc.load(ROOT / "examples" / name)
-    torch.manual_seed(0)
-    model = nlc.build(program, **tiny(program, dim=16, chunk=4))
+def _tiny_mqar_batch(g: torch.Generator, batch: int = 16, pairs: int = 2, length: int = 12):
+    """k1 v1 k2 v2, then every key again (in a random order) followed by its value, then PAD.
+
+    Returns (inputs, targets, mask): the mask marks the predictions of the queried values, the
+    only scored positions (as in nlc.train.tasks.MQAR).
+    """
+    keys = torch.argsort(torch.rand(batch, RECALL_KEYS, generator=g), dim=1)[:, :pairs] + 1
+    values = torch.randint(RECALL_KEYS + 1, 2 * RECALL_KEYS + 1, (batch, pairs), generator=g)
+    seq = torch.zeros(batch, length, dtype=torch.long)
+    seq[:, 0:2 * pairs:2], seq[:, 1:2 * pairs:2] = keys, values
+    order = torch.argsort(torch.rand(batch, pairs, generator=g), dim=1)
+    rows, query = torch.arange(batch)[:, None], 2 * pairs + 2 * torch.arange(pairs)[None]
+    seq[rows, query], seq[rows, query + 1] = keys.gather(1, order), values.gather(1, order)
+    mask = torch.zeros(batch, length - 1, dtype=torch.bool)
+    mask[rows, query] = True
+    return seq[:, :-1], seq[:, 1:], mask
+
+
+RECALL_BOUND = 0.75 * math.log(RECALL_KEYS)  # below ln 8 only by reading the pairs from the context
+
+
+def _tiny_mqar_losses(model, steps: int = 100) -> list[float]:
+    """Train `model` with Adam on fresh tiny-MQAR batches; the answer loss of every step."""
     opt = torch.optim.Adam(model.parameters(), lr=1e-2)
     g = torch.Generator().manual_seed(0)
     losses = []
-    for _ in range(40):
-        tokens = _copy_batch(g, 8, 8)
-        logits = model(tokens[:, :-1])
-        loss = torch.nn.functional.cross_entropy(logits.reshape(-1, logits.shape[-1]), tokens[:, 1:].reshape(-1))
+    for _ in range(steps):
+        inputs, targets, mask = _tiny_mqar_batch(g)
+        loss = torch.nn.functional.cross_entropy(model(inputs)[mask], targets[mask])
         opt.zero_grad()
         loss.backward()
         opt.step()
         losses.append(loss.item())
-    assert sum(losses[-5:]) / 5 < 0.5 * losses[0], losses
+    return losses
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", MODEL_EXAMPLES)
+def test_every_example_learns_to_recall_on_a_tiny_mqar(name):
+    """Every example model, at its own settings (only made tiny), learns in-context recall within 100
+    Adam steps: the answer loss falls below 0.75 * ln(8), which no predictor can reach without reading
+    the pairs from its context (the values are uniform over 8 tokens; a model that learns only which
+    tokens are values stays at ln 8 = 2.08). Measured at the time of writing: 0.25 (titans_mal) to
+    1.40 (hope) against the bound 1.56, from about 3.0 at the start."""
+    program = nlc.load(ROOT / "examples" / name)
+    torch.manual_seed(0)
+    model = nlc.build(program, **tiny(program, dim=16, chunk=4, vocab=2 * RECALL_KEYS + 1))
+    losses = _tiny_mqar_losses(model)
+    end = sum(losses[-10:]) / 10
+    assert end < RECALL_BOUND and end < 0.5 * losses[0], losses
+
+
+def test_the_recall_bound_is_out_of_reach_without_token_mixing():
+    """The control: a model whose tokens never see each other (one MLP block) learns which tokens are
+    values, and no more; it stays above the bound (measured: 2.11)."""
+    program = nlc.loads("model nomix(dim = 16) {\n  block mlp {\n    out = swiglu(rmsnorm(x), 64)\n  }\n}\n")
+    torch.manual_seed(0)
+    losses = _tiny_mqar_losses(nlc.build(program, vocab=2 * RECALL_KEYS + 1))
+    assert sum(losses[-10:]) / 10 > RECALL_BOUND, losses
 
 
 @pytest.mark.parametrize("name", ["titans_lmm.nl", "hope.nl", "cms_titans.nl"])
