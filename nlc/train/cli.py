@@ -2,6 +2,7 @@
 
     nlc train SPEC --task TASK [--steps N --batch B --seq T --lr LR --seed S --device cpu|cuda
               --compile --stream -p NAME=VALUE --data PATH ...] --out runs/NAME [--resume [CKPT]]
+              [--optimizer OPTIMIZER_SPEC -o NAME=VALUE ...]
     nlc eval RUN_OR_CHECKPOINT [--task TASK] [--frozen] [--lengths 1k,4k,16k] [--depths ...]
     nlc compare SPEC... --task lm,mqar,niah --budget 300k [-p dim=32] [--match-params first] --out DIR
 
@@ -68,7 +69,13 @@ def register(sub) -> None:
     p.add_argument("--steps", type=int)
     p.add_argument("--batch", type=int)
     p.add_argument("--seq", type=int, help="tokens a sequence")
-    p.add_argument("--lr", type=float, help="peak learning rate of the main optimizer (AdamW)")
+    p.add_argument("--optimizer", metavar="OPTIMIZER_SPEC",
+                   help="the outer optimizer: an optimizer spec such as examples/m3.nl (default AdamW)")
+    p.add_argument("-o", "--optimizer-param", action="append", type=param, default=[], metavar="NAME=VALUE",
+                   dest="optimizer_param", help="override a hyper-parameter of --optimizer (repeatable), "
+                                                "e.g. -o beta3=0.8")
+    p.add_argument("--lr", type=float, help="peak learning rate of the outer optimizer (default: AdamW 3e-3, "
+                                             "an optimizer spec its own `lr`)")
     p.add_argument("--warmup", type=int, help="warm-up steps (default min(100, steps/10))")
     p.add_argument("--schedule", choices=["cosine", "constant"])
     p.add_argument("--weight-decay", type=float, dest="weight_decay")
@@ -147,7 +154,8 @@ def cmd_train(args) -> int:
     if size_limits(args):
         options["limits"] = size_limits(args)
     summary = train(args.spec, args.out, resume=args.resume if args.resume is True else
-                    (Path(args.resume) if args.resume else False), **options)
+                    (Path(args.resume) if args.resume else False), optimizer=args.optimizer,
+                    optimizer_params=dict(args.optimizer_param), **options)
     if summary["interrupted"]:
         print(f"stopped at step {summary['step']}; saved {summary['checkpoint']}\n"
               f"continue with: nlc train {args.spec} --out {args.out} --resume", file=sys.stderr)

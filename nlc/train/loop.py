@@ -8,7 +8,8 @@ What a run does, step by step (step s = 0, 1, ...):
   2. forward, masked cross-entropy; a NaN or infinite loss (or gradient norm) stops the run
      with E630 naming the step and the newest checkpoint that is safe to go back to (see
      BLOWUP), and changes nothing on disk;
-  3. backward; the main optimizer (AdamW, warm-up then cosine decay, gradient clipping) steps
+  3. backward; the main optimizer (AdamW or an optimizer spec, --optimizer: nlc.train.outer;
+     warm-up then cosine decay, gradient clipping) steps
      every slow parameter except those of CMS step levels, which add their gradients to a sum
      and step every `period` steps with their own rule (nlc.train.steplevels);
   4. with --stream, rows read the corpus consecutively and the streaming state (the online
@@ -47,6 +48,7 @@ from nlc.files import NotARegularFile, atomic_write_text, dumps_json, read_regul
 from nlc.runtime.compile import compile_chunks
 from nlc.runtime.state import layout_difference, state_layout
 from nlc.train import checkpoint as ck
+from nlc.train import outer
 from nlc.train.data import resolve_data_path
 from nlc.train.errors import train_error
 from nlc.train.steplevels import StepLevels
@@ -378,9 +380,12 @@ def train_curve(run: Path) -> list[tuple[int, float]]:
     return sorted(by_step.items())
 
 
-def train(spec: str | Path, out: str | Path, resume: bool | str = False, **options) -> dict:
+def train(spec: str | Path, out: str | Path, resume: bool | str = False, optimizer: str | Path | None = None,
+          optimizer_params: dict | None = None, **options) -> dict:
     """Train `spec` into run folder `out`; options are TrainConfig fields (None = default / stored).
 
+    `optimizer`: an optimizer spec's path (None: AdamW, or on --resume the run's own), with
+    hyper-parameter overrides `optimizer_params` (nlc.train.outer).
     Returns a summary: {"run", "step", "loss", "val", "interrupted", "checkpoint", ...}.
     """
     out = Path(out)
@@ -394,6 +399,7 @@ def train(spec: str | Path, out: str | Path, resume: bool | str = False, **optio
     if resume:
         stored = read_run_config(out, missing="start it without --resume")
         check_config_spec(stored, out)
+        ospec = _resumed_optimizer(stored, out, optimizer, optimizer_params or {}, given)
         cfg = stored_config(stored)
         changed = {}
         for k, v in given.items():
@@ -406,6 +412,7 @@ def train(spec: str | Path, out: str | Path, resume: bool | str = False, **optio
                 changed[k] = [getattr(cfg, k), v]
             setattr(cfg, k, v)
     else:
+        ospec = _new_optimizer(optimizer, optimizer_params or {}, given)
         cfg = TrainConfig(**given)
         if (out / "config.json").exists() or ck.list_checkpoints(out):
             raise train_error("E623", f"{out} already holds a run",
@@ -431,7 +438,7 @@ def train(spec: str | Path, out: str | Path, resume: bool | str = False, **optio
         check_streaming_length(model, cfg.seq)
     levels = StepLevels(model)
     main_params = [p for n, p in model.named_parameters() if p.requires_grad and not levels.owns(n)]
-    opt = torch.optim.AdamW(main_params, lr=cfg.lr, betas=(0.9, 0.95), weight_decay=cfg.weight_decay)
+    opt = outer.build(ospec, main_params, cfg.lr, cfg.weight_decay)
     data_fp = _data_fingerprint(task)
     if resume:
         if stored.get("data_fingerprint") != data_fp:
@@ -466,6 +473,7 @@ def train(spec: str | Path, out: str | Path, resume: bool | str = False, **optio
         state = model.init_state(cfg.batch) if cfg.stream else None
         config = {"nlc": __version__, "torch": torch.__version__,
                   "spec": {"path": spec_path, "name": prog.name, "hash": shash, "text": spec_text},
+                  "optimizer": ospec.record() if ospec is not None else None,
                   "task": task.describe(), "train": asdict(cfg), "data_fingerprint": data_fp,
                   "parameters": count_parameters(model), "alignment": int(getattr(model, "alignment", 1)),
                   "step_levels": {k: asdict(v) for k, v in (getattr(model, "step_levels", {}) or {}).items()},
@@ -477,6 +485,44 @@ def train(spec: str | Path, out: str | Path, resume: bool | str = False, **optio
     return _run(RunPlan(cfg=cfg, out=out, model=model, task=task, opt=opt, levels=levels,
                         main_params=tuple(main_params), start=start, state=state, device=device, spec_hash=shash,
                         name=prog.name, resumed=resumed, changed=changed if resume else {}))
+
+
+def _new_optimizer(path, params: dict, given: dict) -> outer.OptimizerSpec | None:
+    """The optimizer spec of a new run (None: AdamW); sets given["lr"] to its peak lr (`-o lr`, --lr or
+    the spec's own `lr`)."""
+    if path is None:
+        if params:
+            raise train_error("E633", "-o sets hyper-parameters of an optimizer spec, and this run uses AdamW",
+                              "pass the spec with --optimizer SPEC (AdamW's settings are --lr and --weight-decay)")
+        return None
+    params, lr = outer.split_lr(params, given.get("lr"))
+    spec = outer.read_optimizer_spec(str(path), params)
+    given["lr"] = lr if lr is not None else outer.spec_lr(spec)
+    return spec
+
+
+def _resumed_optimizer(stored: dict, out: Path, path, params: dict, given: dict) -> outer.OptimizerSpec | None:
+    """The optimizer spec a resumed run keeps (None: AdamW). A --optimizer or -o given again must give
+    the one it started with (E622); overrides not given are the run's own, and `-o lr` is --lr."""
+    own = outer.stored_optimizer(stored, out / "config.json")
+    if path is None and not params:
+        return own
+    params, lr = outer.split_lr(params, given.get("lr"))
+    if lr is not None:
+        given["lr"] = lr
+    if own is None and (path is not None or params):
+        raise train_error("E622", f"run {out} was started with AdamW, not an optimizer spec",
+                          "resume without --optimizer and -o, or start a new --out folder")
+    if path is None and not params:
+        return own
+    spec = (outer.read_optimizer_spec(str(path), {**own.params, **params}) if path is not None
+            else outer.optimizer_spec(own.text, own.path, {**own.params, **params}))
+    if spec.hash != own.hash:
+        raise train_error("E622", f"the optimizer `{spec.name}` ({spec.path}) with these overrides is not the one "
+                          f"run {out} was started with (`{own.name}`, {own.path}, overrides {own.params})",
+                          f"resume without --optimizer and -o (the run's optimizer is in {out}/config.json), "
+                          "or start a new --out folder")
+    return own
 
 
 def _norm(v):
@@ -521,9 +567,6 @@ def _trainer_state(opt, levels: StepLevels) -> tuple[dict, dict]:
     return tensors, meta
 
 
-ADAM_STATE = {"step", "exp_avg", "exp_avg_sq"}  # what AdamW (amsgrad off) keeps for a parameter
-
-
 def _load_trainer(opt, levels: StepLevels, ckpt: ck.Checkpoint) -> None:
     """Put a checkpoint's optimizer moments, step-level sums and RNG state in place, each checked to fit
     this model first (E622 when it is another model's, E621 when it is not a trainer state at all)."""
@@ -537,9 +580,7 @@ def _load_trainer(opt, levels: StepLevels, ckpt: ck.Checkpoint) -> None:
     sizes, own_sizes = [len(g["params"]) for g in groups], [len(g["params"]) for g in own_groups]
     if sizes != own_sizes:
         raise _trainer_misfit(where, f"parameter groups of {sizes} parameters, this model's {own_sizes}")
-    params = {pid: p for group, own in zip(opt.param_groups, own_groups)  # state-dict id -> parameter
-              for pid, p in zip(own["params"], group["params"])}
-    state = _optimizer_state(ckpt, params, where)
+    state = _optimizer_state(ckpt, outer.expected_state(opt), where)
     own_levels = levels.state_tensors()
     count = meta.get("step_level_count", 0)
     if not (isinstance(count, int) and not isinstance(count, bool) and count >= 0):
@@ -572,8 +613,9 @@ def _load_trainer(opt, levels: StepLevels, ckpt: ck.Checkpoint) -> None:
     levels.load_state_tensors(ckpt.trainer, count)
 
 
-def _optimizer_state(ckpt: ck.Checkpoint, params: dict, where: Path) -> dict:
-    """The AdamW state of a checkpoint as {parameter id: {name: value}}, each moment of its parameter's shape."""
+def _optimizer_state(ckpt: ck.Checkpoint, expected: dict, where: Path) -> dict:
+    """The optimizer state of a checkpoint as {parameter id: {name: value}}, each entry what this
+    optimizer keeps for that parameter (`expected`: nlc.train.outer.expected_state)."""
     state: dict = {}
     values = ckpt.trainer_meta.get("optim_values", {})
     if not isinstance(values, dict):
@@ -584,20 +626,19 @@ def _optimizer_state(ckpt: ck.Checkpoint, params: dict, where: Path) -> dict:
     entries = [(key, key[len("optim."):], v) for key, v in ckpt.trainer.items() if key.startswith("optim.")]
     entries += [(f"optim_values.{key}", key, v) for key, v in values.items()]
     for shown, key, v in entries:
-        pid, _, name = key.partition(".")
-        if not (pid.isdigit() and int(pid) in params and name in ADAM_STATE):
-            raise _trainer_misfit(where, f"an optimizer entry `{shown}` for no parameter of this model")
-        p = params[int(pid)]
-        if name == "step":
-            if isinstance(v, torch.Tensor) and v.numel() != 1:
-                raise _trainer_misfit(where, f"the step count `{shown}` has shape {tuple(v.shape)}")
-        elif not isinstance(v, torch.Tensor) or tuple(v.shape) != tuple(p.shape):
-            raise _trainer_misfit(where, f"`{shown}` is not a tensor of its parameter's shape {tuple(p.shape)}"
-                                  + (f" (it has {tuple(v.shape)})" if isinstance(v, torch.Tensor) else ""))
+        pid, _, name = key.partition(".")  # names may hold dots (`m2.running`): the id is what comes first
+        if not (pid.isdigit() and int(pid) in expected and name in expected[int(pid)][1]):
+            raise _trainer_misfit(where, f"an optimizer entry `{shown}` for no parameter of this model "
+                                  "(or one this optimizer does not keep)")
+        param, like = expected[int(pid)]
+        problem = outer.state_misfit(shown, v, like[name], param)
+        if problem:
+            raise _trainer_misfit(where, problem)
         state.setdefault(int(pid), {})[name] = v
     for pid, st in state.items():
-        if set(st) != ADAM_STATE:
-            raise _trainer_misfit(where, f"parameter {pid} has optimizer state {sorted(st)}, not {sorted(ADAM_STATE)}")
+        if set(st) != set(expected[pid][1]):
+            raise _trainer_misfit(where, f"parameter {pid} has optimizer state {sorted(st)}, not "
+                                  f"{sorted(expected[pid][1])}")
     return state
 
 
@@ -637,7 +678,7 @@ class RunPlan:
     out: Path  # the run folder
     model: torch.nn.Module
     task: Task
-    opt: torch.optim.Optimizer  # the main optimizer (AdamW) of `main_params`
+    opt: torch.optim.Optimizer  # the outer optimizer (AdamW or an optimizer spec) of `main_params`
     levels: StepLevels  # the CMS step levels, which step their own parameters
     main_params: tuple  # the parameters `opt` steps (gradient clipping covers these)
     start: int  # the step to start at (0, or the resumed checkpoint's)
