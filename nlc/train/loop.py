@@ -48,6 +48,7 @@ from nlc.files import NotARegularFile, atomic_write_text, dumps_json, read_regul
 from nlc.runtime.compile import compile_chunks
 from nlc.runtime.state import layout_difference, state_layout
 from nlc.train import checkpoint as ck
+from nlc.train import dist
 from nlc.train import outer
 from nlc.train.data import resolve_data_path
 from nlc.train.errors import train_error
@@ -85,6 +86,7 @@ class TrainConfig:
     keep: int = 3
     quiet: bool = False
     limits: dict = field(default_factory=dict)  # size limits (`max_params` ...: nlc.passes.size.SizeLimits)
+    dist_timeout: float = dist.DEFAULT_TIMEOUT_S  # under torchrun: seconds a rank waits for the others (E642)
 
 
 TRAJECTORY = ("task", "data", "params", "steps", "batch", "seq", "lr", "warmup", "schedule", "weight_decay",
@@ -142,7 +144,12 @@ def count_parameters(model: torch.nn.Module) -> dict:
 
 def masked_loss(logits: torch.Tensor, batch: Batch) -> torch.Tensor:
     m = batch.loss_mask
-    return F.cross_entropy(logits[m].float(), batch.targets[m])
+    return F.cross_entropy(_for_loss(logits[m]), batch.targets[m])
+
+
+def _for_loss(logits: torch.Tensor) -> torch.Tensor:
+    """Logits in the precision the loss is taken in: float32, or float64 for a float64 model."""
+    return logits if logits.dtype == torch.float64 else logits.float()
 
 
 def state_to(state, device):
@@ -177,10 +184,13 @@ def lr_at(cfg: TrainConfig, step: int) -> float:
 # ---- evaluation inside training ----------------------------------------------------------------
 
 @torch.no_grad()
-def quick_eval(model, task: Task, cfg: TrainConfig, device, split: str = "val") -> dict:
-    """Loss and accuracy on fixed batches of a split (fresh state per batch)."""
+def quick_eval(model, task: Task, cfg: TrainConfig, device, split: str = "val",
+               world: dist.World | None = None) -> dict:
+    """Loss and accuracy on fixed batches of a split (fresh state per batch); under torchrun each rank
+    evaluates every world.size-th batch and the sums are all-reduced (every rank gets the result)."""
+    world = world or dist.World()
     tot_loss, tot_tok, right, total, whole, seqs = 0.0, 0, 0, 0, 0, 0
-    for i in range(cfg.eval_batches):
+    for i in range(world.rank, cfg.eval_batches, world.size):
         b = task.batch(i, cfg.batch, cfg.seq, EVAL_SEED, split).to(device)
         logits = model(b.tokens)
         m = b.loss_mask
@@ -188,6 +198,7 @@ def quick_eval(model, task: Task, cfg: TrainConfig, device, split: str = "val") 
         tot_tok += int(m.sum())
         r, t, w, s = accuracy_counts(logits, b)
         right, total, whole, seqs = right + r, total + t, whole + w, seqs + s
+    tot_loss, tot_tok, right, total, whole, seqs = world.sum_values([tot_loss, tot_tok, right, total, whole, seqs])
     loss = tot_loss / max(1, tot_tok)
     out = {"loss": loss, "bpb": bits_per_byte(loss), "acc": right / max(1, total)}
     if task.metric == "accuracy":
@@ -195,9 +206,9 @@ def quick_eval(model, task: Task, cfg: TrainConfig, device, split: str = "val") 
     return out
 
 
-def continual_row(model, task: Continual, cfg: TrainConfig, device) -> dict:
+def continual_row(model, task: Continual, cfg: TrainConfig, device, world: dist.World | None = None) -> dict:
     """Validation loss on every domain (the row of the continual-learning matrix)."""
-    return {name: quick_eval(model, t, cfg, device)["loss"] for name, t in task.domains}
+    return {name: quick_eval(model, t, cfg, device, world=world)["loss"] for name, t in task.domains}
 
 
 def continual_summary(rows: list[dict], names: list[str]) -> dict:
@@ -251,7 +262,7 @@ _NUMBER = (int, float)
 TRAIN_TYPES = {"task": str, "data": list, "params": dict, "steps": int, "batch": int, "seq": int,
                "lr": _NUMBER, "warmup": int, "schedule": str, "weight_decay": _NUMBER, "clip": _NUMBER,
                "seed": int, "stream": bool, "device": str, "compile": bool, "eval_every": int,
-               "eval_batches": int, "ckpt_every": int, "keep": int, "quiet": bool}
+               "eval_batches": int, "ckpt_every": int, "keep": int, "quiet": bool, "dist_timeout": _NUMBER}
 SPEC_TYPES = {"text": str, "path": str, "name": str, "hash": str}
 EDITED = "config.json must stay as `nlc train` wrote it: put it back, or start the run again in a new --out folder"
 
@@ -419,6 +430,33 @@ def train(spec: str | Path, out: str | Path, resume: bool | str = False, optimiz
                               "continue it with --resume, or pass another --out folder (nothing was changed)")
     cfg.data = [resolve_data_path(p) for p in cfg.data]
     _check_config(cfg)
+    world, device_name = dist.join(cfg.device, cfg.dist_timeout)
+    try:
+        plan = _prepare(world, device_name, cfg, spec, spec_text, spec_path, out, resume, ospec,
+                        stored if resume else None, changed if resume else {})
+        return _run(plan)
+    finally:
+        world.close()
+
+
+def _prepare(world: dist.World, device_name: str, cfg: TrainConfig, spec, spec_text: str, spec_path: str,
+             out: Path, resume, ospec, stored: dict | None, changed: dict) -> RunPlan:
+    """Build what the run needs (on every rank); rank 0 writes config.json once every rank got this far."""
+    try:
+        return _prepare_rank(world, device_name, cfg, spec, spec_text, spec_path, out, resume, ospec, stored,
+                             changed)
+    except SpecError:
+        world.agree(False)  # the others stop at their own agreement (E642) rather than wait for this rank
+        raise
+
+
+def _prepare_rank(world, device_name, cfg, spec, spec_text, spec_path, out, resume, ospec, stored, changed):
+    if cfg.batch % world.size:
+        lo = max(world.size, cfg.batch // world.size * world.size)
+        raise train_error("E641", f"--batch {cfg.batch} does not split over {world.size} processes: each takes "
+                          "the same number of rows of every step's batch",
+                          f"use --batch {lo} or {lo + world.size} (the global batch), or another process count")
+    rows = cfg.batch // world.size
     prog, shash = spec_identity(spec_text, spec_path, cfg.params, cfg.limits)
     if resume and stored["spec"]["hash"] != shash:
         raise train_error("E622", f"{spec} is not the spec run {out} was started with "
@@ -432,8 +470,8 @@ def train(spec: str | Path, out: str | Path, resume: bool | str = False, optimiz
         raise train_error("E633", f"--stream reads a corpus consecutively; task `{task.name}` is not `lm`",
                           "leave --stream out, or use --task lm")
     task.check(cfg.seq)
-    device = resolve_device(cfg.device)
-    model = build_model(spec_text, spec_path, cfg.params, cfg.seed, cfg.device, cfg.limits)
+    device = resolve_device(device_name)
+    model = build_model(spec_text, spec_path, cfg.params, cfg.seed, device_name, cfg.limits)
     if cfg.stream:
         check_streaming_length(model, cfg.seq)
     levels = StepLevels(model)
@@ -452,25 +490,27 @@ def train(spec: str | Path, out: str | Path, resume: bool | str = False, optimiz
             # no save finished (stopped, or killed, before its first checkpoint was whole): start again
             # from step 0 with the stored options; the same seed and data give the same run
             ckpt, start = None, 0
-            state = model.init_state(cfg.batch) if cfg.stream else None
+            state = model.init_state(rows) if cfg.stream else None
         else:
             ckpt = ck.load_checkpoint(where, shash)
             ck.load_model_tensors(model, ckpt.model, ckpt.path)
             _load_trainer(opt, levels, ckpt)
             start = ckpt.step
             state = state_to(ckpt.stream_state, device) if cfg.stream else None
-            if state is not None:
+            if state is not None:  # the whole batch's rows (gathered from every rank when saved)
                 _check_state_fits(state, model.init_state(cfg.batch), cfg.batch, ckpt.path / "state.safetensors")
+                state = world.split_rows(state, cfg.batch)
             if cfg.stream and state is None:
-                state = model.init_state(cfg.batch)
+                state = model.init_state(rows)
+        config = None
         # only once the checkpoint has been read: a refused resume changes nothing;
         # new size limits are stored too (`nlc eval` rebuilds with them)
         if changed or cfg.limits != stored["train"].get("limits", {}):
             stored["train"] = asdict(cfg)
-            atomic_write_text(out / "config.json", dumps_json(stored, indent=1) + "\n")
+            config = stored
     else:
         start = 0
-        state = model.init_state(cfg.batch) if cfg.stream else None
+        state = model.init_state(rows) if cfg.stream else None
         config = {"nlc": __version__, "torch": torch.__version__,
                   "spec": {"path": spec_path, "name": prog.name, "hash": shash, "text": spec_text},
                   "optimizer": ospec.record() if ospec is not None else None,
@@ -478,13 +518,17 @@ def train(spec: str | Path, out: str | Path, resume: bool | str = False, optimiz
                   "parameters": count_parameters(model), "alignment": int(getattr(model, "alignment", 1)),
                   "step_levels": {k: asdict(v) for k, v in (getattr(model, "step_levels", {}) or {}).items()},
                   "online_levels": list(getattr(model, "online_levels", []) or [])}
+    if not world.agree(True):
+        raise train_error("E642", f"rank {world.rank} of {world.size}: another rank of this run stopped while "
+                          "setting up (its error is above); nothing was written", "fix what it says and start again")
+    if config is not None and world.main:
         atomic_write_text(out / "config.json", dumps_json(config, indent=1) + "\n")
     if cfg.compile:  # each block's chunk step under torch.compile: compile time independent of the length
         compile_chunks(model)
     resumed = ckpt if resume and ckpt is not None else None
-    return _run(RunPlan(cfg=cfg, out=out, model=model, task=task, opt=opt, levels=levels,
-                        main_params=tuple(main_params), start=start, state=state, device=device, spec_hash=shash,
-                        name=prog.name, resumed=resumed, changed=changed if resume else {}))
+    return RunPlan(cfg=cfg, out=out, model=model, task=task, opt=opt, levels=levels,
+                   main_params=tuple(main_params), start=start, state=state, device=device, spec_hash=shash,
+                   name=prog.name, resumed=resumed, changed=changed if resume else {}, world=world)
 
 
 def _new_optimizer(path, params: dict, given: dict) -> outer.OptimizerSpec | None:
@@ -688,19 +732,23 @@ class RunPlan:
     name: str  # the spec's name (progress bar, summary)
     resumed: ck.Checkpoint | None = None  # the checkpoint resumed from
     changed: dict = field(default_factory=dict)  # {option: [before, after]} changed on --resume
+    world: dist.World = field(default_factory=dist.World)  # the ranks under torchrun (nlc.train.dist)
 
 
 def _run(plan: RunPlan) -> dict:
     cfg, out, model, task, opt, levels = plan.cfg, plan.out, plan.model, plan.task, plan.opt, plan.levels
     main_params, start, state, device = list(plan.main_params), plan.start, plan.state, plan.device
-    shash, name, resumed, changed = plan.spec_hash, plan.name, plan.resumed, plan.changed
+    shash, name, resumed, changed, world = plan.spec_hash, plan.name, plan.resumed, plan.changed, plan.world
     metrics_path = out / "metrics.jsonl"
-    _terminate_last_line(metrics_path)
-    metrics = open(metrics_path, "a", encoding="utf-8")
+    metrics = None
+    if world.main:  # rank 0 writes the run folder; the others compute the same numbers
+        _terminate_last_line(metrics_path)
+        metrics = open(metrics_path, "a", encoding="utf-8")
 
     def log(record: dict) -> None:
-        metrics.write(dumps_json(record) + "\n")
-        metrics.flush()
+        if metrics is not None:
+            metrics.write(dumps_json(record) + "\n")
+            metrics.flush()
 
     last_ckpt = resumed.path if resumed is not None else None
     saved_step = start if resumed is not None else None
@@ -708,20 +756,23 @@ def _run(plan: RunPlan) -> dict:
 
     def save(step: int) -> Path:
         nonlocal last_ckpt, saved_step
-        tensors, meta = _trainer_state(opt, levels)
-        last_ckpt = ck.save_checkpoint(out, step, shash, model.state_dict(), tensors, meta,
-                                       state if cfg.stream else None, cfg.keep,
-                                       loss=loss_value if math.isfinite(loss_value) else None,
-                                       first_loss=first_loss)
+        whole_state = world.gather_rows(state) if cfg.stream else None  # every rank's rows
+        last_ckpt = ck.step_dir(out, step)
+        if world.main:
+            tensors, meta = _trainer_state(opt, levels)
+            last_ckpt = ck.save_checkpoint(out, step, shash, model.state_dict(), tensors, meta, whole_state,
+                                           cfg.keep, loss=loss_value if math.isfinite(loss_value) else None,
+                                           first_loss=first_loss)
+        world.barrier()  # the checkpoint is whole before any rank goes on (or reports it)
         saved_step = step
         log({"step": step, "event": "checkpoint", "path": str(last_ckpt)})
         return last_ckpt
 
     log({"step": start, "event": "resume" if resumed is not None else "start", "time": time.time(),
-         **({"changed": changed} if changed else {})})
+         **({"changed": changed} if changed else {}), **({"processes": world.size} if world.size > 1 else {})})
     tokens_per_step = cfg.batch * cfg.seq
     phase_ends = set(task.phase_ends()) if isinstance(task, Continual) else set()
-    bar = tqdm(total=cfg.steps, initial=start, disable=cfg.quiet, unit="step", dynamic_ncols=True,
+    bar = tqdm(total=cfg.steps, initial=start, disable=cfg.quiet or not world.main, unit="step", dynamic_ncols=True,
                desc=f"{name} {task.name}")
     interrupted, loss_value, rate, done = False, float("nan"), 0.0, start
     t_start = time.perf_counter()
@@ -732,25 +783,29 @@ def _run(plan: RunPlan) -> dict:
                 for group in opt.param_groups:
                     group["lr"] = lr_at(cfg, step)
                 if cfg.stream:
-                    batch = task.stream_batch(step, cfg.batch, cfg.seq, cfg.seed).to(device)
+                    batch = _rows(task.stream_batch(step, cfg.batch, cfg.seq, cfg.seed), world).to(device)
                     logits, new_state = model(batch.tokens, state=state)
                 else:
-                    batch = task.batch(step, cfg.batch, cfg.seq, cfg.seed).to(device)
+                    batch = _rows(task.batch(step, cfg.batch, cfg.seq, cfg.seed), world).to(device)
                     logits = model(batch.tokens)
-                loss = masked_loss(logits, batch)
-                loss_value = float(loss.detach())
+                if world.size == 1:
+                    loss = masked_loss(logits, batch)
+                    loss_value = float(loss.detach())
+                else:  # one all-reduce: the global loss, token count and stop flag
+                    loss, loss_value, stopping = _global_loss(logits, batch, world, stop.requested)
                 if step == 0:
                     first_loss = loss_value
                 if not math.isfinite(loss_value):
                     _diverged(log, out, step + 1, "loss", loss_value, first_loss)
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
+                world.sum_grads(main_params)  # every rank: the whole batch's gradient (step levels: at their period)
                 gnorm = float(torch.nn.utils.clip_grad_norm_(main_params, cfg.clip)) if main_params else 0.0
                 if not math.isfinite(gnorm):
                     _diverged(log, out, step + 1, "gradient norm", gnorm, first_loss)
                 opt.step()
                 levels.accumulate()
-                moved = levels.step()
+                moved = levels.step(reduce=world.sum_tensors if dist.REDUCE_STEP_LEVEL_SUMS else None)
                 if cfg.stream:  # the model returned it detached (detach_state=True): no graph to carry
                     state = new_state
                 dt = time.perf_counter() - t0
@@ -765,19 +820,20 @@ def _run(plan: RunPlan) -> dict:
                 bar.set_postfix(loss=f"{loss_value:.4f}", tok_s=f"{rate:,.0f}")
                 done = step + 1
                 if cfg.eval_every and done % cfg.eval_every == 0 and done != cfg.steps:
-                    log({"step": done, "eval": "val", **quick_eval(model, task, cfg, device)})
+                    log({"step": done, "eval": "val", **quick_eval(model, task, cfg, device, world=world)})
                 if step in phase_ends:
                     i = task.domain_of(step)
                     log({"step": done, "continual": {"after": i, "domain": task.domains[i][0],
-                                                     "losses": continual_row(model, task, cfg, device)}})
+                                                     "losses": continual_row(model, task, cfg, device, world)}})
                 if cfg.ckpt_every and done % cfg.ckpt_every == 0 and done != cfg.steps:
                     save(done)
-                if stop.requested:
+                if (stopping if world.size > 1 else stop.requested):  # agreed: every rank stops after this step
                     interrupted = True
                     break
-    except KeyboardInterrupt:  # a second Ctrl-C: stop without saving (the last checkpoint stays whole)
+    except BaseException:  # a second Ctrl-C (stop without saving: the last checkpoint stays whole), E630, E642
         bar.close()
-        metrics.close()
+        if metrics is not None:
+            metrics.close()
         raise
     bar.close()
     if saved_step != done:
@@ -787,17 +843,40 @@ def _run(plan: RunPlan) -> dict:
     if interrupted:
         log({"step": done, "event": "interrupted"})
     else:
-        summary["val"] = quick_eval(model, task, cfg, device)
+        summary["val"] = quick_eval(model, task, cfg, device, world=world)
         log({"step": done, "eval": "val", **summary["val"]})
-        if isinstance(task, Continual):
+        if isinstance(task, Continual) and world.main:
             rows = continual_rows(out)
             summary["continual"] = continual_summary(rows, [n for n, _ in task.domains])
             atomic_write_text(out / "continual.json", dumps_json(summary["continual"], indent=1) + "\n")
         summary["time_s"] = time.perf_counter() - t_start
         log({"step": done, "event": "done"})
-        atomic_write_text(out / "summary.json", dumps_json(summary, indent=1) + "\n")
-    metrics.close()
+        if world.main:
+            atomic_write_text(out / "summary.json", dumps_json(summary, indent=1) + "\n")
+    if metrics is not None:
+        metrics.close()
     return summary
+
+
+def _rows(batch: Batch, world: dist.World) -> Batch:
+    """This rank's rows of the deterministic global batch of a step (all of it in one process)."""
+    if world.size == 1:
+        return batch
+    rows = world.rows(batch.tokens.shape[0])
+    return Batch(batch.tokens[rows], batch.targets[rows], batch.mask[rows], batch.loss_mask[rows])
+
+
+def _global_loss(logits: torch.Tensor, batch: Batch, world: dist.World, stop: bool):
+    """(this rank's share of the loss to backpropagate, the global loss, whether any rank asked to stop).
+
+    The share is this rank's summed token losses over the *global* scored-token count, so that the
+    gradients summed over the ranks are those of one process's mean loss over the whole batch."""
+    m = batch.loss_mask
+    local = F.cross_entropy(_for_loss(logits[m]), batch.targets[m], reduction="sum")
+    stats = torch.tensor([float(local.detach()), float(m.sum()), 1.0 if stop else 0.0], dtype=torch.float64,
+                         device=world.device)
+    total, count, stops = world.sum_(stats).tolist()
+    return local / max(1.0, count), total / max(1.0, count), stops > 0
 
 
 def continual_rows(run: Path) -> list[dict]:
