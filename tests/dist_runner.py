@@ -5,7 +5,7 @@
 It trains in float64 on one thread, and writes RUN/rank<r>.hash, the sha256 of that rank's parameters
 when it finishes. Test-only flags: --float32 (the default dtype), --skip-period-reduce (the negative
 control: step levels step with their own rank's sums), --die-at-step N (rank 1 exits at once, as a
-killed process, during step N).
+killed process, during step N), --signal-at-step N (rank 1 alone gets a SIGINT during step N).
 """
 
 import hashlib
@@ -40,6 +40,21 @@ if "--die-at-step" in sys.argv:
         return step(self, *args, **kw)
 
     StepLevels.step = dying
+
+if "--signal-at-step" in sys.argv:  # rank 1 gets a SIGINT (as from Ctrl-C) during step N
+    import signal
+
+    i = sys.argv.index("--signal-at-step")
+    signal_at = int(sys.argv[i + 1])
+    del sys.argv[i:i + 2]
+    step_before = StepLevels.step
+
+    def signalled(self, *args, **kw):
+        if self.count + 1 == signal_at and os.environ.get("RANK") == "1":
+            os.kill(os.getpid(), signal.SIGINT)
+        return step_before(self, *args, **kw)
+
+    StepLevels.step = signalled
 
 run = loop._run
 

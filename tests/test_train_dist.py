@@ -148,6 +148,17 @@ def test_a_rank_that_dies_stops_the_others_with_e642(text, tmp_path):
     ck.verify(run / "checkpoints" / "step_00000004")  # whole
 
 
+def test_a_signal_to_one_rank_stops_every_rank_after_the_same_step(text, tmp_path):
+    """Rank 1 alone gets Ctrl-C during step 5: the stop flag is all-reduced with step 6's loss, so both
+    ranks finish step 6, one checkpoint of step 6 is written, and both exit 130."""
+    run = tmp_path / "stop"
+    results = _ranks(2, _args(text, run, "--signal-at-step", "5"))
+    assert [r.returncode for r in results] == [130, 130], [r.stderr[-2000:] for r in results]
+    assert [p.name for p in ck.complete_checkpoints(run)] == ["step_00000004", "step_00000006"]
+    ck.verify(run / "checkpoints" / "step_00000006")
+    assert len(_hashes(run, 2)) == 1
+
+
 def test_a_batch_that_does_not_split_is_e641(text, tmp_path):
     results = _ranks(2, _args(text, tmp_path / "odd", "--batch", "3"))
     for r in results:
