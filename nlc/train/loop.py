@@ -27,7 +27,6 @@ config.json otherwise), and a checkpoint's trainer state must fit the model (E62
 
 from __future__ import annotations
 
-import hashlib
 import json
 import math
 import signal
@@ -50,6 +49,7 @@ from nlc.runtime.state import layout_difference, state_layout
 from nlc.train import checkpoint as ck
 from nlc.train import dist
 from nlc.train import outer
+from nlc.train.identity import spec_identity
 from nlc.train.data import resolve_data_path
 from nlc.train.errors import train_error
 from nlc.train.steplevels import StepLevels
@@ -97,20 +97,6 @@ ADJUSTABLE = ("steps", "lr", "clip")
 
 
 # ---- building ---------------------------------------------------------------------------------
-
-def spec_identity(spec_text: str, spec_path: str, params: dict, limits: dict | None = None):
-    """(program, spec hash) of a spec text with parameter overrides (checked within the size limits).
-
-    The hash is that of the program's canonical text (which holds the spec's name, and is what
-    the text and its format, from the path, parse to) and of the overrides: everything that
-    decides the model built. Without overrides it is the plain canonical spec hash."""
-    prog = nlc.loads(spec_text, spec_path, **{**params, **(limits or {})})
-    plain = spec_hash(prog)
-    if not params:
-        return prog, plain
-    overrides = json.dumps(params, sort_keys=True, allow_nan=False)
-    return prog, hashlib.sha256(f"{plain}\0{overrides}".encode()).hexdigest()
-
 
 def build_model(spec_text: str, spec_path: str, params: dict, seed: int, device: str = "cpu",
                 limits: dict | None = None):

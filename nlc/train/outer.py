@@ -26,6 +26,7 @@ import torch
 from nlc.api import read_spec
 from nlc.errors import SpecError
 from nlc.train.errors import train_error
+from nlc.train.identity import spec_identity
 
 ADAMW_BETAS = (0.9, 0.95)
 
@@ -57,10 +58,8 @@ def split_lr(params: dict, lr_given: float | None) -> tuple[dict, float | None]:
 def optimizer_spec(text: str, path: str, params: dict) -> OptimizerSpec:
     """The OptimizerSpec of an optimizer spec text with overrides: E510 for a model spec, E208 for an
     unknown hyper-parameter, the spec's own codes for values that do not fit."""
-    from nlc.plan.optimizer import require_optimizer
-    from nlc.train.loop import spec_identity
-
     import nlc
+    from nlc.plan.optimizer import require_optimizer
 
     require_optimizer(nlc.loads(text, path))  # E510 before the overrides are checked against it
     prog, shash = spec_identity(text, path, params)
