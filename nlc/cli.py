@@ -156,6 +156,7 @@ def cmd_graph(args) -> int:
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the CLI; return the exit code."""
     args = build_parser().parse_args(argv)
+    args.argv = list(sys.argv[1:] if argv is None else argv)  # `nlc train --nproc N` starts itself again
     try:
         return args.func(args)
     except SpecError as e:  # a command that let one through still shows diagnostics only

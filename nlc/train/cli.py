@@ -2,6 +2,7 @@
 
     nlc train SPEC --task TASK [--steps N --batch B --seq T --lr LR --seed S --device cpu|cuda
               --compile --stream -p NAME=VALUE --data PATH ...] --out runs/NAME [--resume [CKPT]]
+              [--optimizer OPTIMIZER_SPEC -o NAME=VALUE ...]
     nlc eval RUN_OR_CHECKPOINT [--task TASK] [--frozen] [--lengths 1k,4k,16k] [--depths ...]
     nlc compare SPEC... --task lm,mqar,niah --budget 300k [-p dim=32] [--match-params first] --out DIR
 
@@ -15,7 +16,7 @@ import sys
 from pathlib import Path
 from typing import Sequence
 
-from nlc.cli_options import add_size_options, param, size_limits
+from nlc.cli_options import add_size_options, param, size_limits, whole
 from nlc.errors import SpecError
 from nlc.train.errors import nonfinite_warning
 
@@ -68,7 +69,13 @@ def register(sub) -> None:
     p.add_argument("--steps", type=int)
     p.add_argument("--batch", type=int)
     p.add_argument("--seq", type=int, help="tokens a sequence")
-    p.add_argument("--lr", type=float, help="peak learning rate of the main optimizer (AdamW)")
+    p.add_argument("--optimizer", metavar="OPTIMIZER_SPEC",
+                   help="the outer optimizer: an optimizer spec such as examples/m3.nl (default AdamW)")
+    p.add_argument("-o", "--optimizer-param", action="append", type=param, default=[], metavar="NAME=VALUE",
+                   dest="optimizer_param", help="override a hyper-parameter of --optimizer (repeatable), "
+                                                "e.g. -o beta3=0.8")
+    p.add_argument("--lr", type=float, help="peak learning rate of the outer optimizer (default: AdamW 3e-3, "
+                                             "an optimizer spec its own `lr`)")
     p.add_argument("--warmup", type=int, help="warm-up steps (default min(100, steps/10))")
     p.add_argument("--schedule", choices=["cosine", "constant"])
     p.add_argument("--weight-decay", type=float, dest="weight_decay")
@@ -86,6 +93,12 @@ def register(sub) -> None:
     p.add_argument("--resume", nargs="?", const=True, default=False, metavar="CKPT",
                    help="continue the run in --out from its newest checkpoint (or from CKPT)")
     p.add_argument("--quiet", action="store_true", default=None, help="no progress bar")
+    p.add_argument("--nproc", type=whole, metavar="N",
+                   help="train with N processes on this machine (data parallel: torchrun --standalone "
+                        "--nproc-per-node N -m nlc train ...; docs/distributed.md)")
+    p.add_argument("--dist-timeout", type=float, dest="dist_timeout", metavar="SECONDS",
+                   help="under torchrun: how long a rank waits for the others before it stops with E642 "
+                        "(default 600)")
     add_size_options(p)  # stored in the run: `nlc eval` rebuilds the model with the same limits
     p.set_defaults(func=cmd_train)
 
@@ -135,11 +148,14 @@ def register(sub) -> None:
 
 
 def cmd_train(args) -> int:
+    if args.nproc is not None:
+        return launch(args.nproc, getattr(args, "argv", None))
     from nlc.train.loop import train  # torch: imported by the command that needs it, not while `nlc` starts
 
     options = {k: getattr(args, k) for k in ("task", "steps", "batch", "seq", "lr", "warmup", "schedule",
                                               "weight_decay", "clip", "seed", "stream", "device", "compile",
-                                              "eval_every", "eval_batches", "ckpt_every", "keep", "quiet")}
+                                              "eval_every", "eval_batches", "ckpt_every", "keep", "quiet",
+                                              "dist_timeout")}
     if args.data:
         options["data"] = args.data
     if args.param:
@@ -147,7 +163,8 @@ def cmd_train(args) -> int:
     if size_limits(args):
         options["limits"] = size_limits(args)
     summary = train(args.spec, args.out, resume=args.resume if args.resume is True else
-                    (Path(args.resume) if args.resume else False), **options)
+                    (Path(args.resume) if args.resume else False), optimizer=args.optimizer,
+                    optimizer_params=dict(args.optimizer_param), **options)
     if summary["interrupted"]:
         print(f"stopped at step {summary['step']}; saved {summary['checkpoint']}\n"
               f"continue with: nlc train {args.spec} --out {args.out} --resume", file=sys.stderr)
@@ -158,6 +175,36 @@ def cmd_train(args) -> int:
           f"checkpoint {summary['checkpoint']}")
     _warn_nonfinite({"val": val, "continual": summary.get("continual", {})}, f"the validation of run {args.out}")
     return 0
+
+
+def launch(nproc: int, argv: list[str] | None) -> int:
+    """`nlc train ... --nproc N`: the same command under torchrun (torch.distributed.run), N processes
+    on this machine (--standalone: a rendezvous on a free local port). Returns torchrun's exit code."""
+    import os
+    import subprocess
+
+    from nlc.train.errors import train_error
+
+    if os.environ.get("WORLD_SIZE") or argv is None:
+        raise train_error("E640", "--nproc starts torchrun, and this process is already one rank of a run "
+                          "(or was not started from the command line)",
+                          "leave --nproc out under torchrun: torchrun --nproc-per-node N -m nlc train ...")
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", str(nproc),
+               "-m", "nlc", *without_nproc(argv)]
+    return subprocess.call(command)
+
+
+def without_nproc(argv: list[str]) -> list[str]:
+    """The command line without its --nproc N (or --nproc=N)."""
+    out, skip = [], False
+    for a in argv:
+        if skip:
+            skip = False
+        elif a == "--nproc":
+            skip = True
+        elif not a.startswith("--nproc="):
+            out.append(a)
+    return out
 
 
 def _warn_nonfinite(result: dict, what: str) -> None:
@@ -202,6 +249,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     """Run train / eval / compare alone (the `nlc` command registers them too)."""
     args = build_parser().parse_args(argv)
+    args.argv = list(sys.argv[1:] if argv is None else argv)  # `train --nproc N` starts itself again
     try:
         return args.func(args)
     except SpecError as e:

@@ -19,6 +19,9 @@
     E632  a level updated across steps with a rule the loop does not implement
     E633  a bad training option (budget, sizes, parameter matching)
     E634  (warning) an evaluation whose loss or outputs are NaN or infinite
+    E640  data-parallel training that cannot start (a rank that cannot join, --nproc under torchrun)
+    E641  a --batch that does not split over the processes
+    E642  another rank stopped or did not answer within --dist-timeout (nlc.train.dist)
 """
 
 from __future__ import annotations

@@ -8,7 +8,8 @@ What a run does, step by step (step s = 0, 1, ...):
   2. forward, masked cross-entropy; a NaN or infinite loss (or gradient norm) stops the run
      with E630 naming the step and the newest checkpoint that is safe to go back to (see
      BLOWUP), and changes nothing on disk;
-  3. backward; the main optimizer (AdamW, warm-up then cosine decay, gradient clipping) steps
+  3. backward; the main optimizer (AdamW or an optimizer spec, --optimizer: nlc.train.outer;
+     warm-up then cosine decay, gradient clipping) steps
      every slow parameter except those of CMS step levels, which add their gradients to a sum
      and step every `period` steps with their own rule (nlc.train.steplevels);
   4. with --stream, rows read the corpus consecutively and the streaming state (the online
@@ -26,7 +27,6 @@ config.json otherwise), and a checkpoint's trainer state must fit the model (E62
 
 from __future__ import annotations
 
-import hashlib
 import json
 import math
 import signal
@@ -47,6 +47,9 @@ from nlc.files import NotARegularFile, atomic_write_text, dumps_json, read_regul
 from nlc.runtime.compile import compile_chunks
 from nlc.runtime.state import layout_difference, state_layout
 from nlc.train import checkpoint as ck
+from nlc.train import dist
+from nlc.train import outer
+from nlc.train.identity import spec_identity
 from nlc.train.data import resolve_data_path
 from nlc.train.errors import train_error
 from nlc.train.steplevels import StepLevels
@@ -83,6 +86,7 @@ class TrainConfig:
     keep: int = 3
     quiet: bool = False
     limits: dict = field(default_factory=dict)  # size limits (`max_params` ...: nlc.passes.size.SizeLimits)
+    dist_timeout: float = dist.DEFAULT_TIMEOUT_S  # under torchrun: seconds a rank waits for the others (E642)
 
 
 TRAJECTORY = ("task", "data", "params", "steps", "batch", "seq", "lr", "warmup", "schedule", "weight_decay",
@@ -93,20 +97,6 @@ ADJUSTABLE = ("steps", "lr", "clip")
 
 
 # ---- building ---------------------------------------------------------------------------------
-
-def spec_identity(spec_text: str, spec_path: str, params: dict, limits: dict | None = None):
-    """(program, spec hash) of a spec text with parameter overrides (checked within the size limits).
-
-    The hash is that of the program's canonical text (which holds the spec's name, and is what
-    the text and its format, from the path, parse to) and of the overrides: everything that
-    decides the model built. Without overrides it is the plain canonical spec hash."""
-    prog = nlc.loads(spec_text, spec_path, **{**params, **(limits or {})})
-    plain = spec_hash(prog)
-    if not params:
-        return prog, plain
-    overrides = json.dumps(params, sort_keys=True, allow_nan=False)
-    return prog, hashlib.sha256(f"{plain}\0{overrides}".encode()).hexdigest()
-
 
 def build_model(spec_text: str, spec_path: str, params: dict, seed: int, device: str = "cpu",
                 limits: dict | None = None):
@@ -140,7 +130,12 @@ def count_parameters(model: torch.nn.Module) -> dict:
 
 def masked_loss(logits: torch.Tensor, batch: Batch) -> torch.Tensor:
     m = batch.loss_mask
-    return F.cross_entropy(logits[m].float(), batch.targets[m])
+    return F.cross_entropy(_for_loss(logits[m]), batch.targets[m])
+
+
+def _for_loss(logits: torch.Tensor) -> torch.Tensor:
+    """Logits in the precision the loss is taken in: float32, or float64 for a float64 model."""
+    return logits if logits.dtype == torch.float64 else logits.float()
 
 
 def state_to(state, device):
@@ -175,10 +170,13 @@ def lr_at(cfg: TrainConfig, step: int) -> float:
 # ---- evaluation inside training ----------------------------------------------------------------
 
 @torch.no_grad()
-def quick_eval(model, task: Task, cfg: TrainConfig, device, split: str = "val") -> dict:
-    """Loss and accuracy on fixed batches of a split (fresh state per batch)."""
+def quick_eval(model, task: Task, cfg: TrainConfig, device, split: str = "val",
+               world: dist.World | None = None) -> dict:
+    """Loss and accuracy on fixed batches of a split (fresh state per batch); under torchrun each rank
+    evaluates every world.size-th batch and the sums are all-reduced (every rank gets the result)."""
+    world = world or dist.World()
     tot_loss, tot_tok, right, total, whole, seqs = 0.0, 0, 0, 0, 0, 0
-    for i in range(cfg.eval_batches):
+    for i in range(world.rank, cfg.eval_batches, world.size):
         b = task.batch(i, cfg.batch, cfg.seq, EVAL_SEED, split).to(device)
         logits = model(b.tokens)
         m = b.loss_mask
@@ -186,6 +184,7 @@ def quick_eval(model, task: Task, cfg: TrainConfig, device, split: str = "val") 
         tot_tok += int(m.sum())
         r, t, w, s = accuracy_counts(logits, b)
         right, total, whole, seqs = right + r, total + t, whole + w, seqs + s
+    tot_loss, tot_tok, right, total, whole, seqs = world.sum_values([tot_loss, tot_tok, right, total, whole, seqs])
     loss = tot_loss / max(1, tot_tok)
     out = {"loss": loss, "bpb": bits_per_byte(loss), "acc": right / max(1, total)}
     if task.metric == "accuracy":
@@ -193,9 +192,9 @@ def quick_eval(model, task: Task, cfg: TrainConfig, device, split: str = "val") 
     return out
 
 
-def continual_row(model, task: Continual, cfg: TrainConfig, device) -> dict:
+def continual_row(model, task: Continual, cfg: TrainConfig, device, world: dist.World | None = None) -> dict:
     """Validation loss on every domain (the row of the continual-learning matrix)."""
-    return {name: quick_eval(model, t, cfg, device)["loss"] for name, t in task.domains}
+    return {name: quick_eval(model, t, cfg, device, world=world)["loss"] for name, t in task.domains}
 
 
 def continual_summary(rows: list[dict], names: list[str]) -> dict:
@@ -249,7 +248,7 @@ _NUMBER = (int, float)
 TRAIN_TYPES = {"task": str, "data": list, "params": dict, "steps": int, "batch": int, "seq": int,
                "lr": _NUMBER, "warmup": int, "schedule": str, "weight_decay": _NUMBER, "clip": _NUMBER,
                "seed": int, "stream": bool, "device": str, "compile": bool, "eval_every": int,
-               "eval_batches": int, "ckpt_every": int, "keep": int, "quiet": bool}
+               "eval_batches": int, "ckpt_every": int, "keep": int, "quiet": bool, "dist_timeout": _NUMBER}
 SPEC_TYPES = {"text": str, "path": str, "name": str, "hash": str}
 EDITED = "config.json must stay as `nlc train` wrote it: put it back, or start the run again in a new --out folder"
 
@@ -378,9 +377,12 @@ def train_curve(run: Path) -> list[tuple[int, float]]:
     return sorted(by_step.items())
 
 
-def train(spec: str | Path, out: str | Path, resume: bool | str = False, **options) -> dict:
+def train(spec: str | Path, out: str | Path, resume: bool | str = False, optimizer: str | Path | None = None,
+          optimizer_params: dict | None = None, **options) -> dict:
     """Train `spec` into run folder `out`; options are TrainConfig fields (None = default / stored).
 
+    `optimizer`: an optimizer spec's path (None: AdamW, or on --resume the run's own), with
+    hyper-parameter overrides `optimizer_params` (nlc.train.outer).
     Returns a summary: {"run", "step", "loss", "val", "interrupted", "checkpoint", ...}.
     """
     out = Path(out)
@@ -394,6 +396,7 @@ def train(spec: str | Path, out: str | Path, resume: bool | str = False, **optio
     if resume:
         stored = read_run_config(out, missing="start it without --resume")
         check_config_spec(stored, out)
+        ospec = _resumed_optimizer(stored, out, optimizer, optimizer_params or {}, given)
         cfg = stored_config(stored)
         changed = {}
         for k, v in given.items():
@@ -406,12 +409,40 @@ def train(spec: str | Path, out: str | Path, resume: bool | str = False, **optio
                 changed[k] = [getattr(cfg, k), v]
             setattr(cfg, k, v)
     else:
+        ospec = _new_optimizer(optimizer, optimizer_params or {}, given)
         cfg = TrainConfig(**given)
         if (out / "config.json").exists() or ck.list_checkpoints(out):
             raise train_error("E623", f"{out} already holds a run",
                               "continue it with --resume, or pass another --out folder (nothing was changed)")
     cfg.data = [resolve_data_path(p) for p in cfg.data]
     _check_config(cfg)
+    world, device_name = dist.join(cfg.device, cfg.dist_timeout)
+    try:
+        plan = _prepare(world, device_name, cfg, spec, spec_text, spec_path, out, resume, ospec,
+                        stored if resume else None, changed if resume else {})
+        return _run(plan)
+    finally:
+        world.close()
+
+
+def _prepare(world: dist.World, device_name: str, cfg: TrainConfig, spec, spec_text: str, spec_path: str,
+             out: Path, resume, ospec, stored: dict | None, changed: dict) -> RunPlan:
+    """Build what the run needs (on every rank); rank 0 writes config.json once every rank got this far."""
+    try:
+        return _prepare_rank(world, device_name, cfg, spec, spec_text, spec_path, out, resume, ospec, stored,
+                             changed)
+    except SpecError:
+        world.agree(False)  # the others stop at their own agreement (E642) rather than wait for this rank
+        raise
+
+
+def _prepare_rank(world, device_name, cfg, spec, spec_text, spec_path, out, resume, ospec, stored, changed):
+    if cfg.batch % world.size:
+        lo = max(world.size, cfg.batch // world.size * world.size)
+        raise train_error("E641", f"--batch {cfg.batch} does not split over {world.size} processes: each takes "
+                          "the same number of rows of every step's batch",
+                          f"use --batch {lo} or {lo + world.size} (the global batch), or another process count")
+    rows = cfg.batch // world.size
     prog, shash = spec_identity(spec_text, spec_path, cfg.params, cfg.limits)
     if resume and stored["spec"]["hash"] != shash:
         raise train_error("E622", f"{spec} is not the spec run {out} was started with "
@@ -425,13 +456,13 @@ def train(spec: str | Path, out: str | Path, resume: bool | str = False, **optio
         raise train_error("E633", f"--stream reads a corpus consecutively; task `{task.name}` is not `lm`",
                           "leave --stream out, or use --task lm")
     task.check(cfg.seq)
-    device = resolve_device(cfg.device)
-    model = build_model(spec_text, spec_path, cfg.params, cfg.seed, cfg.device, cfg.limits)
+    device = resolve_device(device_name)
+    model = build_model(spec_text, spec_path, cfg.params, cfg.seed, device_name, cfg.limits)
     if cfg.stream:
         check_streaming_length(model, cfg.seq)
     levels = StepLevels(model)
     main_params = [p for n, p in model.named_parameters() if p.requires_grad and not levels.owns(n)]
-    opt = torch.optim.AdamW(main_params, lr=cfg.lr, betas=(0.9, 0.95), weight_decay=cfg.weight_decay)
+    opt = outer.build(ospec, main_params, cfg.lr, cfg.weight_decay)
     data_fp = _data_fingerprint(task)
     if resume:
         if stored.get("data_fingerprint") != data_fp:
@@ -445,38 +476,83 @@ def train(spec: str | Path, out: str | Path, resume: bool | str = False, **optio
             # no save finished (stopped, or killed, before its first checkpoint was whole): start again
             # from step 0 with the stored options; the same seed and data give the same run
             ckpt, start = None, 0
-            state = model.init_state(cfg.batch) if cfg.stream else None
+            state = model.init_state(rows) if cfg.stream else None
         else:
             ckpt = ck.load_checkpoint(where, shash)
             ck.load_model_tensors(model, ckpt.model, ckpt.path)
             _load_trainer(opt, levels, ckpt)
             start = ckpt.step
             state = state_to(ckpt.stream_state, device) if cfg.stream else None
-            if state is not None:
+            if state is not None:  # the whole batch's rows (gathered from every rank when saved)
                 _check_state_fits(state, model.init_state(cfg.batch), cfg.batch, ckpt.path / "state.safetensors")
+                state = world.split_rows(state, cfg.batch)
             if cfg.stream and state is None:
-                state = model.init_state(cfg.batch)
+                state = model.init_state(rows)
+        config = None
         # only once the checkpoint has been read: a refused resume changes nothing;
         # new size limits are stored too (`nlc eval` rebuilds with them)
         if changed or cfg.limits != stored["train"].get("limits", {}):
             stored["train"] = asdict(cfg)
-            atomic_write_text(out / "config.json", dumps_json(stored, indent=1) + "\n")
+            config = stored
     else:
         start = 0
-        state = model.init_state(cfg.batch) if cfg.stream else None
+        state = model.init_state(rows) if cfg.stream else None
         config = {"nlc": __version__, "torch": torch.__version__,
                   "spec": {"path": spec_path, "name": prog.name, "hash": shash, "text": spec_text},
+                  "optimizer": ospec.record() if ospec is not None else None,
                   "task": task.describe(), "train": asdict(cfg), "data_fingerprint": data_fp,
                   "parameters": count_parameters(model), "alignment": int(getattr(model, "alignment", 1)),
                   "step_levels": {k: asdict(v) for k, v in (getattr(model, "step_levels", {}) or {}).items()},
                   "online_levels": list(getattr(model, "online_levels", []) or [])}
+    if not world.agree(True):
+        raise train_error("E642", f"rank {world.rank} of {world.size}: another rank of this run stopped while "
+                          "setting up (its error is above); nothing was written", "fix what it says and start again")
+    if config is not None and world.main:
         atomic_write_text(out / "config.json", dumps_json(config, indent=1) + "\n")
     if cfg.compile:  # each block's chunk step under torch.compile: compile time independent of the length
         compile_chunks(model)
     resumed = ckpt if resume and ckpt is not None else None
-    return _run(RunPlan(cfg=cfg, out=out, model=model, task=task, opt=opt, levels=levels,
-                        main_params=tuple(main_params), start=start, state=state, device=device, spec_hash=shash,
-                        name=prog.name, resumed=resumed, changed=changed if resume else {}))
+    return RunPlan(cfg=cfg, out=out, model=model, task=task, opt=opt, levels=levels,
+                   main_params=tuple(main_params), start=start, state=state, device=device, spec_hash=shash,
+                   name=prog.name, resumed=resumed, changed=changed if resume else {}, world=world)
+
+
+def _new_optimizer(path, params: dict, given: dict) -> outer.OptimizerSpec | None:
+    """The optimizer spec of a new run (None: AdamW); sets given["lr"] to its peak lr (`-o lr`, --lr or
+    the spec's own `lr`)."""
+    if path is None:
+        if params:
+            raise train_error("E633", "-o sets hyper-parameters of an optimizer spec, and this run uses AdamW",
+                              "pass the spec with --optimizer SPEC (AdamW's settings are --lr and --weight-decay)")
+        return None
+    params, lr = outer.split_lr(params, given.get("lr"))
+    spec = outer.read_optimizer_spec(str(path), params)
+    given["lr"] = lr if lr is not None else outer.spec_lr(spec)
+    return spec
+
+
+def _resumed_optimizer(stored: dict, out: Path, path, params: dict, given: dict) -> outer.OptimizerSpec | None:
+    """The optimizer spec a resumed run keeps (None: AdamW). A --optimizer or -o given again must give
+    the one it started with (E622); overrides not given are the run's own, and `-o lr` is --lr."""
+    own = outer.stored_optimizer(stored, out / "config.json")
+    if path is None and not params:
+        return own
+    params, lr = outer.split_lr(params, given.get("lr"))
+    if lr is not None:
+        given["lr"] = lr
+    if own is None and (path is not None or params):
+        raise train_error("E622", f"run {out} was started with AdamW, not an optimizer spec",
+                          "resume without --optimizer and -o, or start a new --out folder")
+    if path is None and not params:
+        return own
+    spec = (outer.read_optimizer_spec(str(path), {**own.params, **params}) if path is not None
+            else outer.optimizer_spec(own.text, own.path, {**own.params, **params}))
+    if spec.hash != own.hash:
+        raise train_error("E622", f"the optimizer `{spec.name}` ({spec.path}) with these overrides is not the one "
+                          f"run {out} was started with (`{own.name}`, {own.path}, overrides {own.params})",
+                          f"resume without --optimizer and -o (the run's optimizer is in {out}/config.json), "
+                          "or start a new --out folder")
+    return own
 
 
 def _norm(v):
@@ -521,9 +597,6 @@ def _trainer_state(opt, levels: StepLevels) -> tuple[dict, dict]:
     return tensors, meta
 
 
-ADAM_STATE = {"step", "exp_avg", "exp_avg_sq"}  # what AdamW (amsgrad off) keeps for a parameter
-
-
 def _load_trainer(opt, levels: StepLevels, ckpt: ck.Checkpoint) -> None:
     """Put a checkpoint's optimizer moments, step-level sums and RNG state in place, each checked to fit
     this model first (E622 when it is another model's, E621 when it is not a trainer state at all)."""
@@ -537,9 +610,7 @@ def _load_trainer(opt, levels: StepLevels, ckpt: ck.Checkpoint) -> None:
     sizes, own_sizes = [len(g["params"]) for g in groups], [len(g["params"]) for g in own_groups]
     if sizes != own_sizes:
         raise _trainer_misfit(where, f"parameter groups of {sizes} parameters, this model's {own_sizes}")
-    params = {pid: p for group, own in zip(opt.param_groups, own_groups)  # state-dict id -> parameter
-              for pid, p in zip(own["params"], group["params"])}
-    state = _optimizer_state(ckpt, params, where)
+    state = _optimizer_state(ckpt, outer.expected_state(opt), where)
     own_levels = levels.state_tensors()
     count = meta.get("step_level_count", 0)
     if not (isinstance(count, int) and not isinstance(count, bool) and count >= 0):
@@ -572,8 +643,9 @@ def _load_trainer(opt, levels: StepLevels, ckpt: ck.Checkpoint) -> None:
     levels.load_state_tensors(ckpt.trainer, count)
 
 
-def _optimizer_state(ckpt: ck.Checkpoint, params: dict, where: Path) -> dict:
-    """The AdamW state of a checkpoint as {parameter id: {name: value}}, each moment of its parameter's shape."""
+def _optimizer_state(ckpt: ck.Checkpoint, expected: dict, where: Path) -> dict:
+    """The optimizer state of a checkpoint as {parameter id: {name: value}}, each entry what this
+    optimizer keeps for that parameter (`expected`: nlc.train.outer.expected_state)."""
     state: dict = {}
     values = ckpt.trainer_meta.get("optim_values", {})
     if not isinstance(values, dict):
@@ -584,20 +656,19 @@ def _optimizer_state(ckpt: ck.Checkpoint, params: dict, where: Path) -> dict:
     entries = [(key, key[len("optim."):], v) for key, v in ckpt.trainer.items() if key.startswith("optim.")]
     entries += [(f"optim_values.{key}", key, v) for key, v in values.items()]
     for shown, key, v in entries:
-        pid, _, name = key.partition(".")
-        if not (pid.isdigit() and int(pid) in params and name in ADAM_STATE):
-            raise _trainer_misfit(where, f"an optimizer entry `{shown}` for no parameter of this model")
-        p = params[int(pid)]
-        if name == "step":
-            if isinstance(v, torch.Tensor) and v.numel() != 1:
-                raise _trainer_misfit(where, f"the step count `{shown}` has shape {tuple(v.shape)}")
-        elif not isinstance(v, torch.Tensor) or tuple(v.shape) != tuple(p.shape):
-            raise _trainer_misfit(where, f"`{shown}` is not a tensor of its parameter's shape {tuple(p.shape)}"
-                                  + (f" (it has {tuple(v.shape)})" if isinstance(v, torch.Tensor) else ""))
+        pid, _, name = key.partition(".")  # names may hold dots (`m2.running`): the id is what comes first
+        if not (pid.isdigit() and int(pid) in expected and name in expected[int(pid)][1]):
+            raise _trainer_misfit(where, f"an optimizer entry `{shown}` for no parameter of this model "
+                                  "(or one this optimizer does not keep)")
+        param, like = expected[int(pid)]
+        problem = outer.state_misfit(shown, v, like[name], param)
+        if problem:
+            raise _trainer_misfit(where, problem)
         state.setdefault(int(pid), {})[name] = v
     for pid, st in state.items():
-        if set(st) != ADAM_STATE:
-            raise _trainer_misfit(where, f"parameter {pid} has optimizer state {sorted(st)}, not {sorted(ADAM_STATE)}")
+        if set(st) != set(expected[pid][1]):
+            raise _trainer_misfit(where, f"parameter {pid} has optimizer state {sorted(st)}, not "
+                                  f"{sorted(expected[pid][1])}")
     return state
 
 
@@ -637,7 +708,7 @@ class RunPlan:
     out: Path  # the run folder
     model: torch.nn.Module
     task: Task
-    opt: torch.optim.Optimizer  # the main optimizer (AdamW) of `main_params`
+    opt: torch.optim.Optimizer  # the outer optimizer (AdamW or an optimizer spec) of `main_params`
     levels: StepLevels  # the CMS step levels, which step their own parameters
     main_params: tuple  # the parameters `opt` steps (gradient clipping covers these)
     start: int  # the step to start at (0, or the resumed checkpoint's)
@@ -647,19 +718,23 @@ class RunPlan:
     name: str  # the spec's name (progress bar, summary)
     resumed: ck.Checkpoint | None = None  # the checkpoint resumed from
     changed: dict = field(default_factory=dict)  # {option: [before, after]} changed on --resume
+    world: dist.World = field(default_factory=dist.World)  # the ranks under torchrun (nlc.train.dist)
 
 
 def _run(plan: RunPlan) -> dict:
     cfg, out, model, task, opt, levels = plan.cfg, plan.out, plan.model, plan.task, plan.opt, plan.levels
     main_params, start, state, device = list(plan.main_params), plan.start, plan.state, plan.device
-    shash, name, resumed, changed = plan.spec_hash, plan.name, plan.resumed, plan.changed
+    shash, name, resumed, changed, world = plan.spec_hash, plan.name, plan.resumed, plan.changed, plan.world
     metrics_path = out / "metrics.jsonl"
-    _terminate_last_line(metrics_path)
-    metrics = open(metrics_path, "a", encoding="utf-8")
+    metrics = None
+    if world.main:  # rank 0 writes the run folder; the others compute the same numbers
+        _terminate_last_line(metrics_path)
+        metrics = open(metrics_path, "a", encoding="utf-8")
 
     def log(record: dict) -> None:
-        metrics.write(dumps_json(record) + "\n")
-        metrics.flush()
+        if metrics is not None:
+            metrics.write(dumps_json(record) + "\n")
+            metrics.flush()
 
     last_ckpt = resumed.path if resumed is not None else None
     saved_step = start if resumed is not None else None
@@ -667,20 +742,23 @@ def _run(plan: RunPlan) -> dict:
 
     def save(step: int) -> Path:
         nonlocal last_ckpt, saved_step
-        tensors, meta = _trainer_state(opt, levels)
-        last_ckpt = ck.save_checkpoint(out, step, shash, model.state_dict(), tensors, meta,
-                                       state if cfg.stream else None, cfg.keep,
-                                       loss=loss_value if math.isfinite(loss_value) else None,
-                                       first_loss=first_loss)
+        whole_state = world.gather_rows(state) if cfg.stream else None  # every rank's rows
+        last_ckpt = ck.step_dir(out, step)
+        if world.main:
+            tensors, meta = _trainer_state(opt, levels)
+            last_ckpt = ck.save_checkpoint(out, step, shash, model.state_dict(), tensors, meta, whole_state,
+                                           cfg.keep, loss=loss_value if math.isfinite(loss_value) else None,
+                                           first_loss=first_loss)
+        world.barrier()  # the checkpoint is whole before any rank goes on (or reports it)
         saved_step = step
         log({"step": step, "event": "checkpoint", "path": str(last_ckpt)})
         return last_ckpt
 
     log({"step": start, "event": "resume" if resumed is not None else "start", "time": time.time(),
-         **({"changed": changed} if changed else {})})
+         **({"changed": changed} if changed else {}), **({"processes": world.size} if world.size > 1 else {})})
     tokens_per_step = cfg.batch * cfg.seq
     phase_ends = set(task.phase_ends()) if isinstance(task, Continual) else set()
-    bar = tqdm(total=cfg.steps, initial=start, disable=cfg.quiet, unit="step", dynamic_ncols=True,
+    bar = tqdm(total=cfg.steps, initial=start, disable=cfg.quiet or not world.main, unit="step", dynamic_ncols=True,
                desc=f"{name} {task.name}")
     interrupted, loss_value, rate, done = False, float("nan"), 0.0, start
     t_start = time.perf_counter()
@@ -691,25 +769,29 @@ def _run(plan: RunPlan) -> dict:
                 for group in opt.param_groups:
                     group["lr"] = lr_at(cfg, step)
                 if cfg.stream:
-                    batch = task.stream_batch(step, cfg.batch, cfg.seq, cfg.seed).to(device)
+                    batch = _rows(task.stream_batch(step, cfg.batch, cfg.seq, cfg.seed), world).to(device)
                     logits, new_state = model(batch.tokens, state=state)
                 else:
-                    batch = task.batch(step, cfg.batch, cfg.seq, cfg.seed).to(device)
+                    batch = _rows(task.batch(step, cfg.batch, cfg.seq, cfg.seed), world).to(device)
                     logits = model(batch.tokens)
-                loss = masked_loss(logits, batch)
-                loss_value = float(loss.detach())
+                if world.size == 1:
+                    loss = masked_loss(logits, batch)
+                    loss_value = float(loss.detach())
+                else:  # one all-reduce: the global loss, token count and stop flag
+                    loss, loss_value, stopping = _global_loss(logits, batch, world, stop.requested)
                 if step == 0:
                     first_loss = loss_value
                 if not math.isfinite(loss_value):
                     _diverged(log, out, step + 1, "loss", loss_value, first_loss)
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
+                world.sum_grads(main_params)  # every rank: the whole batch's gradient (step levels: at their period)
                 gnorm = float(torch.nn.utils.clip_grad_norm_(main_params, cfg.clip)) if main_params else 0.0
                 if not math.isfinite(gnorm):
                     _diverged(log, out, step + 1, "gradient norm", gnorm, first_loss)
                 opt.step()
                 levels.accumulate()
-                moved = levels.step()
+                moved = levels.step(reduce=world.sum_tensors if dist.REDUCE_STEP_LEVEL_SUMS else None)
                 if cfg.stream:  # the model returned it detached (detach_state=True): no graph to carry
                     state = new_state
                 dt = time.perf_counter() - t0
@@ -724,19 +806,20 @@ def _run(plan: RunPlan) -> dict:
                 bar.set_postfix(loss=f"{loss_value:.4f}", tok_s=f"{rate:,.0f}")
                 done = step + 1
                 if cfg.eval_every and done % cfg.eval_every == 0 and done != cfg.steps:
-                    log({"step": done, "eval": "val", **quick_eval(model, task, cfg, device)})
+                    log({"step": done, "eval": "val", **quick_eval(model, task, cfg, device, world=world)})
                 if step in phase_ends:
                     i = task.domain_of(step)
                     log({"step": done, "continual": {"after": i, "domain": task.domains[i][0],
-                                                     "losses": continual_row(model, task, cfg, device)}})
+                                                     "losses": continual_row(model, task, cfg, device, world)}})
                 if cfg.ckpt_every and done % cfg.ckpt_every == 0 and done != cfg.steps:
                     save(done)
-                if stop.requested:
+                if (stopping if world.size > 1 else stop.requested):  # agreed: every rank stops after this step
                     interrupted = True
                     break
-    except KeyboardInterrupt:  # a second Ctrl-C: stop without saving (the last checkpoint stays whole)
+    except BaseException:  # a second Ctrl-C (stop without saving: the last checkpoint stays whole), E630, E642
         bar.close()
-        metrics.close()
+        if metrics is not None:
+            metrics.close()
         raise
     bar.close()
     if saved_step != done:
@@ -746,17 +829,40 @@ def _run(plan: RunPlan) -> dict:
     if interrupted:
         log({"step": done, "event": "interrupted"})
     else:
-        summary["val"] = quick_eval(model, task, cfg, device)
+        summary["val"] = quick_eval(model, task, cfg, device, world=world)
         log({"step": done, "eval": "val", **summary["val"]})
-        if isinstance(task, Continual):
+        if isinstance(task, Continual) and world.main:
             rows = continual_rows(out)
             summary["continual"] = continual_summary(rows, [n for n, _ in task.domains])
             atomic_write_text(out / "continual.json", dumps_json(summary["continual"], indent=1) + "\n")
         summary["time_s"] = time.perf_counter() - t_start
         log({"step": done, "event": "done"})
-        atomic_write_text(out / "summary.json", dumps_json(summary, indent=1) + "\n")
-    metrics.close()
+        if world.main:
+            atomic_write_text(out / "summary.json", dumps_json(summary, indent=1) + "\n")
+    if metrics is not None:
+        metrics.close()
     return summary
+
+
+def _rows(batch: Batch, world: dist.World) -> Batch:
+    """This rank's rows of the deterministic global batch of a step (all of it in one process)."""
+    if world.size == 1:
+        return batch
+    rows = world.rows(batch.tokens.shape[0])
+    return Batch(batch.tokens[rows], batch.targets[rows], batch.mask[rows], batch.loss_mask[rows])
+
+
+def _global_loss(logits: torch.Tensor, batch: Batch, world: dist.World, stop: bool):
+    """(this rank's share of the loss to backpropagate, the global loss, whether any rank asked to stop).
+
+    The share is this rank's summed token losses over the *global* scored-token count, so that the
+    gradients summed over the ranks are those of one process's mean loss over the whole batch."""
+    m = batch.loss_mask
+    local = F.cross_entropy(_for_loss(logits[m]), batch.targets[m], reduction="sum")
+    stats = torch.tensor([float(local.detach()), float(m.sum()), 1.0 if stop else 0.0], dtype=torch.float64,
+                         device=world.device)
+    total, count, stops = world.sum_(stats).tolist()
+    return local / max(1.0, count), total / max(1.0, count), stops > 0
 
 
 def continual_rows(run: Path) -> list[dict]:

@@ -73,13 +73,17 @@ class StepLevels:
                 p.grad = None
 
     @torch.no_grad()
-    def step(self) -> list[str]:
-        """Count one optimiser step; move the levels whose period ends here. Returns their names."""
+    def step(self, reduce=None) -> list[str]:
+        """Count one optimiser step; move the levels whose period ends here. Returns their names.
+
+        `reduce` (data-parallel training, nlc.train.dist): sums a list of tensors over the ranks in
+        place; it is called once, with the sums of the levels that move now, before they move."""
         self.count += 1
+        moving = [(prefix, lv, names) for prefix, lv, names in self.levels if self.count % lv.period == 0]
+        if reduce is not None and moving:
+            reduce([self.sums[n] for _, _, names in moving for n in names])
         moved = []
-        for prefix, lv, names in self.levels:
-            if self.count % lv.period:
-                continue
+        for prefix, lv, names in moving:
             rule = RULES[lv.rule]
             args = {a.name: getattr(lv, a.name) for a in rule.args}  # a step-level rule's arguments are fields
             for n in names:
