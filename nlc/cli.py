@@ -76,18 +76,23 @@ def cmd_check(args) -> int:
     failed = False
     report = []
     for path in args.specs:
+        options = {**dict(args.param), **size_limits(args)}
         try:
-            prog = nlc.load(path, **{**dict(args.param), **size_limits(args)})
+            prog = nlc.load(path, **options)
+            warnings = nlc.check(prog, **options)
         except SpecError as e:
             failed = True
             report.append({"file": str(path), "ok": False, "diagnostics": [d.to_json() for d in e.diagnostics]})
             if not args.json:
                 _eprint(e.render() + "\n")
             continue
-        report.append({"file": str(path), "ok": True, "diagnostics": []})
+        report.append({"file": str(path), "ok": True, "diagnostics": [d.to_json() for d in warnings]})
         if not args.json:
-            n = len(all_levels(prog))
-            print(f"ok  {path}  ({prog.kind.value} {prog.name}: {n} level{'s' if n != 1 else ''})")
+            for w in warnings:
+                _eprint(w.render() + "\n")
+            n, w = len(all_levels(prog)), len(warnings)
+            print(f"ok  {path}  ({prog.kind.value} {prog.name}: {n} level{'s' if n != 1 else ''}"
+                  + (f", {w} warning{'s' if w != 1 else ''}" if w else "") + ")")
     if args.json:
         print(json.dumps(report, indent=2))
     elif failed:

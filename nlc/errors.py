@@ -78,7 +78,8 @@ class SpecError(Exception):
     """A spec has errors; `.diagnostics` lists them, str() renders them all."""
 
     def __init__(self, diagnostics: Sequence[Diagnostic]):
-        self.diagnostics = tuple(diagnostics)
+        # errors first (what stopped the spec), then warnings, each in the order found
+        self.diagnostics = tuple(sorted(diagnostics, key=lambda d: d.severity != "error"))
         super().__init__(self.render())
 
     def render(self) -> str:

@@ -1,8 +1,9 @@
 """Golden diagnostics: every spec in tests/bad/ fails with exactly the text pinned next to it.
 
 Each `tests/bad/NAME.nl` (or `.yaml`) holds one mistake a user would make; `NAME.err` is
-`SpecError.render()` for it, loaded with the path relative to the repository root so that the
-pinned text is the same on every machine. After changing a message on purpose, regenerate with
+`SpecError.render()` for it (or, for a spec that loads with warnings, its warnings rendered),
+loaded with the path relative to the repository root so that the pinned text is the same on
+every machine. After changing a message on purpose, regenerate with
 
     NLC_UPDATE_GOLDEN=1 pytest tests/test_bad_specs.py
 
@@ -45,20 +46,22 @@ NOT_FROM_A_FILE = {
 AFTER_LOADING = re.compile(r"E[56]\d\d")
 LOADER = ROOT / "nlc" / "api.py"
 
-_CODE_IN_SOURCE = re.compile(r'"(E\d{3})"')
-_CODE_IN_RENDER = re.compile(r"^(?:error|warning)\[(E\d{3})\]", re.MULTILINE)
+_CODE_IN_SOURCE = re.compile(r'"([EW]\d{3})"')
+_CODE_IN_RENDER = re.compile(r"^(?:error|warning)\[([EW]\d{3})\]", re.MULTILINE)
 
 
 def _render(spec: Path) -> str:
-    """Return the rendered diagnostics of loading spec, which must fail with a SpecError."""
+    """Return the rendered diagnostics of loading spec: its errors (a SpecError), or else its warnings."""
     rel = spec.relative_to(ROOT).as_posix()
     try:
-        nlc.load(rel)
+        warnings = nlc.check(nlc.load(rel))
     except nlc.SpecError as e:
         return e.render() + "\n"
     except Exception as e:  # a traceback is a bug: every problem must be a Diagnostic
         pytest.fail(f"{rel} raised {type(e).__name__}: {e} instead of a SpecError", pytrace=False)
-    pytest.fail(f"{rel} loaded without an error", pytrace=False)
+    if not warnings:
+        pytest.fail(f"{rel} loaded without an error or a warning", pytrace=False)
+    return "\n\n".join(w.render() for w in warnings) + "\n"
 
 
 @pytest.mark.parametrize("spec", SPECS, ids=lambda p: p.name)

@@ -40,6 +40,30 @@ def test_check_json(specs, capsys):
     assert (d["code"], d["line"], d["column"], d["hint"]) == ("E202", 3, 11, "did you mean `linear`?")
 
 
+UNUSED_LET = "model m {\n  block b {\n    let k = l2norm(x)\n    out = linear(x, dim)\n  }\n}\n"
+
+
+def test_check_prints_warnings_and_passes(tmp_path, capsys):
+    """An unused let is a warning (W206): printed with its caret, counted, listed in --json, exit 0."""
+    path = tmp_path / "w.nl"
+    path.write_text(UNUSED_LET)
+    assert main(["check", str(path)]) == 0
+    out, err = capsys.readouterr()
+    assert "1 warning" in out and "warning[W206]: `let k` is never used" in err and "^" in err
+    assert main(["check", "--json", str(path)]) == 0
+    (entry,) = json.loads(capsys.readouterr().out)
+    assert entry["ok"] and [(d["code"], d["severity"], d["line"]) for d in entry["diagnostics"]] == [
+        ("W206", "warning", 3)]
+
+
+def test_a_warning_does_not_hide_the_error_after_it(tmp_path, capsys):
+    path = tmp_path / "w.nl"
+    path.write_text(UNUSED_LET.replace("linear(x, dim)", "linear(x, 3)"))
+    assert main(["check", str(path)]) == 1
+    err = capsys.readouterr().err
+    assert err.index("error[E406]") < err.index("warning[W206]")
+
+
 def test_check_with_parameter_override(specs, capsys):
     assert main(["check", "-p", "dim=0", str(specs["cms"])]) == 1
     assert "E413" in capsys.readouterr().err

@@ -8,7 +8,7 @@ spec forms (`mlp(...)`, `learned`, `(k, v)`, `l2`, `momentum(...)` or a level).
 
 Diagnostics: E201 undefined name, E202 unknown function, E203 duplicate
 definition, E204 a definition shadows a builtin, E205 unknown spec form,
-E206 unused definition, E207 a form or level used where a value is expected.
+E206 an unused level (W206, a warning: an unused let), E207 a form or level used where a value is expected.
 """
 
 from __future__ import annotations
@@ -129,9 +129,9 @@ class _Scope:
                 self.rep.error("E206", f"level `{name}` is never used", d.name_span,
                                f"read it (`{name}(q)`), make it another level's `update`, remove it, "
                                f"or name it `_{name}` to keep it anyway")
-            else:
-                self.rep.error("E206", f"`let {name}` is never used", d.name_span,
-                               f"use it, remove it, or name it `_{name}` to keep it anyway")
+            else:  # a warning: dead code computes nothing wrong, and the check goes on to the real errors
+                self.rep.warn("W206", f"`let {name}` is never used", d.name_span,
+                              f"use it, remove it, or name it `_{name}` to keep it anyway")
 
     # ---- statements ----
     def stmt(self, s: ir.Stmt) -> ir.Stmt:
