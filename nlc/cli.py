@@ -19,7 +19,7 @@ from typing import Sequence
 import nlc
 from nlc.bench.cli import register as register_bench
 from nlc.cli_options import add_size_options, param, size_limits
-from nlc.errors import SpecError
+from nlc.errors import Diagnostic, SpecError
 from nlc.files import atomic_write_text
 from nlc.graph import draw, level_graph
 from nlc.ir import all_levels
@@ -47,6 +47,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--check", action="store_true", help="change nothing; exit 1 if a file is not canonical")
     p.add_argument("--diff", action="store_true", help="print a diff instead of writing")
     p.add_argument("--stdout", action="store_true", help="print the canonical text instead of writing")
+    p.add_argument("--to", choices=("nl", "yaml"), help="convert: write SPEC's other form next to it (a.nl -> a.yaml, "
+                   "comments kept; never over a different file), or print it with --stdout")
     p.set_defaults(func=cmd_fmt)
 
     p = sub.add_parser("compile", help="generate the PyTorch module of a spec")
@@ -102,6 +104,8 @@ def cmd_check(args) -> int:
 
 
 def cmd_fmt(args) -> int:
+    if args.to is not None:
+        return _convert(args)
     status = 0
     for path in args.specs:
         try:
@@ -129,6 +133,46 @@ def cmd_fmt(args) -> int:
                 atomic_write_text(path, canonical)
                 print(f"reformatted {path}")
     return status
+
+
+def _convert(args) -> int:
+    """`nlc fmt --to nl|yaml`: each spec in the other form (canonical, comments kept), printed or
+    written next to it; an existing file with other text is never overwritten (E635)."""
+    if args.check or args.diff:
+        _eprint(Diagnostic("E635", "--to converts; --check and --diff compare a file with its own canonical form",
+                           hint="leave out --check/--diff, or --to").render())
+        return 1
+    from nlc.yaml_printer import print_yaml  # pyyaml: only when YAML is asked for
+
+    status = 0
+    for path in args.specs:
+        try:
+            prog = nlc.loads(nlc.api.read_spec(path), str(path))
+        except SpecError as e:
+            _eprint(e.render() + "\n")
+            status = 1
+            continue
+        text = print_yaml(prog) if args.to == "yaml" else nlc.print_program(prog)
+        if args.stdout:
+            sys.stdout.write(text)
+            continue
+        target = path.with_suffix("." + args.to)
+        if target.exists() and target.resolve() != path.resolve() and _read_or_none(target) != text:
+            _eprint(Diagnostic("E635", f"{target} exists and holds other text; nothing was written",
+                               hint=f"move it away, or print the conversion: `nlc fmt --to {args.to} --stdout {path}`"
+                               ).render())
+            status = 1
+            continue
+        atomic_write_text(target, text)
+        print(f"wrote {target}")
+    return status
+
+
+def _read_or_none(path: Path) -> str | None:
+    try:
+        return nlc.api.read_spec(path)
+    except SpecError:
+        return None
 
 
 def cmd_compile(args) -> int:

@@ -408,8 +408,12 @@ class _Builder:
 _CONTAINERS = (S.Program, S.Block, S.Repeat, S.Level)
 
 
-def attach_comments(program: S.Program, comments: list[tuple[int, int, str]], source: Source) -> None:
+def attach_comments(program: S.Program, comments: list[tuple[int, int, str]], source: Source,
+                    opener: str = "{") -> None:
     """Attach each comment to a node: trailing on its line, else leading the next node.
+
+    `opener` ends a container's header: `{` in nlc text (`level mem {  # ...`), `:` in YAML
+    (`- level mem:  # ...`).
 
     Linear in the number of nodes and comments (a spec of thousands of commented lines must not
     take quadratic time): candidates are looked up by offset, and the container around each
@@ -419,11 +423,11 @@ def attach_comments(program: S.Program, comments: list[tuple[int, int, str]], so
         return
     nodes = _nodes_in_order(program)
     containers = [n for n in nodes if isinstance(n, _CONTAINERS)]
-    by_brace, by_end = _trailing_candidates(nodes, containers, source.text)
+    by_brace, by_end = _trailing_candidates(nodes, containers, source.text, opener)
     starts = [n.span.start for n in nodes]
     enclosing = _innermost_containers(containers, [start for start, _, _ in comments])
     for (start, _end, text), innermost in zip(comments, enclosing):
-        target = _trailing_target(source.text, start, by_brace, by_end)
+        target = _trailing_target(source.text, start, by_brace, by_end, opener)
         if target is not None:
             target.trailing = text
             continue
@@ -451,13 +455,13 @@ def _nodes_in_order(program: S.Program) -> list[S.Node]:
     return sorted(nodes, key=lambda n: n.span.start)  # stable: already sorted in practice
 
 
-def _trailing_candidates(nodes: list[S.Node], containers: list[S.Node],
-                         text: str) -> tuple[dict[int, list[S.Node]], dict[int, S.Node]]:
+def _trailing_candidates(nodes: list[S.Node], containers: list[S.Node], text: str,
+                         opener: str) -> tuple[dict[int, list[S.Node]], dict[int, S.Node]]:
     """The containers by the offset of their `{`, and the other nodes by where they end (the
     first in source order wins a tie)."""
     by_brace: dict[int, list[S.Node]] = {}
     for c in containers:
-        by_brace.setdefault(text.find("{", c.span.start), []).append(c)
+        by_brace.setdefault(text.find(opener, c.span.start), []).append(c)
     by_end: dict[int, S.Node] = {}
     for n in nodes:
         if not isinstance(n, _CONTAINERS):
@@ -466,14 +470,14 @@ def _trailing_candidates(nodes: list[S.Node], containers: list[S.Node],
 
 
 def _trailing_target(text: str, start: int, by_brace: dict[int, list[S.Node]],
-                     by_end: dict[int, S.Node]) -> S.Node | None:
+                     by_end: dict[int, S.Node], opener: str) -> S.Node | None:
     """The node the comment at `start` trails on its line: a container whose `{` is the last thing
     before it (`level mem {  # ...`), else the statement or field that ends last before it with
     only spaces and commas between."""
     line_start = text.rfind("\n", 0, start) + 1
     before = text[line_start:start]
     last = line_start + len(before.rstrip()) - 1
-    if last >= line_start and text[last] == "{":
+    if last >= line_start and text[last] == opener:
         for c in by_brace.get(last, ()):
             if c.trailing is None:
                 return c

@@ -83,10 +83,10 @@ def _stmt(out: list[str], s: ir.Stmt, depth: int, kind: ir.ProgramKind) -> None:
         _level(out, s, depth, kind)
 
 
-def _level(out: list[str], lv: ir.Level, depth: int, kind: ir.ProgramKind) -> None:
-    pad = INDENT * depth
-    out.append(_trail(f"{pad}level {lv.name} {{", lv.trivia.trailing))
-    fields: list[tuple[str, str]] = [
+def level_fields(lv: ir.Level, kind: ir.ProgramKind) -> list[tuple[str, str]]:
+    """(field, text) of every field a level states, in canonical order; a flag's text is ""; the
+    fields the level would ignore (E314) are left out. The YAML printer writes the same list."""
+    fields: list[tuple[str, str | None]] = [
         ("state", print_expr(lv.state)),
         ("init", print_expr(lv.init)),
         ("context", None if lv.context is None else print_expr(lv.context)),
@@ -102,7 +102,13 @@ def _level(out: list[str], lv: ir.Level, depth: int, kind: ir.ProgramKind) -> No
     for flag in ir.LEVEL_FLAGS:
         if getattr(lv, flag):
             fields.append((flag, ""))
-    for key, text in fields:
+    return fields
+
+
+def _level(out: list[str], lv: ir.Level, depth: int, kind: ir.ProgramKind) -> None:
+    pad = INDENT * depth
+    out.append(_trail(f"{pad}level {lv.name} {{", lv.trivia.trailing))
+    for key, text in level_fields(lv, kind):
         trivia = lv.field_comments(key)
         _comments(out, trivia.comments, depth + 1)
         line = f"{pad}{INDENT}{key} {text}".rstrip()

@@ -29,7 +29,7 @@ import yaml
 from nlc import syntax as S
 from nlc.errors import Diagnostic, SpecError, did_you_mean
 from nlc.limits import StatementCounter
-from nlc.parser import FIELD_KEYWORDS, FLAG_KEYWORDS, MAX_DEPTH, parse_expr
+from nlc.parser import FIELD_KEYWORDS, FLAG_KEYWORDS, MAX_DEPTH, attach_comments, parse_expr
 from nlc.source import Source, Span
 
 KINDS = ("model", "optimizer")
@@ -48,7 +48,73 @@ def parse_yaml(source: Source) -> S.Program:
         raise SpecError([Diagnostic("E117", "invalid YAML: nested too deeply")]) from None
     _reject_aliases(root, source)
     _reject_duplicate_keys(root, source)
-    return _YamlBuilder(source).program(root)
+    program = _YamlBuilder(source).program(root)
+    _end_at_last_child(program, source)
+    attach_comments(program, yaml_comments(source.text), source, opener=":")
+    return program
+
+
+def _end_at_last_child(program: S.Program, source: Source) -> None:
+    """Make each block, repeat and level end where its last statement or field ends, or after the
+    comment lines indented as deep as its contents that follow it (its closing comments: YAML has
+    no `}` to put them before). A YAML block collection itself ends where the next, less indented,
+    token starts, after any comment lines: those lead what follows."""
+    text = source.text
+
+    def children(node: S.Node) -> list[S.Node]:
+        return node.fields if isinstance(node, S.Level) else getattr(node, "body", None) or []
+
+    def indent_at(offset: int) -> int:  # the column of the first non-blank character of offset's line
+        start = text.rfind("\n", 0, offset) + 1
+        stop = text.find("\n", start)
+        line = text[start:stop if stop != -1 else len(text)]
+        return len(line) - len(line.lstrip(" "))
+
+    def closing_comments_end(end: int, depth: int) -> int:
+        pos = text.find("\n", end)
+        while pos != -1:
+            nxt = text.find("\n", pos + 1)
+            line = text[pos + 1:nxt if nxt != -1 else len(text)]
+            body = line.lstrip(" ")
+            if body.strip() and not (body.startswith("#") and len(line) - len(body) >= depth):
+                break
+            if body.strip():
+                end = pos + 1 + len(line.rstrip())
+            pos = nxt
+        return end
+
+    order: list[S.Node] = []  # pre-order; reversed, every node comes after its children
+    stack: list[S.Node] = list(program.body)
+    while stack:
+        node = stack.pop()
+        order.append(node)
+        stack.extend(children(node))
+    for node in reversed(order):
+        inside = children(node)
+        if inside:
+            end = max(c.span.end for c in inside)
+            node.span = source.span(node.span.start, closing_comments_end(end, indent_at(inside[0].span.start)))
+
+
+def yaml_comments(text: str) -> list[tuple[int, int, str]]:
+    """(start, end, text) of every YAML comment: a `#` at a line's start or after a space or tab,
+    outside quotes (nlc expressions hold no `#`, so only quoted scalars can)."""
+    out = []
+    offset = 0
+    for line in text.splitlines(keepends=True):
+        quote = None
+        for i, ch in enumerate(line):
+            if quote:
+                if ch == quote and not (quote == '"' and line[i - 1] == "\\"):
+                    quote = None
+            elif ch in "'\"" and (i == 0 or line[i - 1] in " \t:-[{,"):
+                quote = ch
+            elif ch == "#" and (i == 0 or line[i - 1] in " \t"):
+                body = line[i:].rstrip("\r\n")
+                out.append((offset + i, offset + i + len(body), body))
+                break
+        offset += len(line)
+    return out
 
 
 def _reject_aliases(root: yaml.Node | None, source: Source) -> None:
@@ -167,7 +233,7 @@ class _YamlBuilder:
         key = self.scalar(key_node, "a statement key")
         word, _, rest = key.partition(" ")
         rest = rest.strip()
-        span = self.span(node)
+        span = self.span(key_node).to(self.span(value))  # not the item's: a block collection runs on past comments
         if key == "out":
             return S.Out(span, self.expr(value))
         if word == "let" and rest:

@@ -17,7 +17,6 @@ from hypothesis import strategies as st
 
 import nlc
 from nlc import ir
-from nlc.printer import print_expr
 
 from specs import CMS, SGD, TITANS, TITANS_YAML
 
@@ -177,38 +176,6 @@ def seed_texts() -> list[str]:
 
 
 # ---- IR -> YAML (to get a YAML twin of every example) ----------------------------
-
-
-def to_yaml(p: ir.Program) -> str:
-    """Return a YAML spec that should load to the same IR as p."""
-
-    def stmts(body) -> list:
-        return [stmt(s) for s in body]
-
-    def stmt(s) -> dict:
-        if isinstance(s, ir.Let):
-            return {f"let {s.name}": print_expr(s.value)}
-        if isinstance(s, ir.Out):
-            return {"out": print_expr(s.value)}
-        if isinstance(s, ir.Block):
-            return {f"block {s.name}": stmts(s.body)}
-        if isinstance(s, ir.Repeat):
-            return {f"repeat {print_expr(s.count)}": stmts(s.body)}
-        ignored = ir.ignored_fields(s, p.kind)  # as the printer: what the level ignores is not written
-        fields = {k: print_expr(getattr(s, k)) for k in ("state", "init", "context", "objective", "update", "lr",
-                                                          "retain") if getattr(s, k) is not None and k not in ignored}
-        per = s.period
-        fields["period"] = "never" if per.unit is ir.PeriodUnit.NEVER else f"{print_expr(per.count)} {per.unit.value}"
-        for flag in ir.LEVEL_FLAGS:
-            if getattr(s, flag):
-                fields[flag] = True
-        return {f"level {s.name}": fields}
-
-    doc = {p.kind.value: p.name}
-    if p.params:
-        doc["params"] = {q.name: print_expr(q.value) for q in p.params}
-    doc["body"] = stmts(p.body)
-    return yaml.safe_dump(doc, sort_keys=False, width=1000)
 
 
 # ---- mutations of text ----------------------------------------------------------------

@@ -7,6 +7,8 @@ from pathlib import Path
 
 import pytest
 
+import nlc
+
 from nlc.cli import main
 
 from specs import CMS, SGD, TITANS
@@ -62,6 +64,30 @@ def test_a_warning_does_not_hide_the_error_after_it(tmp_path, capsys):
     assert main(["check", str(path)]) == 1
     err = capsys.readouterr().err
     assert err.index("error[E406]") < err.index("warning[W206]")
+
+
+def test_fmt_to_yaml_and_back(specs, capsys):
+    """`nlc fmt --to yaml` writes SPEC.yaml next to SPEC; `--to nl` the other way; both load alike."""
+    nl = specs["titans"]
+    assert main(["fmt", "--to", "yaml", str(nl)]) == 0
+    yml = nl.with_suffix(".yaml")
+    assert f"wrote {yml}" in capsys.readouterr().out
+    assert main(["check", str(yml)]) == 0
+    original = nl.read_text()
+    nl.unlink()
+    assert main(["fmt", "--to", "nl", str(yml)]) == 0
+    assert nl.read_text() == nlc.print_program(nlc.loads(original))
+    assert main(["fmt", "--to", "yaml", "--stdout", str(nl)]) == 0
+    assert capsys.readouterr().out.endswith(yml.read_text())
+
+
+def test_fmt_to_never_overwrites_other_text(specs, capsys):
+    target = specs["titans"].with_suffix(".yaml")
+    target.write_text("model: mine\nbody: []\n")
+    assert main(["fmt", "--to", "yaml", str(specs["titans"])]) == 1
+    assert "error[E635]" in capsys.readouterr().err and target.read_text() == "model: mine\nbody: []\n"
+    assert main(["fmt", "--to", "yaml", "--check", str(specs["titans"])]) == 1
+    assert "error[E635]" in capsys.readouterr().err
 
 
 def test_check_with_parameter_override(specs, capsys):

@@ -5,20 +5,26 @@ Properties, for every example, every inline spec and random valid programs:
 - `fmt(fmt(x)) == fmt(x)` (printing is idempotent, comments included);
 - every comment of the source survives printing;
 - examples/*.nl are already canonical (file text == printed text);
-- a spec written in YAML loads to the same IR as the same spec in nlc text.
+- a spec written in YAML loads to the same IR as the same spec in nlc text;
+- `nlc fmt --to yaml` / `--to nl` convert both ways, comments kept where they were.
 """
 
 from __future__ import annotations
 
+import re
+
 import pytest
-from hypothesis import given, settings
+import yaml
+from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
 import nlc
 from nlc.parser import _comment_tokens
+from nlc.yaml_printer import print_yaml, scalar
+from nlc.yaml_spec import yaml_comments
 
 from spec_strategies import (CANONICAL_INLINE, INLINE, INLINE_YAML, example_paths, load_or_none,
-                             seed_texts, to_yaml, tokens, valid_programs)
+                             seed_texts, tokens, valid_programs)
 
 EXAMPLE_IDS = [p.name for p in example_paths()]
 
@@ -69,7 +75,7 @@ def test_example_is_canonical(path):
 @pytest.mark.parametrize("path", example_paths(), ids=EXAMPLE_IDS)
 def test_example_yaml_twin_loads_to_same_ir(path):
     prog = _load_example(path)
-    assert nlc.loads(to_yaml(prog), path.stem + ".yaml") == prog
+    assert nlc.loads(print_yaml(prog), path.stem + ".yaml") == prog
 
 
 @pytest.mark.parametrize("name", sorted(INLINE))
@@ -85,7 +91,7 @@ def test_inline_spec_is_canonical(name):
 @pytest.mark.parametrize("name", sorted(INLINE))
 def test_inline_yaml_twin_loads_to_same_ir(name):
     prog = nlc.loads(INLINE[name])
-    yaml_text = to_yaml(prog)
+    yaml_text = print_yaml(prog)
     assert nlc.loads(yaml_text, "twin.yaml") == prog
     assert nlc.loads(yaml_text, "twin", format="yaml") == prog
 
@@ -140,7 +146,7 @@ def test_random_valid_program_round_trips(text):
 @given(valid_programs())
 def test_random_valid_program_yaml_twin(text):
     prog = nlc.loads(text)
-    assert nlc.loads(to_yaml(prog), "random.yaml") == prog
+    assert nlc.loads(print_yaml(prog), "random.yaml") == prog
 
 
 # ---- comments anywhere ---------------------------------------------------------------------
@@ -165,3 +171,54 @@ SEEDS_THAT_LOAD = {t for t in seed_texts() if load_or_none(t) is not None}
 @given(with_random_comments())
 def test_comments_anywhere_survive_printing(text):
     assert_round_trip(text)
+
+
+# ---- conversion between the two forms (nlc fmt --to) ---------------------------------------
+
+
+@pytest.mark.parametrize("path", example_paths(), ids=EXAMPLE_IDS)
+def test_example_converts_to_yaml_and_back_with_its_comments(path):
+    """nl -> YAML -> nl gives the canonical text back, comments included, and the YAML is canonical too."""
+    text = path.read_text()
+    yaml_text = print_yaml(nlc.loads(text, path.name))
+    assert comments(text), "the examples are commented: this test needs comments to keep"
+    back = nlc.loads(yaml_text, path.stem + ".yaml")
+    assert nlc.print_program(back) == text
+    assert print_yaml(back) == yaml_text
+
+
+@given(with_random_comments())
+def test_comments_anywhere_survive_the_trip_through_yaml(text):
+    assume(not re.search(r"[^\t\n -~\xa0-\U0010ffff]|[\x85\u2028\u2029]", text))  # escaped: the next test
+    prog = nlc.loads(text)
+    back = nlc.loads(print_yaml(prog), "random.yaml")
+    assert back == prog and nlc.print_program(back) == nlc.print_program(prog)
+
+
+def test_characters_yaml_cannot_hold_are_escaped_in_comments():
+    prog = nlc.loads("# esc \x1b here\nmodel m {\n  block b {\n    out = x  # bell \x07\n  }\n}\n")
+    printed = nlc.print_program(nlc.loads(print_yaml(prog), "e.yaml"))
+    assert "# esc \\u001b here" in printed and "# bell \\u0007" in printed
+
+
+@pytest.mark.parametrize("text", ["a: b", "x #y", "-", "- x", "[1]", "{a}", "'q'", '"q"', "true", "null", "",
+                                  "&a", "*a", "!t", "%x", "@x", "`x", "| x", "> x", "? x", "a #", "1e3", "é ü"])
+def test_a_scalar_reads_back_as_the_same_text(text):
+    node = yaml.compose(f"k: {scalar(text)}", Loader=yaml.SafeLoader)
+    assert node.value[0][1].value == text
+
+
+def test_yaml_comments_are_found_outside_quotes_only():
+    text = 'a: b  # one\n# two\nc: "x # not"  # three\nd: it\'s#not\n'
+    assert [c for _, _, c in yaml_comments(text)] == ["# one", "# two", "# three"]
+
+
+def test_trailing_yaml_comments_stay_on_their_lines():
+    text = ("model: m\nbody:\n  - block b:  # the block\n      - let q: x  # a let\n"
+            "      - level mem:  # the level\n          state: linear(dim, dim)  # a field\n"
+            "          context: (q, x)\n          period: 1 tokens\n"
+            "      # before out\n      - out: mem(q)\n# at the end\n")
+    printed = nlc.print_program(nlc.loads(text, "c.yaml", dim=4))
+    for line in ("block b {  # the block", "let q = x  # a let", "level mem {  # the level",
+                 "state linear(dim, dim)  # a field", "    # before out\n    out = mem(q)", "  # at the end"):
+        assert line in printed, printed

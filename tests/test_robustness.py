@@ -31,13 +31,14 @@ from hypothesis import strategies as st
 
 import nlc
 from nlc.cli import main
+from nlc.yaml_printer import print_yaml
 
-from spec_strategies import (INLINE, load_or_none, mutated, mutation, random_yaml, seed_texts, to_yaml,
+from spec_strategies import (INLINE, load_or_none, mutated, mutation, random_yaml, seed_texts,
                              valid_programs)
 
 ROOT = Path(__file__).resolve().parent.parent
 SEEDS = seed_texts()
-YAML_SEEDS = [to_yaml(p) for p in map(load_or_none, SEEDS) if p is not None]  # YAML twins of the seeds
+YAML_SEEDS = [print_yaml(p) for p in map(load_or_none, SEEDS) if p is not None]  # YAML twins of the seeds
 
 
 def check_front_end(text: str, path: str = "<string>") -> None:
