@@ -3,8 +3,9 @@
     RANK=r WORLD_SIZE=n MASTER_ADDR=... MASTER_PORT=... python tests/dist_runner.py train SPEC ... [flags]
 
 It trains in float64 on one thread, and writes RUN/rank<r>.hash, the sha256 of that rank's parameters
-when it finishes. Test-only flags: --float32 (the default dtype), --skip-period-reduce (the negative
-control: step levels step with their own rank's sums), --die-at-step N (rank 1 exits at once, as a
+when it finishes (under --fsdp: of the whole parameters, gathered). Test-only flags: --float32 (the
+default dtype), --skip-period-reduce (the negative control: step levels step with their own rank's sums),
+--average-gradients (the negative control of --fsdp: FSDP's default mean over ranks instead of a sum), --die-at-step N (rank 1 exits at once, as a
 killed process, during step N), --signal-at-step N (rank 1 alone gets a SIGINT during step N).
 """
 
@@ -20,13 +21,18 @@ else:
     torch.set_default_dtype(torch.float64)
 torch.set_num_threads(1)
 
-from nlc.train import dist, loop  # noqa: E402
+from nlc.optim.runtime import whole_tensor  # noqa: E402
+from nlc.train import dist, fsdp, loop  # noqa: E402
 from nlc.train.cli import main  # noqa: E402
 from nlc.train.steplevels import StepLevels  # noqa: E402
 
 if "--skip-period-reduce" in sys.argv:
     sys.argv.remove("--skip-period-reduce")
     dist.REDUCE_STEP_LEVEL_SUMS = False
+
+if "--average-gradients" in sys.argv:
+    sys.argv.remove("--average-gradients")
+    fsdp.SUM_GRADIENTS = False
 
 if "--die-at-step" in sys.argv:
     i = sys.argv.index("--die-at-step")
@@ -61,7 +67,7 @@ run = loop._run
 
 def hashing_run(plan):
     out = run(plan)
-    data = b"".join(p.detach().cpu().numpy().tobytes() for p in plan.model.parameters())
+    data = b"".join(whole_tensor(p.detach()).cpu().numpy().tobytes() for p in plan.model.parameters())
     (plan.out / f"rank{plan.world.rank}.hash").write_text(hashlib.sha256(data).hexdigest())
     return out
 

@@ -11,12 +11,18 @@ bias_correction    1 - retain^n (Adam's debiasing of an EMA memory)
 PARAMETERS         the operations of a rule's step (nlc.rules.base.Ops) on parameter-shaped tensors
 mlp_*              an MLP memory R -> R applied to every entry of a tensor (DMGD)
 check_param_group  hyper-parameter validation for constructors and parameter groups
+
+Under FSDP2 (`nlc train --fsdp`) parameters, gradients and states are DTensor shards (rows of
+dim 0): elementwise arithmetic runs on them as it is; orthogonalize and delta_product gather the
+whole matrices and keep this rank's rows; an MLP memory (DMGD) is whole on every rank, reads its
+own entries and sums its gradient over the ranks.
 """
 
 from __future__ import annotations
 
 import difflib
 import math
+import sys
 
 import torch
 
@@ -43,6 +49,8 @@ def orthogonalize(x: torch.Tensor, steps: int = 5) -> torch.Tensor:
     """
     if x.dim() < 2:
         return x
+    if is_sharded(x):  # FSDP2 (`nlc train --fsdp`): the iteration needs the whole matrix
+        return reshard_like(orthogonalize(x.full_tensor(), steps), x)
     return newton_schulz(x.reshape(x.shape[0], -1), int(steps)).reshape(x.shape)
 
 
@@ -55,9 +63,35 @@ def delta_product(m: torch.Tensor, g: torch.Tensor, beta) -> torch.Tensor:
     """
     if m.dim() < 2:
         return delta_momentum_decay_elementwise(m, g, beta)
+    if is_sharded(m) or is_sharded(g):  # FSDP2: g^T g sums over every row, so it needs the whole matrices
+        whole = delta_product(whole_tensor(m), whole_tensor(g), whole_tensor(beta))
+        return reshard_like(whole, m) if is_sharded(m) else whole
     m2, g2 = m.reshape(m.shape[0], -1), g.reshape(g.shape[0], -1)
     beta2 = beta.reshape(m2.shape) if isinstance(beta, torch.Tensor) and beta.shape == m.shape else beta
     return delta_momentum_decay(m2, g2, beta2).reshape(m.shape)
+
+
+def is_sharded(x) -> bool:
+    """Is x a DTensor (a shard of a parameter-shaped tensor under FSDP2)? Elementwise kernels run on
+    shards as they are; the matrix kernels above gather the whole matrix and keep this rank's rows.
+    A DTensor exists only once torch.distributed.tensor was imported: no import here for the others."""
+    dtensor = _dtensor()
+    return dtensor is not None and isinstance(x, dtensor.DTensor)
+
+
+def _dtensor():
+    """torch.distributed.tensor once something imported it (FSDP2 does), else None; not imported here:
+    per-step code imports nothing, and runs without it need nothing of it."""
+    return sys.modules.get("torch.distributed.tensor")
+
+
+def whole_tensor(x):
+    return x.full_tensor() if is_sharded(x) else x
+
+
+def reshard_like(whole: torch.Tensor, like) -> torch.Tensor:
+    """This rank's shard of `whole`, placed as `like` is (every rank holds the same `whole`: no traffic)."""
+    return _dtensor().distribute_tensor(whole.detach(), like.device_mesh, like.placements, src_data_rank=None)
 
 
 def bias_correction(retain, n: int):
@@ -119,6 +153,8 @@ def mlp_init(like: torch.Tensor, hidden: int, depth: int, mode: str) -> list[tor
     that the same spec gives the same optimizer on every run and device.
     """
     shapes = mlp_shapes(hidden, depth)
+    if is_sharded(like):  # FSDP2: every rank keeps the whole (small) MLP; its gradients are summed (mlp_grads)
+        like = like.to_local()
     if mode == "zeros":
         return [like.new_zeros(s) for s in shapes]
     gen = torch.Generator().manual_seed(IDENTITY_SEED)
@@ -134,6 +170,9 @@ def mlp_init(like: torch.Tensor, hidden: int, depth: int, mode: str) -> list[tor
 
 def mlp_read(weights: list[torch.Tensor], k: torch.Tensor, residual: bool = True) -> torch.Tensor:
     """M(k) for every entry of k: a_0 = k, a_{i+1} = gelu(a_i W_i), M(k) = a_{L-1} W_{L-1} (+ k)."""
+    if is_sharded(k):  # entry by entry: each rank reads its own entries
+        return _dtensor().DTensor.from_local(mlp_read(weights, k.to_local(), residual), k.device_mesh, k.placements,
+                                  shape=k.shape, stride=k.stride())
     return _mlp_forward(weights, k, residual)[0]
 
 
@@ -154,6 +193,11 @@ def _mlp_forward(weights, k, residual):
 def mlp_grads(weights: list[torch.Tensor], k: torch.Tensor, v, objective: str, arg=None,
               residual: bool = True) -> list[torch.Tensor]:
     """The gradient of the objective summed over every entry: d/dW_i sum_e l(M(k_e), v_e)."""
+    if is_sharded(k):  # FSDP2: each rank sums over its own entries, then the sums are summed over the ranks
+        grads = mlp_grads(weights, k.to_local(), v.to_local() if is_sharded(v) else v, objective, arg, residual)
+        for g in grads:
+            torch.distributed.all_reduce(g, group=k.device_mesh.get_group())
+        return grads
     y, inputs, pre = _mlp_forward(weights, k, residual)
     d = objective_grad(objective, y, v, arg).reshape(-1, 1)
     grads = [None] * len(weights)

@@ -99,6 +99,9 @@ def register(sub) -> None:
     p.add_argument("--dist-timeout", type=float, dest="dist_timeout", metavar="SECONDS",
                    help="under torchrun: how long a rank waits for the others before it stops with E642 "
                         "(default 600)")
+    p.add_argument("--fsdp", action="store_true", default=None,
+                   help="under torchrun (or --nproc N): shard parameters, gradients and optimizer state over "
+                        "the processes (FSDP2, block by block; docs/distributed.md)")
     add_size_options(p)  # stored in the run: `nlc eval` rebuilds the model with the same limits
     p.set_defaults(func=cmd_train)
 
@@ -155,7 +158,7 @@ def cmd_train(args) -> int:
     options = {k: getattr(args, k) for k in ("task", "steps", "batch", "seq", "lr", "warmup", "schedule",
                                               "weight_decay", "clip", "seed", "stream", "device", "compile",
                                               "eval_every", "eval_batches", "ckpt_every", "keep", "quiet",
-                                              "dist_timeout")}
+                                              "dist_timeout", "fsdp")}
     if args.data:
         options["data"] = args.data
     if args.param:

@@ -23,6 +23,8 @@ What is communicated, and when (the loop in nlc.train.loop calls these):
     batch), rank 0 writes, all wait at a barrier; evaluation batches are shared out and their
     sums all-reduced.
 In-context levels need nothing: their state is per sequence, and sequences are rows.
+With --fsdp the parameters are sharded instead (nlc.train.fsdp): FSDP reduces the gradients in
+backward and the two gradient all-reduces above are not taken.
 """
 
 from __future__ import annotations

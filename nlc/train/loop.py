@@ -48,6 +48,7 @@ from nlc.runtime.compile import compile_chunks
 from nlc.runtime.state import layout_difference, state_layout
 from nlc.train import checkpoint as ck
 from nlc.train import dist
+from nlc.train import fsdp
 from nlc.train import outer
 from nlc.train.identity import spec_identity
 from nlc.train.data import resolve_data_path
@@ -87,6 +88,7 @@ class TrainConfig:
     quiet: bool = False
     limits: dict = field(default_factory=dict)  # size limits (`max_params` ...: nlc.passes.size.SizeLimits)
     dist_timeout: float = dist.DEFAULT_TIMEOUT_S  # under torchrun: seconds a rank waits for the others (E642)
+    fsdp: bool = False  # under torchrun: shard parameters, gradients and optimizer state (nlc.train.fsdp)
 
 
 TRAJECTORY = ("task", "data", "params", "steps", "batch", "seq", "lr", "warmup", "schedule", "weight_decay",
@@ -248,7 +250,8 @@ _NUMBER = (int, float)
 TRAIN_TYPES = {"task": str, "data": list, "params": dict, "steps": int, "batch": int, "seq": int,
                "lr": _NUMBER, "warmup": int, "schedule": str, "weight_decay": _NUMBER, "clip": _NUMBER,
                "seed": int, "stream": bool, "device": str, "compile": bool, "eval_every": int,
-               "eval_batches": int, "ckpt_every": int, "keep": int, "quiet": bool, "dist_timeout": _NUMBER}
+               "eval_batches": int, "ckpt_every": int, "keep": int, "quiet": bool, "dist_timeout": _NUMBER,
+               "fsdp": bool}
 SPEC_TYPES = {"text": str, "path": str, "name": str, "hash": str}
 EDITED = "config.json must stay as `nlc train` wrote it: put it back, or start the run again in a new --out folder"
 
@@ -408,6 +411,7 @@ def train(spec: str | Path, out: str | Path, resume: bool | str = False, optimiz
                                       "resume with the options the run started with (or leave them out)")
                 changed[k] = [getattr(cfg, k), v]
             setattr(cfg, k, v)
+        cfg.fsdp = bool(given.get("fsdp"))  # how this start of the run shards, not how an earlier one did
     else:
         ospec = _new_optimizer(optimizer, optimizer_params or {}, given)
         cfg = TrainConfig(**given)
@@ -460,6 +464,8 @@ def _prepare_rank(world, device_name, cfg, spec, spec_text, spec_path, out, resu
     model = build_model(spec_text, spec_path, cfg.params, cfg.seed, device_name, cfg.limits)
     if cfg.stream:
         check_streaming_length(model, cfg.seq)
+    if cfg.fsdp:  # before the step levels and the optimizer: their state is then sharded too
+        fsdp.shard(model, world)
     levels = StepLevels(model)
     main_params = [p for n, p in model.named_parameters() if p.requires_grad and not levels.owns(n)]
     opt = outer.build(ospec, main_params, cfg.lr, cfg.weight_decay)
@@ -479,7 +485,7 @@ def _prepare_rank(world, device_name, cfg, spec, spec_text, spec_path, out, resu
             state = model.init_state(rows) if cfg.stream else None
         else:
             ckpt = ck.load_checkpoint(where, shash)
-            ck.load_model_tensors(model, ckpt.model, ckpt.path)
+            ck.load_model_tensors(model, _placed(ckpt.model, model.state_dict()), ckpt.path)
             _load_trainer(opt, levels, ckpt)
             start = ckpt.step
             state = state_to(ckpt.stream_state, device) if cfg.stream else None
@@ -582,6 +588,16 @@ def _data_fingerprint(task: Task) -> str | None:
     return None
 
 
+def _placed(tensors: dict[str, torch.Tensor], own: dict) -> dict:
+    """A checkpoint's whole tensors as this model keeps them: under --fsdp, this rank's shards of those
+    that fit (the others are left for the checks that refuse them)."""
+    return {k: fsdp.place_like(v, own[k]) if _same_shape(v, own.get(k)) else v for k, v in tensors.items()}
+
+
+def _same_shape(a, b) -> bool:
+    return isinstance(a, torch.Tensor) and isinstance(b, torch.Tensor) and tuple(a.shape) == tuple(b.shape)
+
+
 def _trainer_state(opt, levels: StepLevels) -> tuple[dict, dict]:
     sd = opt.state_dict()
     tensors, values = {}, {}
@@ -610,7 +626,8 @@ def _load_trainer(opt, levels: StepLevels, ckpt: ck.Checkpoint) -> None:
     sizes, own_sizes = [len(g["params"]) for g in groups], [len(g["params"]) for g in own_groups]
     if sizes != own_sizes:
         raise _trainer_misfit(where, f"parameter groups of {sizes} parameters, this model's {own_sizes}")
-    state = _optimizer_state(ckpt, outer.expected_state(opt), where)
+    expected = outer.expected_state(opt)
+    state = _optimizer_state(ckpt, expected, where)
     own_levels = levels.state_tensors()
     count = meta.get("step_level_count", 0)
     if not (isinstance(count, int) and not isinstance(count, bool) and count >= 0):
@@ -635,12 +652,13 @@ def _load_trainer(opt, levels: StepLevels, ckpt: ck.Checkpoint) -> None:
     except (RuntimeError, TypeError) as e:
         torch.set_rng_state(own_rng)
         raise _trainer_corrupt(where, f"its RNG state `rng.torch` is not valid ({e})") from None
+    state = {pid: _placed(st, expected[pid][1]) for pid, st in state.items()}
     try:
         opt.load_state_dict({"state": state, "param_groups": own_groups})
     except (KeyError, ValueError, RuntimeError, TypeError) as e:
         torch.set_rng_state(own_rng)
         raise _trainer_misfit(where, str(e)) from None
-    levels.load_state_tensors(ckpt.trainer, count)
+    levels.load_state_tensors(_placed(ckpt.trainer, own_levels), count)
 
 
 def _optimizer_state(ckpt: ck.Checkpoint, expected: dict, where: Path) -> dict:
@@ -744,9 +762,15 @@ def _run(plan: RunPlan) -> dict:
         nonlocal last_ckpt, saved_step
         whole_state = world.gather_rows(state) if cfg.stream else None  # every rank's rows
         last_ckpt = ck.step_dir(out, step)
-        if world.main:
+        if cfg.fsdp:  # every rank takes part in gathering the shards; rank 0 keeps the whole tensors
+            model_tensors = fsdp.gathered(model.state_dict(), world.main)
             tensors, meta = _trainer_state(opt, levels)
-            last_ckpt = ck.save_checkpoint(out, step, shash, model.state_dict(), tensors, meta, whole_state,
+            tensors = fsdp.gathered(tensors, world.main)
+        elif world.main:
+            model_tensors = model.state_dict()
+            tensors, meta = _trainer_state(opt, levels)
+        if world.main:
+            last_ckpt = ck.save_checkpoint(out, step, shash, model_tensors, tensors, meta, whole_state,
                                            cfg.keep, loss=loss_value if math.isfinite(loss_value) else None,
                                            first_loss=first_loss)
         world.barrier()  # the checkpoint is whole before any rank goes on (or reports it)
@@ -755,7 +779,8 @@ def _run(plan: RunPlan) -> dict:
         return last_ckpt
 
     log({"step": start, "event": "resume" if resumed is not None else "start", "time": time.time(),
-         **({"changed": changed} if changed else {}), **({"processes": world.size} if world.size > 1 else {})})
+         **({"changed": changed} if changed else {}), **({"processes": world.size} if world.size > 1 else {}),
+         **({"fsdp": True} if cfg.fsdp else {})})
     tokens_per_step = cfg.batch * cfg.seq
     phase_ends = set(task.phase_ends()) if isinstance(task, Continual) else set()
     bar = tqdm(total=cfg.steps, initial=start, disable=cfg.quiet or not world.main, unit="step", dynamic_ncols=True,
@@ -785,13 +810,16 @@ def _run(plan: RunPlan) -> dict:
                     _diverged(log, out, step + 1, "loss", loss_value, first_loss)
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
-                world.sum_grads(main_params)  # every rank: the whole batch's gradient (step levels: at their period)
-                gnorm = float(torch.nn.utils.clip_grad_norm_(main_params, cfg.clip)) if main_params else 0.0
+                if cfg.fsdp:  # FSDP summed (reduce-scattered) every gradient in backward, step levels' too
+                    gnorm = fsdp.clip_grad_norm(main_params, cfg.clip)
+                else:
+                    world.sum_grads(main_params)  # every rank: the whole batch's gradient (step levels: at their period)
+                    gnorm = float(torch.nn.utils.clip_grad_norm_(main_params, cfg.clip)) if main_params else 0.0
                 if not math.isfinite(gnorm):
                     _diverged(log, out, step + 1, "gradient norm", gnorm, first_loss)
                 opt.step()
                 levels.accumulate()
-                moved = levels.step(reduce=world.sum_tensors if dist.REDUCE_STEP_LEVEL_SUMS else None)
+                moved = levels.step(reduce=world.sum_tensors if dist.REDUCE_STEP_LEVEL_SUMS and not cfg.fsdp else None)
                 if cfg.stream:  # the model returned it detached (detach_state=True): no graph to carry
                     state = new_state
                 dt = time.perf_counter() - t0
