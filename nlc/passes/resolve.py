@@ -31,8 +31,10 @@ def run(program: ir.Program, rep: Reporter) -> ir.Program:
     if program.is_model:
         param_names |= set(B.IMPLICIT_MODEL_PARAMS)
 
+    elsewhere = _block_names(program) if program.is_model else {}
+
     def resolve_body(body: tuple[ir.Stmt, ...]) -> tuple[ir.Stmt, ...]:
-        return _Scope(rep, body, param_names, set(inputs), program.is_model).resolve()
+        return _Scope(rep, body, param_names, set(inputs), program.is_model, elsewhere=elsewhere).resolve()
 
     def params_value(e: ir.Expr) -> ir.Expr:
         return _Scope(rep, (), param_names, set(), True, params_only=True).value(e)
@@ -46,6 +48,22 @@ def run(program: ir.Program, rep: Reporter) -> ir.Program:
 
     body = tuple(stmt(s) for s in program.body) if program.is_model else resolve_body(program.body)
     return replace(program, params=params, body=body)
+
+
+def _block_names(program: ir.Program) -> dict[str, tuple[str, str]]:
+    """Every let and level of the model's blocks: name -> (what it is, the block that defines it),
+    for the hint when another block names it (scopes are blocks)."""
+    names: dict[str, tuple[str, str]] = {}
+    stack = list(program.body)
+    while stack:
+        s = stack.pop()
+        if isinstance(s, ir.Repeat):
+            stack.extend(s.body)
+        elif isinstance(s, ir.Block):
+            for d in s.body:
+                if isinstance(d, (ir.Let, ir.Level)):
+                    names.setdefault(d.name, ("level" if isinstance(d, ir.Level) else "let", s.name))
+    return names
 
 
 def _resolve_params(program: ir.Program, rep: Reporter) -> tuple[ir.Param, ...]:
@@ -74,8 +92,9 @@ class _Scope:
     """One scope: resolves the statements of a block (or of an optimizer)."""
 
     def __init__(self, rep: Reporter, body, params: set[str], inputs: set[str], is_model: bool,
-                 params_only: bool = False):
+                 params_only: bool = False, elsewhere: dict[str, tuple[str, str]] | None = None):
         self.rep = rep
+        self.elsewhere = elsewhere or {}  # the lets and levels of every block: for hints only
         self.body = body
         self.params = params
         self.inputs = inputs
@@ -251,7 +270,7 @@ class _Scope:
         if name in self.params:
             return replace(e, kind=ir.RefKind.PARAM)
         candidates = [*self.params, *(() if self.params_only else (*self.lets, *self.levels, *self.inputs))]
-        hint = did_you_mean(name, candidates)
+        hint = self._other_block(name) or did_you_mean(name, candidates)
         if self.params_only and not hint:
             hint = "a parameter's default may only use the parameters before it"
         if any(name in t for t in B.FORM_TABLES.values()) and not hint:
@@ -279,9 +298,18 @@ class _Scope:
         elif not self.params_only and e.fn in self.lets:
             hint = f"`{e.fn}` is a value bound by `let`; only levels and builtin functions can be called"
         else:
-            hint = did_you_mean(e.fn, [*B.OPS, *self.levels])
+            hint = self._other_block(e.fn) or did_you_mean(e.fn, [*B.OPS, *self.levels])
         self.rep.error("E202", f"unknown function `{e.fn}`", e.fn_span, hint)
         return e
+
+    def _other_block(self, name: str) -> str | None:
+        """The hint for a name that another block defines: names are scoped to their block."""
+        if self.params_only or name not in self.elsewhere:
+            return None
+        what, block = self.elsewhere[name]
+        return (f"`{name}` is a {what} of block `{block}`: each block sees only its own lets and levels "
+                f"(a level shared by several blocks is not supported yet); pass values between blocks "
+                f"through `x`, the block's input, or define `{name}` in this block too")
 
 
 def _mentions_level(e: ir.Expr, levels) -> bool:
