@@ -7,7 +7,9 @@ Two graphs, two jobs:
   graph is a value read in the same step it is written (E310).
 - `level_graph(program)`: levels as nodes ordered by frequency (fastest innermost),
   flows as labelled edges (keys/values, gradients, loss, updates, gates). Drawn by
-  `draw()` as DOT with nested clusters, or as a PNG/SVG with matplotlib.
+  `draw()` as DOT with nested clusters, or as a PNG/SVG with matplotlib: one row a frequency
+  (fastest on top), one framed column group a block, edges coloured by kind with a legend
+  (`layout()` places the boxes; no box sits on another, so no label is hidden).
 """
 
 from __future__ import annotations
@@ -192,54 +194,97 @@ def draw(g: nx.MultiDiGraph, path: str | Path) -> Path:
     return _draw_matplotlib(g, path)
 
 
+_EDGE_NAMES = {"kv": "keys/values", "grad": "gradients (∇ℓ)", "loss": "loss gradients", "update": "update",
+               "gate": "gates (η, α)", "init": "initial state"}
+_NODE_W, _NODE_H, _GAP, _ROW = 2.1, 0.9, 0.5, 1.9  # box and spacing, in plot units
+
+
+def layout(g: nx.MultiDiGraph) -> tuple[dict[str, tuple[float, float]], dict[str, tuple[float, float]]]:
+    """Node positions for the picture: one row a frequency band (fastest on top), one column group a
+    block (levels of one block side by side in its row, never on top of each other), the outer
+    level, the inputs and the task loss on the bottom row. Returns (positions, each block's x span)."""
+    banded = [n for n, d in g.nodes(data=True) if "band" in d and d["kind"] == "level"]
+    n_bands = 1 + max((g.nodes[n]["band"] for n in banded), default=0)
+    blocks = sorted({_block_of(n) for n in banded}, key=lambda b: min(
+        (i for i, n in enumerate(g.nodes) if _block_of(n) == b)))
+    pos: dict[str, tuple[float, float]] = {}
+    spans: dict[str, tuple[float, float]] = {}
+    x = 0.0
+    for b in blocks:
+        rows = {band: sorted(n for n in banded if _block_of(n) == b and g.nodes[n]["band"] == band)
+                for band in range(n_bands)}
+        width = max(len(r) for r in rows.values()) * (_NODE_W + _GAP)
+        for band, members in rows.items():
+            left = x + (width - len(members) * (_NODE_W + _GAP)) / 2
+            for i, n in enumerate(members):
+                pos[n] = (left + (i + 0.5) * (_NODE_W + _GAP), (n_bands - band) * _ROW)
+        spans[b] = (x, x + width)
+        x += width + _GAP
+    bottom = [n for n in ("input", "outer", "loss") if n in g]
+    centre = x / 2 - _GAP / 2
+    for i, n in enumerate(bottom):
+        pos[n] = (centre + (i - (len(bottom) - 1) / 2) * (_NODE_W + 2 * _GAP), 0.0)
+    return pos, spans
+
+
+def _on_edge(centre: tuple[float, float], towards: tuple[float, float], half: tuple[float, float]):
+    """Where the straight line from a box's centre towards a point leaves the box (half-sizes `half`)."""
+    dx, dy = towards[0] - centre[0], towards[1] - centre[1]
+    t = min(half[0] / abs(dx) if dx else math.inf, half[1] / abs(dy) if dy else math.inf, 1.0)
+    return centre[0] + t * dx, centre[1] + t * dy
+
+
+def _block_of(node: str) -> str:
+    return node.rpartition(".")[0]
+
+
 def _draw_matplotlib(g: nx.MultiDiGraph, path: Path) -> Path:
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    from matplotlib.patches import Circle
+    from matplotlib.lines import Line2D
+    from matplotlib.patches import FancyBboxPatch
 
-
-    banded = [n for n, d in g.nodes(data=True) if "band" in d]
-    n_bands = 1 + max((g.nodes[n]["band"] for n in banded), default=0)
-    pos: dict[str, tuple[float, float]] = {}
-    radius = lambda b: 1.0 + 1.4 * b  # noqa: E731 - band b sits on ring b; fastest innermost
-    for band in range(n_bands):
-        members = sorted(n for n in banded if g.nodes[n]["band"] == band)
-        for i, n in enumerate(members):
-            angle = math.pi / 2 + 2 * math.pi * (i + 0.5 * band) / max(1, len(members))
-            pos[n] = (radius(band) * math.cos(angle), radius(band) * math.sin(angle))
-    edge_r = radius(n_bands) + 0.6
-    for n, xy in (("input", (-edge_r, -edge_r * 0.8)), ("loss", (edge_r, -edge_r * 0.8))):
-        if n in g:
-            pos[n] = xy
-    fig, ax = plt.subplots(figsize=(9, 9))
-    for band in range(n_bands):
-        member = next(n for n in banded if g.nodes[n]["band"] == band)
-        ax.add_patch(Circle((0, 0), radius(band) + 0.6, fill=True, alpha=0.06 + 0.04 * (n_bands - band),
-                            color="#4c72b0", zorder=0))
-        ax.text(0, radius(band) + 0.45, str(g.nodes[member]["freq"]), ha="center", fontsize=8, color="#333")
-    for k, (u, v, d) in enumerate(g.edges(data=True)):
-        if u not in pos or v not in pos:
-            continue
-        colour = _EDGE_COLOURS[d["kind"]]
-        rad = 0.15 + 0.1 * (k % 3)
-        ax.annotate("", xy=pos[v], xytext=pos[u], zorder=1,
-                    arrowprops=dict(arrowstyle="-|>", color=colour, lw=1.3, shrinkA=22, shrinkB=22,
-                                    connectionstyle=f"arc3,rad={rad}"))
-        mx, my = (pos[u][0] + pos[v][0]) / 2, (pos[u][1] + pos[v][1]) / 2
-        ax.text(mx, my, d["label"], fontsize=7, color=colour, ha="center",
-                bbox=dict(boxstyle="round,pad=0.1", fc="white", ec="none", alpha=0.8))
+    pos, spans = layout(g)
+    n_bands = 1 + max((d["band"] for _, d in g.nodes(data=True) if "band" in d and d["kind"] == "level"),
+                      default=0)
+    xs = [x for x, _ in pos.values()] or [0.0]
+    left, right = min(xs) - _NODE_W, max(xs) + _NODE_W
+    top = (n_bands + 0.7) * _ROW
+    fig, ax = plt.subplots(figsize=(max(7.0, 0.75 * (right - left) + 2.5), max(4.0, 0.8 * top + 1.5)))
+    for band in range(n_bands):  # rows, labelled with their frequency on the left
+        y = (n_bands - band) * _ROW
+        ax.axhspan(y - _ROW / 2, y + _ROW / 2, color="#4c72b0", alpha=0.05 + 0.05 * (band % 2), zorder=0)
+        member = next(n for n, d in g.nodes(data=True) if d.get("band") == band and d["kind"] == "level")
+        ax.text(left - 0.2, y, str(g.nodes[member]["freq"]), ha="right", va="center", fontsize=8, color="#333")
+    for b, (x0, x1) in spans.items():  # one frame a block
+        ax.add_patch(FancyBboxPatch((x0, _ROW / 2 + 0.1), x1 - x0 - _GAP, n_bands * _ROW - 0.2,
+                                    boxstyle="round,pad=0.1", fill=False, ec="#8a9bb5", ls="--", zorder=1))
+        ax.text((x0 + x1 - _GAP) / 2, (n_bands + 0.5) * _ROW + 0.05, f"block {b}" if b else "levels",
+                ha="center", va="bottom", fontsize=9, color="#3b4a63")
+    boxes = {}
     for n, (x, y) in pos.items():
         d = g.nodes[n]
-        style = dict(boxstyle="round,pad=0.4", fc="#fff7e6" if "band" in d else "#eef2f7", ec="#555")
-        ax.text(x, y, d["label"], ha="center", va="center", fontsize=9, bbox=style, zorder=3)
-    lim = edge_r + 1.2
-    ax.set_xlim(-lim, lim)
-    ax.set_ylim(-lim, lim)
-    ax.set_aspect("equal")
+        style = dict(boxstyle="round,pad=0.35", fc="#fff7e6" if d["kind"] == "level" else "#eef2f7", ec="#555")
+        boxes[n] = ax.text(x, y, d["label"], ha="center", va="center", fontsize=8.5, bbox=style, zorder=3)
+    ax.set_xlim(left - 1.6, right)
+    ax.set_ylim(-_ROW / 2 - 0.2, top)
+    fig.canvas.draw()  # lays the boxes out: their sizes decide where arrows start and end
+    to_data = ax.transData.inverted()
+    half = {n: (abs(e.x1 - e.x0) / 2, abs(e.y1 - e.y0) / 2) for n, t in boxes.items()
+            for e in [to_data.transform_bbox(t.get_bbox_patch().get_window_extent())]}
+    for k, (u, v, d) in enumerate(g.edges(data=True)):
+        if u in pos and v in pos and u != v:  # from box edge to box edge, so every arrowhead shows
+            ax.annotate("", xy=_on_edge(pos[v], pos[u], half[v]), xytext=_on_edge(pos[u], pos[v], half[u]),
+                        zorder=2, arrowprops=dict(arrowstyle="-|>", color=_EDGE_COLOURS[d["kind"]], lw=1.1,
+                                                  alpha=0.8, shrinkA=1, shrinkB=1,
+                                                  connectionstyle=f"arc3,rad={0.12 + 0.08 * (k % 3)}"))
+    kinds = sorted({d["kind"] for _, _, d in g.edges(data=True)}, key=list(_EDGE_NAMES).index)
+    ax.legend(handles=[Line2D([], [], color=_EDGE_COLOURS[k], lw=2, label=_EDGE_NAMES[k]) for k in kinds],
+              loc="upper left", bbox_to_anchor=(1.0, 1.0), fontsize=8, frameon=False)
     ax.axis("off")
-    ax.set_title(f"{g.graph.get('name', '')}: levels by frequency (fastest innermost)")
+    ax.set_title(f"{g.graph.get('name', '')}: levels by frequency (fastest on top)")
 
     buf = io.BytesIO()
     fig.savefig(buf, format=path.suffix.lstrip(".") or "png", dpi=110, bbox_inches="tight")

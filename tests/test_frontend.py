@@ -1,15 +1,18 @@
 """The front end end to end: parse, lower, resolve, check, IR and YAML equivalence."""
 
 from dataclasses import FrozenInstanceError
+from pathlib import Path
 
 import pytest
 
 import nlc
 from nlc import ir
-from nlc.graph import dataflow, level_graph, to_dot
+from nlc.graph import dataflow, layout, level_graph, to_dot
 from nlc.passes.pipeline import check_ir
 
 from specs import CMS, SGD, TITANS, TITANS_YAML
+
+ROOT = Path(__file__).resolve().parent.parent
 
 
 def test_titans_loads_with_resolved_names():
@@ -111,6 +114,51 @@ def test_level_graph_bands_fastest_innermost():
     assert bands["outer"] == bands["continuum.fast"]  # both update every step
     dot = to_dot(g)
     assert dot.index("every 16 steps") < dot.index("every 4 steps") < dot.index('"continuum.fast"')
+
+
+TWO_BLOCKS = """model two(dim = 8) {
+  block a {
+    level p {
+      state linear(dim, dim)
+      context (x, x)
+      period 1 tokens
+    }
+    level q {
+      state linear(dim, dim)
+      context (x, x)
+      period 1 tokens
+    }
+    out = p(x) + q(x)
+  }
+  block b {
+    level r {
+      state linear(dim, dim)
+      context (x, x)
+      period 2 tokens
+    }
+    out = r(x)
+  }
+}
+"""
+
+
+@pytest.mark.parametrize("text", [TWO_BLOCKS, (ROOT / "examples" / "hope_tokens.nl").read_text()])
+def test_graph_layout_keeps_boxes_apart_and_blocks_in_their_own_columns(text):
+    """The picture's layout: one row a frequency (fastest on top), boxes of a row at least a box
+    width apart, each block's levels inside its own column span, spans disjoint."""
+    checked = check_ir(nlc.loads(text), {})
+    g = level_graph(checked.program, checked.facts)
+    pos, spans = layout(g)
+    levels = [n for n, d in g.nodes(data=True) if d["kind"] == "level"]
+    for i, u in enumerate(levels):
+        for v in levels[i + 1:]:
+            (xu, yu), (xv, yv) = pos[u], pos[v]
+            assert yu != yv or abs(xu - xv) >= 2.0, (u, v)
+        assert (pos[u][1] > pos[levels[0]][1]) == (g.nodes[u]["band"] < g.nodes[levels[0]]["band"]) or u == levels[0]
+        x0, x1 = spans[u.rpartition(".")[0]]
+        assert x0 < pos[u][0] < x1
+    ordered = sorted(spans.values())
+    assert all(a[1] <= b[0] for a, b in zip(ordered, ordered[1:]))
 
 
 def test_optimizer_level_graph_has_update_edge():
