@@ -204,7 +204,7 @@ def layout(g: nx.MultiDiGraph) -> tuple[dict[str, tuple[float, float]], dict[str
     block (levels of one block side by side in its row, never on top of each other), the outer
     level, the inputs and the task loss on the bottom row. Returns (positions, each block's x span)."""
     banded = [n for n, d in g.nodes(data=True) if "band" in d and d["kind"] == "level"]
-    n_bands = 1 + max((g.nodes[n]["band"] for n in banded), default=0)
+    n_bands = 1 + max((g.nodes[n]["band"] for n in banded), default=-1)  # no level: no rows
     blocks = sorted({_block_of(n) for n in banded}, key=lambda b: min(
         (i for i, n in enumerate(g.nodes) if _block_of(n) == b)))
     pos: dict[str, tuple[float, float]] = {}
@@ -248,7 +248,7 @@ def _draw_matplotlib(g: nx.MultiDiGraph, path: Path) -> Path:
 
     pos, spans = layout(g)
     n_bands = 1 + max((d["band"] for _, d in g.nodes(data=True) if "band" in d and d["kind"] == "level"),
-                      default=0)
+                      default=-1)
     xs = [x for x, _ in pos.values()] or [0.0]
     left, right = min(xs) - _NODE_W, max(xs) + _NODE_W
     top = (n_bands + 0.7) * _ROW

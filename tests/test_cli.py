@@ -128,6 +128,13 @@ def test_graph_writes_each_format(specs, tmp_path, suffix):
     assert {".png": data[:4] == b"\x89PNG", ".svg": b"<svg" in data, ".dot": data.startswith(b"digraph")}[suffix]
 
 
+def test_graph_of_a_model_without_levels(tmp_path):
+    """A Transformer has no level: its picture is the outer level alone (was an internal error)."""
+    out = tmp_path / "t.png"
+    spec = Path(__file__).resolve().parent.parent / "examples" / "transformer.nl"
+    assert main(["graph", str(spec), "-o", str(out)]) == 0 and out.read_bytes()[:4] == b"\x89PNG"
+
+
 def test_graph_rejects_unknown_format(specs, tmp_path):
     assert main(["graph", str(specs["cms"]), "-o", str(tmp_path / "g.jpg")]) == 2
 
