@@ -99,6 +99,14 @@ class World:
             return ok
         return self.sum_(torch.tensor([0.0 if ok else 1.0], device=self.device)).item() == 0
 
+    def all_objects(self, obj) -> list:
+        """Every rank's `obj` (picklable), in rank order, on every rank."""
+        if self.size == 1:
+            return [obj]
+        out = [None] * self.size
+        self._call(tdist.all_gather_object, out, obj)
+        return out
+
     def barrier(self) -> None:
         if self.size > 1:
             self.sum_(torch.zeros(1, device=self.device))  # a barrier that obeys the group's timeout on every backend
