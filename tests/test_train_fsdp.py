@@ -211,3 +211,25 @@ def test_a_damaged_dcp_checkpoint_is_e621(runs, tmp_path, case, capsys):
     assert main(["eval", str(run)]) == 1
     err = capsys.readouterr()
     assert "E621" in err.err and "Traceback" not in err.err and "a pickle ran code" not in err.out + err.err
+
+
+def test_nested_optimizer_state_round_trips_through_dcp(text, tmp_path):
+    """M3's slow momentum keeps its period's running sum under a dotted name (`optim.N.m2.running`):
+    saved as shards and read back as shards mid-period (step 2 of f=3), a resumed run ends with the
+    uninterrupted run's bits; the sharded run is one process's within 1e-12."""
+    def args(out, *extra):
+        base = _args(text, tmp_path / out, "--steps", "4", "--ckpt-every", "2", *extra)
+        i = base.index("--optimizer")
+        return [*base[:i], *base[i + 2:], "--optimizer", str(ROOT / "examples" / "m3.nl"), "-o", "f=3",
+                "-o", "eps=1e-3"]
+
+    _ok(_ranks(1, args("one")))
+    _ok(_ranks(2, args("two", "--fsdp")))
+    shutil.copytree(tmp_path / "two", tmp_path / "again")
+    _ok(_ranks(2, args("again", "--fsdp", "--resume", str(tmp_path / "again" / "checkpoints" / "step_00000002"))))
+    one, two, again = (ck.load_checkpoint(tmp_path / r) for r in ("one", "two", "again"))
+    running = [k for k in two.trainer if k.startswith("optim.") and k.endswith(".m2.running")]
+    assert running and any(float(two.trainer[k].abs().max()) > 0 for k in running)
+    assert all(d <= 1e-12 for d in _max_difference(one, two).values()), _max_difference(one, two)
+    assert again.step == 4 and all(torch.equal(again.model[k], two.model[k]) for k in two.model)
+    assert all(torch.equal(again.trainer[k], two.trainer[k]) for k in two.trainer)
