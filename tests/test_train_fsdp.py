@@ -72,16 +72,16 @@ def test_averaged_gradients_are_caught(runs, text, tmp_path):
 
 def test_resume_sharded_and_on_one_process(runs, text, tmp_path):
     """From the step-4 DCP checkpoint of the sharded run: 2 sharded processes again (each reading its
-    shards) give the same bits (parameters, muon's momenta, step-level sums), one plain process (DCP
-    reads whole tensors) the same numbers within float64 rounding."""
-    for n, extra in ((2, ["--fsdp"]), (1, [])):
-        run = tmp_path / f"again{n}"
+    shards) give the same bits (parameters, muon's momenta, step-level sums); one plain process and 2
+    unsharded data-parallel ones (DCP reads whole tensors) the same numbers within float64 rounding."""
+    for n, extra in ((2, ["--fsdp"]), (1, []), (2, [])):
+        run = tmp_path / f"again{n}{''.join(extra)}"
         shutil.copytree(runs / "sharded", run)
         ckpt = run / "checkpoints" / "step_00000004"
         _ok(_ranks(n, _args(text, run, "--resume", str(ckpt), *extra)))
         done, straight = ck.load_checkpoint(run), ck.load_checkpoint(runs / "sharded")
         assert done.step == 8 and done.path.name == "step_00000008"
-        if n == 2:
+        if extra:
             assert all(torch.equal(done.model[k], straight.model[k]) for k in done.model)
             assert all(torch.equal(done.trainer[k], straight.trainer[k]) for k in done.trainer)
         else:

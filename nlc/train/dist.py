@@ -20,7 +20,8 @@ What is communicated, and when (the loop in nlc.train.loop calls these):
   * a `period N steps` level adds its local gradients to its sum every step and all-reduces
     that sum only when it steps: N-fold less traffic, the same sum;
   * checkpoints: the streaming state's rows are gathered (each rank holds its rows of the
-    batch), rank 0 writes, all wait at a barrier; evaluation batches are shared out and their
+    batch), rank 0 writes (under --fsdp every rank writes its shards: nlc.train.dcp), all wait
+    at a barrier; evaluation batches are shared out and their
     sums all-reduced.
 In-context levels need nothing: their state is per sequence, and sequences are rows.
 With --fsdp the parameters are sharded instead (nlc.train.fsdp): FSDP reduces the gradients in
