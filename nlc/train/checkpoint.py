@@ -10,6 +10,10 @@ A run folder holds
         trainer.safetensors     optimizer moments, CMS step-level sums and momenta, RNG state
         meta.json               step, spec hash, trainer settings, size and sha256 of each file
 
+An --fsdp run writes another layout, with torch.distributed.checkpoint (`save_sharded`; the
+files: nlc.train.dcp): every rank its own shards, meta.json saying "format": "dcp"; it is read
+and checked here like the ordinary one.
+
 Every file is written to a temporary name and renamed (nlc.files.atomic_write_bytes), and
 meta.json is written last: a folder without it is an interrupted save and is never used (a
 later save of the same step replaces it). Nothing in a checkpoint is trusted before it is
@@ -149,6 +153,49 @@ def save_checkpoint(run: Path, step: int, spec_hash: str, model_tensors: dict[st
     if keep > 0:
         _prune(run, keep, meta, first_loss)
     return folder
+
+
+def save_sharded(run: Path, step: int, spec_hash: str, model_tensors: dict[str, torch.Tensor],
+                 trainer_tensors: dict[str, torch.Tensor], trainer_meta: dict, world, stream_state=None,
+                 keep: int = 3, loss: float | None = None, first_loss: float | None = None) -> Path:
+    """Write checkpoint `step` of an --fsdp run with torch.distributed.checkpoint (nlc.train.dcp): every
+    rank writes its own shards; return the folder. A collective: every rank of `world` calls it."""
+    import torch.distributed.checkpoint as tdcp
+
+    final = step_dir(run, step)
+    temp = final.with_name(dcp.TEMP_PREFIX + final.name)
+    if world.main:  # the leftovers of a save of this step that was killed
+        shutil.rmtree(temp, ignore_errors=True)
+        temp.mkdir(parents=True)
+    world.barrier()
+    tdcp.save({"model": model_tensors, "trainer": trainer_tensors},
+              storage_writer=tdcp.FileSystemWriter(temp), no_dist=world.size == 1)
+    own = sorted(p.name for p in temp.iterdir()
+                 if (m := dcp.SHARD.fullmatch(p.name)) and int(m.group(1)) == world.rank)
+    files = {}
+    for part in world.all_objects({name: _record(temp, name) for name in own}):  # hashed in parallel
+        files.update(part)
+    if world.main:
+        if stream_state is not None:
+            tensors, skeleton = flatten(stream_state)
+            atomic_write_bytes(temp / dcp.STATE, _save_bytes(tensors, {"skeleton": skeleton, "step": step}))
+        for name in (dcp.METADATA, dcp.STATE):
+            if (temp / name).exists():
+                files[name] = _record(temp, name)
+        meta = {"format": dcp.FORMAT, "step": step, "spec_hash": spec_hash, "trainer": trainer_meta,
+                "files": dict(sorted(files.items())), "loss": loss, "first_loss": first_loss}
+        atomic_write_text(temp / "meta.json", dumps_json(meta, indent=1) + "\n")
+        clear_step(final)
+        temp.rename(final)  # every rank's shards are written: the gather above waited for all of them
+        if keep > 0:
+            _prune(run, keep, meta, first_loss)
+    return final
+
+
+def _record(folder: Path, name: str) -> dict:
+    """{bytes, sha256} of a file just written, as meta.json records it."""
+    size, sha = _digest(folder, folder / name, (folder / name).stat().st_size)
+    return {"bytes": size, "sha256": sha}
 
 
 def clear_step(folder: Path) -> None:

@@ -14,7 +14,8 @@ The tensors are saved under the names of the ordinary format, `model.<parameter>
 `trainer.rng.torch`): a DCP checkpoint reads into the same Checkpoint, and every check of the
 ordinary format (E621, E622) applies to it unchanged.
 
-Saving (every rank, nlc.train.loop): the folder is written as RUN/checkpoints/.tmp_step_NNNNNNNN,
+Saving (every rank, nlc.train.checkpoint.save_sharded): the folder is written as
+RUN/checkpoints/.tmp_step_NNNNNNNN,
 which no reader looks at; DCP writes every rank's shards in parallel and rank 0 the .metadata;
 each rank hashes its own files; rank 0 writes meta.json, then renames the folder into place. A
 kill at any point before the rename leaves the previous checkpoints as they were.
@@ -34,13 +35,11 @@ import io
 import math
 import pickle
 import re
-import shutil
 import warnings
 from pathlib import Path
 
 import torch
 
-from nlc.files import atomic_write_bytes, atomic_write_text, dumps_json
 from nlc.train.errors import train_error
 
 FORMAT = "dcp"  # meta.json's "format" of a DCP checkpoint
@@ -54,53 +53,6 @@ GROUPS = ("model", "trainer")
 def is_file_name(name) -> bool:
     """Is `name` a file a DCP checkpoint may list?"""
     return isinstance(name, str) and (name in (METADATA, STATE) or SHARD.fullmatch(name) is not None)
-
-
-# ---- saving (a collective: every rank calls it) ----------------------------------------------
-
-def save(run: Path, step: int, spec_hash: str, model_tensors: dict, trainer_tensors: dict, trainer_meta: dict,
-         world, stream_state=None, keep: int = 3, loss: float | None = None,
-         first_loss: float | None = None) -> Path:
-    """Write checkpoint `step` of a run with DCP; every rank writes its shards; return the folder."""
-    import torch.distributed.checkpoint as tdcp
-
-    from nlc.train import checkpoint as ck
-
-    final = ck.step_dir(run, step)
-    temp = final.with_name(TEMP_PREFIX + final.name)
-    if world.main:  # the leftovers of a save of this step that was killed
-        shutil.rmtree(temp, ignore_errors=True)
-        temp.mkdir(parents=True)
-    world.barrier()
-    tdcp.save({"model": model_tensors, "trainer": trainer_tensors},
-              storage_writer=tdcp.FileSystemWriter(temp), no_dist=world.size == 1)
-    own = sorted(p.name for p in temp.iterdir() if (m := SHARD.fullmatch(p.name)) and int(m.group(1)) == world.rank)
-    files = {}
-    for part in world.all_objects({name: _digest(temp, name) for name in own}):  # hashed in parallel
-        files.update(part)
-    if world.main:
-        if stream_state is not None:
-            tensors, skeleton = ck.flatten(stream_state)
-            atomic_write_bytes(temp / STATE, ck._save_bytes(tensors, {"skeleton": skeleton, "step": step}))
-        for name in (METADATA, STATE):
-            if (temp / name).exists():
-                files[name] = _digest(temp, name)
-        meta = {"format": FORMAT, "step": step, "spec_hash": spec_hash, "trainer": trainer_meta,
-                "files": dict(sorted(files.items())), "loss": loss, "first_loss": first_loss}
-        atomic_write_text(temp / "meta.json", dumps_json(meta, indent=1) + "\n")
-        ck.clear_step(final)
-        temp.rename(final)  # every rank's shards are written (the gather above waited for all of them)
-        if keep > 0:
-            ck._prune(run, keep, meta, first_loss)
-    return final
-
-
-def _digest(folder: Path, name: str) -> dict:
-    """{bytes, sha256} of a file just written, as meta.json records it."""
-    from nlc.train import checkpoint as ck
-
-    size, sha = ck._digest(folder, folder / name, (folder / name).stat().st_size)
-    return {"bytes": size, "sha256": sha}
 
 
 # ---- reading ----------------------------------------------------------------------------------

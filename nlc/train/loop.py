@@ -47,7 +47,6 @@ from nlc.files import NotARegularFile, atomic_write_text, dumps_json, read_regul
 from nlc.runtime.compile import compile_chunks
 from nlc.runtime.state import layout_difference, state_layout
 from nlc.train import checkpoint as ck
-from nlc.train import dcp
 from nlc.train import dist
 from nlc.train import fsdp
 from nlc.train import outer
@@ -775,8 +774,8 @@ def _run(plan: RunPlan) -> dict:
         whole_state = world.gather_rows(state) if cfg.stream else None  # every rank's rows
         ckpt_loss = loss_value if math.isfinite(loss_value) else None
         if cfg.fsdp:  # every rank writes its own shards (torch.distributed.checkpoint, nlc.train.dcp)
-            last_ckpt = dcp.save(out, step, shash, model.state_dict(), *_trainer_state(opt, levels), world,
-                                 whole_state, cfg.keep, loss=ckpt_loss, first_loss=first_loss)
+            last_ckpt = ck.save_sharded(out, step, shash, model.state_dict(), *_trainer_state(opt, levels),
+                                        world, whole_state, cfg.keep, loss=ckpt_loss, first_loss=first_loss)
         elif world.main:
             last_ckpt = ck.save_checkpoint(out, step, shash, model.state_dict(), *_trainer_state(opt, levels),
                                            whole_state, cfg.keep, loss=ckpt_loss, first_loss=first_loss)
