@@ -176,6 +176,12 @@ def _index_pointing_out(ckpt) -> bytes:
     return pickle.dumps(index)
 
 
+def _index_of_wrong_types(ckpt) -> bytes:
+    index = pickle.loads((ckpt / ".metadata").read_bytes())
+    next(iter(index.state_dict_metadata.values())).chunks = 5  # the records hold what the pickle says
+    return pickle.dumps(index)
+
+
 def _unlisted_metadata(ckpt):
     meta = json.loads((ckpt / "meta.json").read_text())
     del meta["files"][".metadata"]
@@ -193,6 +199,8 @@ CORRUPT = {
                                           ".metadata is not a DCP index"),
     "an index that points out of the folder": (lambda c: _rewrite(c, ".metadata", _index_pointing_out(c)),
                                                "points into `../../../config.json`"),
+    "an index whose records hold the wrong types": (lambda c: _rewrite(c, ".metadata", _index_of_wrong_types(c)),
+                                                    ".metadata is not a DCP index (TypeError"),
 }
 
 

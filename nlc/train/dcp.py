@@ -15,10 +15,10 @@ The tensors are saved under the names of the ordinary format, `model.<parameter>
 ordinary format (E621, E622) applies to it unchanged.
 
 Saving (every rank, nlc.train.checkpoint.save_sharded): the folder is written as
-RUN/checkpoints/.tmp_step_NNNNNNNN,
-which no reader looks at; DCP writes every rank's shards in parallel and rank 0 the .metadata;
-each rank hashes its own files; rank 0 writes meta.json, then renames the folder into place. A
-kill at any point before the rename leaves the previous checkpoints as they were.
+RUN/checkpoints/.tmp_step_NNNNNNNN, which no reader looks at; DCP writes every rank's shards in
+parallel and rank 0 the .metadata; each rank hashes its own files; rank 0 writes meta.json, then
+renames the folder into place. A kill at any point before the rename leaves the previous
+checkpoints as they were.
 
 Reading (any number of processes, sharded or not, and `nlc eval`): the files are checked against
 meta.json (size, sha256) like an ordinary checkpoint's; .metadata, a pickle, is read with only
@@ -64,7 +64,10 @@ def read_tensors(ckpt: Path, metadata: bytes, files: dict, like: dict | None = N
     import torch.distributed.checkpoint as tdcp
 
     index = _read_index(ckpt, metadata)
-    _check_index(ckpt, index, files)
+    try:  # the records' fields hold whatever the pickle gave them: one of another type is a damaged index
+        _check_index(ckpt, index, files)
+    except (TypeError, AttributeError, ValueError, OverflowError) as e:
+        raise _corrupt(ckpt, f"{METADATA} is not a DCP index ({type(e).__name__}: {str(e)[:200]})") from None
     like = like or {}
     into = {group: {} for group in GROUPS}
     for fqn, md in index.state_dict_metadata.items():
@@ -149,7 +152,8 @@ def _check_index(ckpt: Path, index, files: dict) -> None:
             raise _corrupt(ckpt, f"{METADATA}: `{fqn}` is not a tensor")
         covered = 0
         for chunk in md.chunks:
-            if not (len(chunk.offsets) == len(chunk.sizes) == len(md.size) and all(map(_whole, chunk.offsets))
+            if not (len(chunk.offsets) == len(chunk.sizes) == len(md.size)
+                    and all(map(_whole, chunk.offsets)) and all(map(_whole, chunk.sizes))
                     and all(o + s <= n for o, s, n in zip(chunk.offsets, chunk.sizes, md.size))):
                 raise _corrupt(ckpt, f"{METADATA}: a piece of `{fqn}` lies outside its shape {tuple(md.size)}")
             covered += math.prod(chunk.sizes)
