@@ -53,11 +53,11 @@ def kind_of(mode: int) -> str:
     return "not a regular file"
 
 
-def read_regular_bytes(path: str | Path, at_most: int | None = None) -> bytes:
-    """The bytes of a regular file (its first `at_most` bytes when given). Anything else (a FIFO,
-    /dev/zero, a folder) is NotARegularFile, raised before a byte is read: the open does not wait
-    for a FIFO's writer (O_NONBLOCK) and the type is checked on the opened file, so it cannot
-    change between the check and the read."""
+def open_regular(path: str | Path):
+    """A regular file opened for binary reading. Anything else (a FIFO, /dev/zero, a folder) is
+    NotARegularFile, raised before a byte is read: the open does not wait for a FIFO's writer
+    (O_NONBLOCK) and the type is checked on the opened file, so it cannot change between the
+    check and the read."""
     try:
         fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_CLOEXEC", 0))
     except OSError:
@@ -75,17 +75,28 @@ def read_regular_bytes(path: str | Path, at_most: int | None = None) -> bytes:
     except BaseException:
         os.close(fd)
         raise
-    with os.fdopen(fd, "rb") as f:
-        if at_most is None:
-            return f.read()
-        chunks, left = [], at_most
-        while left > 0:  # in pieces: f.read(n) would allocate n bytes first, however short the file
-            chunk = f.read(min(left, 1 << 20))
-            if not chunk:
-                break
-            chunks.append(chunk)
-            left -= len(chunk)
-        return b"".join(chunks)
+    return os.fdopen(fd, "rb")
+
+
+def read_regular_bytes(path: str | Path, at_most: int | None = None) -> bytes:
+    """The bytes of a regular file (its first `at_most` bytes when given); NotARegularFile for anything
+    else (see open_regular)."""
+    with open_regular(path) as f:
+        return read_at_most(f, at_most)
+
+
+def read_at_most(f, at_most: int | None = None) -> bytes:
+    """The bytes of an open binary file, its first `at_most` when given."""
+    if at_most is None:
+        return f.read()
+    chunks, left = [], at_most
+    while left > 0:  # in pieces: f.read(n) would allocate n bytes first, however short the file
+        chunk = f.read(min(left, 1 << 20))
+        if not chunk:
+            break
+        chunks.append(chunk)
+        left -= len(chunk)
+    return b"".join(chunks)
 
 
 # ---- JSON that stays JSON -----------------------------------------------------------------------

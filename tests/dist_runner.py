@@ -6,7 +6,8 @@ It trains in float64 on one thread, and writes RUN/rank<r>.hash, the sha256 of t
 when it finishes (under --fsdp: of the whole parameters, gathered). Test-only flags: --float32 (the
 default dtype), --skip-period-reduce (the negative control: step levels step with their own rank's sums),
 --average-gradients (the negative control of --fsdp: FSDP's default mean over ranks instead of a sum), --die-at-step N (rank 1 exits at once, as a
-killed process, during step N), --signal-at-step N (rank 1 alone gets a SIGINT during step N).
+killed process, during step N), --signal-at-step N (rank 1 alone gets a SIGINT during step N), --die-in-save (rank 1 exits at once in its
+first --fsdp checkpoint save, after writing its shards).
 """
 
 import hashlib
@@ -61,6 +62,17 @@ if "--signal-at-step" in sys.argv:  # rank 1 gets a SIGINT (as from Ctrl-C) duri
         return step_before(self, *args, **kw)
 
     StepLevels.step = signalled
+
+if "--die-in-save" in sys.argv:  # rank 1 exits at once, as a killed process, in its first DCP save
+    sys.argv.remove("--die-in-save")
+    all_objects = dist.World.all_objects
+
+    def dying_in_save(self, obj):
+        if self.rank == 1:  # its shards are written, their hashes not yet sent: the folder is not whole
+            os._exit(9)
+        return all_objects(self, obj)
+
+    dist.World.all_objects = dying_in_save
 
 run = loop._run
 

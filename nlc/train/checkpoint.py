@@ -10,6 +10,10 @@ A run folder holds
         trainer.safetensors     optimizer moments, CMS step-level sums and momenta, RNG state
         meta.json               step, spec hash, trainer settings, size and sha256 of each file
 
+An --fsdp run writes another layout, with torch.distributed.checkpoint (`save_sharded`; the
+files: nlc.train.dcp): every rank its own shards, meta.json saying "format": "dcp"; it is read
+and checked here like the ordinary one.
+
 Every file is written to a temporary name and renamed (nlc.files.atomic_write_bytes), and
 meta.json is written last: a folder without it is an interrupted save and is never used (a
 later save of the same step replaces it). Nothing in a checkpoint is trusted before it is
@@ -33,6 +37,7 @@ import math
 import os
 import re
 import shutil
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -40,8 +45,9 @@ import torch
 from safetensors.torch import load, save
 
 from nlc.errors import Diagnostic, SpecError
-from nlc.files import NotARegularFile, atomic_write_bytes, atomic_write_text, dumps_json, kind_of, \
-    read_regular_bytes
+from nlc.files import NotARegularFile, atomic_write_bytes, atomic_write_text, dumps_json, kind_of, open_regular, \
+    read_at_most
+from nlc.train import dcp
 from nlc.train.errors import train_error
 
 FORMAT = "nlc-checkpoint-1"
@@ -132,11 +138,7 @@ def save_checkpoint(run: Path, step: int, spec_hash: str, model_tensors: dict[st
     `loss` (the training loss of step `step`) and `first_loss` (of step 1) go into meta.json: they
     tell a later divergence (E630) whether this checkpoint is a safe point to go back to."""
     folder = step_dir(run, step)
-    if folder.is_symlink():  # nlc never makes one: replace the link, never what it points to
-        folder.unlink()
-    elif folder.is_dir():  # an interrupted save of this step, or one from before a --resume of an earlier step:
-        (folder / "meta.json").unlink(missing_ok=True)  # first make it read as interrupted, so that a kill
-        shutil.rmtree(folder)  # in between never leaves a record of files that are gone
+    clear_step(folder)
     files = {"model.safetensors": _save_bytes(model_tensors, {"spec_hash": spec_hash, "step": step}),
              "trainer.safetensors": _save_bytes(trainer_tensors)}
     if stream_state is not None:
@@ -151,6 +153,59 @@ def save_checkpoint(run: Path, step: int, spec_hash: str, model_tensors: dict[st
     if keep > 0:
         _prune(run, keep, meta, first_loss)
     return folder
+
+
+def save_sharded(run: Path, step: int, spec_hash: str, model_tensors: dict[str, torch.Tensor],
+                 trainer_tensors: dict[str, torch.Tensor], trainer_meta: dict, world, stream_state=None,
+                 keep: int = 3, loss: float | None = None, first_loss: float | None = None) -> Path:
+    """Write checkpoint `step` of an --fsdp run with torch.distributed.checkpoint (nlc.train.dcp): every
+    rank writes its own shards; return the folder. A collective: every rank of `world` calls it."""
+    import torch.distributed.checkpoint as tdcp
+
+    final = step_dir(run, step)
+    temp = final.with_name(dcp.TEMP_PREFIX + final.name)
+    if world.main:  # the leftovers of a save of this step that was killed
+        shutil.rmtree(temp, ignore_errors=True)
+        temp.mkdir(parents=True)
+    world.barrier()
+    tdcp.save({"model": model_tensors, "trainer": trainer_tensors},
+              storage_writer=tdcp.FileSystemWriter(temp), no_dist=world.size == 1)
+    own = sorted(p.name for p in temp.iterdir()
+                 if (m := dcp.SHARD.fullmatch(p.name)) and int(m.group(1)) == world.rank)
+    files = {}
+    for part in world.all_objects({name: _record(temp, name) for name in own}):  # hashed in parallel
+        files.update(part)
+    if world.main:
+        if stream_state is not None:
+            tensors, skeleton = flatten(stream_state)
+            atomic_write_bytes(temp / dcp.STATE, _save_bytes(tensors, {"skeleton": skeleton, "step": step}))
+        for name in (dcp.METADATA, dcp.STATE):
+            if (temp / name).exists():
+                files[name] = _record(temp, name)
+        meta = {"format": dcp.FORMAT, "step": step, "spec_hash": spec_hash, "trainer": trainer_meta,
+                "files": dict(sorted(files.items())), "loss": loss, "first_loss": first_loss}
+        atomic_write_text(temp / "meta.json", dumps_json(meta, indent=1) + "\n")
+        clear_step(final)
+        temp.rename(final)  # every rank's shards are written: the gather above waited for all of them
+        if keep > 0:
+            _prune(run, keep, meta, first_loss)
+    return final
+
+
+def _record(folder: Path, name: str) -> dict:
+    """{bytes, sha256} of a file just written, as meta.json records it."""
+    size, sha = _digest(folder, folder / name, (folder / name).stat().st_size)
+    return {"bytes": size, "sha256": sha}
+
+
+def clear_step(folder: Path) -> None:
+    """Remove a checkpoint folder about to be written again: an interrupted save of this step, or one
+    from before a --resume of an earlier step."""
+    if folder.is_symlink():  # nlc never makes one: replace the link, never what it points to
+        folder.unlink()
+    elif folder.is_dir():
+        (folder / "meta.json").unlink(missing_ok=True)  # first make it read as interrupted, so that a kill
+        shutil.rmtree(folder)  # in between never leaves a record of files that are gone
 
 
 # A checkpoint is a safe point to go back to after a divergence (E630) when the training loss of its
@@ -331,16 +386,19 @@ def _is_number(x) -> bool:
     return isinstance(x, (int, float)) and not isinstance(x, bool)
 
 
-def _check_name(ckpt: Path, name) -> None:
-    """A name meta.json lists must be one of nlc's checkpoint files, in the folder itself (E624)."""
-    if isinstance(name, str) and name in FILES:
+def _check_name(ckpt: Path, name, sharded: bool = False) -> None:
+    """A name meta.json lists must be one of nlc's checkpoint files (of a DCP checkpoint's, when `sharded`),
+    in the folder itself (E624)."""
+    if dcp.is_file_name(name) if sharded else (isinstance(name, str) and name in FILES):
         return
     text = name if isinstance(name, str) else repr(name)
     where = ("outside the checkpoint folder" if isinstance(name, str) and
              ("/" in name or "\\" in name or name in (".", "..") or Path(name).is_absolute())
              else "that is not a checkpoint file")
     raise train_error("E624", f"checkpoint {ckpt} is refused: {ckpt / 'meta.json'} lists `{text}`, a file {where}",
-                      "a checkpoint lists only " + ", ".join(FILES) + " in its own folder; it was edited")
+                      "a checkpoint lists only " + ("the files torch.distributed.checkpoint writes (__R_I.distcp, "
+                                                    ".metadata) and state.safetensors" if sharded else
+                                                    ", ".join(FILES)) + " in its own folder; it was edited")
 
 
 def read_meta(ckpt: Path) -> dict:
@@ -355,8 +413,8 @@ def read_meta(ckpt: Path) -> dict:
         raise _record_error(ckpt, "not JSON") from None
     if not isinstance(meta, dict):
         raise _record_error(ckpt, "not a JSON object")
-    if meta.get("format") != FORMAT:
-        raise _record_error(ckpt, f"format {meta.get('format')!r}, not {FORMAT!r}")
+    if meta.get("format") not in (FORMAT, dcp.FORMAT):
+        raise _record_error(ckpt, f"format {meta.get('format')!r}, not {FORMAT!r} or {dcp.FORMAT!r}")
     if not _is_int(meta.get("step")) or meta["step"] < 0:
         raise _record_error(ckpt, f"step {meta.get('step')!r} is not a whole number")
     m = STEP_DIR.fullmatch(ckpt.name)
@@ -372,12 +430,13 @@ def read_meta(ckpt: Path) -> dict:
     files = meta.get("files")
     if not isinstance(files, dict):
         raise _record_error(ckpt, "files is not an object")
+    sharded = meta["format"] == dcp.FORMAT
     for name, info in files.items():
-        _check_name(ckpt, name)
+        _check_name(ckpt, name, sharded)
         if not (isinstance(info, dict) and _is_int(info.get("bytes")) and info["bytes"] >= 0
                 and isinstance(info.get("sha256"), str) and re.fullmatch(r"[0-9a-f]{64}", info["sha256"])):
             raise _record_error(ckpt, f"files.{name} is not {{bytes: a whole number, sha256: 64 hex digits}}")
-    missing = [n for n in REQUIRED if n not in files]
+    missing = [n for n in ((dcp.METADATA,) if sharded else REQUIRED) if n not in files]
     if missing:
         raise _record_error(ckpt, f"it lists no {missing[0]}")
     return meta
@@ -390,6 +449,23 @@ def _no_constant(name: str):
 def _read_file(ckpt: Path, path: Path, at_most: int | None = None) -> bytes:
     """The bytes of a file of a checkpoint (at most `at_most`): a regular file inside the folder
     (E624, E625, E621 otherwise)."""
+    with _opened(ckpt, path) as f:
+        return read_at_most(f, at_most)
+
+
+def _digest(ckpt: Path, path: Path, at_most: int) -> tuple[int, str]:
+    """(size, sha256) of the first `at_most` bytes of a file of a checkpoint, read in pieces."""
+    h, size = hashlib.sha256(), 0
+    with _opened(ckpt, path) as f:
+        while size < at_most and (chunk := f.read(min(at_most - size, 1 << 20))):
+            h.update(chunk)
+            size += len(chunk)
+    return size, h.hexdigest()
+
+
+@contextmanager
+def _opened(ckpt: Path, path: Path):
+    """A file of a checkpoint, opened: a regular file inside the folder (E624, E625, E621 otherwise)."""
     if path.is_symlink():
         try:
             inside = path.resolve(strict=True).is_relative_to(ckpt.resolve(strict=True))
@@ -399,13 +475,18 @@ def _read_file(ckpt: Path, path: Path, at_most: int | None = None) -> bytes:
             raise train_error("E624", f"checkpoint {ckpt} is refused: {path.name} is a symlink that leads out of "
                               "the checkpoint folder (or nowhere)", "nlc never writes symlinks; it was edited")
     try:
-        return read_regular_bytes(path, at_most)
+        f = open_regular(path)
     except NotARegularFile as e:
         raise train_error("E625", f"checkpoint {ckpt} is corrupt: {path.name} is {e.kind}, not a file") from None
     except FileNotFoundError:
         raise train_error("E621", f"checkpoint {ckpt} is corrupt: {path.name} is missing") from None
     except OSError as e:
         raise train_error("E621", f"checkpoint {ckpt}: {path.name} cannot be read: {e.strerror or e}") from None
+    with f:
+        try:
+            yield f
+        except OSError as e:
+            raise train_error("E621", f"checkpoint {ckpt}: {path.name} cannot be read: {e.strerror or e}") from None
 
 
 def _read_verified(ckpt: Path) -> tuple[dict, dict[str, bytes]]:
@@ -413,15 +494,21 @@ def _read_verified(ckpt: Path) -> tuple[dict, dict[str, bytes]]:
     meta = read_meta(ckpt)
     data = {}
     for name, info in meta["files"].items():
-        raw = _read_file(ckpt, ckpt / name, info["bytes"] + 1)  # one byte more tells a longer file
-        if len(raw) != info["bytes"]:
+        if dcp.SHARD.fullmatch(name):  # a shard of a DCP checkpoint: checked, not kept (DCP reads it later)
+            size, sha = _digest(ckpt, ckpt / name, info["bytes"] + 1)
+            raw = None
+        else:
+            raw = _read_file(ckpt, ckpt / name, info["bytes"] + 1)  # one byte more tells a longer file
+            size, sha = len(raw), hashlib.sha256(raw).hexdigest()
+        if size != info["bytes"]:
             raise train_error("E621", f"checkpoint {ckpt} is corrupt: {name} is truncated "
-                              f"({len(raw)} bytes, {info['bytes']} written)" if len(raw) < info["bytes"] else
+                              f"({size} bytes, {info['bytes']} written)" if size < info["bytes"] else
                               f"checkpoint {ckpt} is corrupt: {name} has more than the {info['bytes']} bytes "
                               "written")
-        if hashlib.sha256(raw).hexdigest() != info["sha256"]:
+        if sha != info["sha256"]:
             raise train_error("E621", f"checkpoint {ckpt} is corrupt: {name} does not match its recorded sha256")
-        data[name] = raw
+        if raw is not None:
+            data[name] = raw
     return meta, data
 
 
@@ -430,8 +517,12 @@ def verify(ckpt: Path) -> dict:
     return _read_verified(Path(ckpt))[0]
 
 
-def load_checkpoint(path: str | Path, spec_hash: str | None = None) -> Checkpoint:
-    """Read and verify a checkpoint (a folder, or a run's newest); E622 if it belongs to another spec."""
+def load_checkpoint(path: str | Path, spec_hash: str | None = None, like: dict | None = None) -> Checkpoint:
+    """Read and verify a checkpoint (a folder, or a run's newest); E622 if it belongs to another spec.
+
+    A DCP checkpoint (of an --fsdp run, nlc.train.dcp) reads each tensor laid out as `like`
+    ({"model": {name: tensor}, "trainer": {name: tensor}}) holds it, when it has that name, shape and
+    dtype: a DTensor gets this rank's shard; the others, and all of an ordinary checkpoint, are whole."""
     ckpt = find_checkpoint(path)
     try:
         meta, data = _read_verified(ckpt)
@@ -439,8 +530,11 @@ def load_checkpoint(path: str | Path, spec_hash: str | None = None) -> Checkpoin
             raise train_error("E622", f"checkpoint {ckpt} belongs to a different spec (spec hash "
                               f"{meta['spec_hash'][:12]}, this spec {spec_hash[:12]})",
                               "resume a run with the spec it was started with, or start a new --out folder")
-        model, _ = _load_bytes(data["model.safetensors"], ckpt / "model.safetensors")
-        trainer, _ = _load_bytes(data["trainer.safetensors"], ckpt / "trainer.safetensors")
+        if meta["format"] == dcp.FORMAT:
+            model, trainer = dcp.read_tensors(ckpt, data[dcp.METADATA], meta["files"], like)
+        else:
+            model, _ = _load_bytes(data["model.safetensors"], ckpt / "model.safetensors")
+            trainer, _ = _load_bytes(data["trainer.safetensors"], ckpt / "trainer.safetensors")
         stream = None
         if "state.safetensors" in data:
             stream = _stream_state(data["state.safetensors"], ckpt / "state.safetensors")

@@ -20,7 +20,8 @@ What is communicated, and when (the loop in nlc.train.loop calls these):
   * a `period N steps` level adds its local gradients to its sum every step and all-reduces
     that sum only when it steps: N-fold less traffic, the same sum;
   * checkpoints: the streaming state's rows are gathered (each rank holds its rows of the
-    batch), rank 0 writes, all wait at a barrier; evaluation batches are shared out and their
+    batch), rank 0 writes (under --fsdp every rank writes its shards: nlc.train.dcp), all wait
+    at a barrier; evaluation batches are shared out and their
     sums all-reduced.
 In-context levels need nothing: their state is per sequence, and sequences are rows.
 With --fsdp the parameters are sharded instead (nlc.train.fsdp): FSDP reduces the gradients in
@@ -98,6 +99,14 @@ class World:
         if self.size == 1:
             return ok
         return self.sum_(torch.tensor([0.0 if ok else 1.0], device=self.device)).item() == 0
+
+    def all_objects(self, obj) -> list:
+        """Every rank's `obj` (picklable), in rank order, on every rank."""
+        if self.size == 1:
+            return [obj]
+        out = [None] * self.size
+        self._call(tdist.all_gather_object, out, obj)
+        return out
 
     def barrier(self) -> None:
         if self.size > 1:

@@ -22,9 +22,11 @@ What changes against plain data parallelism (nlc.train.dist), and why:
   * matrix rules (Newton-Schulz, delta products: nlc.optim.runtime) gather the whole matrix,
     compute, and keep their rank's rows; elementwise rules work on the shards as they are;
   * gradient clipping takes the global norm of the sharded gradients (`clip_grad_norm`);
-  * checkpoints gather every sharded tensor (one at a time) to whole tensors; rank 0 writes the
-    ordinary checkpoint format, which any number of processes, sharded or not, can resume from
-    (`place_like` cuts a rank's shard back out of a whole tensor).
+  * checkpoints are written with torch.distributed.checkpoint (nlc.train.dcp): every rank writes
+    its own shards, and any number of processes, sharded or not, resumes from them (DCP reads a
+    shard or a whole tensor, as the resuming process keeps it); an ordinary checkpoint (of a run
+    without --fsdp) is resumed under --fsdp by cutting each rank's shard out of its whole tensors
+    (`place_like`).
 """
 
 from __future__ import annotations
@@ -72,22 +74,11 @@ def shard(model: torch.nn.Module, world) -> torch.nn.Module:
 
 
 def place_like(value: torch.Tensor, like):
-    """`value` (a whole tensor) as `like` is kept: this rank's shard of it when `like` is a DTensor."""
-    if not is_sharded(like):
+    """`value` (a whole tensor) as `like` is kept: this rank's shard of it when `like` is a DTensor (a
+    value that is already a shard, read so from a DCP checkpoint, stays as it is)."""
+    if not is_sharded(like) or is_sharded(value):
         return value
     return reshard_like(value.to(device=like.device, dtype=like.dtype), like)
-
-
-def gathered(tensors: dict[str, torch.Tensor], keep: bool) -> dict[str, torch.Tensor]:
-    """The whole tensors of a state dict of shards, on the CPU, one tensor gathered at a time; only the
-    rank that writes (`keep`) keeps them, the others take part in the gathers and drop them."""
-    out = {}
-    for name in sorted(tensors):  # the same order on every rank (an optimizer's state may be kept in another)
-        t = tensors[name]
-        full = whole_tensor(t)
-        if keep:
-            out[name] = full.detach().cpu() if is_sharded(t) else full
-    return {name: out[name] for name in tensors} if keep else out
 
 
 def clip_grad_norm(params: list, max_norm: float) -> float:

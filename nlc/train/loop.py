@@ -484,7 +484,8 @@ def _prepare_rank(world, device_name, cfg, spec, spec_text, spec_path, out, resu
             ckpt, start = None, 0
             state = model.init_state(rows) if cfg.stream else None
         else:
-            ckpt = ck.load_checkpoint(where, shash)
+            ckpt = ck.load_checkpoint(where, shash, like={"model": model.state_dict(),
+                                                          "trainer": _trainer_like(opt, levels)})
             ck.load_model_tensors(model, _placed(ckpt.model, model.state_dict()), ckpt.path)
             _load_trainer(opt, levels, ckpt)
             start = ckpt.step
@@ -611,6 +612,16 @@ def _trainer_state(opt, levels: StepLevels) -> tuple[dict, dict]:
     tensors["rng.torch"] = torch.get_rng_state()
     meta = {"param_groups": sd["param_groups"], "optim_values": values, "step_level_count": levels.count}
     return tensors, meta
+
+
+def _trainer_like(opt, levels: StepLevels) -> dict[str, torch.Tensor]:
+    """The trainer entries this run keeps, named as in a checkpoint (a DCP checkpoint reads each into
+    one laid out the same way: a shard under --fsdp)."""
+    like = {f"optim.{pid}.{name}": v for pid, (_, st) in outer.expected_state(opt).items()
+            for name, v in st.items() if isinstance(v, torch.Tensor)}
+    like.update(levels.state_tensors())
+    like["rng.torch"] = torch.get_rng_state()
+    return like
 
 
 def _load_trainer(opt, levels: StepLevels, ckpt: ck.Checkpoint) -> None:
@@ -761,18 +772,15 @@ def _run(plan: RunPlan) -> dict:
     def save(step: int) -> Path:
         nonlocal last_ckpt, saved_step
         whole_state = world.gather_rows(state) if cfg.stream else None  # every rank's rows
-        last_ckpt = ck.step_dir(out, step)
-        if cfg.fsdp:  # every rank takes part in gathering the shards; rank 0 keeps the whole tensors
-            model_tensors = fsdp.gathered(model.state_dict(), world.main)
-            tensors, meta = _trainer_state(opt, levels)
-            tensors = fsdp.gathered(tensors, world.main)
+        ckpt_loss = loss_value if math.isfinite(loss_value) else None
+        if cfg.fsdp:  # every rank writes its own shards (torch.distributed.checkpoint, nlc.train.dcp)
+            last_ckpt = ck.save_sharded(out, step, shash, model.state_dict(), *_trainer_state(opt, levels),
+                                        world, whole_state, cfg.keep, loss=ckpt_loss, first_loss=first_loss)
         elif world.main:
-            model_tensors = model.state_dict()
-            tensors, meta = _trainer_state(opt, levels)
-        if world.main:
-            last_ckpt = ck.save_checkpoint(out, step, shash, model_tensors, tensors, meta, whole_state,
-                                           cfg.keep, loss=loss_value if math.isfinite(loss_value) else None,
-                                           first_loss=first_loss)
+            last_ckpt = ck.save_checkpoint(out, step, shash, model.state_dict(), *_trainer_state(opt, levels),
+                                           whole_state, cfg.keep, loss=ckpt_loss, first_loss=first_loss)
+        else:
+            last_ckpt = ck.step_dir(out, step)
         world.barrier()  # the checkpoint is whole before any rank goes on (or reports it)
         saved_step = step
         log({"step": step, "event": "checkpoint", "path": str(last_ckpt)})
