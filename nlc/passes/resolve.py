@@ -8,7 +8,8 @@ spec forms (`mlp(...)`, `learned`, `(k, v)`, `l2`, `momentum(...)` or a level).
 
 Diagnostics: E201 undefined name, E202 unknown function, E203 duplicate
 definition, E204 a definition shadows a builtin, E205 unknown spec form,
-E206 an unused level (W206, a warning: an unused let), E207 a form or level used where a value is expected.
+E206 an unused level (W206, a warning: an unused let), E207 a form or level
+used where a value is expected.
 """
 
 from __future__ import annotations
