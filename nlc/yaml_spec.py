@@ -65,10 +65,10 @@ def _end_at_last_child(program: S.Program, source: Source) -> None:
         return node.fields if isinstance(node, S.Level) else getattr(node, "body", None) or []
 
     def indent_at(offset: int) -> int:  # the column of the first non-blank character of offset's line
-        start = text.rfind("\n", 0, offset) + 1
-        stop = text.find("\n", start)
-        line = text[start:stop if stop != -1 else len(text)]
-        return len(line) - len(line.lstrip(" "))
+        start = end = text.rfind("\n", 0, offset) + 1
+        while end < len(text) and text[end] == " ":  # no slice: a flow-style line may hold the whole spec
+            end += 1
+        return end - start
 
     def closing_comments_end(end: int, depth: int) -> int:
         pos = text.find("\n", end)
