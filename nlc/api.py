@@ -28,7 +28,12 @@ def loads(text: str, path: str = "<string>", format: str | None = None, **params
 
 def load(path: str | Path, **params) -> ir.Program:
     """Return the checked IR of a spec file (.nl, or .yaml/.yml)."""
-    return loads(read_spec(path), str(path), **params)
+    return load_checked(path, **params).program
+
+
+def load_checked(path: str | Path, **params) -> Checked:
+    """Return a spec file checked: its IR, parameter values, warnings and what the passes found."""
+    return _checked(read_spec(path), str(path), None, params)
 
 
 def read_spec(path: str | Path) -> str:

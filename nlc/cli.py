@@ -80,8 +80,8 @@ def cmd_check(args) -> int:
     for path in args.specs:
         options = {**dict(args.param), **size_limits(args)}
         try:
-            prog = nlc.load(path, **options)
-            warnings = nlc.check(prog, **options)
+            checked = nlc.api.load_checked(path, **options)
+            prog, warnings = checked.program, checked.warnings
         except SpecError as e:
             failed = True
             report.append({"file": str(path), "ok": False, "diagnostics": [d.to_json() for d in e.diagnostics]})

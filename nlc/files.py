@@ -89,14 +89,19 @@ def read_at_most(f, at_most: int | None = None) -> bytes:
     """The bytes of an open binary file, its first `at_most` when given."""
     if at_most is None:
         return f.read()
-    chunks, left = [], at_most
-    while left > 0:  # in pieces: f.read(n) would allocate n bytes first, however short the file
+    return b"".join(read_pieces(f, at_most))
+
+
+def read_pieces(f, at_most: int):
+    """The first `at_most` bytes of an open binary file, in pieces of at most 1 MiB: f.read(n) would
+    allocate n bytes first, however short the file."""
+    left = at_most
+    while left > 0:
         chunk = f.read(min(left, 1 << 20))
         if not chunk:
-            break
-        chunks.append(chunk)
+            return
+        yield chunk
         left -= len(chunk)
-    return b"".join(chunks)
 
 
 # ---- JSON that stays JSON -----------------------------------------------------------------------

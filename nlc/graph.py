@@ -203,10 +203,9 @@ def layout(g: nx.MultiDiGraph) -> tuple[dict[str, tuple[float, float]], dict[str
     """Node positions for the picture: one row a frequency band (fastest on top), one column group a
     block (levels of one block side by side in its row, never on top of each other), the outer
     level, the inputs and the task loss on the bottom row. Returns (positions, each block's x span)."""
-    banded = [n for n, d in g.nodes(data=True) if "band" in d and d["kind"] == "level"]
-    n_bands = 1 + max((g.nodes[n]["band"] for n in banded), default=-1)  # no level: no rows
-    blocks = sorted({_block_of(n) for n in banded}, key=lambda b: min(
-        (i for i, n in enumerate(g.nodes) if _block_of(n) == b)))
+    banded = [n for n, d in g.nodes(data=True) if d["kind"] == "level"]
+    n_bands = _level_bands(g)
+    blocks = list(dict.fromkeys(_block_of(n) for n in banded))  # in the order the spec has them
     pos: dict[str, tuple[float, float]] = {}
     spans: dict[str, tuple[float, float]] = {}
     x = 0.0
@@ -234,6 +233,11 @@ def _on_edge(centre: tuple[float, float], towards: tuple[float, float], half: tu
     return centre[0] + t * dx, centre[1] + t * dy
 
 
+def _level_bands(g: nx.MultiDiGraph) -> int:
+    """How many frequency bands the levels take (rows of the picture; 0 without levels)."""
+    return 1 + max((d["band"] for _, d in g.nodes(data=True) if d["kind"] == "level"), default=-1)
+
+
 def _block_of(node: str) -> str:
     return node.rpartition(".")[0]
 
@@ -247,8 +251,7 @@ def _draw_matplotlib(g: nx.MultiDiGraph, path: Path) -> Path:
     from matplotlib.patches import FancyBboxPatch
 
     pos, spans = layout(g)
-    n_bands = 1 + max((d["band"] for _, d in g.nodes(data=True) if "band" in d and d["kind"] == "level"),
-                      default=-1)
+    n_bands = _level_bands(g)
     xs = [x for x, _ in pos.values()] or [0.0]
     left, right = min(xs) - _NODE_W, max(xs) + _NODE_W
     top = (n_bands + 0.7) * _ROW

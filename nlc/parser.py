@@ -421,7 +421,7 @@ def attach_comments(program: S.Program, comments: list[tuple[int, int, str]], so
     """
     if not comments:
         return
-    nodes = _nodes_in_order(program)
+    nodes = nodes_in_order(program)
     containers = [n for n in nodes if isinstance(n, _CONTAINERS)]
     by_brace, by_end = _trailing_candidates(nodes, containers, source.text, opener)
     starts = [n.span.start for n in nodes]
@@ -441,7 +441,7 @@ def attach_comments(program: S.Program, comments: list[tuple[int, int, str]], so
             program.end_comments.append(text)
 
 
-def _nodes_in_order(program: S.Program) -> list[S.Node]:
+def nodes_in_order(program: S.Program) -> list[S.Node]:
     """The program, its parameters, statements and level fields, sorted by where they start."""
     nodes: list[S.Node] = [program]
     stack: list[S.Node] = list(reversed([*program.params, *program.body]))

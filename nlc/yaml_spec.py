@@ -29,7 +29,7 @@ import yaml
 from nlc import syntax as S
 from nlc.errors import Diagnostic, SpecError, did_you_mean
 from nlc.limits import StatementCounter
-from nlc.parser import FIELD_KEYWORDS, FLAG_KEYWORDS, MAX_DEPTH, attach_comments, parse_expr
+from nlc.parser import FIELD_KEYWORDS, FLAG_KEYWORDS, MAX_DEPTH, attach_comments, nodes_in_order, parse_expr
 from nlc.source import Source, Span
 
 KINDS = ("model", "optimizer")
@@ -61,8 +61,8 @@ def _end_at_last_child(program: S.Program, source: Source) -> None:
     token starts, after any comment lines: those lead what follows."""
     text = source.text
 
-    def children(node: S.Node) -> list[S.Node]:
-        return node.fields if isinstance(node, S.Level) else getattr(node, "body", None) or []
+    def children(node: S.Node) -> list[S.Node]:  # of a block, repeat or level (the program keeps its span)
+        return node.fields if isinstance(node, S.Level) else node.body if isinstance(node, (S.Block, S.Repeat)) else []
 
     def indent_at(offset: int) -> int:  # the column of the first non-blank character of offset's line
         start = end = text.rfind("\n", 0, offset) + 1
@@ -83,13 +83,7 @@ def _end_at_last_child(program: S.Program, source: Source) -> None:
             pos = nxt
         return end
 
-    order: list[S.Node] = []  # pre-order; reversed, every node comes after its children
-    stack: list[S.Node] = list(program.body)
-    while stack:
-        node = stack.pop()
-        order.append(node)
-        stack.extend(children(node))
-    for node in reversed(order):
+    for node in reversed(nodes_in_order(program)):  # by start: reversed, every node comes after its children
         inside = children(node)
         if inside:
             end = max(c.span.end for c in inside)

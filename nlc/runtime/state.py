@@ -77,12 +77,18 @@ def carried_state(state: dict, detach: bool) -> dict:
 
 def detach_state(state):
     """A copy of a nested dict/list of tensors and numbers with every tensor detached."""
+    return map_tensors(torch.Tensor.detach, state)
+
+
+def map_tensors(fn, state):
+    """A copy of a nested dict/list/tuple of tensors and numbers with `fn` applied to every tensor, in
+    the order the nesting lists them (the same order in every process: collectives may be applied)."""
     if isinstance(state, torch.Tensor):
-        return state.detach()
+        return fn(state)
     if isinstance(state, dict):
-        return {k: detach_state(v) for k, v in state.items()}
+        return {k: map_tensors(fn, v) for k, v in state.items()}
     if isinstance(state, (list, tuple)):
-        return type(state)(detach_state(v) for v in state)
+        return type(state)(map_tensors(fn, v) for v in state)
     return state
 
 

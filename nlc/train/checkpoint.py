@@ -46,7 +46,7 @@ from safetensors.torch import load, save
 
 from nlc.errors import Diagnostic, SpecError
 from nlc.files import NotARegularFile, atomic_write_bytes, atomic_write_text, dumps_json, kind_of, open_regular, \
-    read_at_most
+    read_at_most, read_pieces
 from nlc.train import dcp
 from nlc.train.errors import train_error
 
@@ -457,7 +457,7 @@ def _digest(ckpt: Path, path: Path, at_most: int) -> tuple[int, str]:
     """(size, sha256) of the first `at_most` bytes of a file of a checkpoint, read in pieces."""
     h, size = hashlib.sha256(), 0
     with _opened(ckpt, path) as f:
-        while size < at_most and (chunk := f.read(min(at_most - size, 1 << 20))):
+        for chunk in read_pieces(f, at_most):
             h.update(chunk)
             size += len(chunk)
     return size, h.hexdigest()

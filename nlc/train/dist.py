@@ -37,6 +37,7 @@ from datetime import timedelta
 import torch
 import torch.distributed as tdist
 
+from nlc.runtime.state import map_tensors
 from nlc.train.errors import train_error
 
 DEFAULT_TIMEOUT_S = 600.0  # how long a rank waits at a collective for the others (--dist-timeout)
@@ -116,27 +117,19 @@ class World:
         """A nested streaming state with every tensor's rows (dim 0) gathered from all ranks, in rank order."""
         if self.size == 1:
             return state
-        if isinstance(state, torch.Tensor):
-            parts = [torch.empty_like(state) for _ in range(self.size)]
-            self._call(tdist.all_gather, parts, state.contiguous())
+
+        def gather(t: torch.Tensor) -> torch.Tensor:
+            parts = [torch.empty_like(t) for _ in range(self.size)]
+            self._call(tdist.all_gather, parts, t.contiguous())
             return torch.cat(parts)
-        if isinstance(state, dict):
-            return {k: self.gather_rows(v) for k, v in state.items()}
-        if isinstance(state, (list, tuple)):
-            return type(state)(self.gather_rows(v) for v in state)
-        return state
+
+        return map_tensors(gather, state)
 
     def split_rows(self, state, batch: int):
         """This rank's rows of a whole-batch streaming state (a checkpoint's)."""
         if self.size == 1:
             return state
-        if isinstance(state, torch.Tensor):
-            return state[self.rows(batch)].clone()
-        if isinstance(state, dict):
-            return {k: self.split_rows(v, batch) for k, v in state.items()}
-        if isinstance(state, (list, tuple)):
-            return type(state)(self.split_rows(v, batch) for v in state)
-        return state
+        return map_tensors(lambda t: t[self.rows(batch)].clone(), state)
 
     @property
     def device(self) -> torch.device:

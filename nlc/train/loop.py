@@ -45,7 +45,7 @@ from nlc.codegen import spec_hash
 from nlc.errors import SpecError
 from nlc.files import NotARegularFile, atomic_write_text, dumps_json, read_regular_bytes
 from nlc.runtime.compile import compile_chunks
-from nlc.runtime.state import layout_difference, state_layout
+from nlc.runtime.state import layout_difference, map_tensors, state_layout
 from nlc.train import checkpoint as ck
 from nlc.train import dist
 from nlc.train import fsdp
@@ -130,9 +130,9 @@ def count_parameters(model: torch.nn.Module) -> dict:
     return {"total": total, "trainable": trainable, "step_levels": step}
 
 
-def masked_loss(logits: torch.Tensor, batch: Batch) -> torch.Tensor:
+def masked_loss(logits: torch.Tensor, batch: Batch, reduction: str = "mean") -> torch.Tensor:
     m = batch.loss_mask
-    return F.cross_entropy(_for_loss(logits[m]), batch.targets[m])
+    return F.cross_entropy(_for_loss(logits[m]), batch.targets[m], reduction=reduction)
 
 
 def _for_loss(logits: torch.Tensor) -> torch.Tensor:
@@ -141,13 +141,7 @@ def _for_loss(logits: torch.Tensor) -> torch.Tensor:
 
 
 def state_to(state, device):
-    if isinstance(state, torch.Tensor):
-        return state.to(device)
-    if isinstance(state, dict):
-        return {k: state_to(v, device) for k, v in state.items()}
-    if isinstance(state, (list, tuple)):
-        return type(state)(state_to(v, device) for v in state)
-    return state
+    return map_tensors(lambda t: t.to(device), state)
 
 
 def check_streaming_length(model, seq: int, what: str = "--seq") -> None:
@@ -885,7 +879,7 @@ def _rows(batch: Batch, world: dist.World) -> Batch:
     if world.size == 1:
         return batch
     rows = world.rows(batch.tokens.shape[0])
-    return Batch(batch.tokens[rows], batch.targets[rows], batch.mask[rows], batch.loss_mask[rows])
+    return batch.map(lambda t: t[rows])
 
 
 def _global_loss(logits: torch.Tensor, batch: Batch, world: dist.World, stop: bool):
@@ -893,11 +887,8 @@ def _global_loss(logits: torch.Tensor, batch: Batch, world: dist.World, stop: bo
 
     The share is this rank's summed token losses over the *global* scored-token count, so that the
     gradients summed over the ranks are those of one process's mean loss over the whole batch."""
-    m = batch.loss_mask
-    local = F.cross_entropy(_for_loss(logits[m]), batch.targets[m], reduction="sum")
-    stats = torch.tensor([float(local.detach()), float(m.sum()), 1.0 if stop else 0.0], dtype=torch.float64,
-                         device=world.device)
-    total, count, stops = world.sum_(stats).tolist()
+    local = masked_loss(logits, batch, reduction="sum")
+    total, count, stops = world.sum_values([float(local.detach()), float(batch.loss_mask.sum()), float(stop)])
     return local / max(1.0, count), total / max(1.0, count), stops > 0
 
 

@@ -50,8 +50,12 @@ class Batch:
     mask: torch.Tensor       # [B, T] bool: answers (accuracy)
     loss_mask: torch.Tensor  # [B, T] bool: what the training loss counts
 
+    def map(self, fn) -> "Batch":
+        """The batch with `fn` applied to each of its tensors."""
+        return Batch(*(fn(t) for t in (self.tokens, self.targets, self.mask, self.loss_mask)))
+
     def to(self, device) -> "Batch":
-        return Batch(*(t.to(device) for t in (self.tokens, self.targets, self.mask, self.loss_mask)))
+        return self.map(lambda t: t.to(device))
 
 
 def seed_for(*parts) -> int:
