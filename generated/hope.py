@@ -15,6 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from nlc.runtime import bundle as rt_bundle
 from nlc.runtime import layers as rt_layers
 from nlc.runtime import memory as rt_memory
 from nlc.runtime import scan as rt_scan
@@ -73,6 +74,7 @@ class HopeBlock(nn.Module):
         m_alpha_aux = state["levels"]["m_alpha"]["aux"]
         memory = state["levels"]["memory"]["W"]
         memory_aux = state["levels"]["memory"]["aux"]
+        m_k_bundle = rt_bundle.stack([m_k, m_v, m_eta, m_alpha, memory])  # levels learning alike, as one
         # ---- the whole sequence at once: everything that reads no in-context level ----
         h = self.h(x)  # rmsnorm(x)
         q_linear = self.q_linear(h)  # linear(h, dim)
@@ -85,9 +87,10 @@ class HopeBlock(nn.Module):
         for s in range(0, T, self.chunk):
             e = min(s + self.chunk, T)
             full = e - s == 16  # only a full chunk advances the state
-            o, m_k, m_v, m_eta, m_alpha, memory, caches = step(m_k, m_v, m_eta, m_alpha, memory, caches, h[:, s:e], q[:, s:e], full)
+            o, m_k_bundle, caches = step(m_k_bundle, caches, h[:, s:e], q[:, s:e], full)
             o_parts.append(o)
         # ---- the whole sequence again: what depends on reads but feeds no level ----
+        m_k, m_v, m_eta, m_alpha, memory = rt_bundle.split(m_k_bundle, 5)
         o = torch.cat(o_parts, dim=1)
         out_cms_1 = self.cms_1_state(o)  # cms_1(o)
         out_ = self.cms_2_state(out_cms_1)  # cms_2(cms_1(o))
@@ -101,53 +104,31 @@ class HopeBlock(nn.Module):
         }
         return out, {"levels": levels, "caches": caches}
 
-    def chunk_step(self, m_k, m_v, m_eta, m_alpha, memory, caches, h_c, q_c, full):
+    def chunk_step(self, m_k_bundle, caches, h_c, q_c, full):
         """One chunk: reads see the chunk-start state; a full chunk then advances the levels."""
         caches = dict(caches)
-        k_m_k = rt_memory.read('mlp', m_k, h_c, residual=True)  # m_k(h)
+        m_k_bundle_1_wave = rt_memory.read('mlp', m_k_bundle, torch.cat([h_c, h_c, h_c, h_c, q_c]), residual=True)  # m_k(h), m_v(h), m_eta(h), m_alpha(h), memory(q)
+        k_m_k, v_raw, eta_m_eta, alpha_m_alpha, o = m_k_bundle_1_wave.chunk(5)
         k_conv, caches['k_conv'] = self.k_conv(k_m_k, caches['k_conv'])  # conv(m_k(h), 4)
         k = rt_layers.l2norm(k_conv)  # l2norm(conv(m_k(h), 4))
-        v_raw = rt_memory.read('mlp', m_v, h_c, residual=True)  # m_v(h)
         v_l2norm = rt_layers.l2norm(v_raw)  # l2norm(v_raw)
         v_prod = 1.0 * v_l2norm  # normalise_values * l2norm(v_raw)
         v_prod_2 = 0.0 * v_raw  # (1 - normalise_values) * v_raw
         v = v_prod + v_prod_2
-        eta_m_eta = rt_memory.read('mlp', m_eta, h_c, residual=True)  # m_eta(h)
         eta_linear = self.eta_linear(eta_m_eta)  # linear(m_eta(h), 1)
         eta_sigmoid = torch.sigmoid(eta_linear)  # sigmoid(linear(m_eta(h), 1))
         eta = eta_sigmoid * 0.01  # sigmoid(linear(m_eta(h), 1)) * max_lr
-        alpha_m_alpha = rt_memory.read('mlp', m_alpha, h_c, residual=True)  # m_alpha(h)
         alpha_linear = self.alpha_linear(alpha_m_alpha)  # linear(m_alpha(h), 1)
         alpha_sigmoid = torch.sigmoid(alpha_linear)  # sigmoid(linear(m_alpha(h), 1))
         alpha_prod = alpha_sigmoid * 0.01  # sigmoid(linear(m_alpha(h), 1)) * max_forget
         alpha = 1.0 - alpha_prod  # 1 - sigmoid(linear(m_alpha(h), 1)) * max_forget
-        o = rt_memory.read('mlp', memory, q_c, residual=True)  # memory(q)
-        m_k_value_m_k = rt_memory.read('mlp', m_k, v, residual=True)  # m_k(v)
-        m_v_value_m_v = rt_memory.read('mlp', m_v, v, residual=True)  # m_v(v)
-        m_eta_value_m_eta = rt_memory.read('mlp', m_eta, v, residual=True)  # m_eta(v)
-        m_alpha_value_m_alpha = rt_memory.read('mlp', m_alpha, v, residual=True)  # m_alpha(v)
-        memory_value_memory = rt_memory.read('mlp', memory, v, residual=True)  # memory(v)
-        # learn: m_k (dgd, every 16 tokens)
+        m_k_bundle_2_wave = rt_memory.read('mlp', m_k_bundle, rt_bundle.tile(v, 5), residual=True)  # m_k(v), m_v(v), m_eta(v), m_alpha(v), memory(v)
+        m_k_value_m_k, m_v_value_m_v, m_eta_value_m_eta, m_alpha_value_m_alpha, memory_value_memory = m_k_bundle_2_wave.chunk(5)
+        # learn: m_k (dgd, every 16 tokens), m_v (dgd, every 16 tokens), m_eta (dgd, every 16 tokens), m_alpha (dgd, every 16 tokens), memory (dgd, every 16 tokens), as one bundle
         if full:  # the state advances
-            m_k_g = rt_memory.grads('mlp', m_k, k, m_k_value_m_k, ('l2',), residual=True)
-            m_k = rt_scan.chunk('dgd', m_k, m_k_g, lr=eta, retain=alpha)
-        # learn: m_v (dgd, every 16 tokens)
-        if full:  # the state advances
-            m_v_g = rt_memory.grads('mlp', m_v, k, m_v_value_m_v, ('l2',), residual=True)
-            m_v = rt_scan.chunk('dgd', m_v, m_v_g, lr=eta, retain=alpha)
-        # learn: m_eta (dgd, every 16 tokens)
-        if full:  # the state advances
-            m_eta_g = rt_memory.grads('mlp', m_eta, k, m_eta_value_m_eta, ('l2',), residual=True)
-            m_eta = rt_scan.chunk('dgd', m_eta, m_eta_g, lr=eta, retain=alpha)
-        # learn: m_alpha (dgd, every 16 tokens)
-        if full:  # the state advances
-            m_alpha_g = rt_memory.grads('mlp', m_alpha, k, m_alpha_value_m_alpha, ('l2',), residual=True)
-            m_alpha = rt_scan.chunk('dgd', m_alpha, m_alpha_g, lr=eta, retain=alpha)
-        # learn: memory (dgd, every 16 tokens)
-        if full:  # the state advances
-            memory_g = rt_memory.grads('mlp', memory, k, memory_value_memory, ('l2',), residual=True)
-            memory = rt_scan.chunk('dgd', memory, memory_g, lr=eta, retain=alpha)
-        return o, m_k, m_v, m_eta, m_alpha, memory, caches
+            m_k_bundle_g = rt_memory.grads('mlp', m_k_bundle, rt_bundle.tile(k, 5), m_k_bundle_2_wave, ('l2',), residual=True)
+            m_k_bundle = rt_scan.chunk('dgd', m_k_bundle, m_k_bundle_g, lr=rt_bundle.tile(eta, 5), retain=rt_bundle.tile(alpha, 5))
+        return o, m_k_bundle, caches
 
 
 class HopeModel(nn.Module):

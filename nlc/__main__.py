@@ -1,5 +1,3 @@
-import sys
+from nlc.cli import run
 
-from nlc.cli import main
-
-sys.exit(main())
+run()

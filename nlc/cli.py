@@ -222,5 +222,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 3
 
 
+def run() -> None:
+    """The `nlc` command (console script, `python -m nlc`): main's exit code, a rank of a torchrun run
+    ending without interpreter finalization (nlc.train.dist.exit_process)."""
+    code = main()
+    from nlc.train.dist import exit_process
+
+    exit_process(code)
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    run()

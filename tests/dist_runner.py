@@ -85,4 +85,4 @@ def hashing_run(plan):
 
 
 loop._run = hashing_run
-sys.exit(main())
+dist.exit_process(main())  # as the `nlc` command ends a rank

@@ -18,7 +18,8 @@ from nlc.cli import main
 
 TINY = profile(True, threads=1, repeats=1, frontend_repeats=1, compile=False, peer_dims=(16,), peer_seqs=(32,),
                roofline_models=("titans_lmm",), roofline_dims=(16,), roofline_seq=32, scaling_dim=16,
-               lengths=(32, 64), piece=32, train_cap=64, models_dim=16, models_seq=32, ref_seq=16)
+               lengths=(32, 64), piece=32, train_cap=64, models_dim=16, models_seq=32, ref_seq=16,
+               hope_peer_configs=((16, 64),))
 
 NON_NEGATIVE = {"stream_mb"}  # memory growth while streaming: may be 0 at a tiny size
 
@@ -53,6 +54,8 @@ def check_table(table: dict) -> None:
 def test_suite_runs_at_a_tiny_size(name):
     if name == "peer":  # the peer is a benchmark-only extra (pip install -e '.[bench]'); CI runs without it
         pytest.importorskip("titans_pytorch")
+    if name == "hope_peer":  # likewise (pip install --no-deps nested-learning==0.2.0)
+        pytest.importorskip("nested_learning")
     result = ran(name)
     for table in tables(result):
         check_table(table)
@@ -81,6 +84,12 @@ def test_peer_without_titans_pytorch_says_how_to_install(monkeypatch):
     monkeypatch.setitem(sys.modules, "titans_pytorch", None)  # makes `import titans_pytorch` fail
     result = SUITES["peer"](TINY)
     assert result["rows"] == [] and "pip install -e '.[bench]'" in result["notes"][0]
+
+
+def test_hope_peer_without_nested_learning_says_how_to_install(monkeypatch):
+    monkeypatch.setitem(sys.modules, "nested_learning", None)
+    result = SUITES["hope_peer"](TINY)
+    assert result["rows"] == [] and "pip install --no-deps nested-learning==0.2.0" in result["notes"][0]
 
 
 def test_cli_writes_json_and_markdown(tmp_path, capsys):

@@ -57,7 +57,8 @@ model two_periods(dim = 8, chunk = 4) {
 """
 
 
-@pytest.mark.parametrize("name", ["titans_lmm.nl", "hope.nl", "titans_mac.nl", "transformer.nl", TWO_PERIODS])
+@pytest.mark.parametrize("name", ["titans_lmm.nl", "hope.nl", "titans_mac.nl", "transformer.nl",
+                                  pytest.param(TWO_PERIODS, id="two_periods")])
 def test_compiled_chunk_steps_equal_eager(name):
     """nlc.build(compile=True): each block's chunk step compiled once, reused by every chunk."""
     import torch._dynamo
@@ -78,7 +79,7 @@ def test_compiled_chunk_steps_equal_eager(name):
     expected_grads = {n: p.grad.clone() for n, p in eager.named_parameters() if p.grad is not None}
     eager.zero_grad()
     growing = [b for b in eager.blocks if hasattr(b, "chunk_step") and not b.step_shapes_fixed]
-    if growing:  # titans_mac's attention cache, the slow level's pending chunks: left eager, with a warning
+    if growing:  # titans_mac's attention cache: left eager, with a warning
         with pytest.warns(UserWarning, match="left eager"):
             compiled = compile_chunks(eager)
         assert all(b.compiled_step is None for b in growing)

@@ -6,6 +6,8 @@ Suites (each a module with `run(config) -> {"title", "columns", "rows", "notes"}
                (the whole compile front end), every examples/*.nl
     peer       titans-pytorch's NeuralMemory against nlc's generated Titans memory, tokens/s and
                nlc/peer ratios, forward and forward+backward, eager and compiled (extra: '.[bench]')
+    hope_peer  nested-learning's SelfModifyingTitans (in-context forward) against nlc's Hope block,
+               forward and forward+backward through the updates, eager and compiled (extra: '.[bench]')
     roofline   achieved GFLOP/s against the fp32 matmul peak measured in the same run; the planned
                flops (nlc.flops) checked against torch's FlopCounterMode
     scaling    titans_lmm and hope from 1k to 64k tokens: streaming time (linear) and peak memory
@@ -45,8 +47,9 @@ def _suite(module: str):
     return run
 
 
-SUITES = {name: _suite(name) for name in ("frontend", "peer", "roofline", "scaling", "models")}
-NEEDS_EXAMPLES = ("frontend", "roofline", "scaling", "models")
+SUITES = {name: _suite(name) for name in ("frontend", "peer", "hope_peer", "roofline", "scaling",
+                                                  "models")}
+NEEDS_EXAMPLES = ("frontend", "hope_peer", "roofline", "scaling", "models")
 
 
 def run_suites(names: list[str], cfg: BenchConfig, out: Path | None = None, echo=print) -> dict:

@@ -26,6 +26,10 @@ class BenchConfig:
     # peer: titans-pytorch NeuralMemory against nlc's generated memory
     peer_dims: tuple[int, ...] = (64, 128, 256)
     peer_seqs: tuple[int, ...] = (256, 1024, 4096)
+    # hope_peer: nested-learning's SelfModifyingTitans against nlc's Hope block, at the peer's chunk sizes
+    hope_peer_configs: tuple[tuple[int, int], ...] = ((64, 256), (128, 1024))  # (dim, seq)
+    hope_chunk: int = 8  # M_k, M_v, M_eta, M_alpha
+    hope_memory_chunk: int = 64  # M_memory
     # roofline: achieved GFLOP/s against the measured matmul peak
     roofline_models: tuple[str, ...] = ("titans_lmm", "hope", "transformer")
     roofline_dims: tuple[int, ...] = (128, 256)
@@ -45,7 +49,7 @@ class BenchConfig:
 
 
 DEFAULT = BenchConfig()
-QUICK = replace(DEFAULT, frontend_repeats=5, peer_dims=(64,), peer_seqs=(256, 1024), roofline_dims=(64,),
+QUICK = replace(DEFAULT, frontend_repeats=5, peer_dims=(64,), peer_seqs=(256, 1024), hope_peer_configs=((64, 256),), roofline_dims=(64,),
                 roofline_seq=256, lengths=(1024, 2048, 4096), train_cap=2048, models_seq=128, ref_seq=16)
 
 

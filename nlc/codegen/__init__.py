@@ -50,6 +50,7 @@ def generate_model(program: ir.Program, plan: ModelPlan, kernels: str = "chunked
         step_levels=[(py_value(k), _step_level_source(v)) for k, v in plan.step_levels().items()],
         online_levels=[py_value(n) for n in plan.online_levels()],
         blocks=list(classes.values()),
+        bundles=any(code.bundles for code in classes.values()),
         instances=[b.class_name for b in plan.blocks],
         model_class=_model_class(plan.name),
         loss_chunk=plan.loss_chunk,

@@ -39,6 +39,19 @@ class BlockCode:
     after_lines: list[str] = field(default_factory=list)
     finish_lines: list[str] = field(default_factory=list)
     kernels: str = "chunked"
+    bundles: list["Bundle"] = field(default_factory=list)
+
+
+@dataclass
+class Bundle:
+    """Closed-form levels that learn alike, stacked member-major along the batch into one state
+    `var` (nlc.runtime.bundle): their reads, gradients and rule run once for all of them."""
+
+    var: str
+    members: list[LevelPlan]
+
+    def index(self, level: str) -> int | None:
+        return next((i for i, lv in enumerate(self.members) if lv.name == level), None)
 
 
 def py_value(v) -> str:
@@ -75,6 +88,7 @@ def emit_block(block: BlockPlan, kernels: str = "chunked") -> BlockCode:
         source = f"self.{c.source}" if c.source else _construct(c.fixed)
         code.init_lines.append(f"rt_memory.copy_initial(self.{c.target}, {source})")
     _emit_state(code)
+    code.bundles = _bundles(block, _groups(block), kernels) if block.levels else []
     _emit_level_io(code)
     nodes = {n.name: n for n in block.nodes}
     levels = {lv.name: lv for lv in block.levels}
@@ -124,16 +138,28 @@ def _emit_level_io(code: BlockCode) -> None:
     """How forward takes each level's state from the block state and gives it back (a buffer the
     closed form carries travels as `<level>_S`)."""
     block = code.plan
+    bundled = {lv.name for b in code.bundles for lv in b.members}
     for lv in block.levels:
         code.unpack_lines.append(f'{lv.var} = state["levels"]["{lv.name}"]["W"]')
         code.unpack_lines.append(f'{lv.var}_aux = state["levels"]["{lv.name}"]["aux"]')
         carried = _carried(lv)
         if carried:
             code.unpack_lines.append(f'{lv.var}_S = {lv.var}_aux["{carried}"]')
-        if lv.period > block.chunk:
-            code.unpack_lines.append(f"{lv.var}_pending = []")
+        if lv.period > block.chunk and lv.name not in bundled:
+            code.unpack_lines.append(f"{lv.var}_pending = None  # a slower level's chunks, until its period ends")
         aux = f'{{"{carried}": {lv.var}_S}}' if carried else f"{lv.var}_aux"
         code.level_entries.append(f'"{lv.name}": {{"W": {lv.var}, "aux": {aux}}},')
+    for b in code.bundles:  # stacked once a forward; split again after the chunk loop
+        names = [lv.var for lv in b.members]
+        code.unpack_lines.append(f"{b.var} = rt_bundle.stack([{', '.join(names)}])  # levels learning alike, "
+                                 "as one")
+        code.after_lines.append(f"{', '.join(names)} = rt_bundle.split({b.var}, {len(names)})")
+        if _carried(b.members[0]):
+            code.unpack_lines.append(f"{b.var}_S = rt_bundle.stack([{', '.join(n + '_S' for n in names)}])")
+            code.after_lines.append(f"{', '.join(n + '_S' for n in names)} = rt_bundle.split({b.var}_S, "
+                                    f"{len(names)})")
+        if b.members[0].period > block.chunk:
+            code.unpack_lines.append(f"{b.var}_pending = None")
     for lv in block.loss_levels:  # read here, stepped by the model: passed through as they came
         code.unpack_lines.append(f'{lv.var} = state["levels"]["{lv.name}"]["W"]')
         code.level_entries.append(f'"{lv.name}": state["levels"]["{lv.name}"],')
@@ -224,6 +250,7 @@ def _emit_loop(code: BlockCode, nodes: dict, levels: dict, in_loop: set[str]) ->
         if n.phase == "loop":
             used |= {a for a in n.refs if a not in loop}
     groups = _groups(block)
+    bundled = {lv.name: b for b in code.bundles for lv in b.members}
     hoisted = [grp[0] for grp in groups if code.kernels == "chunked" and _is_hoisted(grp, block.chunk, loop, nodes)]
     for group in groups:
         for lv in group:
@@ -232,10 +259,19 @@ def _emit_loop(code: BlockCode, nodes: dict, levels: dict, in_loop: set[str]) ->
     order = list(nodes)
     sliced = sorted((a for a in used if nodes[a].width is not None), key=order.index)
     whole = sorted((a for a in used if nodes[a].width is None), key=order.index)  # scalars: passed as they are
-    shared = _shared_reads(block, groups, loop, code.kernels)
-    for node in block.nodes:
-        if node.phase != "loop":
+    shared = _shared_reads(block, [g for g in groups if g[0].name not in bundled], loop, code.kernels)
+    waves: dict[str, list[str]] = {}  # a bundle's batched read -> the reads it answers, in member order
+    loop_nodes = [n for n in block.nodes if n.phase == "loop"]
+    emitted: set[str] = set()
+    for node in loop_nodes:
+        if node.name in emitted:
             continue
+        if _bundled_read(node, bundled):
+            wave = _wave(node, loop_nodes, loop, emitted, bundled)
+            _emit_wave(code, wave, bundled[node.attrs["level"]], loop, set(sliced), waves)
+            emitted |= {n.name for n in wave}
+            continue
+        emitted.add(node.name)
         line = _node_line(node, readable, loop, set(sliced))
         if node.name in shared:
             lv = levels[node.attrs["level"]]
@@ -254,22 +290,30 @@ def _emit_loop(code: BlockCode, nodes: dict, levels: dict, in_loop: set[str]) ->
         needed.add(block.out.name)
     needed = sorted(needed, key=order.index)
     for group in groups:
-        _emit_learn(code, group, block.chunk, loop, set(sliced), nodes,
-                    {nodes[r].attrs["level"] for r in shared})
+        b = bundled.get(group[0].name)
+        if b is None:
+            _emit_learn(code, group, block.chunk, loop, set(sliced), nodes,
+                        {nodes[r].attrs["level"] for r in shared})
+        elif b.members[0] is group[0]:  # a bundle learns once, where its first member would
+            _emit_learn(code, group, block.chunk, loop, set(sliced), nodes, bundle=b, waves=waves)
+    hoisted_vars = [bundled[lv.name].var if lv.name in bundled else lv.var for lv in hoisted
+                    if lv.name not in bundled or bundled[lv.name].members[0] is lv]
     # the step's parameters: states, caches, chunk slices, hoisted coefficients, flags
-    states = _step_states(block, groups, code.kernels)
+    states = _step_states(block, groups, code.kernels, bundled)
     uses_caches = any(n.phase == "loop" and n.op in (Op.CONV, Op.ATTENTION) for n in block.nodes)
     periods = sorted({lv.period for lv in block.levels if lv.period > block.chunk})
-    # an attention cache inside the loop, or a slow level's list of pending chunks, grows chunk by chunk
-    code.step_shapes_fixed = not periods and not any(n.phase == "loop" and n.op is Op.ATTENTION for n in block.nodes)
+    # an attention cache inside the loop grows chunk by chunk (a slower level's pending chunks do not:
+    # fixed buffers, rt_scan.pend)
+    code.step_shapes_fixed = not any(n.phase == "loop" and n.op is Op.ATTENTION for n in block.nodes)
     code.step_params = [*states, *(["caches"] if uses_caches else []), *(f"{a}_c" for a in sliced), *whole,
-                        *(f"{lv.var}_coef_c" for lv in hoisted), "full", *(f"period{p}_ends" for p in periods)]
+                        *(f"{var}_coef_c" for var in hoisted_vars), "full",
+                        *(f"period{p}_{what}" for p in periods for what in ("at", "ends"))]
     code.step_returns = [*needed, *states, *(["caches"] if uses_caches else [])]
     if uses_caches:
         code.step_lines.insert(0, "caches = dict(caches)")
     args = [*states, *(["caches"] if uses_caches else []), *(f"{a}[:, s:e]" for a in sliced), *whole,
-            *(f"{lv.var}_coef[s // {block.chunk}] if full else None" for lv in hoisted), "full",
-            *(f"e % {p} == 0" for p in periods)]
+            *(f"{var}_coef[s // {block.chunk}] if full else None" for var in hoisted_vars), "full",
+            *(x for p in periods for x in (f"s % {p}", f"e % {p} == 0"))]
     for a in needed:
         code.collect_lines.append(f"{a}_parts = []")
     code.loop_lines.append(f"full = e - s == {block.chunk}  # only a full chunk advances the state")
@@ -305,11 +349,19 @@ def _shared_reads(block: BlockPlan, groups: list[list[LevelPlan]], loop: set[str
     return out
 
 
-def _step_states(block: BlockPlan, groups: list[list[LevelPlan]], kernels: str) -> list[str]:
-    """The state variables `chunk_step` reads and returns, level by level."""
+def _step_states(block: BlockPlan, groups: list[list[LevelPlan]], kernels: str,
+                 bundled: dict[str, Bundle]) -> list[str]:
+    """The state variables `chunk_step` reads and returns, level by level (a bundle's where its first
+    member's would be)."""
     sequential = {lv.name for grp in groups if not (kernels == "chunked" and _closed_form(grp)) for lv in grp}
     out = []
     for lv in block.levels:
+        if lv.name in bundled:
+            b = bundled[lv.name]
+            if b.members[0] is lv:
+                out += [b.var, *([f"{b.var}_S"] if _carried(lv) else []),
+                        *([f"{b.var}_pending"] if lv.period > block.chunk else [])]
+            continue
         out.append(lv.var)
         if _carried(lv):
             out.append(f"{lv.var}_S")
@@ -352,51 +404,64 @@ def _groups(block: BlockPlan) -> list[list[LevelPlan]]:
 
 
 def _emit_learn(code: BlockCode, group: list[LevelPlan], chunk: int, in_loop, sliced, nodes: dict,
-                shared: set[str] = frozenset()) -> None:
-    """The learning of one group of levels (levels in `shared` got their gradients with their read)."""
+                shared: set[str] = frozenset(), bundle: Bundle | None = None, waves: dict | None = None) -> None:
+    """The learning of one group of levels (levels in `shared` got their gradients with their read),
+    or of a bundle: its members' keys and gates tiled over the members, their values stacked."""
     lines = code.step_lines
     period = group[0].period
     kv = [lv for lv in group if lv.context[0] == "kv"]
+    members = bundle.members if bundle else group
     desc = ", ".join(f"{lv.name} ({'update by ' + lv.update_by if lv.update_by else lv.rule}, "
-                     f"every {lv.period} tokens)" for lv in group)
-    lines.append(f"# learn: {desc}")
+                     f"every {lv.period} tokens)" for lv in members)
+    lines.append(f"# learn: {desc}" + (", as one bundle" if bundle else ""))
     grad_lines = []
+    gates = {lv.name: {"lr": _ref(lv.lr, in_loop, sliced), "retain": _ref(lv.retain, in_loop, sliced),
+                       **{k: _ref(v, in_loop, sliced) for k, v in lv.rule_args.items()}} for lv in group}
     for lv in kv:
         if lv.name in shared:
             continue
         key, value = (_ref(a, in_loop, sliced) for a in lv.context[1:])
-        grad_lines.append(f"{lv.var}_g = rt_memory.grads({lv.kind!r}, {lv.var}, {key}, {value}, "
+        if bundle:
+            key, value = f"rt_bundle.tile({key}, {len(members)})", _stacked_values(bundle, in_loop, sliced, waves)
+        grad_lines.append(f"{_var(lv, bundle)}_g = rt_memory.grads({lv.kind!r}, {_var(lv, bundle)}, {key}, {value}, "
                           f"{py_value(lv.objective)}, residual={lv.residual})")
-    gates = {lv.name: {"lr": _ref(lv.lr, in_loop, sliced), "retain": _ref(lv.retain, in_loop, sliced),
-                       **{k: _ref(v, in_loop, sliced) for k, v in lv.rule_args.items()}} for lv in group}
+    if bundle:
+        gates = {lv.name: {k: f"rt_bundle.tile({v}, {len(members)})" for k, v in gates[lv.name].items()}
+                 for lv in group}
     if period > chunk:  # a slower level collects its chunks until its period is complete
         lines.extend(grad_lines)
         for lv in group:
-            g = f"{lv.var}_g" if lv in kv else "None"
-            lines.append(f"{lv.var}_pending.append(({g}, {py_value_dict(gates[lv.name])}))")
-        lines.append(f"if full and period{period}_ends:  # a full period: join its chunks")
+            var = _var(lv, bundle)
+            g = f"{var}_g" if lv in kv else "None"
+            lines.append(f"{var}_pending = rt_scan.pend({var}_pending, {g}, {py_value_dict(gates[lv.name])}, "
+                         f"period{period}_at, {period})")
+        lines.append(f"if full and period{period}_ends:  # a full period: its chunks are all in")
         for lv in group:
-            lines.append(f"    {lv.var}_g, {lv.var}_gates = rt_scan.concat_pending({lv.var}_pending)")
-            lines.append(f"    {lv.var}_pending = []")
-            gates[lv.name] = {k: f"{lv.var}_gates[{k!r}]" for k in gates[lv.name]}
+            var = _var(lv, bundle)
+            lines.append(f"    ({var}_g, {var}_gates), {var}_pending = {var}_pending, None")
+            gates[lv.name] = {k: f"{var}_gates[{k!r}]" for k in gates[lv.name]}
     else:
         lines.append("if full:  # the state advances")
         lines.extend("    " + line for line in grad_lines)
     indent = "    "
     if code.kernels == "chunked" and _closed_form(group):
         lv = group[0]
+        var = _var(lv, bundle)
         gt = gates[lv.name]
         form = RULES[lv.rule].chunk
-        state = f"{lv.var}, {lv.var}_S" if form.carries else lv.var  # what the kernel takes and returns
+        state = f"{var}, {var}_S" if form.carries else var  # what the kernel takes and returns
         if _is_hoisted(group, chunk, in_loop, nodes):
             # the gates are known for the whole sequence: their chunk coefficients are computed once
             ops = _gate_operands(lv)
-            args = ", ".join(f"{k}={_ref(ops[k], None, set())}" for k in form.gates)
-            code.hoist_lines.append(f"{lv.var}_coef = rt_scan.chunk_coefficients({lv.rule!r}, {chunk}, {args})")
-            lines.append(f"{indent}{state} = rt_scan.chunk_apply({lv.rule!r}, {state}, {lv.var}_g, {lv.var}_coef_c)")
+            whole = {k: _ref(ops[k], None, set()) for k in form.gates}
+            if bundle:
+                whole = {k: f"rt_bundle.tile({v}, {len(members)})" for k, v in whole.items()}
+            args = ", ".join(f"{k}={v}" for k, v in whole.items())
+            code.hoist_lines.append(f"{var}_coef = rt_scan.chunk_coefficients({lv.rule!r}, {chunk}, {args})")
+            lines.append(f"{indent}{state} = rt_scan.chunk_apply({lv.rule!r}, {state}, {var}_g, {var}_coef_c)")
             return
         args = ", ".join(f"{k}={gt[k]}" for k in form.gates)
-        lines.append(f"{indent}{state} = rt_scan.chunk({lv.rule!r}, {state}, {lv.var}_g, {args})")
+        lines.append(f"{indent}{state} = rt_scan.chunk({lv.rule!r}, {state}, {var}_g, {args})")
         return
     lines.append(f"{indent}learned = rt_scan.sequential_chunk([")
     for lv in group:
@@ -413,6 +478,81 @@ def _emit_learn(code: BlockCode, group: list[LevelPlan], chunk: int, in_loop, sl
         carried = _carried(lv)
         if carried:  # the block returns the carried buffer as `{var}_S`: keep it current
             lines.append(f'{indent}{lv.var}_S = {lv.var}_aux["{carried}"]')
+
+
+def _var(lv: LevelPlan, bundle: Bundle | None) -> str:
+    """The state variable a level learns in: its own, or its bundle's."""
+    return bundle.var if bundle else lv.var
+
+
+# ---- bundles: levels that learn alike, stacked into one state (nlc.runtime.bundle) ----
+
+
+def _bundles(block: BlockPlan, groups: list[list[LevelPlan]], kernels: str) -> list[Bundle]:
+    """Closed-form matrix levels with the same memory, rule, period, gates, objective and key, in
+    plan order: each set of two or more becomes a bundle (their values may differ). The
+    sequential kernels (the independent path tests compare against) bundle nothing."""
+    if kernels != "chunked":
+        return []
+    alike: dict[tuple, list[LevelPlan]] = {}
+    for group in groups:
+        lv = group[0]
+        if not _closed_form(group) or lv.kind not in ("mlp", "linear") or not isinstance(lv.context[1], Ref):
+            continue
+        signature = (lv.kind, tuple(lv.weights.items()), lv.residual, lv.rule, lv.period, lv.objective, lv.lr,
+                     lv.retain, tuple(sorted(lv.rule_args.items())), lv.context[1])
+        alike.setdefault(signature, []).append(lv)
+    return [Bundle(f"{members[0].var}_bundle", members) for members in alike.values() if len(members) > 1]
+
+
+def _bundled_read(node: Node, bundled: dict[str, Bundle]) -> bool:
+    return node.op is Op.READ and node.attrs["in_context"] and node.attrs["level"] in bundled
+
+
+def _wave(first: Node, loop_nodes: list[Node], loop: set[str], emitted: set[str],
+          bundled: dict[str, Bundle]) -> list[Node]:
+    """`first` and every later read of its bundle's other members that can run now (what it reads is
+    computed already): one read of each member at most, in member order."""
+    bundle = bundled[first.attrs["level"]]
+    wave = {first.attrs["level"]: first}
+    if first.args and isinstance(first.args[0], Ref):
+        for node in loop_nodes[loop_nodes.index(first) + 1:]:
+            if (node.name not in emitted and _bundled_read(node, bundled) and bundled[node.attrs["level"]] is bundle
+                    and node.attrs["level"] not in wave and node.args and isinstance(node.args[0], Ref)
+                    and all(r not in loop or r in emitted for r in node.refs)):
+                wave[node.attrs["level"]] = node
+    return sorted(wave.values(), key=lambda n: bundle.index(n.attrs["level"]))
+
+
+def _emit_wave(code: BlockCode, wave: list[Node], bundle: Bundle, loop: set[str], sliced: set[str],
+               waves: dict[str, list[str]]) -> None:
+    """One read of a bundle for the reads in `wave`: the members' states (all of the bundle's, or
+    the rows of those read), their keys stacked the same way, the answer split back."""
+    lv = bundle.members[0]
+    rows = tuple(bundle.index(n.attrs["level"]) for n in wave)
+    state = bundle.var if rows == tuple(range(len(bundle.members))) else \
+        f"rt_bundle.take({bundle.var}, {py_value(rows)}, {len(bundle.members)})"
+    keys = [_ref(n.args[0], loop, sliced) if n.args else "None" for n in wave]
+    sources = ", ".join(n.source for n in wave if n.source)
+    comment = f"  # {sources}" if sources and len(sources) < 80 else ""
+    if len(wave) == 1:
+        code.step_lines.append(f"{wave[0].name} = rt_memory.read({lv.kind!r}, {state}, {keys[0]}, "
+                               f"residual={lv.residual}){comment}")
+        return
+    key = f"rt_bundle.tile({keys[0]}, {len(wave)})" if len(set(keys)) == 1 else f"torch.cat([{', '.join(keys)}])"
+    var = f"{bundle.var}_{len(waves) + 1}_wave"
+    waves[var] = [n.name for n in wave] if len(wave) == len(bundle.members) else []
+    code.step_lines.append(f"{var} = rt_memory.read({lv.kind!r}, {state}, {key}, residual={lv.residual}){comment}")
+    code.step_lines.append(f"{', '.join(n.name for n in wave)} = {var}.chunk({len(wave)})")
+
+
+def _stacked_values(bundle: Bundle, in_loop, sliced, waves: dict[str, list[str]]) -> str:
+    """The members' values stacked member-major: a read of the whole bundle when they are its answers."""
+    values = [_ref(lv.context[2], in_loop, sliced) for lv in bundle.members]
+    for var, names in waves.items():
+        if names == values:
+            return var
+    return f"torch.cat([{', '.join(values)}])"
 
 
 def _closed_form(group: list[LevelPlan]) -> bool:

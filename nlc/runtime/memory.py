@@ -35,6 +35,11 @@ def act_grad(z: torch.Tensor) -> torch.Tensor:
     return cdf + z * pdf
 
 
+def act_backward(d: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
+    """d * gelu'(z) (= d * act_grad(z)) in one kernel, torch's own, differentiable twice."""
+    return torch.ops.aten.gelu_backward(d, z)
+
+
 def n_layers(state: dict) -> int:
     return sum(1 for k in state if k.startswith("W") and k[1:].isdigit())
 
@@ -45,8 +50,9 @@ def read(kind: str, state: dict, k: torch.Tensor | None, residual: bool = False)
 
 
 def _mm(a: torch.Tensor, W: torch.Tensor) -> torch.Tensor:
-    # a [B, d] or [B, T, d]; W [B, d, e]
-    return torch.einsum("bd,bde->be", a, W) if a.dim() == 2 else torch.einsum("btd,bde->bte", a, W)
+    # a [B, d] or [B, T, d]; W [B, d, e]. matmul, not einsum: einsum's permutes and views cost
+    # more dispatches than the product itself at a chunk's sizes (nlc bench dispatch counts)
+    return torch.bmm(a.unsqueeze(1), W).squeeze(1) if a.dim() == 2 else torch.bmm(a, W)
 
 
 def read_with_cache(kind: str, state: dict, k, residual: bool = False):
@@ -126,8 +132,7 @@ def _factors(state: dict, k, y, inputs: list, pre: list, v, objective: tuple) ->
         out[f"W{i}"] = (inputs[i], d)
         if i > 0:
             W = state[f"W{i}"]
-            back = torch.einsum("be,bde->bd", d, W) if d.dim() == 2 else torch.einsum("bte,bde->btd", d, W)
-            d = back * act_grad(pre[i - 1])
+            d = act_backward(_mm(d, W.transpose(1, 2)), pre[i - 1])
     return out
 
 

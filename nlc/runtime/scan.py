@@ -105,17 +105,26 @@ def _rule(s, w, W, g, key, t, eta, a, aux, running):
     return memory_step(rule, w, W, g, aux, eta, a, args, key[:, t] if isinstance(key, torch.Tensor) else key)
 
 
-def concat_pending(pending: list) -> tuple:
-    """Join a slow level's chunks into one period: (factored gradients, gates) along time."""
-    grads = None
-    if pending[0][0] is not None:
-        grads = {}
-        for w in pending[0][0]:
-            a_parts = [p[0][w][0] for p in pending]
-            a = torch.cat(a_parts, dim=1) if isinstance(a_parts[0], torch.Tensor) else a_parts[0]
-            grads[w] = (a, torch.cat([p[0][w][1] for p in pending], dim=1))
-    gates = {}
-    for k, g in pending[0][1].items():
-        parts = [p[1][k] for p in pending]
-        gates[k] = torch.cat(parts, dim=1) if isinstance(g, torch.Tensor) and g.dim() >= 2 else g
-    return grads, gates
+def pend(pending, grads, gates: dict, at: int, period: int) -> tuple:
+    """A slower level's chunk written into its period's buffers: (factored gradients, gates), each
+    tensor [B, period, ...] with this chunk's tokens at positions at .. at + C.
+
+    The buffers have the same shapes at every chunk (allocated at a period's first chunk, when
+    `pending` is None), so a compiled chunk step takes them as it takes the states, instead of a
+    list that grows chunk by chunk. At the period's end they hold the whole period, in order.
+    Gradient factors that are numbers (a constant key) and gates that are numbers or scalars
+    are the same at every token: kept as they are.
+    """
+    def put(buffer, value):
+        if not isinstance(value, torch.Tensor) or value.dim() < 2:
+            return value
+        if buffer is None:
+            buffer = value.new_zeros(value.shape[0], period, *value.shape[2:])
+        return torch.slice_scatter(buffer, value, dim=1, start=at, end=at + value.shape[1])
+
+    old_grads, old_gates = pending if pending is not None else (None, None)
+    new_grads = None if grads is None else {
+        w: tuple(put(None if old_grads is None else old_grads[w][i], f[i]) for i in range(2))
+        for w, f in grads.items()}
+    new_gates = {k: put(None if old_gates is None else old_gates[k], g) for k, g in gates.items()}
+    return new_grads, new_gates

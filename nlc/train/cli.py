@@ -264,4 +264,6 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    from nlc.train.dist import exit_process
+
+    exit_process(main())

@@ -30,9 +30,12 @@ backward and the two gradient all-reduces above are not taken.
 
 from __future__ import annotations
 
+import gc
 import os
+import sys
 from dataclasses import dataclass
 from datetime import timedelta
+from typing import NoReturn
 
 import torch
 import torch.distributed as tdist
@@ -42,6 +45,22 @@ from nlc.train.errors import train_error
 
 DEFAULT_TIMEOUT_S = 600.0  # how long a rank waits at a collective for the others (--dist-timeout)
 REDUCE_STEP_LEVEL_SUMS = True  # False only in the tests' negative control: ranks then step with their own sums
+
+
+def exit_process(code: int) -> NoReturn:
+    """End the process with `code`; a rank of a multi-process run ends without interpreter finalization.
+
+    At finalization a gloo process group's worker threads can still be joinable, or hold work whose
+    destruction needs the interpreter: the process then aborts ("terminate called without an active
+    exception", SIGABRT) after the run finished and wrote everything (PyTorch pull request 179291;
+    here, about one `--fsdp` test run in three on a loaded machine). The run's files are closed by
+    then; stdout and stderr are flushed first.
+    """
+    if launched():
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
+    sys.exit(code)
 
 
 def launched() -> bool:
@@ -143,6 +162,7 @@ class World:
 
     def close(self) -> None:
         if self.size > 1 and tdist.is_initialized():
+            gc.collect()  # collectives' work objects in reference cycles go while the group is alive
             tdist.destroy_process_group()
 
 

@@ -15,8 +15,12 @@ def coefficients(lr, retain, like: torch.Tensor) -> dict:
     cum = torch.cumprod(torch.where(lower, a[:, :, None], torch.ones_like(a)[:, :, None].expand(-1, -1, C)),
                         dim=1)  # [B, u, j] = prod_{j<s<=u} a_s
     gamma = torch.cat([torch.ones_like(cum[:, :1]), cum[:, :-1]], dim=1)  # prod_{j<s<u} a_s
-    return {"eta": eta, "a": a, "gamma": eta[:, :, None] * gamma, "prefix": prefix_exclusive(a),
-            "suffix": suffix_exclusive(a), "total": a.prod(1)}
+    # computed once a chunk and shared by every weight (and every member of a bundle): eta_u gamma_uj
+    # below the diagonal, eta_t P_{t-1}, eta_t as a column
+    prefix = prefix_exclusive(a)
+    return {"eta": eta, "a": a, "gamma": (eta[:, :, None] * gamma).tril(-1),
+            "eta_prefix": (eta * prefix)[:, :, None], "eta_col": eta[:, :, None], "suffix": suffix_exclusive(a),
+            "total": a.prod(1)}
 
 
 def apply(W: dict, grads: dict, c: dict) -> dict:
@@ -30,11 +34,10 @@ def apply(W: dict, grads: dict, c: dict) -> dict:
             g = d * k if isinstance(k, torch.Tensor) else d * float(k)
             out[name] = cc.prod(1) * W0 - (eta.unsqueeze(-1) * suffix_exclusive(cc) * g).sum(1)
             continue
-        C = k.shape[1]
-        L = (c["gamma"] * torch.einsum("bui,bji->buj", k, k)).tril(-1)
-        rhs = eta[:, :, None] * (c["prefix"][:, :, None] * torch.einsum("bci,bio->bco", k, W0) + d)
-        eye = torch.eye(C, dtype=k.dtype, device=k.device)
-        R = torch.linalg.solve_triangular(eye + L, rhs, upper=False, unitriangular=True)
+        L = c["gamma"] * torch.bmm(k, k.transpose(1, 2))  # strictly lower: gamma is
+        rhs = torch.addcmul(c["eta_col"] * d, c["eta_prefix"], torch.bmm(k, W0))
+        # unitriangular: the solve reads only below the diagonal and takes ones on it, so L stands for I + L
+        R = torch.linalg.solve_triangular(L, rhs, upper=False, unitriangular=True)
         out[name] = minus_weighted_sum(bcast(c["total"], W0) * W0, c["suffix"], (k, R), W0)
     return out
 

@@ -1,0 +1,66 @@
+"""A deterministic guard on what the generated code costs: torch operations dispatched per chunk.
+
+At the sizes nlc trains on a CPU, a chunk step's time is mostly the dispatch of many small
+operations, so their count is a cost model that does not depend on the machine or its load:
+every aten operation that reaches the dispatcher (views included) is counted with a
+TorchDispatchMode, for the forward alone and for forward+backward through the in-context
+updates, on two lengths; their difference over the chunks between them is the cost of a chunk
+(what runs once a sequence cancels out). A change that adds operations to a chunk fails here;
+one that removes some should lower the budget. Timing stays in `nlc bench` (hope_peer, peer).
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+
+import pytest
+import torch
+from torch.utils._python_dispatch import TorchDispatchMode
+
+import nlc
+from nlc.bench.build import example
+
+# spec, its parameters, (short, long) lengths, and the budget: (forward, forward+backward) per chunk.
+# hope runs at the peer's chunk sizes (nlc bench hope_peer): M_k, M_v, M_eta, M_alpha in one bundle every
+# 8 tokens, M_memory every 64 (8 chunks a period, so the lengths are whole periods). M_memory's chunks wait
+# in fixed buffers (rt_scan.pend: 6 slice_scatters a chunk, 16 with the backward, more than a list's appends)
+# so that the chunk step compiles.
+CASES = {
+    "hope": (dict(dim=16, layers=1, chunk=8, memory_chunk=64), (64, 128), (146, 625)),
+    "titans_lmm": (dict(dim=16, layers=1, chunk=16), (32, 64), (45, 186)),
+}
+
+
+class _Count(TorchDispatchMode):
+    def __init__(self):
+        super().__init__()
+        self.ops = Counter()
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        self.ops[func] += 1
+        return func(*args, **(kwargs or {}))
+
+
+def _ops(block, dim: int, T: int, backward: bool) -> int:
+    torch.manual_seed(0)
+    x = torch.randn(2, T, dim, requires_grad=backward)
+    with _Count() as count:
+        if backward:
+            block(x, block.init_state(2, x))[0].square().mean().backward()
+        else:
+            with torch.no_grad():
+                block(x, block.init_state(2, x))
+    return sum(count.ops.values())
+
+
+@pytest.mark.parametrize("name", CASES)
+def test_operations_per_chunk_stay_within_budget(name):
+    params, (short, long), budget = CASES[name]
+    model = nlc.build(nlc.load(example(name)), **params)
+    block = model.blocks[0]
+    chunks = (long - short) // params["chunk"]
+    got = tuple((_ops(block, params["dim"], long, b) - _ops(block, params["dim"], short, b)) / chunks
+                for b in (False, True))
+    for what, n, most in zip(("forward", "forward+backward"), got, budget):
+        assert n <= most, (f"{name}: {n:g} torch operations a chunk in the {what}, over the budget of {most}: "
+                           "what added them? (if it is worth it, raise the budget here and say why)")
