@@ -71,7 +71,7 @@ class ContinuumBlock(nn.Module):
 
     def init_state(self, batch: int, like: torch.Tensor) -> dict:
         levels, caches = {}, {}
-        slow = {k: v.to(like) for k, v in self.slow_init(batch).items()}
+        slow = {k: v.to(like).contiguous() for k, v in self.slow_init(batch).items()}
         levels['slow'] = {"W": slow, "aux": {"momentum": {k: torch.zeros_like(v) for k, v in slow.items()}}}
         caches['q_conv'] = self.q_conv.init_cache(batch, 64, like)
         caches['k_conv'] = self.k_conv.init_cache(batch, 64, like)

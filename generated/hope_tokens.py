@@ -49,15 +49,15 @@ class HopeBlock(nn.Module):
 
     def init_state(self, batch: int, like: torch.Tensor) -> dict:
         levels, caches = {}, {}
-        m_k = {k: v.to(like) for k, v in self.m_k_init(batch).items()}
+        m_k = {k: v.to(like).contiguous() for k, v in self.m_k_init(batch).items()}
         levels['m_k'] = {"W": m_k, "aux": {}}
-        m_v = {k: v.to(like) for k, v in self.m_v_init(batch).items()}
+        m_v = {k: v.to(like).contiguous() for k, v in self.m_v_init(batch).items()}
         levels['m_v'] = {"W": m_v, "aux": {}}
-        m_eta = {k: v.to(like) for k, v in self.m_eta_init(batch).items()}
+        m_eta = {k: v.to(like).contiguous() for k, v in self.m_eta_init(batch).items()}
         levels['m_eta'] = {"W": m_eta, "aux": {}}
-        m_alpha = {k: v.to(like) for k, v in self.m_alpha_init(batch).items()}
+        m_alpha = {k: v.to(like).contiguous() for k, v in self.m_alpha_init(batch).items()}
         levels['m_alpha'] = {"W": m_alpha, "aux": {}}
-        memory = {k: v.to(like) for k, v in self.memory_init(batch).items()}
+        memory = {k: v.to(like).contiguous() for k, v in self.memory_init(batch).items()}
         levels['memory'] = {"W": memory, "aux": {}}
         cms_1 = {k: v.to(like) for k, v in self.cms_1_init(batch).items()}
         levels['cms_1'] = {"W": cms_1, "aux": rt_loss.initial_aux('gd', cms_1)}

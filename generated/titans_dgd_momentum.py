@@ -48,9 +48,9 @@ class MemoryLayerBlock(nn.Module):
 
     def init_state(self, batch: int, like: torch.Tensor) -> dict:
         levels, caches = {}, {}
-        surprise = {k: v.to(like) for k, v in rt_memory.MemoryInit({'W0': (64, 256), 'W1': (256, 64)}, 'like', True, 'zeros')(batch).items()}
+        surprise = {k: v.to(like).contiguous() for k, v in rt_memory.MemoryInit({'W0': (64, 256), 'W1': (256, 64)}, 'like', True, 'zeros')(batch).items()}
         levels['surprise'] = {"W": surprise, "aux": {}}
-        memory = {k: v.to(like) for k, v in self.memory_init(batch).items()}
+        memory = {k: v.to(like).contiguous() for k, v in self.memory_init(batch).items()}
         levels['memory'] = {"W": memory, "aux": {}}
         caches['q_conv'] = self.q_conv.init_cache(batch, 64, like)
         caches['k_conv'] = self.k_conv.init_cache(batch, 64, like)

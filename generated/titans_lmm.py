@@ -47,7 +47,7 @@ class MemoryLayerBlock(nn.Module):
 
     def init_state(self, batch: int, like: torch.Tensor) -> dict:
         levels, caches = {}, {}
-        memory = {k: v.to(like) for k, v in self.memory_init(batch).items()}
+        memory = {k: v.to(like).contiguous() for k, v in self.memory_init(batch).items()}
         levels['memory'] = {"W": memory, "aux": {"momentum": {k: torch.zeros_like(v) for k, v in memory.items()}}}
         caches['q_conv'] = self.q_conv.init_cache(batch, 64, like)
         caches['k_conv'] = self.k_conv.init_cache(batch, 64, like)

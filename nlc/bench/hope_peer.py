@@ -20,12 +20,14 @@ needs only torch and einops).
 
 from __future__ import annotations
 
+import time
+
 import torch
 
 from nlc.bench.build import build, example, modes
 from nlc.bench.config import BenchConfig
 from nlc.bench.report import progress
-from nlc.bench.timing import best_time, ratio, throughput
+from nlc.bench.timing import best_time, forward_backward, ratio, throughput
 
 MISSING = ("nested-learning is not installed: it is a benchmark-only extra, "
            "pip install --no-deps nested-learning==0.2.0 (and einops)")
@@ -38,7 +40,7 @@ def _columns(cfg: BenchConfig) -> list[list[str]]:
     for label, _ in modes(cfg):
         out += [[f"nlc_{label}_fwd", f"nlc {label} fwd", ".0f"], [f"{label}_fwd_ratio", "/peer", ".1f"],
                 [f"nlc_{label}_fwd_bwd", f"nlc {label} f+b", ".0f"], [f"{label}_fwd_bwd_ratio", "/peer fwd", ".1f"]]
-    return out
+    return out + ([["compile_s", "compile s", ".0f"]] if cfg.compile else [])
 
 
 def nlc_hope(dim: int, cfg: BenchConfig, compiled: bool = False):
@@ -79,6 +81,10 @@ def run(cfg: BenchConfig) -> dict:
                                                                                  cfg.device)}
         for label, compiled in modes(cfg):
             fn = nlc_hope(dim, cfg, compiled)
+            if compiled:  # the first call compiles the chunk step's graphs (forward and backward)
+                start = time.perf_counter()
+                forward_backward(lambda t: fn(t.detach().requires_grad_()), x)
+                row["compile_s"] = time.perf_counter() - start
             fwd, fwd_bwd = throughput(lambda t: fn(t.detach().requires_grad_()), x, cfg.repeats, cfg.device)
             row[f"nlc_{label}_fwd"], row[f"nlc_{label}_fwd_bwd"] = fwd, fwd_bwd
             row[f"{label}_fwd_ratio"] = ratio(fwd, row["peer_fwd"])

@@ -117,7 +117,9 @@ def _emit_state(code: BlockCode) -> None:
             init = f"self.{src.var}_init(batch)"
         else:
             init = f"rt_memory.MemoryInit({py_value(src.weights)}, {src.kind!r}, {src.residual}, {src.init!r})(batch)"
-        code.state_lines.append(f"{lv.var} = {{k: v.to(like) for k, v in {init}.items()}}")
+        # materialised, not the initial weights expanded over the batch: every state the chunk step
+        # sees then has the same strides, so a compiled step does not compile again after the first update
+        code.state_lines.append(f"{lv.var} = {{k: v.to(like).contiguous() for k, v in {init}.items()}}")
         code.state_lines.append(f"levels[{lv.name!r}] = {{\"W\": {lv.var}, \"aux\": {_aux_init(lv)}}}")
     for lv in block.loss_levels:  # stepped by the model between chunks (nlc.runtime.loss_levels)
         if lv.init == "learned":
@@ -438,7 +440,7 @@ def _emit_learn(code: BlockCode, group: list[LevelPlan], chunk: int, in_loop, sl
         lines.append(f"if full and period{period}_ends:  # a full period: its chunks are all in")
         for lv in group:
             var = _var(lv, bundle)
-            lines.append(f"    ({var}_g, {var}_gates), {var}_pending = {var}_pending, None")
+            lines.append(f"    {var}_g, {var}_gates = {var}_pending  # (the next period overwrites the buffers)")
             gates[lv.name] = {k: f"{var}_gates[{k!r}]" for k in gates[lv.name]}
     else:
         lines.append("if full:  # the state advances")

@@ -5,7 +5,7 @@ and key (Hope's M_k, M_v, M_eta, M_alpha and M_mem) differ only in their weights
 values. Stacked member-major along the batch (rows [i*B, (i+1)*B) are member i), they
 read, take gradients and learn as one level with batch G*B: one matmul where there were
 G, one closed-form kernel where there were G (nlc.codegen.emit decides what is bundled;
-docs/design.md §3.3). Every row is computed exactly as the member alone would compute it.
+docs/design.md §2.7). Every row is computed exactly as the member alone would compute it.
 """
 
 from __future__ import annotations

@@ -86,7 +86,7 @@ class CausalConv(nn.Module):
         full = torch.cat([cache, x], dim=1)  # [B, W-1+T, D]
         windows = full.unfold(1, self.width, 1)  # [B, T, D, W]
         y = (windows * self.weight).sum(-1)
-        return y, full[:, T:]
+        return y, full[:, T:].contiguous()  # the strides of a fresh cache (a compiled step sees one layout)
 
 
 def rope(x: torch.Tensor, pos: torch.Tensor) -> torch.Tensor:

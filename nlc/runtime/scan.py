@@ -109,9 +109,10 @@ def pend(pending, grads, gates: dict, at: int, period: int) -> tuple:
     """A slower level's chunk written into its period's buffers: (factored gradients, gates), each
     tensor [B, period, ...] with this chunk's tokens at positions at .. at + C.
 
-    The buffers have the same shapes at every chunk (allocated at a period's first chunk, when
-    `pending` is None), so a compiled chunk step takes them as it takes the states, instead of a
-    list that grows chunk by chunk. At the period's end they hold the whole period, in order.
+    The buffers have the same shapes at every chunk (allocated at the first chunk of a forward,
+    when `pending` is None, and overwritten by every period after), so a compiled chunk step
+    takes them as it takes the states, instead of a list that grows chunk by chunk. At the
+    period's end they hold the whole period, in order.
     Gradient factors that are numbers (a constant key) and gates that are numbers or scalars
     are the same at every token: kept as they are.
     """
