@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import torch
 
-from nlc.runtime.chunkops import any_d, as_gate, bcast, minus_weighted_sum, prefix_exclusive, suffix_exclusive
+from nlc.runtime.chunkops import any_d, as_gate, bcast, minus_weighted_sum, suffix_exclusive
 
 
 def coefficients(lr, retain, like: torch.Tensor) -> dict:
@@ -14,13 +14,16 @@ def coefficients(lr, retain, like: torch.Tensor) -> dict:
     lower = torch.ones(C, C, dtype=torch.bool, device=a.device).tril(-1)
     cum = torch.cumprod(torch.where(lower, a[:, :, None], torch.ones_like(a)[:, :, None].expand(-1, -1, C)),
                         dim=1)  # [B, u, j] = prod_{j<s<=u} a_s
-    gamma = torch.cat([torch.ones_like(cum[:, :1]), cum[:, :-1]], dim=1)  # prod_{j<s<u} a_s
+    # every other product of gates is a slice of this one cumprod (each cumprod costs a dozen
+    # operations in the backward): prod_{j<s<u} (gamma), prod_{s>t} = cum[C-1, t] (suffix),
+    # prod_{s<t} = a_0 cum[t-1, 0] (prefix), the whole chunk's a_0 cum[C-1, 0] (total)
+    gamma = torch.cat([torch.ones_like(cum[:, :1]), cum[:, :-1]], dim=1)
+    prefix = torch.cat([torch.ones_like(a[:, :1]), a[:, :1] * cum[:, :-1, 0]], dim=1)
     # computed once a chunk and shared by every weight (and every member of a bundle): eta_u gamma_uj
     # below the diagonal, eta_t P_{t-1}, eta_t as a column
-    prefix = prefix_exclusive(a)
     return {"eta": eta, "a": a, "gamma": (eta[:, :, None] * gamma).tril(-1),
-            "eta_prefix": (eta * prefix)[:, :, None], "eta_col": eta[:, :, None], "suffix": suffix_exclusive(a),
-            "total": a.prod(1)}
+            "eta_prefix": (eta * prefix)[:, :, None], "eta_col": eta[:, :, None], "suffix": cum[:, -1],
+            "total": a[:, 0] * cum[:, -1, 0]}
 
 
 def apply(W: dict, grads: dict, c: dict) -> dict:
