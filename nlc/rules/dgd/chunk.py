@@ -37,7 +37,7 @@ def apply(W: dict, grads: dict, c: dict) -> dict:
             g = d * k if isinstance(k, torch.Tensor) else d * float(k)
             out[name] = cc.prod(1) * W0 - (eta.unsqueeze(-1) * suffix_exclusive(cc) * g).sum(1)
             continue
-        L = c["gamma"] * torch.bmm(k, k.transpose(1, 2))  # strictly lower: gamma is
+        L = c["gamma"] * torch.bmm(k, k.transpose(1, 2))  # strictly lower, as gamma is
         rhs = torch.addcmul(c["eta_col"] * d, c["eta_prefix"], torch.bmm(k, W0))
         # unitriangular: the solve reads only below the diagonal and takes ones on it, so L stands for I + L
         R = torch.linalg.solve_triangular(L, rhs, upper=False, unitriangular=True)
