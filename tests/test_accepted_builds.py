@@ -117,6 +117,17 @@ def test_an_in_context_level_copying_a_steps_level_starts_from_its_weights():
     check_streaming(spec, tokens=TOKENS)
 
 
+@pytest.mark.parametrize("value", ["1", "0.99", "max_forget"])
+def test_a_constant_let_as_a_gate_builds(value):
+    """`let keep = 1` (or a parameter) used as a level's retain: the planner folded the let into a
+    number but left the level reading a node that did not exist (an internal error, KeyError)."""
+    spec = _model("    let keep = " + value + "\n" + _level("a", state="linear(dim, dim)").replace(
+        "lr 0.1", "lr 0.1\n      retain keep"), "a(h)").replace("dim = 8", "dim = 8, max_forget = 0.98")
+    for backend in ("compiled", "reference"):
+        nlc.build(nlc.loads(spec), backend=backend)
+    check_matches_reference(spec, tokens=TOKENS)
+
+
 # ---- the class: a spec that checks builds in both back ends and agrees ----------------------
 
 import re  # noqa: E402 - the property's helpers

@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import pytest
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 import nlc
 from nlc.runtime import bundle as rt_bundle
@@ -123,3 +125,41 @@ def test_stack_split_take_tile():
     x = torch.arange(4.0).view(2, 2, 1)
     assert rt_bundle.tile(x, 3).shape == (6, 2, 1) and torch.equal(rt_bundle.tile(x, 3)[4:], x)
     assert rt_bundle.tile(0.5, 3) == 0.5 and rt_bundle.tile(torch.tensor(0.5), 3).dim() == 0
+
+
+# ---- random bundles: hypothesis draws the members, their rule, state, period, gates, values and reads ----
+
+
+@st.composite
+def bundled_specs(draw) -> str:
+    """A block whose levels share a key, gates, rule, state and period (so they bundle), with values and
+    reads drawn: projections, the input, a member's own read (Hope's self-generated values) or another
+    member's; reads at h, at the key, or at what another member answered (waves of some members)."""
+    n = draw(st.integers(2, 4))
+    rule = draw(st.sampled_from(["gd", "momentum(beta = beta)", "dgd"]))
+    state = draw(st.sampled_from(["linear(dim, dim)", "mlp(dim, 8, depth = 2, residual = true)"]))
+    period = draw(st.sampled_from(["chunk", "2 * chunk"]))
+    lr = draw(st.sampled_from(["0.05", "sigmoid(linear(h, 1)) * 0.1"]))
+    keep = draw(st.sampled_from(["1", "0.99", "1 - sigmoid(linear(h, 1)) * 0.05"]))
+    names = [f"m_{i}" for i in range(n)]
+    levels, reads = [], []
+    for i, name in enumerate(names):
+        value = draw(st.sampled_from(["h", "linear(h, dim)", f"{name}(h)", f"{names[(i + 1) % n]}(k)"]))
+        levels.append(f"    level {name} {{ state {state} init learned context (k, {value}) objective l2\n"
+                      f"      update {rule} lr eta retain keep period {period} tokens online }}")
+        at = draw(st.sampled_from(["h", "k", *(f"l2norm(r_{j})" for j in range(i))]))
+        reads.append(f"    let r_{i} = {name}({at})")
+    beta = "    let beta = sigmoid(linear(h, 1))\n" if rule.startswith("momentum") else ""
+    return ("model m(dim = 8, chunk = 4) {\n  block b {\n    let h = rmsnorm(x)\n"
+            "    let k = l2norm(linear(h, dim))\n"
+            f"    let eta = {lr}\n    let keep = {keep}\n{beta}" + "\n".join(levels) + "\n" + "\n".join(reads)
+            + "\n    out = " + " + ".join(f"r_{i}" for i in range(n)) + "\n  }\n}\n")
+
+
+@settings(max_examples=25, deadline=None)
+@given(bundled_specs(), st.integers(1, 19))
+def test_random_bundles_match_the_reference_and_the_sequential_kernels(text, length):
+    assert "rt_bundle.stack([" in _source(text)
+    tokens = torch.randint(0, 256, (2, length), generator=torch.Generator().manual_seed(length))
+    P.check_matches_reference(nlc.loads(text), tokens=tokens)
+    P.check_chunked_equals_sequential(nlc.loads(text), tokens=tokens)

@@ -258,6 +258,7 @@ class _BlockPlanner:
         self.in_context = {n for n, lv in self.levels.items() if lv.period.unit is ir.PeriodUnit.TOKENS} - self.loss
         self.names = NameAllocator()
         self.var = {n: self.names.take(n) for n in [*self.lets, *self.levels]}  # spec name -> Python name
+        self.constant_lets: dict[str, Const] = {}  # `let keep = 1`: folded, no node; a use is the number
 
     # ---- naming ----
     def fresh(self, base: str) -> str:
@@ -271,7 +272,9 @@ class _BlockPlanner:
     def plan(self) -> BlockPlan:
         self.add(Node("x", Op.INPUT, width=int(self.params["dim"])))
         for name in self._let_order():
-            self.expr(self.lets[name].value, self.var[name], root=self.var[name])
+            value = self.expr(self.lets[name].value, self.var[name], root=self.var[name])
+            if isinstance(value, Const):
+                self.constant_lets[name] = value
         levels, slow, loss = [], [], []
         for name in self._level_order():
             lv = self.levels[name]
@@ -334,6 +337,8 @@ class _BlockPlanner:
             if e.kind is ir.RefKind.INPUT:
                 return self._alias(root, "x", e) if root else Ref("x")
             if e.kind is ir.RefKind.LET:
+                if e.name in self.constant_lets:
+                    return self.constant_lets[e.name]
                 return self._alias(root, self.var[e.name], e) if root else Ref(self.var[e.name])
             if e.kind is ir.RefKind.LEVEL:
                 attrs = {"level": e.name, "var": self.var[e.name], "in_context": e.name in self.in_context,
