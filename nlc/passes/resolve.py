@@ -55,15 +55,10 @@ def _block_names(program: ir.Program) -> dict[str, tuple[str, str]]:
     """Every let and level of the model's blocks: name -> (what it is, the block that defines it),
     for the hint when another block names it (scopes are blocks)."""
     names: dict[str, tuple[str, str]] = {}
-    stack = list(program.body)
-    while stack:
-        s = stack.pop()
-        if isinstance(s, ir.Repeat):
-            stack.extend(s.body)
-        elif isinstance(s, ir.Block):
-            for d in s.body:
-                if isinstance(d, (ir.Let, ir.Level)):
-                    names.setdefault(d.name, ("level" if isinstance(d, ir.Level) else "let", s.name))
+    for body, block in ir.scopes(program):
+        for d in body:
+            if isinstance(d, (ir.Let, ir.Level)):
+                names.setdefault(d.name, ("level" if isinstance(d, ir.Level) else "let", block.name))
     return names
 
 
