@@ -26,7 +26,7 @@ import sys
 
 import torch
 
-from nlc.runtime.memory import IDENTITY_SEED, act, act_grad
+from nlc.runtime.memory import IDENTITY_SEED, act, act_backward
 from nlc.runtime.memory import objective_grad as memory_objective_grad
 from nlc.runtime.newton_schulz import newton_schulz
 from nlc.rules.delta_momentum.decay import delta_momentum_decay, delta_momentum_decay_elementwise
@@ -204,7 +204,7 @@ def mlp_grads(weights: list[torch.Tensor], k: torch.Tensor, v, objective: str, a
     for i in range(len(weights) - 1, -1, -1):
         grads[i] = inputs[i].transpose(0, 1) @ d
         if i > 0:
-            d = (d @ weights[i].transpose(0, 1)) * act_grad(pre[i - 1])
+            d = act_backward(d @ weights[i].transpose(0, 1), pre[i - 1])
     return grads
 
 
