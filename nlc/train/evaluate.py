@@ -48,7 +48,7 @@ from nlc.train import checkpoint as ck
 from nlc.train import plots
 from nlc.train.errors import train_error
 from nlc.train.loop import (EVAL_SEED, TrainConfig, build_model, check_config_spec, check_streaming_length,
-                            continual_summary, read_run_config, resolve_device, stored_config)
+                            continual_summary, masked_loss, read_run_config, resolve_device, stored_config)
 from nlc.train.steplevels import StepLevels
 from nlc.train.tasks import (NIAH, Continual, LanguageModel, MQAR, Task, _batch_from, accuracy_counts, bits_per_byte,
                              make_task, niah_example, parse_length, seed_for)
@@ -199,10 +199,11 @@ def _read_whole(model, tokens: torch.Tensor, seg: int) -> torch.Tensor:
 
 def _score(model, batch, learner: Learner | None, seg: int) -> tuple[int, int, int, int, bool]:
     if learner is not None and learner.levels is not None:
-        # the scores are taken from this forward pass, before the update its gradients feed
+        # the scores are taken from this forward pass, before the update its gradients feed; the update
+        # learns from the loss training took (the task's loss mask: answers only on MQAR), not from every token
         with torch.enable_grad():
             lg = _read_whole(model, batch.tokens, seg)
-            F.cross_entropy(lg.float().transpose(1, 2), batch.targets).backward()
+            masked_loss(lg, batch).backward()
         logits = lg.detach()
         learner.levels.accumulate()
         if learner.levels.step():
