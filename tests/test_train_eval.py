@@ -13,7 +13,7 @@ import nlc
 from nlc.train import compare as cmp
 from nlc.train import evaluate as ev
 from nlc.train import loop
-from nlc.train.tasks import make_task
+from nlc.train.tasks import Batch, make_task
 
 ROOT = Path(__file__).resolve().parent.parent
 HOPE = str(ROOT / "examples" / "hope.nl")
@@ -143,13 +143,15 @@ def test_continual_training_records_the_matrix(tmp_path, domains):
 
 def test_compare_same_budget_table_and_plots(tmp_path, domains):
     out = tmp_path / "cmp"
-    r = cmp.compare([TRANSFORMER, TITANS], ["lm", "mqar:kv=2"], "256", out, batch=2, seq=16,
+    r = cmp.compare([TRANSFORMER, TITANS], ["lm", "mqar:kv=2,budget=512"], "256", out, batch=2, seq=16,
                     params={"dim": 8, "layers": 1, "titans_lmm.chunk": 4}, data=[domains[1]], eval_tokens=256,
                     eval_batches=1, quiet=True)
     assert r["steps"] == 8 and set(r["specs"]) == {"transformer", "titans_lmm"}
+    assert r["tasks"]["mqar"]["steps"] == 16  # the task's own budget=512 tokens: 512 / (2 x 16)
     assert r["specs"]["titans_lmm"]["params"] == {"dim": 8, "layers": 1, "chunk": 4}
     md = (out / "compare.md").read_text()
     assert r["table"] in md and "| transformer |" in md and "MQAR acc" in md and "LM test bits/byte" in md
+    assert "mqar: 16 steps of 16 tokens (512 tokens)" in md
     for png in ("loss_lm.png", "loss_mqar.png"):
         assert (out / png).read_bytes()[:4] == b"\x89PNG"
     lm = r["tasks"]["lm"]["runs"]
@@ -161,10 +163,28 @@ def test_compare_same_budget_table_and_plots(tmp_path, domains):
     curves = {lab: loop.train_curve(Path(run["run"])) for lab, run in r["tasks"]["lm"]["runs"].items()}
     assert all(len(c) == 8 for c in curves.values())  # the same number of steps and tokens each
     # a second call reuses the finished runs
-    again = cmp.compare([TRANSFORMER, TITANS], ["lm", "mqar:kv=2"], "256", out, batch=2, seq=16,
+    again = cmp.compare([TRANSFORMER, TITANS], ["lm", "mqar:kv=2,budget=512"], "256", out, batch=2, seq=16,
                         params={"dim": 8, "layers": 1, "titans_lmm.chunk": 4}, data=[domains[1]],
                         eval_tokens=256, eval_batches=1, quiet=True)
     assert again["table"] == r["table"]
+
+
+def test_compare_jobs_train_in_processes_with_the_same_results(tmp_path, domains):
+    """--jobs 2 trains the runs in worker processes; the serial pass then reuses them, so the results
+    are those of a serial comparison (up to float reductions at another thread count)."""
+    kw = dict(batch=2, seq=16, params={"dim": 8, "layers": 1, "titans_lmm.chunk": 4}, data=[domains[1]],
+              eval_tokens=256, eval_batches=1, quiet=True)
+    serial = cmp.compare([TRANSFORMER, TITANS], ["lm", "mqar:kv=2"], "256", tmp_path / "a", **kw)
+    parallel = cmp.compare([TRANSFORMER, TITANS], ["lm", "mqar:kv=2"], "256", tmp_path / "b", jobs=2, **kw)
+    for lab in ("transformer", "titans_lmm"):
+        assert parallel["tasks"]["lm"]["runs"][lab]["test"]["bpb"] == pytest.approx(
+            serial["tasks"]["lm"]["runs"][lab]["test"]["bpb"], rel=1e-3)
+        assert parallel["tasks"]["mqar"]["runs"][lab]["train_loss"] == pytest.approx(
+            serial["tasks"]["mqar"]["runs"][lab]["train_loss"], rel=1e-3)
+        assert (tmp_path / "b" / "runs" / "mqar" / lab / "summary.json").exists()
+    with pytest.raises(nlc.SpecError) as e:
+        cmp.compare([TRANSFORMER], ["lm"], "256", tmp_path / "c", jobs=0, **kw)
+    assert e.value.codes == ["E633"]
 
 
 def test_match_params_and_parameter_errors():
@@ -181,7 +201,9 @@ def test_match_params_and_parameter_errors():
         cmp.compare([TRANSFORMER], ["lm"], "10", "/nonexistent/never", batch=4, seq=16)
     assert e.value.codes == ["E633"] and "less than one step" in str(e.value)
     assert cmp.parse_budget("1.5M") == 1_500_000 and cmp.parse_budget("300k") == 300_000
-    assert cmp.split_seq("mqar:kv=8,seq=64", 128) == ("mqar:kv=8", 64) and cmp.split_seq("lm", 128) == ("lm", 128)
+    assert cmp.split_run_options("mqar:kv=8,seq=64", 128, 1000) == ("mqar:kv=8", 64, 1000)
+    assert cmp.split_run_options("lm", 128, 1000) == ("lm", 128, 1000)
+    assert cmp.split_run_options("mqar:budget=2M,kv=4", 128, 1000) == ("mqar:kv=4", 128, 2_000_000)
     from nlc.train.cli import _tasks
 
     assert _tasks("lm,mqar:kv=8,seq=64,niah") == ["lm", "mqar:kv=8,seq=64", "niah"]
@@ -206,3 +228,22 @@ def _tensors(state) -> list:
         return [state]
     values = state.values() if isinstance(state, dict) else state if isinstance(state, (list, tuple)) else []
     return [t for v in values for t in _tensors(v)]
+
+
+def test_test_time_learning_on_an_accuracy_task_learns_from_the_training_loss():
+    """Online levels that learn while an accuracy task is scored take the loss training took (the
+    task's loss mask: the answers on MQAR), not every token: targets outside the mask change nothing."""
+    task = make_task("mqar:kv=2")
+    batch = task.batch(0, 2, 16, ev.EVAL_SEED, "test")
+    assert not batch.loss_mask.all()  # MQAR scores its answers only
+    noise = batch.targets.clone()
+    noise[~batch.loss_mask] = (noise[~batch.loss_mask] + 1) % 256
+    changed = Batch(batch.tokens, noise, batch.mask, batch.loss_mask)
+    steps = []
+    for b in (batch, changed):
+        model = loop.build_model(Path(HOPE).read_text(), HOPE, {**HOPE_P, "cms_slow": 1}, 0)
+        learner = ev.Learner(model, False, 2, "cpu")
+        ev._score(model, b, learner, 16)
+        assert learner.updates == 1
+        steps.append({n: p.detach().clone() for n, p in model.named_parameters() if "cms" in n})
+    assert steps[0] and all(torch.equal(steps[0][n], steps[1][n]) for n in steps[0])

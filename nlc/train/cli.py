@@ -147,6 +147,9 @@ def register(sub) -> None:
     p.add_argument("--quiet", action="store_true")
     p.add_argument("--no-stream", dest="stream", action="store_false",
                    help="lm: every spec reads random windows (default: specs with online memories train --stream)")
+    p.add_argument("--jobs", type=int, default=1,
+                   help="train the runs in this many processes (cores / jobs torch threads each unless "
+                        "OMP_NUM_THREADS is set); evaluation stays serial")
     p.set_defaults(func=cmd_compare)
 
 
@@ -237,7 +240,7 @@ def cmd_compare(args) -> int:
                       match_params=args.match_params, device=args.device, niah_lengths=args.niah_lengths,
                       niah_depths=args.niah_depths, niah_samples=args.niah_samples,
                       eval_batches=args.eval_batches, eval_tokens=args.eval_tokens, data=args.data,
-                      quiet=args.quiet, stream=args.stream)
+                      quiet=args.quiet, stream=args.stream, jobs=args.jobs)
     print(results["table"])
     print(f"\nwrote {args.out}/compare.md, {args.out}/compare.json and " + ", ".join(results["plots"]))
     return 0

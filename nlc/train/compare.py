@@ -8,7 +8,8 @@ finished one is reused, an interrupted one resumed), then its evaluation. Every 
 the same batches (they depend only on the seed and the step) and the same number of tokens.
 `-p NAME=VALUE` goes to every spec that declares NAME (`-p SPEC.NAME=VALUE` to one spec).
 A task may set its own sequence length (`mqar:kv=8,seq=64`: the budget then buys more
-steps). On `lm`, a spec whose memories carry state at test time (levels marked `online`, a
+steps) and its own token budget (`mqar:kv=4,budget=2M`: recall needs more tokens than the
+language-modelling default). On `lm`, a spec whose memories carry state at test time (levels marked `online`, a
 bounded state) trains with --stream, reading the corpus as consecutive pieces with its state
 carried, as its test-time learning reads the test text; the others read random windows
 (`stream=False`, `--no-stream`: random windows for every spec). The test text is read in
@@ -127,22 +128,25 @@ def streams_lm(spec: str, params: dict, seq: int) -> bool:
     return carries_state(model) and bounded_state(model) and seq % int(getattr(model, "alignment", 1)) == 0
 
 
-def split_seq(task_text: str, seq: int) -> tuple[str, int]:
-    """"mqar:kv=8,seq=64" -> ("mqar:kv=8", 64): a task's own sequence length in a comparison."""
+def split_run_options(task_text: str, seq: int, budget: int) -> tuple[str, int, int]:
+    """"mqar:kv=8,seq=64,budget=2M" -> ("mqar:kv=8", 64, 2000000): a task's own sequence length and
+    token budget in a comparison (the rest are the task's options)."""
     name, colon, rest = task_text.partition(":")
-    items, own = [], seq
+    items, own_seq, own_budget = [], seq, budget
     for item in filter(None, (x.strip() for x in rest.split(","))):
         key, _, value = item.partition("=")
         if key == "seq":
             try:
-                own = int(value)
+                own_seq = int(value)
             except ValueError:
                 raise train_error("E614", f"task option seq={value!r} is not a whole number") from None
-            if own < 1:
+            if own_seq < 1:
                 raise train_error("E614", f"task option seq={value} must be at least 1")
+        elif key == "budget":
+            own_budget = parse_budget(value)
         else:
             items.append(item)
-    return name + (":" + ",".join(items) if items else ""), own
+    return name + (":" + ",".join(items) if items else ""), own_seq, own_budget
 
 
 def _label(specs: list[str]) -> list[str]:
@@ -173,6 +177,43 @@ def _run_one(spec, run: Path, cfg: dict, quiet: bool) -> dict:
     return train(spec, run, **cfg)
 
 
+def _train_job(spec: str, run: Path, cfg: dict, threads: int | None) -> str | None:
+    """One run in a worker process; its error, if any, as text (the comparison meets it again when it
+    takes the run: a finished run is reused there, a failed one resumed and fails the same way)."""
+    if threads:
+        import torch
+
+        torch.set_num_threads(threads)
+    try:
+        _run_one(spec, run, {**cfg, "quiet": True}, True)
+    except SpecError as e:
+        return e.render()
+    return None
+
+
+def train_in_parallel(jobs_list: list[tuple[str, Path, dict]], jobs: int, quiet: bool) -> None:
+    """Train the runs of a comparison in `jobs` processes before they are evaluated one by one.
+
+    Each process gets cores / jobs torch threads, unless OMP_NUM_THREADS fixes them. The runs are
+    ordinary run folders: nothing here decides a result, and the serial pass that follows reuses them."""
+    import os
+    from concurrent.futures import ProcessPoolExecutor, as_completed
+    from multiprocessing import get_context
+
+    from tqdm import tqdm
+
+    threads = None if "OMP_NUM_THREADS" in os.environ else max(1, (os.cpu_count() or 1) // jobs)
+    # the largest token budgets first, so that the longest runs do not start last
+    jobs_list = sorted(jobs_list, key=lambda job: -job[2]["steps"] * job[2]["batch"] * job[2]["seq"])
+    with ProcessPoolExecutor(max_workers=jobs, mp_context=get_context("spawn")) as pool:
+        futures = {pool.submit(_train_job, spec, run, cfg, threads): run for spec, run, cfg in jobs_list}
+        bar = tqdm(as_completed(futures), total=len(futures), desc=f"training in {jobs} processes",
+                   unit="run", disable=quiet)
+        for done in bar:
+            run = futures[done]
+            bar.set_postfix_str(f"{run.parent.name}/{run.name}" + (" (failed)" if done.result() else ""))
+
+
 def _read_summary(path: Path) -> dict:
     """A finished run's summary.json (E626 when it is not one: the run is then not reused blindly)."""
     try:
@@ -189,21 +230,23 @@ def compare(specs: list[str], tasks: list[str], budget: int | str, out: str | Pa
             seq: int = 128, lr: float = 3e-3, seed: int = 0, params: dict | None = None,
             match_params: str | int | None = None, device: str = "cpu", niah_lengths=None, niah_depths=None,
             niah_samples: int = 4, eval_batches: int = 4, eval_tokens: int = 32768, data=None,
-            quiet: bool = False, stream: bool = True) -> dict:
+            quiet: bool = False, stream: bool = True, jobs: int = 1) -> dict:
     out = Path(out)
     for name in ("compare.json", "compare.md"):  # before any training
         check_output(out / name)
     check_output(out / "runs", folder=True)
     if len(specs) < 1:
         raise train_error("E633", "nothing to compare", "pass one or more specs")
+    if jobs < 1:
+        raise train_error("E633", f"--jobs {jobs}: at least one process is needed", "use --jobs 1 or more")
     budget = parse_budget(budget)
-    plan = [split_seq(t, seq) for t in tasks]
-    for t, tseq in plan:  # fail before training anything
-        if budget // (batch * tseq) < 1:
-            raise train_error("E633", f"a budget of {budget:,} tokens is less than one step "
-                              f"({batch} x {tseq} = {batch * tseq:,} tokens)", "raise --budget or lower --batch/--seq")
+    plan = [split_run_options(t, seq, budget) for t in tasks]
+    for t, tseq, tbudget in plan:  # fail before training anything
+        if tbudget // (batch * tseq) < 1:
+            raise train_error("E633", f"a budget of {tbudget:,} tokens is less than one step "
+                              f"({batch} x {tseq} = {batch * tseq:,} tokens)",
+                              "raise --budget (or the task's budget=) or lower --batch/--seq")
         make_task(t, data).check(tseq)
-    steps = budget // (batch * seq)
     labels = _label(specs)
     overrides = spec_params(specs, dict(params or {}))
     counts = {}
@@ -225,26 +268,37 @@ def compare(specs: list[str], tasks: list[str], budget: int | str, out: str | Pa
         counts.setdefault(labels[i], parameter_count(s, overrides[i]))
     lengths = [parse_length(x) if isinstance(x, str) else int(x) for x in (niah_lengths or DEFAULT_NIAH_LENGTHS)]
     depths = list(niah_depths) if niah_depths is not None else [0.0, 0.25, 0.5, 0.75, 1.0]
-    results: dict = {"budget": budget, "steps": steps, "batch": batch, "seq": seq, "lr": lr, "seed": seed,
+    results: dict = {"budget": budget, "steps": budget // (batch * seq), "batch": batch, "seq": seq, "lr": lr,
+                     "seed": seed,
                      "stream": stream,
                      "threads": __import__("torch").get_num_threads(),
                      "specs": {lab: {"path": str(s), "params": overrides[i], "parameters": counts[lab]}
                                for i, (lab, s) in enumerate(zip(labels, specs))}, "tasks": {}}
     plots_written = []
 
-    for (task_text, seq), given in zip(plan, tasks):
+    def run_config(task_text: str, seq: int, task_budget: int, i: int) -> tuple[Path, dict]:
+        """The run folder and `train` settings of spec i on one task."""
+        name, _ = parse_task(task_text)
+        steps = task_budget // (batch * seq)
+        cfg = dict(task=task_text, data=[resolve_data_path(d) for d in data or []], params=overrides[i],
+                   steps=steps, batch=batch, seq=seq, lr=lr, seed=seed, device=device, quiet=quiet,
+                   ckpt_every=max(50, steps // 4))
+        if stream and name == "lm" and streams_lm(specs[i], overrides[i], seq):
+            cfg["stream"] = True
+        return out / "runs" / name / labels[i], cfg
+
+    if jobs > 1:
+        train_in_parallel([(specs[i], *run_config(*p, i)) for p in plan for i in range(len(specs))], jobs, quiet)
+
+    for (task_text, seq, task_budget), given in zip(plan, tasks):
         name, _ = parse_task(task_text)
         task = make_task(task_text, data)
-        steps = budget // (batch * seq)
-        per = results["tasks"].setdefault(name, {"task": given, "seq": seq, "steps": steps, "runs": {}})
+        steps = task_budget // (batch * seq)
+        per = results["tasks"].setdefault(name, {"task": given, "seq": seq, "steps": steps, "budget": task_budget,
+                                                 "runs": {}})
         curves = {}
         for i, (lab, spec) in enumerate(zip(labels, specs)):
-            run = out / "runs" / name / lab
-            cfg = dict(task=task_text, data=[resolve_data_path(d) for d in data or []], params=overrides[i],
-                       steps=steps, batch=batch, seq=seq, lr=lr, seed=seed, device=device, quiet=quiet,
-                       ckpt_every=max(50, steps // 4))
-            if stream and isinstance(task, LanguageModel) and streams_lm(spec, overrides[i], seq):
-                cfg["stream"] = True
+            run, cfg = run_config(task_text, seq, task_budget, i)
             try:
                 summary = _run_one(spec, run, cfg, quiet)
             except SpecError as e:
@@ -277,7 +331,7 @@ def compare(specs: list[str], tasks: list[str], budget: int | str, out: str | Pa
             per["runs"][lab] = rec
             curves[lab] = [(s * batch * seq, loss) for s, loss in train_curve(run)]
         png = out / f"loss_{name}.png"
-        plots.loss_curves(curves, png, title=f"training loss: {task_text} ({budget:,} tokens, seq {seq})")
+        plots.loss_curves(curves, png, title=f"training loss: {task_text} ({task_budget:,} tokens, seq {seq})")
         plots_written.append(png)
         if name == "niah":
             png = out / "niah.png"
@@ -339,6 +393,8 @@ def summary_table(results: dict) -> str:
         headers.append(HEADLINES[t][0])
         if t == "lm":
             headers.append("LM bits/byte, frozen")
+        if t == "niah":
+            headers.append("NIAH digits ↑ (chance 0.1)")
         if t == "continual":
             headers.append("continual final loss ↓")
     headers.append("train tokens/s")
@@ -348,7 +404,7 @@ def summary_table(results: dict) -> str:
         rates = []
         for t in tasks:
             r = results["tasks"][t]["runs"][lab]
-            extra = 1 if t in ("lm", "continual") else 0
+            extra = 1 if t in ("lm", "niah", "continual") else 0
             rates.append(r["tok_s"])
             if "diverged" in r:
                 row += ["diverged"] * (1 + extra)
@@ -357,6 +413,8 @@ def summary_table(results: dict) -> str:
             row.append(value if _finite(r) else f"{value:.3f} (non-finite outputs)")
             if t == "lm":
                 row.append(r["test_frozen"]["bpb"])
+            if t == "niah":
+                row.append(r["niah"]["digit_acc"])
             if t == "continual":
                 row.append(r["continual"].get("final_avg_loss", float("nan")))
         row.append(f"{statistics.mean(rates):,.0f}" if rates else "")
@@ -367,7 +425,10 @@ def summary_table(results: dict) -> str:
 def render_markdown(results: dict) -> str:
     lines = ["# nlc compare", "",
              f"Budget {results['budget']:,} tokens a run (batch {results['batch']}; "
-             + ", ".join(f"{t}: {p['steps']} steps of {p['seq']} tokens" for t, p in results["tasks"].items())
+             + ", ".join(f"{t}: {p['steps']} steps of {p['seq']} tokens"
+                         + (f" ({p['budget']:,} tokens)" if p.get("budget", results["budget"]) != results["budget"]
+                            else "")
+                         for t, p in results["tasks"].items())
              + f"), lr {results['lr']}, seed {results['seed']}; the same batches for every spec"
              + _streamed_note(results) + ".",
              "", results["table"], ""]
