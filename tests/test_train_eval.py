@@ -247,3 +247,15 @@ def test_test_time_learning_on_an_accuracy_task_learns_from_the_training_loss():
         assert learner.updates == 1
         steps.append({n: p.detach().clone() for n, p in model.named_parameters() if "cms" in n})
     assert steps[0] and all(torch.equal(steps[0][n], steps[1][n]) for n in steps[0])
+
+
+def test_eval_with_a_parameter_changed_is_an_ablation_of_the_trained_weights(hope_run, tmp_path):
+    # online: the state written in one 8-token chunk is read by the next (a chunk reads its start state)
+    base = ev.evaluate(hope_run, tokens=256, segment=8, plot=False, out=tmp_path)
+    off = ev.evaluate(hope_run, tokens=256, segment=8, plot=False, out=tmp_path, params={"max_lr": 0})
+    assert off["params"] == {"max_lr": 0} and Path(off["files"][0]).name == "eval_lm_max_lr=0.json"
+    assert off["loss"] != base["loss"]  # the in-context writes are off: another model, the same weights
+    assert "max_lr=0" in ev.report(off)
+    with pytest.raises(nlc.SpecError) as e:  # parameters that change a tensor's shape cannot load the weights
+        ev.evaluate(hope_run, tokens=256, segment=8, plot=False, out=tmp_path, params={"dim": 16})
+    assert e.value.codes == ["E622"]

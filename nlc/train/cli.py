@@ -120,6 +120,9 @@ def register(sub) -> None:
     p.add_argument("--segment", type=int, help="tokens a streaming segment (a multiple of the model's alignment)")
     p.add_argument("--device", default="cpu")
     p.add_argument("-o", "--out", type=Path, help="folder for the results (default RUN/eval)")
+    p.add_argument("-p", "--param", action="append", type=_spec_param, default=[], metavar="NAME=VALUE",
+                   help="evaluate the trained weights with a spec parameter changed (an ablation, e.g. "
+                        "-p max_lr=0: no in-context writes); the tensors must still fit")
     p.set_defaults(func=cmd_eval)
 
     p = sub.add_parser("compare", help="train and evaluate several specs with one budget; table and plots")
@@ -225,7 +228,8 @@ def cmd_eval(args) -> int:
 
     result = evaluate(args.checkpoint, task=args.task, frozen=args.frozen, device=args.device,
                       lengths=args.lengths, depths=args.depths, samples=args.samples, batches=args.batches,
-                      tokens=args.tokens, segment=args.segment, data=args.data, out=args.out, seq=args.seq)
+                      tokens=args.tokens, segment=args.segment, data=args.data, out=args.out, seq=args.seq,
+                      params=dict(args.param))
     print(report(result))
     print("\nwrote " + ", ".join(result["files"]))
     _warn_nonfinite(result, f"the evaluation of {result['checkpoint']} on {result['task']}")

@@ -65,11 +65,13 @@ class Loaded:
     device: torch.device
 
 
-def load_run(path: str | Path, device: str = "cpu") -> Loaded:
+def load_run(path: str | Path, device: str = "cpu", params: dict | None = None) -> Loaded:
     """The model of a run's checkpoint (a run folder: its newest), built from the spec text stored in the run.
 
     config.json is checked to be a run record whose spec text and parameters still give the spec
-    hash it records (E626 / E622 naming it), so an edited one is refused, never built."""
+    hash it records (E626 / E622 naming it), so an edited one is refused, never built. `params`
+    changes spec parameters for this build only (an ablation: `max_lr=0` turns the in-context
+    writes off); the checkpoint's tensors must still fit (E622)."""
     ckpt_path = ck.find_checkpoint(path)
     run = ck.run_of(ckpt_path)
     ck.check_run_folder(run)
@@ -78,7 +80,7 @@ def load_run(path: str | Path, device: str = "cpu") -> Loaded:
     spec = config["spec"]
     cfg = stored_config(config)
     ckpt = ck.load_checkpoint(ckpt_path, spec["hash"])
-    model = build_model(spec["text"], spec["path"], cfg.params, cfg.seed, device, cfg.limits)
+    model = build_model(spec["text"], spec["path"], {**cfg.params, **(params or {})}, cfg.seed, device, cfg.limits)
     ck.load_model_tensors(model, ckpt.model, ckpt.path)
     return Loaded(model, config, cfg, ckpt, resolve_device(device))
 
@@ -316,9 +318,11 @@ def eval_continual(model, task: Continual, frozen, device, tokens_per_domain: in
 def evaluate(path: str | Path, task: str | None = None, frozen: bool = False, device: str = "cpu",
              lengths=None, depths=None, samples: int = 4, batches: int = 8, tokens: int = 65536,
              segment: int | None = None, data=None, out: str | Path | None = None, plot: bool = True,
-             seq: int | None = None, quiet: bool = False) -> dict:
-    """Evaluate a run's checkpoint on a task; write eval_TASK[_frozen].json (and a plot) to `out`."""
-    loaded = load_run(path, device)
+             seq: int | None = None, quiet: bool = False, params: dict | None = None) -> dict:
+    """Evaluate a run's checkpoint on a task; write eval_TASK[_frozen][_NAME=VALUE...].json (and a plot)
+    to `out`. `params` evaluates the trained weights with spec parameters changed (an ablation)."""
+    params = dict(params or {})
+    loaded = load_run(path, device, params)
     model, cfg = loaded.model, loaded.train
     task_text = task or loaded.config["task"]["name"]
     if task is None and loaded.config["task"].get("options"):
@@ -331,12 +335,13 @@ def evaluate(path: str | Path, task: str | None = None, frozen: bool = False, de
         the_task.check(seq)
     dev = loaded.device
     out_dir = Path(out) if out is not None else ck.run_of(loaded.checkpoint.path) / "eval"
-    stem = f"eval_{the_task.name}" + ("_frozen" if frozen else "")
+    stem = (f"eval_{the_task.name}" + ("_frozen" if frozen else "")
+            + "".join(f"_{k}={v}" for k, v in sorted(params.items())))
     for suffix in (".json", ".png"):  # before the evaluation, which may take long
         ck.check_output(out_dir / f"{stem}{suffix}")
     result = {"run": str(ck.run_of(loaded.checkpoint.path)), "checkpoint": str(loaded.checkpoint.path),
               "step": loaded.checkpoint.step, "task": the_task.name, "frozen": frozen,
-              "spec": loaded.config["spec"]["name"]}
+              "spec": loaded.config["spec"]["name"], "params": params}
     # text is read in segments of the run's training length unless --segment says otherwise
     if isinstance(the_task, LanguageModel):
         result.update(eval_lm(model, the_task, frozen, dev, tokens, segment=segment, default_segment=cfg.seq))
@@ -378,7 +383,8 @@ def markdown_table(headers: list[str], rows: list[list]) -> str:
 def report(result: dict) -> str:
     """A short human-readable report of an evaluation."""
     mode = "frozen" if result["frozen"] else "online"
-    head = f"{result['spec']} on {result['task']} ({mode}, checkpoint step {result['step']})"
+    changed = "".join(f", {k}={v}" for k, v in sorted(result.get("params", {}).items()))
+    head = f"{result['spec']} on {result['task']} ({mode}{changed}, checkpoint step {result['step']})"
     t = result["task"]
     if t == "lm":
         body = markdown_table(["loss (nats/byte)", "bits/byte", "perplexity", "tokens", "step-level updates"],
