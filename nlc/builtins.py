@@ -38,6 +38,8 @@ OPS: dict[str, Builtin] = dict([
        Arg("persistent", N0, 0), Arg("memory", T, None)),
     _b("swiglu", "SwiGLU MLP: W3 (silu(W1 x) * W2 x) with `hidden` features", Arg("x", T), Arg("hidden", I)),
     _b("concat", "concatenate features", variadic=True),
+    _b("slice", "features start, ..., stop - 1 of x (Python's x[..., start:stop])", Arg("x", T), Arg("start", N0),
+       Arg("stop", I)),
     _b("mean", "mean over features: a width-1 value", Arg("x", T)),
     _b("learned", "a learned scalar (a slow parameter) starting at `init`", Arg("init", F)),
     _b("newton_schulz", "orthogonalise a matrix by `steps` quintic Newton-Schulz iterations (Muon)",

@@ -119,6 +119,8 @@ class ReferenceBlock(nn.Module):
                 return args[0].mean(-1, keepdim=True)
             case Op.CONCAT:
                 return torch.cat(args, dim=-1)
+            case Op.SLICE:
+                return args[0][..., node.attrs["start"]:node.attrs["stop"]]
             case Op.NEG:
                 return -args[0]
             case Op.ADD | Op.SUB | Op.MUL | Op.DIV | Op.POW:

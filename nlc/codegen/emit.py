@@ -210,6 +210,8 @@ def _node_line(node: Node, levels: dict, in_loop: set[str] | None, sliced: set[s
             rhs = f"{args[0]}.mean(-1, keepdim=True)"
         case Op.CONCAT:
             rhs = f"torch.cat([{', '.join(args)}], dim=-1)"
+        case Op.SLICE:
+            rhs = f"{args[0]}[..., {node.attrs['start']}:{node.attrs['stop']}]"
         case Op.NEG:
             rhs = f"-{args[0]}"
         case Op.ADD | Op.SUB | Op.MUL | Op.DIV | Op.POW:

@@ -30,7 +30,7 @@ from nlc.names import FORBIDDEN_NAMES
 from nlc.passes.params import fold
 from nlc.rules import DEFAULT, RULES
 
-MODEL_ONLY_OPS = ("linear", "conv", "attention", "rmsnorm", "swiglu", "concat", "learned")
+MODEL_ONLY_OPS = ("linear", "conv", "attention", "rmsnorm", "swiglu", "concat", "slice", "learned")
 TENSOR_OPS = ("newton_schulz", "mean", "l2norm")
 # the generated constructor's own names: a hyper-parameter (a keyword argument) must not shadow them
 CONSTRUCTOR_NAMES = frozenset({"self", "params", "unknown", "defaults", "rt", "torch", "math", "F", "super"})

@@ -489,6 +489,8 @@ class _Typer:
             return Tensor(int(types["out"].value))
         if fn == "mean":
             return Tensor(1)
+        if fn == "slice":
+            return self.slice_type(bound, types)
         if fn == "learned":
             return Scalar()
         if fn in B.UNARY_OPS:
@@ -510,6 +512,23 @@ class _Typer:
                                f"{_describe(mem)}", bound["memory"].span, _fix_width(x.dim))
                 return None
         return x
+
+    def slice_type(self, bound, types) -> Type | None:
+        """`slice(x, start, stop)`: stop - start features, with 0 <= start < stop <= the width of x (E422)."""
+        x, start, stop = types["x"], int(types["start"].value), int(types["stop"].value)
+        if x.dim == "P":
+            self.rep.error("E413", "`slice` needs a feature vector of known width", bound["x"].span,
+                           "slice a model's token features; an optimizer sees parameter-shaped tensors")
+            return None
+        if stop > int(x.dim):
+            self.rep.error("E422", f"`slice` stops at feature {stop}, but x has {x.dim}", bound["stop"].span,
+                           f"stop at most at {x.dim}")
+            return None
+        if start >= stop:
+            self.rep.error("E422", f"`slice` from {start} to {stop} holds no feature", bound["start"].span,
+                           f"start below stop ({stop}): slice(x, a, b) keeps features a, ..., b - 1")
+            return None
+        return Tensor(stop - start)
 
     def binop_type(self, e: ir.BinOp) -> Type | None:
         a, b = self.type_of(e.lhs), self.type_of(e.rhs)

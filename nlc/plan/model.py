@@ -428,6 +428,9 @@ class _BlockPlanner:
             return self._node(name, Op.LEARNED, (), {}, None, e, module=name)
         if e.fn == "mean":
             return self._node(name, Op.MEAN, (x,), {}, 1, e)
+        if e.fn == "slice":
+            start, stop = int(bound["start"]), int(bound["stop"])
+            return self._node(name, Op.SLICE, (x,), {"start": start, "stop": stop}, stop - start, e)
         if e.fn == "l2norm":
             return self._node(name, Op.L2NORM, (x,), {}, width, e)
         if e.fn in B.UNARY_OPS:

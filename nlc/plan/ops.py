@@ -31,6 +31,7 @@ class Op(enum.Enum):
     L2NORM = "l2norm"  # x / ||x||_2 over features (a model) or over the whole tensor (an optimizer)
     MEAN = "mean"  # the mean over features (a model) or over the whole tensor (an optimizer)
     CONCAT = "concat"  # features side by side
+    SLICE = "slice"  # features attrs["start"] .. attrs["stop"] - 1
     NEWTON_SCHULZ = "newton_schulz"  # orthogonalise a matrix (Muon): args (x, steps)
     LINEAR = "linear"  # the slow layers: node.module names the layer
     CONV = "conv"
@@ -49,7 +50,8 @@ STATEFUL = (Op.CONV, Op.ATTENTION)  # carry a cache across streamed pieces (`cac
 
 ARITY: dict[Op, tuple[int, int | None]] = {  # (fewest, most) arguments; None: any number
     Op.INPUT: (0, 0), Op.ALIAS: (1, 1), Op.NEG: (1, 1), **{op: (2, 2) for op in BINARY},
-    Op.UNARY: (1, 1), Op.L2NORM: (1, 1), Op.MEAN: (1, 1), Op.CONCAT: (1, None), Op.NEWTON_SCHULZ: (2, 2),
+    Op.UNARY: (1, 1), Op.L2NORM: (1, 1), Op.MEAN: (1, 1), Op.CONCAT: (1, None), Op.SLICE: (1, 1),
+    Op.NEWTON_SCHULZ: (2, 2),
     Op.LINEAR: (1, 1), Op.CONV: (1, 1), Op.RMSNORM: (1, 1), Op.SWIGLU: (1, 1), Op.ATTENTION: (1, 2),
     Op.LEARNED: (0, 0), Op.READ: (0, 1),
 }

@@ -58,7 +58,7 @@ class _Gen:
             return d(st.sampled_from(leaves))
         sub = lambda: self.tensor(names, depth - 1)  # noqa: E731
         kind = d(st.sampled_from(["unary", "conv", "linear", "bin", "scale", "pow", "neg", "gate", "concat",
-                                  "attention", "swiglu", "paren"]))
+                                  "slice", "attention", "swiglu", "paren"]))
         s = self.sp
         D = self.dim_name
         if kind == "unary":
@@ -82,6 +82,13 @@ class _Gen:
             return f"{sub()} * {g}"
         if kind == "concat":
             return f"linear(concat({sub()}, {sub()}), {D})"
+        if kind == "slice":
+            cut = d(st.integers(1, self.dim - 1)) if self.dim > 1 else 0
+            if cut and d(st.booleans()):  # the features rotated: slices put back together, dim wide
+                t = sub()
+                return f"concat(slice({t}, {cut}, {D}), slice({t}, 0, {cut}))"
+            start = d(st.integers(0, self.dim - 1))
+            return f"linear(slice({sub()}, {start}, {d(st.integers(start + 1, self.dim))}), {D})"
         if kind == "attention":
             heads = d(st.sampled_from([h for h in (1, 2, 4, 8) if self.dim % h == 0]))
             window = d(st.sampled_from(["", ", window = 4", ", window = 0, segment = 8", ", persistent = 2"]))

@@ -17,7 +17,8 @@ the strategy never draws what the code generator cannot compile yet (E5xx, see
   `vector(d)`, `like(level)`;
 - inits: `learned`, `zeros`, `identity`, `copy(level)` (chains of copies; with `copies_across`,
   copies between in-context and `steps`/`never` levels);
-- keys: projections, flows, and the constant key `1` of a vector memory;
+- keys: projections (some through feature slices, `slice` and `concat`), flows, and the
+  constant key `1` of a vector memory;
 - objectives `l2`, `dot`, `huber(delta)`, `lp(p)`; update rules `gd`, `momentum`,
   `dgd`, `muon`, `delta_momentum`, `adam`, and `update LEVEL` (a deep optimizer);
 - gates (`lr`, `retain`, `beta`): constants, `learned(...)`, data-dependent
@@ -165,9 +166,12 @@ class _Drawer:
 
     # ---- expressions of width dim ----
     def proj(self, h: str, normalise: bool = False) -> str:
-        e = self.pick(["linear", "linear", "conv", "silu"])
+        e = self.pick(["linear", "linear", "conv", "silu", "slice"])
         if e == "linear":
             t = f"linear({h}, dim)"
+        elif e == "slice":  # features sliced and put back together (rotated by one), or a slice projected
+            t = self.pick([f"linear(concat(slice({h}, 1, dim), slice({h}, 0, 1)), dim)",
+                           f"linear(slice({h}, 0, dim - 1), dim)"])
         elif e == "conv":
             t = f"conv(linear({h}, dim), {self.draw(st.integers(1, 4))})"
         else:
