@@ -182,6 +182,9 @@ def test_compare_jobs_train_in_processes_with_the_same_results(tmp_path, domains
         assert parallel["tasks"]["mqar"]["runs"][lab]["train_loss"] == pytest.approx(
             serial["tasks"]["mqar"]["runs"][lab]["train_loss"], rel=1e-3)
         assert (tmp_path / "b" / "runs" / "mqar" / lab / "summary.json").exists()
+    # a run that diverges in a worker is reported as diverged, as in a serial comparison
+    blown = cmp.compare([TRANSFORMER, TITANS], ["lm"], "256", tmp_path / "d", jobs=2, **{**kw, "lr": 1e12})
+    assert all("diverged" in run for run in blown["tasks"]["lm"]["runs"].values())
     with pytest.raises(nlc.SpecError) as e:
         cmp.compare([TRANSFORMER], ["lm"], "256", tmp_path / "c", jobs=0, **kw)
     assert e.value.codes == ["E633"]

@@ -195,7 +195,9 @@ def train_in_parallel(jobs_list: list[tuple[str, Path, dict]], jobs: int, quiet:
     """Train the runs of a comparison in `jobs` processes before they are evaluated one by one.
 
     Each process gets cores / jobs torch threads, unless OMP_NUM_THREADS fixes them. The runs are
-    ordinary run folders: nothing here decides a result, and the serial pass that follows reuses them."""
+    ordinary run folders: nothing here decides a result, and the serial pass that follows reuses them
+    (or meets a run's error again). The workers are spawned: a Python script that calls
+    `compare(..., jobs=2)` must do so under `if __name__ == "__main__":`."""
     import os
     from concurrent.futures import ProcessPoolExecutor, as_completed
     from multiprocessing import get_context
