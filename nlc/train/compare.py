@@ -9,7 +9,8 @@ the same batches (they depend only on the seed and the step) and the same number
 `-p NAME=VALUE` goes to every spec that declares NAME (`-p SPEC.NAME=VALUE` to one spec).
 A task may set its own sequence length (`mqar:kv=8,seq=64`: the budget then buys more
 steps) and its own token budget (`mqar:kv=4,budget=2M`: recall needs more tokens than the
-language-modelling default). On `lm`, a spec whose memories carry state at test time (levels marked `online`, a
+language-modelling default). `jobs=N` trains the runs in N processes first (`--jobs`).
+On `lm`, a spec whose memories carry state at test time (levels marked `online`, a
 bounded state) trains with --stream, reading the corpus as consecutive pieces with its state
 carried, as its test-time learning reads the test text; the others read random windows
 (`stream=False`, `--no-stream`: random windows for every spec). The test text is read in
