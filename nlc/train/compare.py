@@ -303,7 +303,7 @@ def compare(specs: list[str], tasks: list[str], budget: int | str, out: str | Pa
         for i, (lab, spec) in enumerate(zip(labels, specs)):
             run, cfg = run_config(task_text, seq, task_budget, i)
             try:
-                summary = _run_one(spec, run, cfg, quiet)
+                summary = _run_one(spec, run, cfg, quiet or jobs > 1)  # after --jobs: no "reusing" lines
             except SpecError as e:
                 if "E630" not in e.codes:
                     raise
