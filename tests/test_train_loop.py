@@ -411,3 +411,30 @@ def test_checkpoint_streaming_state_must_fit(tmp_path):
             loop._check_state_fits(state, fresh, 2, tmp_path / "state.safetensors")
         assert e.value.codes == ["E622"], case
         assert "does not fit this model" in str(e.value) and words in str(e.value), (case, str(e.value))
+
+
+def test_init_from_starts_a_new_run_from_another_runs_weights(tmp_path, text):
+    """--init-from: a new run whose model starts from another run's newest checkpoint (a curriculum), with
+    its own optimizer and schedule; recorded in config.json, fixed for --resume, E622 when shapes differ."""
+    params = {"dim": 8, "layers": 1, "chunk": 4}
+    first = tmp_path / "short"
+    loop.train(TITANS, first, **_opts(text, params=params, seq=8, steps=4))
+    source = ck.load_checkpoint(ck.find_checkpoint(first), json.loads((first / "config.json").read_text())["spec"]["hash"])
+    model = loop.build_model(Path(TITANS).read_text(), TITANS, params, seed=1)
+    record = loop.warm_start(model, str(first))
+    assert record["step"] == 4 and all(torch.equal(model.state_dict()[k], v) for k, v in source.model.items())
+    second = tmp_path / "long"
+    loop.train(TITANS, second, **_opts(text, params=params, seq=16, steps=2, init_from=str(first)))
+    config = json.loads((second / "config.json").read_text())
+    assert config["init_from"]["step"] == 4 and config["train"]["init_from"] == str(first.resolve())
+    fresh = tmp_path / "fresh"
+    loop.train(TITANS, fresh, **_opts(text, params=params, seq=16, steps=2))
+    # the same batches and seed: only the starting weights differ
+    assert loop.train_curve(second)[0][1] != loop.train_curve(fresh)[0][1]
+    with pytest.raises(nlc.SpecError) as e:  # the warm start is part of the run: --resume cannot change it
+        loop.train(TITANS, second, resume=True, **_opts(text, params=params, seq=16, steps=3,
+                                                        init_from=str(fresh)))
+    assert e.value.codes == ["E622"]
+    with pytest.raises(nlc.SpecError) as e:  # other shapes cannot take the weights
+        loop.train(TITANS, tmp_path / "wide", **_opts(text, params={**params, "dim": 16}, init_from=str(first)))
+    assert e.value.codes == ["E622"]

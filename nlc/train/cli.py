@@ -92,6 +92,9 @@ def register(sub) -> None:
     p.add_argument("--keep", type=int, help="checkpoints kept (default 3)")
     p.add_argument("--resume", nargs="?", const=True, default=False, metavar="CKPT",
                    help="continue the run in --out from its newest checkpoint (or from CKPT)")
+    p.add_argument("--init-from", dest="init_from", metavar="RUN_OR_CKPT",
+                   help="start from the model weights of another run (its newest checkpoint) or checkpoint, "
+                        "with a fresh optimizer and schedule: a curriculum, e.g. short sequences first")
     p.add_argument("--quiet", action="store_true", default=None, help="no progress bar")
     p.add_argument("--nproc", type=whole, metavar="N",
                    help="train with N processes on this machine (data parallel: torchrun --standalone "
@@ -164,7 +167,7 @@ def cmd_train(args) -> int:
     options = {k: getattr(args, k) for k in ("task", "steps", "batch", "seq", "lr", "warmup", "schedule",
                                               "weight_decay", "clip", "seed", "stream", "device", "compile",
                                               "eval_every", "eval_batches", "ckpt_every", "keep", "quiet",
-                                              "dist_timeout", "fsdp")}
+                                              "dist_timeout", "fsdp", "init_from")}
     if args.data:
         options["data"] = args.data
     if args.param:

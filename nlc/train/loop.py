@@ -78,6 +78,7 @@ class TrainConfig:
     clip: float = 1.0
     seed: int = 0
     stream: bool = False
+    init_from: str = ""  # a run or checkpoint whose model weights this run starts from (a warm start)
     # ... and what does not
     device: str = "cpu"
     compile: bool = False
@@ -107,6 +108,20 @@ def build_model(spec_text: str, spec_path: str, params: dict, seed: int, device:
     torch.manual_seed(seed)
     model = nlc.build(prog, **{**params, **(limits or {})})
     return model.to(resolve_device(device))
+
+
+def warm_start(model: torch.nn.Module, source: str) -> dict:
+    """Load the model weights of run or checkpoint `source` into `model` (`--init-from`): a new run that
+    starts where another stopped, with a fresh optimizer and schedule (a curriculum: short sequences
+    first). The tensors must fit (E622); the specs may differ in anything that keeps their shapes.
+    Returns what config.json records of it."""
+    path = ck.find_checkpoint(source)
+    run = ck.run_of(path)
+    config = read_run_config(run, missing="--init-from reads a checkpoint with the config.json of its run folder")
+    check_config_spec(config, run)
+    ckpt = ck.load_checkpoint(path, config["spec"]["hash"])
+    ck.load_model_tensors(model, _placed(ckpt.model, model.state_dict()), ckpt.path)
+    return {"checkpoint": str(path), "step": ckpt.step, "spec_hash": config["spec"]["hash"]}
 
 
 def resolve_device(device: str) -> torch.device:
@@ -245,7 +260,7 @@ TRAIN_TYPES = {"task": str, "data": list, "params": dict, "steps": int, "batch":
                "lr": _NUMBER, "warmup": int, "schedule": str, "weight_decay": _NUMBER, "clip": _NUMBER,
                "seed": int, "stream": bool, "device": str, "compile": bool, "eval_every": int,
                "eval_batches": int, "ckpt_every": int, "keep": int, "quiet": bool, "dist_timeout": _NUMBER,
-               "fsdp": bool}
+               "fsdp": bool, "init_from": str}
 SPEC_TYPES = {"text": str, "path": str, "name": str, "hash": str}
 EDITED = "config.json must stay as `nlc train` wrote it: put it back, or start the run again in a new --out folder"
 
@@ -384,6 +399,8 @@ def train(spec: str | Path, out: str | Path, resume: bool | str = False, optimiz
     """
     out = Path(out)
     given = {k: v for k, v in options.items() if v is not None}
+    if given.get("init_from"):  # stored resolved: a resume from another directory names the same run
+        given["init_from"] = str(Path(given["init_from"]).resolve())
     unknown = set(given) - set(TrainConfig.__dataclass_fields__)
     if unknown:
         raise TypeError(f"unknown training options: {sorted(unknown)}")
@@ -399,7 +416,7 @@ def train(spec: str | Path, out: str | Path, resume: bool | str = False, optimiz
         for k, v in given.items():
             if k == "data":
                 v = [resolve_data_path(p) for p in v]
-            if k in TRAJECTORY and _norm(v) != _norm(getattr(cfg, k)):
+            if (k in TRAJECTORY or k == "init_from") and _norm(v) != _norm(getattr(cfg, k)):
                 if k not in ADJUSTABLE:
                     raise train_error("E622", f"run {out} was started with {k}={getattr(cfg, k)!r}, not {v!r}",
                                       "resume with the options the run started with (or leave them out)")
@@ -456,6 +473,9 @@ def _prepare_rank(world, device_name, cfg, spec, spec_text, spec_path, out, resu
     task.check(cfg.seq)
     device = resolve_device(device_name)
     model = build_model(spec_text, spec_path, cfg.params, cfg.seed, device_name, cfg.limits)
+    # a run that starts at step 0 (new, or resumed before its first checkpoint) starts from --init-from
+    from_zero = not resume or (resume is True and not ck.complete_checkpoints(out))
+    warm = warm_start(model, cfg.init_from) if cfg.init_from and from_zero else None
     if cfg.stream:
         check_streaming_length(model, cfg.seq)
     if cfg.fsdp:  # before the step levels and the optimizer: their state is then sharded too
@@ -502,6 +522,7 @@ def _prepare_rank(world, device_name, cfg, spec, spec_text, spec_path, out, resu
                   "spec": {"path": spec_path, "name": prog.name, "hash": shash, "text": spec_text},
                   "optimizer": ospec.record() if ospec is not None else None,
                   "task": task.describe(), "train": asdict(cfg), "data_fingerprint": data_fp,
+                  **({"init_from": warm} if warm else {}),
                   "parameters": count_parameters(model), "alignment": int(getattr(model, "alignment", 1)),
                   "step_levels": {k: asdict(v) for k, v in (getattr(model, "step_levels", {}) or {}).items()},
                   "online_levels": list(getattr(model, "online_levels", []) or [])}
