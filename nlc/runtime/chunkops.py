@@ -32,19 +32,19 @@ def suffix_exclusive(a: torch.Tensor) -> torch.Tensor:
     return torch.cat([rev, ones], dim=1)
 
 
-def prefix_exclusive(a: torch.Tensor) -> torch.Tensor:
-    """out[:, t] = prod_{s < t} a[:, s] (1 for t = 0), along dim 1."""
-    ones = torch.ones_like(a[:, :1])
-    return torch.cat([ones, torch.cumprod(a[:, :-1], dim=1)], dim=1)
+def gate_products(b: torch.Tensor) -> torch.Tensor:
+    """P[:, t, u] = prod_{u < r <= t} b[:, r] for t >= u (1 on the diagonal), in one cumprod; the
+    entries above the diagonal are not products of gates and are left for the caller to ignore or
+    mask. b [B, C] -> [B, C, C]."""
+    C = b.shape[1]
+    tri = torch.ones(C, C, dtype=torch.bool, device=b.device).tril(-1)  # t > u
+    return torch.cumprod(torch.where(tri, b[:, :, None], torch.ones_like(b)[:, :, None].expand(-1, -1, C)), dim=1)
 
 
 def decay_matrix(b: torch.Tensor) -> torch.Tensor:
     """G[:, t, u] = prod_{u < r <= t} b[:, r] for t >= u, 0 above the diagonal. b [B, C] -> [B, C, C]."""
     C = b.shape[1]
-    tri = torch.ones(C, C, dtype=torch.bool, device=b.device).tril(-1)  # t > u
-    m = torch.where(tri, b[:, :, None], torch.ones_like(b)[:, :, None].expand(-1, -1, C))
-    G = torch.cumprod(m, dim=1)
-    return G.masked_fill(~torch.ones(C, C, dtype=torch.bool, device=b.device).tril(), 0.0)
+    return gate_products(b).masked_fill(~torch.ones(C, C, dtype=torch.bool, device=b.device).tril(), 0.0)
 
 
 def minus_weighted_sum(base: torch.Tensor, coef: torch.Tensor, factor: Factor, W: torch.Tensor) -> torch.Tensor:

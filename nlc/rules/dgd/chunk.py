@@ -5,15 +5,12 @@ from __future__ import annotations
 
 import torch
 
-from nlc.runtime.chunkops import any_d, as_gate, bcast, minus_weighted_sum, suffix_exclusive
+from nlc.runtime.chunkops import any_d, as_gate, bcast, gate_products, minus_weighted_sum, suffix_exclusive
 
 
 def coefficients(lr, retain, like: torch.Tensor) -> dict:
     eta, a = as_gate(lr, like), as_gate(retain, like)
-    C = a.shape[1]
-    lower = torch.ones(C, C, dtype=torch.bool, device=a.device).tril(-1)
-    cum = torch.cumprod(torch.where(lower, a[:, :, None], torch.ones_like(a)[:, :, None].expand(-1, -1, C)),
-                        dim=1)  # [B, u, j] = prod_{j<s<=u} a_s
+    cum = gate_products(a)  # [B, u, j] = prod_{j<s<=u} a_s; only j <= u is read below
     # every other product of gates is a slice of this one cumprod (each cumprod costs a dozen
     # operations in the backward): prod_{j<s<u} (gamma), prod_{s>t} = cum[C-1, t] (suffix),
     # prod_{s<t} = a_0 cum[t-1, 0] (prefix), the whole chunk's a_0 cum[C-1, 0] (total)
