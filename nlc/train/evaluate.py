@@ -47,8 +47,8 @@ from nlc.runtime.layers import Attention
 from nlc.train import checkpoint as ck
 from nlc.train import plots
 from nlc.train.errors import train_error
-from nlc.train.loop import (EVAL_SEED, TrainConfig, build_model, check_config_spec, check_streaming_length,
-                            continual_summary, masked_loss, read_run_config, resolve_device, stored_config)
+from nlc.train.loop import (EVAL_SEED, TrainConfig, build_model, check_streaming_length, continual_summary,
+                            masked_loss, read_run_checkpoint, resolve_device, stored_config)
 from nlc.train.steplevels import StepLevels
 from nlc.train.tasks import (NIAH, Continual, LanguageModel, MQAR, Task, _batch_from, accuracy_counts, bits_per_byte,
                              make_task, niah_example, parse_length, seed_for)
@@ -72,14 +72,9 @@ def load_run(path: str | Path, device: str = "cpu", params: dict | None = None) 
     hash it records (E626 / E622 naming it), so an edited one is refused, never built. `params`
     changes spec parameters for this build only (an ablation: `max_lr=0` turns the in-context
     writes off); the checkpoint's tensors must still fit (E622)."""
-    ckpt_path = ck.find_checkpoint(path)
-    run = ck.run_of(ckpt_path)
-    ck.check_run_folder(run)
-    config = read_run_config(run, missing="a checkpoint is read with the config.json of its run folder")
-    check_config_spec(config, run)
+    config, ckpt = read_run_checkpoint(path, "a checkpoint is read with the config.json of its run folder")
     spec = config["spec"]
     cfg = stored_config(config)
-    ckpt = ck.load_checkpoint(ckpt_path, spec["hash"])
     model = build_model(spec["text"], spec["path"], {**cfg.params, **(params or {})}, cfg.seed, device, cfg.limits)
     ck.load_model_tensors(model, ckpt.model, ckpt.path)
     return Loaded(model, config, cfg, ckpt, resolve_device(device))

@@ -110,18 +110,26 @@ def build_model(spec_text: str, spec_path: str, params: dict, seed: int, device:
     return model.to(resolve_device(device))
 
 
+def read_run_checkpoint(source: str | Path, missing: str) -> tuple[dict, ck.Checkpoint]:
+    """The config.json and the verified checkpoint of a run folder (its newest checkpoint) or of a
+    checkpoint folder. The config must be a run record whose spec text and parameters still give its
+    spec hash (E626 / E622), so an edited one is refused; `missing`: the hint when it has none."""
+    path = ck.find_checkpoint(source)
+    run = ck.run_of(path)
+    ck.check_run_folder(run)
+    config = read_run_config(run, missing=missing)
+    check_config_spec(config, run)
+    return config, ck.load_checkpoint(path, config["spec"]["hash"])
+
+
 def warm_start(model: torch.nn.Module, source: str) -> dict:
     """Load the model weights of run or checkpoint `source` into `model` (`--init-from`): a new run that
     starts where another stopped, with a fresh optimizer and schedule (a curriculum: short sequences
     first). The tensors must fit (E622); the specs may differ in anything that keeps their shapes.
     Returns what config.json records of it."""
-    path = ck.find_checkpoint(source)
-    run = ck.run_of(path)
-    config = read_run_config(run, missing="--init-from reads a checkpoint with the config.json of its run folder")
-    check_config_spec(config, run)
-    ckpt = ck.load_checkpoint(path, config["spec"]["hash"])
+    config, ckpt = read_run_checkpoint(source, "--init-from reads a checkpoint with the config.json of its run folder")
     ck.load_model_tensors(model, _placed(ckpt.model, model.state_dict()), ckpt.path)
-    return {"checkpoint": str(path), "step": ckpt.step, "spec_hash": config["spec"]["hash"]}
+    return {"checkpoint": str(ckpt.path), "step": ckpt.step, "spec_hash": config["spec"]["hash"]}
 
 
 def resolve_device(device: str) -> torch.device:
