@@ -98,6 +98,10 @@ def _unknown_unary(b):
     b.nodes.append(Node("u", Op.UNARY, (Ref("x"),), {"fn": "os.system"}))
 
 
+def _empty_slice(b):
+    b.nodes.append(Node("s", Op.SLICE, (Ref("x"),), {"start": 4, "stop": 4}))
+
+
 def _level_learns_after_the_loop(b):
     lv = b.levels[0]
     post = Node("late", Op.ALIAS, (Ref("x"),), in_loop=True, phase="post")
@@ -132,6 +136,7 @@ MUTATIONS = {
     "a layer without its module": (_layer_without_module, "does not fit linear"),
     "a name defined twice": (_duplicate_name, "defined twice"),
     "an unknown unary builtin": (_unknown_unary, "not in nlc.unary"),
+    "a slice that holds no feature": (_empty_slice, "are not 0 <= start < stop"),
     "a level learning from after the chunk loop": (_level_learns_after_the_loop, "after the chunk loop"),
     "a value before the loop reading one inside it": (_pre_reads_loop, "(pre) reads"),
     "rule arguments that are not the rule's": (_rule_arguments, "are not"),

@@ -81,9 +81,10 @@ def check_nodes(nodes: Iterable[Node], allowed: frozenset[Op], *, hypers: frozen
             problems.extend(f"{where}node `{node.name}`: {p}" for p in _operand(a, seen, hypers))
         if node.op is Op.UNARY and node.attrs.get("fn") not in UNARY_OPS:
             bad(node, f"unary operation {node.attrs.get('fn')!r} is not in nlc.unary")
-        if node.op is Op.SLICE and not (isinstance(node.attrs.get("start"), int) and isinstance(node.attrs.get("stop"), int)
-                                        and 0 <= node.attrs["start"] < node.attrs["stop"]):
-            bad(node, f"slice bounds {node.attrs.get('start')!r}..{node.attrs.get('stop')!r} are not 0 <= start < stop")
+        if node.op is Op.SLICE:
+            start, stop = node.attrs.get("start"), node.attrs.get("stop")
+            if not (isinstance(start, int) and isinstance(stop, int) and 0 <= start < stop):
+                bad(node, f"slice bounds {start!r}..{stop!r} are not 0 <= start < stop")
         if node.op is Op.READ and node.attrs.get("level") not in levels:
             bad(node, f"reads {node.attrs.get('level')!r}, not a level of its scope")
         if (node.op in LAYERS) != (node.module is not None) or (node.module is not None and node.module not in modules):
