@@ -18,8 +18,9 @@ from nlc.rules import RULES
 
 
 def _memory_matmul_flops(lv: LevelPlan) -> int:
-    """Flops of one read M(k) per token: sum over weights of 2 * d_in * d_out (elementwise: 0)."""
-    return sum(2 * s[0] * s[1] for s in lv.weights.values() if len(s) == 2)
+    """Flops of one read M(k) per token: sum over weights of 2 * d_in * d_out (elementwise: 0), for
+    every head (a head's weights are 1/heads of each width)."""
+    return lv.heads * sum(2 * s[0] * s[1] for s in lv.weights.values() if len(s) == 2)
 
 
 def _attention_flops(node, module, seq: int) -> int:
@@ -60,7 +61,8 @@ def block_flops(block: BlockPlan, seq: int) -> dict[str, int]:
                 parts["memory reads"] += sum(2 * s[0] * s[1] for s in slow.weights.values() if len(s) == 2)
     for lv in block.levels:
         read = _memory_matmul_flops(lv)
-        backward = read - (2 * lv.d_in * next(iter(lv.weights.values()))[1] if lv.depth > 1 else read)
+        first = next(iter(lv.weights.values()))  # no delta flows back past the first layer
+        backward = read - (lv.heads * 2 * first[0] * first[1] if lv.depth > 1 else read)
         # the chunk update: weighted sums of factored gradients, the rule's flops factor (nlc.rules)
         sums = RULES[lv.rule].flops * read
         parts["learning"] += read + backward + sums

@@ -29,7 +29,7 @@ from nlc.plan.model import BlockPlan, LevelPlan, LossLevel, ModelPlan, SlowLevel
 from nlc.plan.ops import Const, Node, Op
 from nlc.rules import RULES, number_arg
 from nlc.rules.ops import copy_aux, initial_aux, memory_step
-from nlc.runtime import layers, memory
+from nlc.runtime import heads, layers, memory
 from nlc.runtime.loss_levels import track
 from nlc.runtime.state import carried_state, check_stream
 from nlc.runtime.unary import TENSOR_UNARY
@@ -64,6 +64,7 @@ class ReferenceBlock(nn.Module):
             init = self._initial(lv, batch, like)
             levels[lv.name] = {"frozen": init, "running": dict(init), "aux": initial_aux(RULES[lv.rule], init),
                               "count": 0}
+        levels = self.heads_apart(levels)
         caches = {}
         for n in self.plan.nodes:
             if n.op is Op.CONV:
@@ -80,16 +81,28 @@ class ReferenceBlock(nn.Module):
         if lv.init == "learned":
             return {k: v.to(like.dtype) for k, v in getattr(self, f"{lv.var}_init")(batch).items()}
         mode = lv.init
-        init = memory.MemoryInit(lv.weights, lv.kind, lv.residual, mode)
+        init = memory.MemoryInit(lv.weights, lv.kind, lv.residual, mode, getattr(lv, "heads", 1))
         return {k: v.to(like) for k, v in init(batch).items()}
+
+    def heads_in_batch(self, levels: dict) -> dict:
+        """Multi-head levels' states from the streaming state's [B, h, ...] to the rows [B*h, ...] that
+        `token` computes on (nlc.runtime.heads)."""
+        return {k: heads.fold(v, self.by_level[k].heads) if getattr(self.by_level[k], "heads", 1) > 1 else v
+                for k, v in levels.items()}
+
+    def heads_apart(self, levels: dict) -> dict:
+        """The inverse of `heads_in_batch`."""
+        return {k: heads.unfold(v, self.by_level[k].heads) if getattr(self.by_level[k], "heads", 1) > 1 else v
+                for k, v in levels.items()}
 
     # ---- one token ----
     def forward(self, x: torch.Tensor, state: dict) -> tuple[torch.Tensor, dict]:
         outs = []
+        state = dict(state, levels=self.heads_in_batch(state["levels"]))
         for t in range(x.shape[1]):
             y, state = self.token(x[:, t : t + 1], state)
             outs.append(y)
-        return torch.cat(outs, dim=1), state
+        return torch.cat(outs, dim=1), dict(state, levels=self.heads_apart(state["levels"]))
 
     def token(self, x_t: torch.Tensor, state: dict) -> tuple[torch.Tensor, dict]:
         """Process one token [B, 1, D]: evaluate every node, then let every level learn."""
@@ -127,6 +140,10 @@ class ReferenceBlock(nn.Module):
                 return _binary(node.op, *args)
             case Op.L2NORM:
                 return layers.l2norm(args[0])
+            case Op.SPLIT_HEADS:
+                return heads.split(args[0], node.attrs["heads"])
+            case Op.MERGE_HEADS:
+                return heads.merge(args[0], node.attrs["heads"])
             case Op.UNARY:
                 return TENSOR_UNARY[node.attrs["fn"]](args[0])
             case Op.READ:
@@ -233,7 +250,7 @@ class ReferenceModel(nn.Module):
     def _token_major(self, tokens: torch.Tensor, state: dict) -> tuple[torch.Tensor, list]:
         """Every token through every block and the head; loss levels step at the ends of their periods."""
         grad_was_on = torch.is_grad_enabled()
-        blocks = [dict(st, levels=dict(st["levels"])) for st in state["blocks"]]
+        blocks = [dict(st, levels=b.heads_in_batch(st["levels"])) for b, st in zip(self.blocks, state["blocks"])]
         outs, t0 = [], state["t"]
         with torch.enable_grad():  # a loss level's gradient needs the graph from its state to the logits
             for t in range(tokens.shape[1]):
@@ -246,6 +263,7 @@ class ReferenceModel(nn.Module):
                 if self.learn_from_loss:
                     self._learn(blocks, outs, tokens, t, t0)
         logits = torch.cat(outs, dim=1)
+        blocks = [dict(st, levels=b.heads_apart(st["levels"])) for b, st in zip(self.blocks, blocks)]
         return (logits, blocks) if grad_was_on else (logits.detach(), blocks)
 
     def _start_periods(self, blocks: list, position: int) -> None:

@@ -167,7 +167,7 @@ class Period:
     span: Span = _span()
 
 
-LEVEL_FIELDS = ("state", "init", "context", "objective", "update", "lr", "retain", "period")
+LEVEL_FIELDS = ("state", "init", "context", "objective", "update", "lr", "retain", "heads", "period")
 LEVEL_FLAGS = ("online", "debias", "first_order")
 
 
@@ -187,6 +187,7 @@ class Level:
     online: bool = False
     debias: bool = False
     first_order: bool = False  # a `context loss` level in tokens: the outer level does not differentiate its steps
+    heads: Expr | None = None  # independent memories over equal slices of the features (None: one)
     span: Span = _span()
     name_span: Span = _span()
     trivia: Trivia = _trivia_field()

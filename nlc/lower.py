@@ -134,6 +134,7 @@ class _Lowerer:
             update=get("update", d["update"]),
             lr=get("lr"),
             retain=get("retain"),
+            heads=get("heads"),
             period=period,
             online="online" in seen,
             debias="debias" in seen,

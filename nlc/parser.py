@@ -27,7 +27,7 @@ from nlc.source import Source, Span
 MAX_DEPTH = 64  # expressions nested deeper than this are rejected (E108), keeping every pass non-recursive-safe
 MAX_BRACKETS = 4 * MAX_DEPTH  # `(` and `{` nested deeper than this are rejected (E108) before parsing
 
-FIELD_KEYWORDS = ("state", "init", "context", "objective", "update", "lr", "retain", "period")
+FIELD_KEYWORDS = ("state", "init", "context", "objective", "update", "lr", "retain", "heads", "period")
 FLAG_KEYWORDS = ("online", "debias", "first_order")
 STMT_KEYWORDS = ("let", "level", "block", "repeat", "out")
 
@@ -458,10 +458,11 @@ def nodes_in_order(program: S.Program) -> list[S.Node]:
 def _trailing_candidates(nodes: list[S.Node], containers: list[S.Node], text: str,
                          opener: str) -> tuple[dict[int, list[S.Node]], dict[int, S.Node]]:
     """The containers by the offset of their `{`, and the other nodes by where they end (the
-    first in source order wins a tie)."""
+    first in source order wins a tie). YAML's program header, `model: NAME`, ends at its name."""
     by_brace: dict[int, list[S.Node]] = {}
     for c in containers:
-        by_brace.setdefault(text.find(opener, c.span.start), []).append(c)
+        yaml_header = opener == ":" and isinstance(c, S.Program)
+        by_brace.setdefault(c.name_span.end - 1 if yaml_header else text.find(opener, c.span.start), []).append(c)
     by_end: dict[int, S.Node] = {}
     for n in nodes:
         if not isinstance(n, _CONTAINERS):
@@ -477,7 +478,7 @@ def _trailing_target(text: str, start: int, by_brace: dict[int, list[S.Node]],
     line_start = text.rfind("\n", 0, start) + 1
     before = text[line_start:start]
     last = line_start + len(before.rstrip()) - 1
-    if last >= line_start and text[last] == opener:
+    if last >= line_start:
         for c in by_brace.get(last, ()):
             if c.trailing is None:
                 return c

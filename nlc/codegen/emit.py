@@ -116,11 +116,14 @@ def _emit_state(code: BlockCode) -> None:
         elif src.init == "learned":
             init = f"self.{src.var}_init(batch)"
         else:
-            init = f"rt_memory.MemoryInit({py_value(src.weights)}, {src.kind!r}, {src.residual}, {src.init!r})(batch)"
+            heads = f", heads={src.heads}" if getattr(src, "heads", 1) > 1 else ""
+            init = (f"rt_memory.MemoryInit({py_value(src.weights)}, {src.kind!r}, {src.residual}, {src.init!r}"
+                    f"{heads})(batch)")
         # materialised, not the initial weights expanded over the batch: every state the chunk step
         # sees then has the same strides, so a compiled step does not compile again after the first update
         code.state_lines.append(f"{lv.var} = {{k: v.to(like).contiguous() for k, v in {init}.items()}}")
-        code.state_lines.append(f"levels[{lv.name!r}] = {{\"W\": {lv.var}, \"aux\": {_aux_init(lv)}}}")
+        entry = f"{{\"W\": {lv.var}, \"aux\": {_aux_init(lv)}}}"
+        code.state_lines.append(f"levels[{lv.name!r}] = {_unfolded(entry, lv)}")
     for lv in block.loss_levels:  # stepped by the model between chunks (nlc.runtime.loss_levels)
         if lv.init == "learned":
             init = f"self.{lv.var}_init(batch)"
@@ -142,15 +145,17 @@ def _emit_level_io(code: BlockCode) -> None:
     block = code.plan
     bundled = {lv.name for b in code.bundles for lv in b.members}
     for lv in block.levels:
-        code.unpack_lines.append(f'{lv.var} = state["levels"]["{lv.name}"]["W"]')
-        code.unpack_lines.append(f'{lv.var}_aux = state["levels"]["{lv.name}"]["aux"]')
+        weights, buffers = (f'state["levels"]["{lv.name}"]["{part}"]' for part in ("W", "aux"))
+        code.unpack_lines.append(f"{lv.var} = {_folded(weights, lv)}")
+        code.unpack_lines.append(f"{lv.var}_aux = {_folded(buffers, lv)}")
         carried = _carried(lv)
         if carried:
             code.unpack_lines.append(f'{lv.var}_S = {lv.var}_aux["{carried}"]')
         if lv.period > block.chunk and lv.name not in bundled:
             code.unpack_lines.append(f"{lv.var}_pending = None  # a slower level's chunks, until its period ends")
         aux = f'{{"{carried}": {lv.var}_S}}' if carried else f"{lv.var}_aux"
-        code.level_entries.append(f'"{lv.name}": {{"W": {lv.var}, "aux": {aux}}},')
+        entry = f'{{"W": {lv.var}, "aux": {aux}}}'
+        code.level_entries.append(f'"{lv.name}": {_unfolded(entry, lv)},')
     for b in code.bundles:  # stacked once a forward; split again after the chunk loop
         names = [lv.var for lv in b.members]
         code.unpack_lines.append(f"{b.var} = rt_bundle.stack([{', '.join(names)}])  # levels learning alike, "
@@ -165,6 +170,16 @@ def _emit_level_io(code: BlockCode) -> None:
     for lv in block.loss_levels:  # read here, stepped by the model: passed through as they came
         code.unpack_lines.append(f'{lv.var} = state["levels"]["{lv.name}"]["W"]')
         code.level_entries.append(f'"{lv.name}": state["levels"]["{lv.name}"],')
+
+
+def _folded(value: str, lv: LevelPlan) -> str:
+    """A level's state from the streaming state ([B, heads, ...]) as the forward uses it ([B*heads, ...])."""
+    return f"rt_heads.fold({value}, {lv.heads})" if lv.heads > 1 else value
+
+
+def _unfolded(value: str, lv: LevelPlan) -> str:
+    """The inverse of `_folded`: a state as the streaming state keeps it."""
+    return f"rt_heads.unfold({value}, {lv.heads})" if lv.heads > 1 else value
 
 
 def _carried(lv: LevelPlan) -> str | None:
@@ -218,6 +233,10 @@ def _node_line(node: Node, levels: dict, in_loop: set[str] | None, sliced: set[s
             rhs = f"{args[0]} {SYMBOLS[node.op]} {args[1]}"
         case Op.L2NORM:
             rhs = f"rt_layers.l2norm({args[0]})"
+        case Op.SPLIT_HEADS:
+            rhs = f"rt_heads.split({args[0]}, {node.attrs['heads']})"
+        case Op.MERGE_HEADS:
+            rhs = f"rt_heads.merge({args[0]}, {node.attrs['heads']})"
         case Op.UNARY:
             rhs = f"{UNARY_OPS[node.attrs['fn']].tensor_code}({args[0]})"
         case Op.READ:
@@ -503,7 +522,7 @@ def _bundles(block: BlockPlan, groups: list[list[LevelPlan]], kernels: str) -> l
         lv = group[0]
         if not _closed_form(group) or lv.kind not in ("mlp", "linear") or not isinstance(lv.context[1], Ref):
             continue
-        signature = (lv.kind, tuple(lv.weights.items()), lv.residual, lv.rule, lv.period, lv.objective, lv.lr,
+        signature = (lv.kind, tuple(lv.weights.items()), lv.heads, lv.residual, lv.rule, lv.period, lv.objective, lv.lr,
                      lv.retain, tuple(sorted(lv.rule_args.items())), lv.context[1])
         alike.setdefault(signature, []).append(lv)
     return [Bundle(f"{members[0].var}_bundle", members) for members in alike.values() if len(members) > 1]

@@ -51,6 +51,8 @@ class StateShape:
     kind: linear | mlp | vector | like | params. An MLP (and a `like` of one) has `depth` layers
     through `hidden` features (hidden 0 when depth is 1) and may be `residual`; a `like` state
     takes all of these from the level it is shaped like (`like_of`; None for `like(param)`).
+    The widths are the whole memory's; with `heads` h > 1 each head holds the same kind of state
+    at 1/h of each width (docs/design.md §1.7).
     """
 
     kind: str
@@ -60,6 +62,7 @@ class StateShape:
     depth: int = 1
     residual: bool = False
     like_of: str | None = None
+    heads: int = 1  # `heads h`: h independent memories, each over 1/h of d_in, hidden and d_out
 
     @property
     def layers(self) -> tuple[int, int]:
@@ -67,11 +70,12 @@ class StateShape:
         return (self.hidden, self.depth)
 
     def describe(self) -> str:
-        """`linear 8->16`, `mlp 8->32->8` (depth 2), `mlp 8->32 (x3)->8` (depth 4)."""
+        """`linear 8->16`, `mlp 8->32->8` (depth 2), `mlp 8->32 (x3)->8` (depth 4), `... in 4 heads`."""
+        heads = f" in {self.heads} heads" if self.heads > 1 else ""
         if self.depth == 1:
-            return f"{self.kind} {self.d_in}->{self.d_out}"
+            return f"{self.kind} {self.d_in}->{self.d_out}{heads}"
         return f"{self.kind} {self.d_in}->{self.hidden}{f' (x{self.depth - 1})' if self.depth > 2 else ''}" \
-               f"->{self.d_out}"
+               f"->{self.d_out}{heads}"
 
 
 @dataclass

@@ -168,6 +168,7 @@ class _Scope:
             update=self.update(lv.update),
             lr=None if lv.lr is None else self.value(lv.lr),
             retain=None if lv.retain is None else self.value(lv.retain),
+            heads=None if lv.heads is None else self.value(lv.heads),
             period=replace(lv.period, count=None if count is None else self.value(count)),
         )
 

@@ -13,12 +13,15 @@ E407 widths that do not broadcast; E409 `debias` without `retain`;
 E410 wrong number of arguments; E411 unknown keyword argument; E413 wrong
 argument type; E414 heads that do not divide the width; E415 builtin used in
 the wrong kind of program; E416 `copy` between different shapes; E417 identity
-init of a non-square memory; E418 an update expression in a model.
+init of a non-square memory; E418 an update expression in a model; E423 `heads`
+on a level that cannot be split (not an in-context matrix memory learning from
+(k, v) pairs) or tied to another level (`update`, `like`, `copy`, `grad`) across
+a split.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Mapping
 
 from nlc import builtins as B
@@ -156,8 +159,55 @@ class _Typer:
     def shape(self, name: str) -> StateShape | None:
         if name not in self.shapes:
             self.shapes[name] = None
-            self.shapes[name] = self.state_shape(self.levels[name])
+            shape = self.state_shape(self.levels[name])
+            self.shapes[name] = shape if shape is None else self.split_heads(self.levels[name], shape)
         return self.shapes[name]
+
+    def split_heads(self, lv: ir.Level, shape: StateShape) -> StateShape | None:
+        """The shape with lv's `heads` (docs/design.md §1.7): an in-context matrix memory that learns
+        from (k, v) pairs, whose widths the heads divide (E423, E414)."""
+        if lv.heads is None:
+            return shape
+        h = self.posint(lv.heads, "the number of heads")
+        if h is None:
+            return None
+        span = lv.field_span("heads")
+        why = None
+        if not self.is_model:
+            why = "an optimizer's levels are shaped like the parameters"
+        elif lv.period.unit is not ir.PeriodUnit.TOKENS:
+            why = f"it learns {'never' if lv.period.unit is ir.PeriodUnit.NEVER else 'between optimizer steps'}"
+        elif not isinstance(lv.context, ir.Tuple):
+            why = "it does not learn from (key, value) pairs"
+        elif shape.kind not in ("linear", "mlp"):
+            why = f"a {shape.kind} memory {'is elementwise' if shape.kind == 'vector' else 'is shaped like another'}"
+        if why is not None:
+            self.rep.error("E423", f"level `{lv.name}` cannot be split into heads: {why}", span,
+                           "`heads` splits an in-context `linear` or `mlp` memory with `context (k, v)` and "
+                           "`period N tokens`; remove it here")
+            return None
+        for width, what in ((shape.d_in, "input"), (shape.hidden, "hidden"), (shape.d_out, "output")):
+            if width and int(width) % h:
+                self.rep.error("E414", f"{h} heads do not divide the {width} {what} features of `{lv.name}`",
+                               span, f"pick a number of heads that divides {width}")
+                return None
+        return replace(shape, heads=h)
+
+    def heads_of(self, name: str) -> int:
+        """The heads of level `name` as written (1 without `heads`, or when they do not check)."""
+        e = self.levels[name].heads
+        value = None if e is None else self.facts.constant(e)
+        return int(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else 1
+
+    def tied_across_heads(self, lv: ir.Level, other: str, how: str, span) -> bool:
+        """Report E423 if lv and `other` are tied (`how`) while one of them is split into heads."""
+        split = [n for n in (lv.name, other) if self.levels.get(n) is not None and self.heads_of(n) > 1]
+        if not split:
+            return False
+        self.rep.error("E423", f"`{lv.name}` {how} `{other}`, but `{split[0]}` is split into heads", span,
+                       "levels tied by `update`, `like`, `copy` or `grad` are not split into heads yet; remove "
+                       "`heads`, or give each level its own state")
+        return True
 
     def state_shape(self, lv: ir.Level) -> StateShape | None:
         s = lv.state
@@ -190,6 +240,8 @@ class _Typer:
         of = bound["of"]  # like(...)
         if isinstance(of, ir.Ref) and of.kind is ir.RefKind.LEVEL:
             inner = self.shape(of.name)
+            if inner is not None and self.tied_across_heads(lv, of.name, "is shaped like", of.span):
+                return None
             return None if inner is None else StateShape("like", inner.d_in, inner.d_out, inner.hidden, inner.depth,
                                                           inner.residual, of.name)
         if isinstance(of, ir.Ref) and of.name == "param" and not self.is_model:
@@ -207,9 +259,10 @@ class _Typer:
             if isinstance(form, ir.Call) and form.fn in table:
                 self.check_form_args(form, table[form.fn])
         self.check_update(lv, shape)
+        heads = 1 if shape is None else shape.heads
         for gate, word in ((lv.lr, "learning rate `lr`"), (lv.retain, "retention `retain`")):
             if gate is not None:
-                self.gate(gate, word)
+                self.gate(gate, word, heads)
         if lv.debias and lv.retain is None and lv.period.unit is not ir.PeriodUnit.NEVER:  # frozen: E314
             self.rep.error("E409", f"level `{lv.name}` is `debias` but has no `retain`", lv.field_span("debias"),
                            "debiasing divides by 1 - retain^t: add `retain beta`")
@@ -232,6 +285,8 @@ class _Typer:
             of = bound["of"]
             if isinstance(of, ir.Ref) and of.kind is ir.RefKind.LEVEL:
                 other = self.shape(of.name)
+                if self.tied_across_heads(lv, of.name, "starts as a copy of", of.span):
+                    return
                 if other is not None and (other.d_in, other.d_out, other.kind, other.layers) != \
                         (shape.d_in, shape.d_out, shape.kind, shape.layers):
                     self.rep.error("E416", f"`{lv.name}` cannot copy `{of.name}`: their states differ "
@@ -266,11 +321,13 @@ class _Typer:
                 of = bound["of"]
                 if not (isinstance(of, ir.Ref) and (of.kind is ir.RefKind.LEVEL or of.name == "loss")):
                     self.rep.error("E413", "`grad` takes a level or `loss`", of.span, "for example `grad(loss)`")
+                elif of.kind is ir.RefKind.LEVEL:
+                    self.tied_across_heads(lv, of.name, "learns from the gradients of", of.span)
 
     def check_update(self, lv: ir.Level, shape: StateShape | None) -> None:
         upd = lv.update
         if isinstance(upd, ir.Call) and upd.kind is ir.CallKind.FORM:
-            self.check_form_args(upd, B.UPDATE_RULES[upd.fn])
+            self.check_form_args(upd, B.UPDATE_RULES[upd.fn], heads=1 if shape is None else shape.heads)
             matrix_only = RULES[upd.fn].matrix_only
             if matrix_only and self.is_model and shape is not None and shape.kind == "vector":
                 # e.g. Newton-Schulz orthogonalises matrices: on a vector it is the identity, `steps` would be dead
@@ -279,6 +336,8 @@ class _Typer:
             return
         if isinstance(upd, ir.Ref) and upd.kind is ir.RefKind.LEVEL:
             other = self.shape(upd.name)
+            if self.tied_across_heads(lv, upd.name, "is updated by", upd.span):
+                return
             if other is not None and shape is not None and not _fits(other.d_out, shape.d_out):
                 self.rep.error("E404", f"level `{upd.name}` cannot update `{lv.name}`: its state is "
                                f"{_width(other.d_out)}, `{lv.name}`'s is {_width(shape.d_out)}", upd.span,
@@ -298,14 +357,14 @@ class _Typer:
                            f"{_width(shape.d_out)}", upd.span)
 
     # ---- signatures ----
-    def check_form_args(self, call: ir.Call, sig: B.Builtin) -> dict | None:
+    def check_form_args(self, call: ir.Call, sig: B.Builtin, heads: int = 1) -> dict | None:
         bound = self.bind(call, sig)
         if bound is None:
             return None
         for a in sig.args:
             e = bound.get(a.name)
             if e is not None and a.type not in (B.ArgType.LEVEL, B.ArgType.ANY):
-                self.expect(e, a.type, a.name, call.fn)
+                self.expect(e, a.type, a.name, call.fn, heads)
         return bound
 
     def bind(self, call: ir.Call, sig: B.Builtin) -> dict[str, ir.Expr] | None:
@@ -345,9 +404,9 @@ class _Typer:
                 bound[a.name] = None
         return bound
 
-    def expect(self, e: ir.Expr, want: B.ArgType, name: str, fn: str | None = None) -> Type | None:
+    def expect(self, e: ir.Expr, want: B.ArgType, name: str, fn: str | None = None, heads: int = 1) -> Type | None:
         if want is B.ArgType.GATE:
-            return self.gate(e, f"`{name}`" + (f" of `{fn}`" if fn else ""))
+            return self.gate(e, f"`{name}`" + (f" of `{fn}`" if fn else ""), heads)
         t = self.type_of(e)
         if t is None:
             return None
@@ -372,7 +431,8 @@ class _Typer:
         t = self.expect(e, B.ArgType.POSINT, what.strip("`"), fn)
         return int(t.value) if isinstance(t, Const) else None
 
-    def gate(self, e: ir.Expr, what: str) -> Type | None:
+    def gate(self, e: ir.Expr, what: str, heads: int = 1) -> Type | None:
+        """A gate: a number, a scalar, or one number per token (or per token and head, `heads` wide)."""
         t = self.type_of(e)
         if t is None:
             return None
@@ -380,9 +440,14 @@ class _Typer:
             self.rep.error("E405", f"the {what} must be a number, not `{str(t.value).lower()}`", e.span,
                            "write a number, `learned(...)`, or a per-token value such as `sigmoid(linear(x, 1))`")
             return None
-        if isinstance(t, Tensor) and t.dim not in (1, "P"):
-            self.rep.error("E405", f"the {what} must be one number per token, but this is {_describe(t)}",
-                           e.span, "make it 1 wide, e.g. `sigmoid(linear(x, 1))`")
+        if isinstance(t, Tensor) and t.dim not in (1, "P", heads):
+            if heads > 1:
+                self.rep.error("E405", f"the {what} must be one number per token, or one per head ({heads}), but "
+                               f"this is {_describe(t)}", e.span,
+                               f"make it 1 wide (all heads) or {heads} wide, e.g. `sigmoid(linear(x, {heads}))`")
+            else:
+                self.rep.error("E405", f"the {what} must be one number per token, but this is {_describe(t)}",
+                               e.span, "make it 1 wide, e.g. `sigmoid(linear(x, 1))`")
             return None
         return t
 

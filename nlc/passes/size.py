@@ -318,12 +318,13 @@ class _Scope:
             name = of.name
             s = self.levels[name].state
         b = self.bound(s, B.STATES)
+        h = int(self.const(self.levels[name].heads, 1))  # h heads hold 1/h of every width each (nlc check: E414)
         if s.fn == "linear":
-            return int(self.const(b["d_in"])) * int(self.const(b["d_out"]))
+            return int(self.const(b["d_in"])) * int(self.const(b["d_out"])) // h
         if s.fn == "vector":
             return int(self.const(b["n"]))
         d = int(self.const(b["dim"]))
-        return mlp_size(d, int(self.const(b.get("hidden"), 4 * d)), int(self.const(b.get("depth"), 2)))
+        return h * mlp_size(d // h, int(self.const(b.get("hidden"), 4 * d)) // h, int(self.const(b.get("depth"), 2)))
 
     def state_parts(self) -> list[Part]:
         parts = []

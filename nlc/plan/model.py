@@ -66,6 +66,7 @@ class LevelPlan:
     period: int = 1
     online: bool = False
     line: int = 0
+    heads: int = 1  # its state is [B*heads, ...]; `weights` are one head's, d_in and d_out the whole memory's
 
     def learning_operands(self) -> list[Operand]:
         """The per-token values it learns from: gates, rule arguments, keys and values."""
@@ -259,6 +260,7 @@ class _BlockPlanner:
         self.names = NameAllocator()
         self.var = {n: self.names.take(n) for n in [*self.lets, *self.levels]}  # spec name -> Python name
         self.constant_lets: dict[str, Const] = {}  # `let keep = 1`: folded, no node; a use is the number
+        self.splits: dict[tuple[str, int], Ref] = {}  # (node, heads) -> that node split into heads, made once
 
     # ---- naming ----
     def fresh(self, base: str) -> str:
@@ -361,8 +363,26 @@ class _BlockPlanner:
             args = tuple(self.expr(a, base) for a in e.args)
             attrs = {"level": e.fn, "var": self.var[e.fn], "in_context": e.fn in self.in_context,
                      "loss": e.fn in self.loss}
+            heads = self.state_shape(e.fn).heads
+            if heads > 1:  # each head reads its slice of the key; the answers are put side by side
+                part = self._node(self.fresh(f"{base}_{e.fn}_heads"), Op.READ, (self.split(args[0], heads),), attrs,
+                                  self._level_width(e.fn) // heads, e)
+                return self._node(name, Op.MERGE_HEADS, (part,), {"heads": heads}, self._level_width(e.fn), e)
             return self._node(name, Op.READ, args, attrs, self._level_width(e.fn, args), e)
         return self.op(e, base, name)
+
+    def split(self, a: Operand, heads: int) -> Operand:
+        """`a` as a multi-head level sees it: [B*heads, T, w/heads] (docs/design.md §1.7). Numbers and
+        scalars are the same for every head; a node is split once however many levels use it."""
+        if heads == 1 or not isinstance(a, Ref) or self._width(a) is None:
+            return a
+        if (a.name, heads) not in self.splits:
+            width = self._width(a)
+            node = self.nodes[a.name]
+            self.splits[a.name, heads] = Ref(self.add(Node(
+                self.fresh(f"{a.name}_heads"), Op.SPLIT_HEADS, (a,), {"heads": heads},
+                1 if width == 1 else width // heads, None, f"{node.source or a.name} in {heads} heads", node.line)))
+        return self.splits[a.name, heads]
 
     def _try_fold(self, e: ir.Expr) -> Const | None:
         if any(isinstance(n, ir.Ref) and n.kind is not ir.RefKind.PARAM or
@@ -443,22 +463,26 @@ class _BlockPlanner:
         return self.scope.shapes[name]
 
     def weights(self, name: str) -> dict[str, tuple[int, ...]]:
+        """The shapes of one sequence's state of level `name` (of one head's, if it has heads)."""
         shape = self.state_shape(name)
         if shape.kind == "like":
             return self.weights(shape.like_of)
         if shape.kind == "vector":
             return {"m": (shape.d_in,)}
+        h = shape.heads
         if shape.kind == "linear":
-            return {"W": (shape.d_in, shape.d_out)}
-        dims = [shape.d_in] + [shape.hidden] * (shape.depth - 1) + [shape.d_out]
+            return {"W": (shape.d_in // h, shape.d_out // h)}
+        dims = [shape.d_in // h] + [shape.hidden // h] * (shape.depth - 1) + [shape.d_out // h]
         return {f"W{i}": (dims[i], dims[i + 1]) for i in range(shape.depth)}
 
     def level(self, lv: ir.Level) -> LevelPlan:
         shape = self.state_shape(lv.name)
         base = self.var[lv.name]
         ctx = lv.context
+        heads = shape.heads
         if isinstance(ctx, ir.Tuple):
-            context = ("kv", self.expr(ctx.items[0], f"{base}_key"), self.expr(ctx.items[1], f"{base}_value"))
+            context = ("kv", self.split(self.expr(ctx.items[0], f"{base}_key"), heads),
+                       self.split(self.expr(ctx.items[1], f"{base}_value"), heads))
         else:
             context = ("grad", ctx.args[0].name)
         obj = lv.objective
@@ -475,17 +499,17 @@ class _BlockPlanner:
             given.update({k.name: k.value for k in lv.update.kwargs})
             for a in sig.args:
                 if a.name in given:
-                    rule_args[a.name] = self.expr(given[a.name], f"{base}_{a.name}")
+                    rule_args[a.name] = self.split(self.expr(given[a.name], f"{base}_{a.name}"), heads)
                 else:
                     rule_args[a.name] = Const(float(a.default))
-        lr = ONE if lv.lr is None else self.expr(lv.lr, f"{base}_lr")
-        retain = ONE if lv.retain is None else self.expr(lv.retain, f"{base}_retain")
+        lr = ONE if lv.lr is None else self.split(self.expr(lv.lr, f"{base}_lr"), heads)
+        retain = ONE if lv.retain is None else self.split(self.expr(lv.retain, f"{base}_retain"), heads)
         if init == "learned":
             self.modules.append(Module(f"{base}_init", "MemoryInit", (self.weights(lv.name), shape.kind,
-                                                                      shape.residual)))
+                                                                      shape.residual), _heads_kwarg(heads)))
         return LevelPlan(lv.name, base, shape.kind, self.weights(lv.name), shape.d_in, shape.d_out, shape.depth,
                          shape.residual, init, copy_of, shape.like_of, context, objective, rule, rule_args, update_by,
-                         lr, retain, self.scope.periods[lv.name].count, lv.online, lv.span.line)
+                         lr, retain, self.scope.periods[lv.name].count, lv.online, lv.span.line, heads)
 
     def slow_level(self, lv: ir.Level) -> SlowLevel:
         shape = self.state_shape(lv.name)
@@ -552,6 +576,11 @@ def copy_root(levels: Mapping[str, ir.Level], name: str) -> str:
         seen.add(name)
         lv = levels[name]
     return name
+
+
+def _heads_kwarg(heads: int) -> dict:
+    """MemoryInit's keyword for a multi-head state (none for one head: its parameters keep their shapes)."""
+    return {"heads": heads} if heads > 1 else {}
 
 
 def _bind(call: ir.Call, sig: B.Builtin, const) -> dict:

@@ -40,6 +40,8 @@ class Op(enum.Enum):
     ATTENTION = "attention"  # args (x,) or (x, memory stream)
     LEARNED = "learned"  # a learned scalar
     READ = "read"  # a level's state applied to a key (args (key,)) or the state itself (args ()): attrs["level"]
+    SPLIT_HEADS = "split_heads"  # [B, T, w] -> [B*h, T, w/h], h = attrs["heads"] (w = 1: the same value for every head)
+    MERGE_HEADS = "merge_heads"  # [B*h, T, w] -> [B, T, h*w]: the heads' answers side by side
 
 
 SYMBOLS = {Op.ADD: "+", Op.SUB: "-", Op.MUL: "*", Op.DIV: "/", Op.POW: "**"}  # the language's, and Python's
@@ -53,11 +55,12 @@ ARITY: dict[Op, tuple[int, int | None]] = {  # (fewest, most) arguments; None: a
     Op.UNARY: (1, 1), Op.L2NORM: (1, 1), Op.MEAN: (1, 1), Op.CONCAT: (1, None), Op.SLICE: (1, 1),
     Op.NEWTON_SCHULZ: (2, 2),
     Op.LINEAR: (1, 1), Op.CONV: (1, 1), Op.RMSNORM: (1, 1), Op.SWIGLU: (1, 1), Op.ATTENTION: (1, 2),
-    Op.LEARNED: (0, 0), Op.READ: (0, 1),
+    Op.LEARNED: (0, 0), Op.READ: (0, 1), Op.SPLIT_HEADS: (1, 1), Op.MERGE_HEADS: (1, 1),
 }
 
 # The operations each kind of program may hold (builtins.OPS says which builtins a spec may call where).
 MODEL_OPS = frozenset(Op) - {Op.NEWTON_SCHULZ}
+HEADS = (Op.SPLIT_HEADS, Op.MERGE_HEADS)  # a multi-head level's keys, values, gates and reads (attrs["heads"])
 OPTIMIZER_OPS = frozenset({Op.INPUT, Op.ALIAS, Op.NEG, *BINARY, Op.UNARY, Op.L2NORM, Op.MEAN, Op.NEWTON_SCHULZ,
                            Op.READ})
 

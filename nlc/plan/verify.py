@@ -26,7 +26,7 @@ from __future__ import annotations
 
 from typing import Iterable
 
-from nlc.plan.ops import ARITY, LAYERS, MODEL_OPS, OPTIMIZER_OPS, Const, Hyper, Node, Op, Operand, Ref
+from nlc.plan.ops import ARITY, HEADS, LAYERS, MODEL_OPS, OPTIMIZER_OPS, Const, Hyper, Node, Op, Operand, Ref
 from nlc.rules import RULES, step_level_rules
 from nlc.unary import UNARY_OPS
 
@@ -85,6 +85,8 @@ def check_nodes(nodes: Iterable[Node], allowed: frozenset[Op], *, hypers: frozen
             start, stop = node.attrs.get("start"), node.attrs.get("stop")
             if not (isinstance(start, int) and isinstance(stop, int) and 0 <= start < stop):
                 bad(node, f"slice bounds {start!r}..{stop!r} are not 0 <= start < stop")
+        if node.op in HEADS and not (isinstance(node.attrs.get("heads"), int) and node.attrs["heads"] > 1):
+            bad(node, f"{node.op.value} into {node.attrs.get('heads')!r} heads, not a whole number above 1")
         if node.op is Op.READ and node.attrs.get("level") not in levels:
             bad(node, f"reads {node.attrs.get('level')!r}, not a level of its scope")
         if (node.op in LAYERS) != (node.module is not None) or (node.module is not None and node.module not in modules):
@@ -182,10 +184,35 @@ def _model_level(lv, levels: dict, slow: dict, nodes: dict[str, Node]) -> list[s
         out.append(f"starts as a copy of `{lv.copy_of}`, not a level of the block")
     if lv.period < 1:
         out.append(f"period {lv.period}")
+    out += _heads(lv, nodes)
     for a in lv.learning_operands():
         out += _operand(a, nodes, frozenset())
         if isinstance(a, Ref) and a.name in nodes and nodes[a.name].phase == "post":
             out.append(f"learns from `{a.name}`, which is computed after the chunk loop")
+    return out
+
+
+def _heads(lv, nodes: dict[str, Node]) -> list[str]:
+    """A level split into heads learns from values split into as many heads, and its reads are keyed by
+    them and merged back; a level without heads sees no split value."""
+    out = []
+    split = lambda name, h: nodes[name].op is Op.SPLIT_HEADS and nodes[name].attrs.get("heads") == h  # noqa: E731
+    for a in lv.learning_operands():
+        if not (isinstance(a, Ref) and a.name in nodes):
+            continue
+        if lv.heads > 1 and not split(a.name, lv.heads):
+            out.append(f"learns from `{a.name}`, which is not split into its {lv.heads} heads")
+        elif lv.heads == 1 and nodes[a.name].op is Op.SPLIT_HEADS:
+            out.append(f"learns from `{a.name}`, which is split into heads, but the level has none")
+    reads = {n.name for n in nodes.values() if n.op is Op.READ and n.attrs.get("level") == lv.name}
+    for n in nodes.values():
+        if n.name in reads and lv.heads > 1 and not (n.args and isinstance(n.args[0], Ref)
+                                                      and n.args[0].name in nodes and split(n.args[0].name, lv.heads)):
+            out.append(f"read `{n.name}` is not keyed by a value split into {lv.heads} heads")
+        used = reads.intersection(n.refs)
+        if used and (lv.heads > 1) != (n.op is Op.MERGE_HEADS and n.attrs.get("heads") == lv.heads):
+            out.append(f"node `{n.name}` reads `{sorted(used)[0]}` " +
+                       ("without merging its heads" if lv.heads > 1 else "as if it had heads"))
     return out
 
 

@@ -130,24 +130,35 @@ def _factors(state: dict, k, y, inputs: list, pre: list, v, objective: tuple) ->
 
 
 class MemoryInit(nn.Module):
-    """The initial state of an in-context memory; `learned` makes it a slow parameter (meta-learning)."""
+    """The initial state of an in-context memory; `learned` makes it a slow parameter (meta-learning).
 
-    def __init__(self, weights: dict, kind: str, residual: bool, mode: str = "learned"):
+    With `heads` h > 1, `weights` are one head's shapes and each weight holds the h heads' initial
+    states, [h, ...]; a batch of B sequences starts as B*h rows, head-minor (docs/design.md §1.7)."""
+
+    def __init__(self, weights: dict, kind: str, residual: bool, mode: str = "learned", heads: int = 1):
         super().__init__()
         self.names = list(weights)
+        self.heads = heads
         # `zeros` and `identity` states are rebuilt by every init_state: their random hidden layers
         # (identity MLPs) must be the same every time, so they come from a fixed seed, not the global RNG
         generator = torch.Generator().manual_seed(IDENTITY_SEED) if mode != "learned" else None
         for i, (name, shape) in enumerate(weights.items()):
-            t = _initial(name, shape, kind, residual, mode, last=(i == len(weights) - 1), generator=generator)
+            last = i == len(weights) - 1
+            t = _initial(name, shape, kind, residual, mode, last=last, generator=generator)
+            if heads > 1:  # learned: a draw per head; zeros, identity: each head is what one memory would be
+                t = torch.stack([t, *(_initial(name, shape, kind, residual, mode, last=last) if mode == "learned"
+                                      else t for _ in range(heads - 1))])
             if mode == "learned":
                 self.register_parameter(name, nn.Parameter(t))
             else:
                 self.register_buffer(name, t, persistent=False)
 
     def forward(self, batch: int) -> dict:
-        """The initial state, expanded over the batch: {name: [B, ...]}."""
-        return {n: getattr(self, n).unsqueeze(0).expand(batch, *getattr(self, n).shape) for n in self.names}
+        """The initial state, expanded over the batch: {name: [B, ...]} ([B*heads, ...] with heads)."""
+        out = {n: getattr(self, n).unsqueeze(0).expand(batch, *getattr(self, n).shape) for n in self.names}
+        if self.heads > 1:
+            out = {n: w.reshape(batch * self.heads, *w.shape[2:]) for n, w in out.items()}
+        return out
 
 
 IDENTITY_SEED = 0  # the hidden layers of an `init identity` MLP memory, of a model or an optimizer (nlc.optim.runtime)

@@ -537,6 +537,14 @@ def _period(lv: ir.Level, env: Mapping) -> _Perturbation | None:
     return _Perturbation(lv, "period", f"{print_expr(p.count)} {p.unit.value}", cands)
 
 
+def _heads(lv: ir.Level, env: Mapping) -> _Perturbation:
+    """One head, twice or half as many (those that divide the widths check)."""
+    h = int(_fold(lv.heads, env))
+    options = [m for m in dict.fromkeys((1, 2 * h, h // 2)) if m >= 1 and m != h]
+    cands = tuple((str(m), dataclasses.replace(lv, heads=None if m == 1 else ir.Num(m))) for m in options)
+    return _Perturbation(lv, "heads", print_expr(lv.heads), cands)
+
+
 def _gate(lv: ir.Level, key: str) -> _Perturbation:
     value = getattr(lv, key)
     other = _scaled(value, 0.5)
@@ -557,6 +565,8 @@ def level_perturbations(lv: ir.Level, env: Mapping) -> list[_Perturbation]:
     for key in ("lr", "retain"):
         if key in stated and getattr(lv, key) is not None:
             out.append(_gate(lv, key))
+    if "heads" in stated and lv.heads is not None:
+        out.append(_heads(lv, env))
     if "period" in stated:
         out.append(_period(lv, env))
     return [p for p in out if p is not None]
@@ -775,9 +785,9 @@ def check_fields_live(spec, tokens=None, params: Mapping | None = None, seed: in
     """Every field a spec states is live: perturbing it changes what the spec computes, in each back end.
 
     For each level and each field it states (init, objective and its `delta` / `p`, the update
-    rule's `beta`, `steps`, `beta1`, `beta2`, `eps`, lr, retain, period), the field gets another
-    value (a gate times 0.5, another init kind, another objective, a period that still nests:
-    1, 2N, N/2 or 4N, whichever checks first) and both specs run side by side with the same
+    rule's `beta`, `steps`, `beta1`, `beta2`, `eps`, lr, retain, heads, period), the field gets another
+    value (a gate times 0.5, another init kind, another objective, 1, 2h or h/2 heads, a period that
+    still nests: 1, 2N, N/2 or 4N, whichever checks first) and both specs run side by side with the same
     parameters (those the two builds share) in float64. The field is live when:
 
     - in a model, the outputs or the gradient of some slow parameter differ on the tokens, in the
