@@ -14,7 +14,8 @@ the strategy never draws what the code generator cannot compile yet (E5xx, see
 `AVOIDED` below). What it draws, per block:
 
 - state kinds: `linear(d, d)` and `linear(d, 2d)`, `mlp(d, hidden, depth, residual)`,
-  `vector(d)`, `like(level)`;
+  `vector(d)`, `like(level)`; matrix memories split into `heads 2` or `heads 4` (with `heads`),
+  whose gates are shared or one per head;
 - inits: `learned`, `zeros`, `identity`, `copy(level)` (chains of copies; with `copies_across`,
   copies between in-context and `steps`/`never` levels);
 - keys: projections (some through feature slices, `slice` and `concat`), flows, and the
@@ -110,6 +111,7 @@ class _Level:
     first_order: bool = False
     loss_in_tokens: bool = False  # a CMS level learning in context from the model's loss (no copy source: E316)
     optimized_by: str | None = None
+    heads: int = 1  # split into heads: no level is tied to it (`update`, `like`, `copy`, `grad`: E423)
     rule_lets: list[str] = field(default_factory=list)
 
     def lines(self) -> list[str]:
@@ -117,6 +119,8 @@ class _Level:
         for key in ("context", "objective", "update", "lr", "retain"):
             if getattr(self, key) is not None:
                 out.append(f"  {key} {getattr(self, key)}")
+        if self.heads > 1:
+            out.append(f"  heads {self.heads}")
         out.append(f"  period {self.period}")
         if self.online:
             out.append("  online")
@@ -156,6 +160,7 @@ class _Drawer:
         self.steps_base = steps_base
         self.n = 0
         self.lets: list[tuple[str, str]] = []
+        self.heads = 1  # of the level whose gates are being drawn: a gate may be one per head
 
     def fresh(self, prefix: str) -> str:
         self.n += 1
@@ -212,12 +217,13 @@ class _Drawer:
             return self.pick(const)
         if g == "learned":
             return {"lr": "learned(0.1)", "retain": "learned(0.99)", "beta": "learned(0.9)"}[what]
+        width = self.pick([1, self.heads]) if self.heads > 1 else 1  # shared by the heads, or one per head
         if g == "data":
-            src = f"linear({h}, 1)" if self.draw(st.booleans()) else f"mean(linear({h}, dim))"
+            src = f"linear({h}, {width})" if self.draw(st.booleans()) else f"mean(linear({h}, dim))"
         else:  # another level's output: self-modification
             lv = self.pick(readable)
             r = f"{lv.name}({h})"
-            src = f"linear({r}, 1)" if self.draw(st.booleans()) else f"mean({r})"
+            src = f"linear({r}, {width})" if self.draw(st.booleans()) else f"mean({r})"
         s = f"sigmoid({src})"
         if what == "beta" and g == "level":
             # inside `update`, a level's name means its *new* state (language.md section 5); a `let`
@@ -256,7 +262,9 @@ class _Drawer:
             return kind, f"mlp(dim{hidden}, depth = {depth}, residual = {residual})", 1
         if kind == "vector":
             return kind, "vector(dim)", 1
-        of = self.pick(memories)
+        of = self.pick([m for m in memories if m.heads == 1] or memories)
+        if of.heads > 1:  # nothing to be shaped like but a split memory (E423): a state of its own
+            return "linear", "linear(dim, dim)", 1
         return "like", f"like({of.name})", of.d_out
 
     def base_kind(self, lv: _Level, levels: dict[str, _Level]) -> str:
@@ -274,7 +282,7 @@ class _Drawer:
         # copy chains (`copy(b)` where b copies a) and copies across frequencies (an in-context level
         # starting from a `steps` level's weights, a `steps` level from another's initial state)
         same = [o for o in levels.values() if o is not lv and o.state == lv.state and o.kind != "like"
-                and not o.loss_in_tokens
+                and not o.loss_in_tokens and o.heads == 1
                 and (o.role == "memory" or o.role in ("cms", "frozen") and self.k["copies_across"])]
         if same and self.draw(st.booleans()):
             return f"copy({self.pick(same).name})"
@@ -316,7 +324,7 @@ class _Drawer:
         roles = list(self.k["roles"])
         for _ in range(n_levels):
             memories = [lv for lv in levels.values() if lv.role == "memory"]
-            free = [m for m in memories if m.optimized_by is None]
+            free = [m for m in memories if m.optimized_by is None and m.heads == 1]
             options = [r for r in roles if r != "optimizer" or free]
             role = self.pick(options or ["memory"])
             if role == "optimizer":
@@ -336,6 +344,10 @@ class _Drawer:
         lv = _Level(name, "memory", kind, state, d_out)
         levels[name] = lv
         lv.init = self.init(lv, levels, True)
+        if self.k["heads"] and kind in ("linear", "mlp") and not lv.init.startswith("copy(") \
+                and self.draw(st.integers(0, 2)) == 2:
+            lv.heads = self.pick([n for n in (2, 4) if self.k["dim"] % n == 0] or [1])
+        self.heads = lv.heads
         # flows and gates read only levels whose initial read is not zero: a zero read as a key,
         # value or gate would stop gradients until that level has learned, and every parameter
         # must get a gradient within 2 * alignment + 1 tokens (check_no_dead_parameters)
@@ -375,6 +387,7 @@ class _Drawer:
         lv.update = rule
         lv.lr = self.gate(h, others + me, "lr")
         lv.retain = self.gate(h, others + me, "retain")
+        self.heads = 1
         lv.period = self.period_tokens()
         lv.online = self.draw(st.booleans())
 
@@ -486,7 +499,7 @@ class _Drawer:
 _DEFAULTS = dict(max_blocks=2, max_levels=3, dim=8, state_kinds=ALL_STATE_KINDS, objectives=ALL_OBJECTIVES,
                  updates=ALL_UPDATES, gates=ALL_GATES, roles=ALL_ROLES, max_period=4, flows=True,
                  self_modification=True, attention=True, max_repeat=1, vocab=None, copies_across=True,
-                 loss_tokens=True)
+                 loss_tokens=True, heads=True)
 
 
 def _knobs(**kw) -> dict:
@@ -537,7 +550,9 @@ def spec_texts(**knobs) -> st.SearchStrategy[str]:
     Knobs: max_blocks (2), max_levels per block (3), dim (8), state_kinds, objectives, updates,
     gates, roles (subsets of ALL_*), max_period in tokens (4), flows (True), self_modification
     (True), attention (True: blocks without levels may use attention), max_repeat (1), vocab
-    (None: the default 256), copies_across (True: `init copy` between in-context and `steps` levels).
+    (None: the default 256), copies_across (True: `init copy` between in-context and `steps` levels),
+    loss_tokens (True: CMS levels learning in context from the model's loss), heads (True: matrix
+    memories split into heads).
     """
     k = _knobs(**knobs)
     return _raw_spec(k).map(_canonical)
