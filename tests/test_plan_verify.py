@@ -102,6 +102,14 @@ def _empty_slice(b):
     b.nodes.append(Node("s", Op.SLICE, (Ref("x"),), {"start": 4, "stop": 4}))
 
 
+def _heads_without_split(b):
+    b.levels[0].heads = 2  # its keys, values, gates and reads are still whole
+
+
+def _split_into_one_head(b):
+    b.nodes.append(Node("one", Op.SPLIT_HEADS, (Ref("x"),), {"heads": 1}))
+
+
 def _level_learns_after_the_loop(b):
     lv = b.levels[0]
     post = Node("late", Op.ALIAS, (Ref("x"),), in_loop=True, phase="post")
@@ -137,6 +145,9 @@ MUTATIONS = {
     "a name defined twice": (_duplicate_name, "defined twice"),
     "an unknown unary builtin": (_unknown_unary, "not in nlc.unary"),
     "a slice that holds no feature": (_empty_slice, "are not 0 <= start < stop"),
+    "a multi-head level learning from whole values": (_heads_without_split, "not split into its 2 heads"),
+    "a multi-head level's read not merged": (_heads_without_split, "without merging its heads"),
+    "a split into one head": (_split_into_one_head, "not a whole number above 1"),
     "a level learning from after the chunk loop": (_level_learns_after_the_loop, "after the chunk loop"),
     "a value before the loop reading one inside it": (_pre_reads_loop, "(pre) reads"),
     "rule arguments that are not the rule's": (_rule_arguments, "are not"),

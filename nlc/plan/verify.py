@@ -193,12 +193,13 @@ def _model_level(lv, levels: dict, slow: dict, nodes: dict[str, Node]) -> list[s
 
 
 def _heads(lv, nodes: dict[str, Node]) -> list[str]:
-    """A level split into heads learns from values split into as many heads, and its reads are keyed by
-    them and merged back; a level without heads sees no split value."""
+    """A level split into heads learns from values split into as many heads (a scalar, such as a learned
+    gate, is the same for every head), and its reads are keyed by them and merged back; a level
+    without heads sees no split value."""
     out = []
     split = lambda name, h: nodes[name].op is Op.SPLIT_HEADS and nodes[name].attrs.get("heads") == h  # noqa: E731
     for a in lv.learning_operands():
-        if not (isinstance(a, Ref) and a.name in nodes):
+        if not (isinstance(a, Ref) and a.name in nodes) or nodes[a.name].width is None:
             continue
         if lv.heads > 1 and not split(a.name, lv.heads):
             out.append(f"learns from `{a.name}`, which is not split into its {lv.heads} heads")
