@@ -61,7 +61,10 @@ INITS: dict[str, Builtin] = dict([
     _b("zeros", "all zeros"),
     _b("identity", "the identity map (an MLP memory starts as its residual path only)"),
     _b("copy", "the initial state of another level with the same state shape", Arg("of", L)),
+    _b("reset", "starts as `copy(of)`, and restarts from `of`'s current state at the end of each of `of`'s "
+       "periods (nested CMS, NL eq. 72)", Arg("of", L), scope="model"),
 ])
+COPY_INITS = ("copy", "reset")  # inits that start from another level's initial state
 
 CONTEXTS: dict[str, Builtin] = dict([
     _b("grad", "the gradients of `of`'s objective (a level) or of the task loss (`loss`): "

@@ -32,6 +32,7 @@ from nlc.rules.ops import copy_aux, initial_aux, memory_step
 from nlc.runtime import heads, layers, memory
 from nlc.runtime.loss_levels import track
 from nlc.runtime.state import carried_state, check_stream
+from nlc.runtime.steplevel import restart_order
 from nlc.runtime.unary import TENSOR_UNARY
 
 BINARY = {Op.ADD: torch.add, Op.SUB: torch.sub, Op.MUL: torch.mul, Op.DIV: torch.div, Op.POW: torch.pow}
@@ -114,6 +115,11 @@ class ReferenceBlock(nn.Module):
         grads = self.gradients(levels, values)
         for lv in self.plan.levels:  # plan order: a level that produces another's update goes first
             levels[lv.name] = self.apply(lv, levels[lv.name], grads[lv.name], values, levels)
+        # `init reset(L)`: at the end of L's period, after every level has learned (a source's own restart first)
+        for lv in restart_order(self.plan.levels, lambda lv: lv.name, lambda lv: lv.reset_from):
+            src = self.by_level[lv.reset_from]
+            if levels[src.name]["count"] % src.period == 0:
+                levels[lv.name] = self.restart(lv, levels[lv.name], levels[src.name])
         return _get(values, self.plan.out), {"levels": levels, "caches": caches, "t": state["t"] + 1}
 
     def eval_node(self, node: Node, values: dict, levels: dict, caches: dict):
@@ -195,6 +201,12 @@ class ReferenceBlock(nn.Module):
         count = st["count"] + 1
         frozen_next = dict(running) if count % lv.period == 0 else st["frozen"]
         return {"frozen": frozen_next, "running": running, "aux": aux, "count": count}
+
+    def restart(self, lv: LevelPlan, st: dict, src: dict) -> dict:
+        """lv starts again from its reset source's state (NL eq. 72): reads see it from the next token on,
+        and its rule's buffers start again from zero."""
+        W = src["frozen"]
+        return {"frozen": dict(W), "running": dict(W), "aux": initial_aux(RULES[lv.rule], W), "count": st["count"]}
 
     def rule(self, lv: LevelPlan, w: str, W, g, key, eta, a, values, aux, levels):
         """Apply lv's update rule to the running weight W: its registry entry's eager step."""

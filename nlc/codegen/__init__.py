@@ -13,7 +13,7 @@ import linecache
 import os
 import sys
 import types
-from dataclasses import fields
+from dataclasses import MISSING, fields
 from pathlib import Path
 
 from nlc import ir
@@ -88,8 +88,10 @@ def _loss_learn_lines(plan: ModelPlan) -> list[str]:
 
 
 def _step_level_source(spec: StepLevelSpec) -> str:
-    """`StepLevelSpec(level=..., period=..., ...)`: every field by name, so a reader sees what the trainer runs."""
-    return "StepLevelSpec(" + ", ".join(f"{f.name}={py_value(getattr(spec, f.name))}" for f in fields(spec)) + ")"
+    """`StepLevelSpec(level=..., period=..., ...)`: every field by name, so a reader sees what the trainer runs
+    (an optional field only where it is not its default)."""
+    shown = [f for f in fields(spec) if f.default is MISSING or getattr(spec, f.name) != f.default]
+    return "StepLevelSpec(" + ", ".join(f"{f.name}={py_value(getattr(spec, f.name))}" for f in shown) + ")"
 
 
 def _model_class(name: str) -> str:

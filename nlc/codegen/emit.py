@@ -16,6 +16,7 @@ from nlc.plan.model import BlockPlan, LevelPlan, Module, SlowLevel
 from nlc.plan.ops import SYMBOLS, Const, Node, Op, Operand, Ref, refs
 from nlc.printer import format_number
 from nlc.rules import RULES
+from nlc.runtime.steplevel import restart_order
 from nlc.unary import UNARY_OPS
 
 
@@ -319,6 +320,7 @@ def _emit_loop(code: BlockCode, nodes: dict, levels: dict, in_loop: set[str]) ->
                         {nodes[r].attrs["level"] for r in shared})
         elif b.members[0] is group[0]:  # a bundle learns once, where its first member would
             _emit_learn(code, group, block.chunk, loop, set(sliced), nodes, bundle=b, waves=waves)
+    _emit_restarts(code, block, groups)
     hoisted_vars = [bundled[lv.name].var if lv.name in bundled else lv.var for lv in hoisted
                     if lv.name not in bundled or bundled[lv.name].members[0] is lv]
     # the step's parameters: states, caches, chunk slices, hoisted coefficients, flags
@@ -503,6 +505,26 @@ def _emit_learn(code: BlockCode, group: list[LevelPlan], chunk: int, in_loop, sl
             lines.append(f'{indent}{lv.var}_S = {lv.var}_aux["{carried}"]')
 
 
+def _emit_restarts(code: BlockCode, block: BlockPlan, groups: list[list[LevelPlan]]) -> None:
+    """`init reset(L)` (NL eq. 72): after every level has learned, at the end of L's period (a longer multiple
+    of the level's, so nothing of its own is pending), the level starts again from L's state, its rule's
+    buffers from zero. Neither is bundled (`_bundles`)."""
+    by = {lv.name: lv for lv in block.levels}
+    sequential = {lv.name for grp in groups if not (code.kernels == "chunked" and _closed_form(grp)) for lv in grp}
+    for lv in restart_order(block.levels, lambda lv: lv.name, lambda lv: lv.reset_from):
+        src = by[lv.reset_from]
+        code.step_lines.append(f"if full and period{src.period}_ends:  # {lv.name} restarts from {src.name} "
+                               "(init reset)")
+        code.step_lines.append(f"    {lv.var} = dict({src.var})")
+        carried = _carried(lv)
+        if lv.name in sequential:
+            code.step_lines.append(f"    {lv.var}_aux = {_aux_init(lv)}")
+            if carried:
+                code.step_lines.append(f'    {lv.var}_S = {lv.var}_aux["{carried}"]')
+        elif carried:
+            code.step_lines.append(f"    {lv.var}_S = {{k: torch.zeros_like(v) for k, v in {lv.var}_S.items()}}")
+
+
 def _var(lv: LevelPlan, bundle: Bundle | None) -> str:
     """The state variable a level learns in: its own, or its bundle's."""
     return bundle.var if bundle else lv.var
@@ -517,10 +539,12 @@ def _bundles(block: BlockPlan, groups: list[list[LevelPlan]], kernels: str) -> l
     sequential kernels (the independent path tests compare against) bundle nothing."""
     if kernels != "chunked":
         return []
+    restarting = {n for lv in block.levels if lv.reset_from for n in (lv.name, lv.reset_from)}  # (_emit_restarts)
     alike: dict[tuple, list[LevelPlan]] = {}
     for group in groups:
         lv = group[0]
-        if not _closed_form(group) or lv.kind not in ("mlp", "linear") or not isinstance(lv.context[1], Ref):
+        if not _closed_form(group) or lv.kind not in ("mlp", "linear") or not isinstance(lv.context[1], Ref) \
+                or lv.name in restarting:
             continue
         signature = (lv.kind, tuple(lv.weights.items()), lv.heads, lv.residual, lv.rule, lv.period, lv.objective, lv.lr,
                      lv.retain, tuple(sorted(lv.rule_args.items())), lv.context[1])

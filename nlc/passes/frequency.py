@@ -13,7 +13,9 @@ level it optimizes (`update m` where m is slower; an update *expression* only
 reads the levels' current states, so M3's slow momentum is allowed); E307 a
 `context loss` level counted in `tokens` whose period the chunk-major run cannot
 keep (one token; another in-context period that does not divide the fastest loss
-period, or a loss period that is not a multiple of it: docs/design.md §1.4).
+period, or a loss period that is not a multiple of it: docs/design.md §1.4); E317 an
+`init reset(L)` that cannot restart at L's periods (L or the level never learns, they learn
+in different ways, or L's period is not a longer multiple of the level's: docs/design.md §1.4).
 """
 
 from __future__ import annotations
@@ -49,6 +51,7 @@ def run(program: ir.Program, env: Mapping[str, object], rep: Reporter, facts: Pr
             _check_optimizer_speed(lv, block, freqs, rep)
             if program.is_model:
                 _check_coupled_periods(lv, block, freqs, rep)
+                _check_reset(lv, block, body, freqs, rep)
     if program.is_model:
         _check_loss_in_tokens(program, facts, rep)
     return program
@@ -140,6 +143,39 @@ def _check_coupled_periods(lv: ir.Level, block, freqs: dict[str, Frequency], rep
     rep.error("E305", f"level `{lv.name}` ({mine}) learns the gradients of `{other}` ({theirs}) at another "
               "period", ctx.args[0].span,
               f"give `{lv.name}` the period of `{other}` (the two learn together, chunk by chunk)")
+
+
+def _check_reset(lv: ir.Level, block, body, freqs: dict[str, Frequency], rep: Reporter) -> None:
+    """`init reset(L)` (nested CMS, NL eq. 72): the level restarts from L's current state at the end of
+    each of L's periods, so L must learn, slower, at a multiple of the level's period (at L's period
+    end the level's own period ends too, so nothing of it is pending), and in the same way: both in
+    context from (key, value) pairs (tokens) or both between optimizer steps."""
+    init = lv.init
+    if not (isinstance(init, ir.Call) and init.fn == "reset" and init.args and isinstance(init.args[0], ir.Ref)):
+        return
+    prefix = f"{block.name}." if block else ""
+    of = init.args[0].name
+    other = next((s for s in body if isinstance(s, ir.Level) and s.name == of), None)
+    mine, theirs = freqs.get(prefix + lv.name), freqs.get(prefix + of)
+    if other is None or mine is None or theirs is None:
+        return
+    span = init.args[0].span
+    if mine.never or theirs.never:
+        frozen = lv.name if mine.never else of
+        rep.error("E317", f"`{lv.name}` restarts from `{of}` at each of its periods, but `{frozen}` never learns",
+                  span, f"write `init copy({of})` to start from `{of}` once")
+    elif mine.unit is not theirs.unit or mine.unit is ir.PeriodUnit.TOKENS and (ir.learns_loss(lv) or
+                                                                               ir.learns_loss(other)):
+        how = lambda level, f: ("from the loss " if ir.learns_loss(level) else "") + str(f)  # noqa: E731
+        rep.error("E317", f"`{lv.name}` ({how(lv, mine)}) cannot restart from `{of}` ({how(other, theirs)}): "
+                  "both must learn in context from (key, value) pairs, counted in tokens, or both between "
+                  "optimizer steps", span, f"give the two levels the same kind of context and period unit, or "
+                  f"write `init copy({of})`")
+    elif theirs.count <= mine.count or theirs.count % mine.count:
+        rep.error("E317", f"`{lv.name}` ({mine}) restarts from `{of}` at the end of each of `{of}`'s periods "
+                  f"({theirs}), which must be a longer multiple of its own", span,
+                  f"give `{of}` a period that is a multiple of {mine.count} and above it (e.g. "
+                  f"{4 * mine.count} {mine.unit.value}), or write `init copy({of})`")
 
 
 def _check_optimizer_speed(lv: ir.Level, block, freqs: dict[str, Frequency], rep: Reporter) -> None:

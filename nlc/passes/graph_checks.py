@@ -105,7 +105,7 @@ def _check_derivation_cycles(body: tuple[ir.Stmt, ...], rep: Reporter) -> None:
             if len(comp) == 1 and not g.has_edge(start, start):
                 continue
             form = getattr(levels[start], field)
-            if g.has_edge(start, start) and isinstance(form, ir.Call) and form.fn in ("like", "copy") and \
+            if g.has_edge(start, start) and isinstance(form, ir.Call) and form.fn in ("like", "copy", "reset") and \
                     any(isinstance(a, ir.Ref) and a.name == start for a in form.args):
                 continue  # `like(a)` / `copy(a)` in a itself: reported by _check_self_reference
             if g.has_edge(start, start):
@@ -122,11 +122,11 @@ def _check_derivation_cycles(body: tuple[ir.Stmt, ...], rep: Reporter) -> None:
 
 def _check_self_reference(lv: ir.Level, rep: Reporter) -> None:
     for where, form in (("state", lv.state), ("init", lv.init), ("context", lv.context)):
-        if isinstance(form, ir.Call) and form.fn in ("like", "copy", "grad") and form.args:
+        if isinstance(form, ir.Call) and form.fn in ("like", "copy", "reset", "grad") and form.args:
             ref = form.args[0]
             if isinstance(ref, ir.Ref) and ref.name == lv.name:
                 what = {"like": "shape its state like", "copy": "copy the initial state of",
-                        "grad": "learn from the gradients of"}[form.fn]
+                        "reset": "restart from", "grad": "learn from the gradients of"}[form.fn]
                 rep.error("E311", f"level `{lv.name}` cannot {what} itself", ref.span,
                           "name another level" + (" or `loss`" if form.fn == "grad" else ""))
 

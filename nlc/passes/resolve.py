@@ -178,7 +178,7 @@ class _Scope:
         if isinstance(e, ir.Ref) and e.name in table:
             return ir.Call(e.name, kind=ir.CallKind.FORM, span=e.span, fn_span=e.span, bare=True)
         if isinstance(e, ir.Call) and e.fn in table:
-            if where in ("state", "init", "context") and e.fn in ("like", "copy", "grad"):
+            if where in ("state", "init", "context") and e.fn in ("like", "copy", "reset", "grad"):
                 args = tuple(self.reference(a) for a in e.args)
             else:
                 args = tuple(self.value(a) for a in e.args)

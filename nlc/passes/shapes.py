@@ -281,20 +281,21 @@ class _Typer:
         if init.fn == "identity" and shape.kind == "linear" and shape.d_in != shape.d_out:
             self.rep.error("E417", f"`identity` needs a square memory; `{lv.name}` maps {shape.d_in} to "
                            f"{shape.d_out} features", init.span, "use `init zeros` or `init learned`")
-        if init.fn == "copy":
+        if init.fn in B.COPY_INITS:
             of = bound["of"]
             if isinstance(of, ir.Ref) and of.kind is ir.RefKind.LEVEL:
                 other = self.shape(of.name)
-                if self.tied_across_heads(lv, of.name, "starts as a copy of", of.span):
+                how = "starts as a copy of" if init.fn == "copy" else "restarts from"
+                if self.tied_across_heads(lv, of.name, how, of.span):
                     return
                 if other is not None and (other.d_in, other.d_out, other.kind, other.layers) != \
                         (shape.d_in, shape.d_out, shape.kind, shape.layers):
-                    self.rep.error("E416", f"`{lv.name}` cannot copy `{of.name}`: their states differ "
+                    self.rep.error("E416", f"`{lv.name}` cannot {init.fn} `{of.name}`: their states differ "
                                    f"({shape.describe()} vs {other.describe()})", of.span,
                                    f"give `{lv.name}` the state of `{of.name}`, or use `init zeros` or `init learned`")
             else:
-                self.rep.error("E413", "`copy` takes the name of a level", of.span,
-                               "for example `init copy(memory)`")
+                self.rep.error("E413", f"`{init.fn}` takes the name of a level", of.span,
+                               f"for example `init {init.fn}(memory)`")
 
     def check_context(self, lv: ir.Level, shape: StateShape | None) -> None:
         ctx = lv.context

@@ -89,9 +89,9 @@ def _check_loss_levels_stand_alone(levels: list[ir.Level], rep: Reporter) -> Non
     loss = {lv.name for lv in levels if ir.learns_loss_in_tokens(lv)}
     for lv in levels:
         uses = []
-        if isinstance(lv.init, ir.Call) and lv.init.fn == "copy" and lv.init.args \
+        if isinstance(lv.init, ir.Call) and lv.init.fn in B.COPY_INITS and lv.init.args \
                 and isinstance(lv.init.args[0], ir.Ref) and (lv.name in loss or lv.init.args[0].name in loss):
-            uses.append((lv.init.span, "starts as a copy"))
+            uses.append((lv.init.span, "starts as a copy" if lv.init.fn == "copy" else "restarts from another level"))
         if isinstance(lv.update, ir.Ref) and lv.update.kind is ir.RefKind.LEVEL and lv.update.name in loss:
             uses.append((lv.update.span, f"is updated by `{lv.update.name}`"))
         ctx = lv.context

@@ -67,6 +67,7 @@ class LevelPlan:
     online: bool = False
     line: int = 0
     heads: int = 1  # its state is [B*heads, ...]; `weights` are one head's, d_in and d_out the whole memory's
+    reset_from: str | None = None  # `init reset(L)`: restarts from L's state at the end of each of L's periods
 
     def learning_operands(self) -> list[Operand]:
         """The per-token values it learns from: gates, rule arguments, keys and values."""
@@ -101,6 +102,8 @@ class SlowLevel(OutsideLevel):
     online: bool
     retain: float = 1.0
     beta: float | None = None  # momentum's beta; None for gd
+    reset_from: str | None = None  # `init reset(L)`: L's var; it restarts from L's weights every L period
+    reset_every: int = 0  # L's period (steps)
 
 
 @dataclass
@@ -185,7 +188,8 @@ class ModelPlan:
             for lv in b.slow_levels:
                 out[f"blocks.{b.index}.{lv.var}_state"] = StepLevelSpec(
                     level=lv.name, period=lv.period, lr=lv.lr, rule=lv.rule, retain=lv.retain, beta=lv.beta,
-                    online=lv.online)
+                    online=lv.online, reset_from=None if lv.reset_from is None else
+                    f"blocks.{b.index}.{lv.reset_from}_state", reset_every=lv.reset_every)
         return out
 
     def online_levels(self) -> list[str]:
@@ -290,7 +294,7 @@ class _BlockPlanner:
         self._mark_loop()
         self._mark_phases(levels)
         nodes = [self.nodes[n] for n in self.order]
-        copies = [self.initial_copy(s) for s in slow if s.init == "copy"]
+        copies = [self.initial_copy(s) for s in slow if s.init in B.COPY_INITS]
         return BlockPlan(self.block.name, self.index, self.cls, self.modules, nodes, levels, slow, out, copies, loss)
 
     def initial_copy(self, lv: SlowLevel) -> InitialCopy:
@@ -488,7 +492,8 @@ class _BlockPlanner:
         obj = lv.objective
         objective = (obj.fn,) + tuple(float(v) for v in _bind(obj, B.OBJECTIVES[obj.fn], self.const).values())
         init = lv.init.fn
-        copy_of = copy_root(self.levels, lv.name) if init == "copy" else None
+        copy_of = copy_root(self.levels, lv.name) if init in B.COPY_INITS else None
+        reset_from = lv.init.args[0].name if init == "reset" else None
         rule, rule_args, update_by = DEFAULT, {}, None
         if isinstance(lv.update, ir.Ref):
             update_by = lv.update.name
@@ -509,7 +514,8 @@ class _BlockPlanner:
                                                                       shape.residual), _heads_kwarg(heads)))
         return LevelPlan(lv.name, base, shape.kind, self.weights(lv.name), shape.d_in, shape.d_out, shape.depth,
                          shape.residual, init, copy_of, shape.like_of, context, objective, rule, rule_args, update_by,
-                         lr, retain, self.scope.periods[lv.name].count, lv.online, lv.span.line, heads)
+                         lr, retain, self.scope.periods[lv.name].count, lv.online, lv.span.line, heads,
+                         reset_from)
 
     def slow_level(self, lv: ir.Level) -> SlowLevel:
         shape = self.state_shape(lv.name)
@@ -523,8 +529,11 @@ class _BlockPlanner:
             args = {k: float(self.const(e)) for k, e in step_rule_args(lv.update).items()}
         self.modules.append(Module(f"{self.var[lv.name]}_state", "SlowMemory",
                                    (self.weights(lv.name), shape.kind, shape.residual, lv.init.fn, not never)))
+        reset = lv.init.args[0].name if lv.init.fn == "reset" else None  # nlc check: a steps level (E317)
         return SlowLevel(lv.name, self.var[lv.name], shape.kind, self.weights(lv.name), shape.d_in, shape.d_out,
-                         shape.depth, shape.residual, lv.init.fn, period, rule, lr, lv.online, retain, args.get("beta"))
+                         shape.depth, shape.residual, lv.init.fn, period, rule, lr, lv.online, retain, args.get("beta"),
+                         None if reset is None else self.var[reset],
+                         0 if reset is None else self.scope.periods[reset].count)
 
     def loss_level(self, lv: ir.Level) -> LossLevel:
         """A `context loss` level in tokens: number gates and a step-level rule (nlc check: E308, E504)."""
@@ -565,11 +574,12 @@ class _BlockPlanner:
 def copy_root(levels: Mapping[str, ir.Level], name: str) -> str:
     """The level whose initial state `name` starts from: follow `init copy(...)` to a level that does not copy.
 
-    `init copy(b)` where b has `init copy(a)` starts from a's initial state (cycles are E311).
+    `init copy(b)` where b has `init copy(a)` starts from a's initial state (cycles are E311); `init reset(b)`
+    starts as `copy(b)` does.
     """
     seen = {name}
     lv = levels[name]
-    while isinstance(lv.init, ir.Call) and lv.init.fn == "copy":
+    while isinstance(lv.init, ir.Call) and lv.init.fn in B.COPY_INITS:
         name = lv.init.args[0].name
         if name in seen:  # pragma: no cover - a cycle is E311 at check time
             raise AssertionError(f"init copy cycle through `{name}`")

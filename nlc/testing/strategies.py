@@ -17,7 +17,8 @@ the strategy never draws what the code generator cannot compile yet (E5xx, see
   `vector(d)`, `like(level)`; matrix memories split into `heads 2` or `heads 4` (with `heads`),
   whose gates are shared or one per head;
 - inits: `learned`, `zeros`, `identity`, `copy(level)` (chains of copies; with `copies_across`,
-  copies between in-context and `steps`/`never` levels);
+  copies between in-context and `steps`/`never` levels), `reset(level)` (a copy that restarts at
+  each of a slower level's periods: in-context from in-context, `steps` from `steps`);
 - keys: projections (some through feature slices, `slice` and `concat`), flows, and the
   constant key `1` of a vector memory;
 - objectives `l2`, `dot`, `huber(delta)`, `lp(p)`; update rules `gd`, `momentum`,
@@ -235,6 +236,25 @@ class _Drawer:
             return f"1 - {s} * {scale}"
         return s if what == "beta" else f"{s} * {scale}"
 
+    def count(self, period: str) -> int:
+        """The number of tokens or steps of a drawn period (`2 * chunk tokens`, `4 steps`)."""
+        n = 1
+        for word in period.split()[:-1]:
+            n *= self.chunk if word == "chunk" else int(word) if word.isdigit() else 1
+        return n
+
+    def restart(self, lv: _Level, levels: dict[str, _Level], role: str) -> None:
+        """Sometimes turn lv's `init copy(o)` into `init reset(o)`: o of the same role, slower, at a multiple
+        of lv's period (E317)."""
+        if not lv.init.startswith("copy(") or lv.loss_in_tokens or not self.draw(st.booleans()):
+            return
+        o = levels[lv.init[len("copy("):-1]]
+        if role == "memory" and self.draw(st.booleans()):  # the fastest period, so that o may be slower
+            lv.period = "chunk tokens" if self.chunk_param else f"{self.chunk} tokens"
+        mine, theirs = self.count(lv.period), self.count(o.period)
+        if o.role == role and not o.loss_in_tokens and theirs > mine and theirs % mine == 0:
+            lv.init = f"reset({o.name})"
+
     def period_tokens(self) -> str:
         mults = [m for m in (1, 2, 4) if self.chunk * m <= self.k["max_period"]] or [1]
         m = self.pick(mults)
@@ -389,6 +409,7 @@ class _Drawer:
         lv.retain = self.gate(h, others + me, "retain")
         self.heads = 1
         lv.period = self.period_tokens()
+        self.restart(lv, levels, "memory")
         lv.online = self.draw(st.booleans())
 
     def nonzero_at_init(self, lv: _Level, levels: dict[str, _Level]) -> bool:
@@ -454,6 +475,7 @@ class _Drawer:
                 lv.first_order = self.draw(st.booleans())
             else:
                 lv.period = f"{self.pick([m for m in (1, 2, 4)]) * self.steps_base} steps"
+                self.restart(lv, levels, "cms")
             lv.online = self.draw(st.booleans())
         else:  # frozen: a state read as it is, nothing to learn from (E314)
             lv.context = lv.objective = lv.update = None

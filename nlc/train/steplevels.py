@@ -13,7 +13,10 @@ theta <- theta - eta * sum of the gradients of the chunk):
 
 with retention a = `retain`: the rule's eager step from its registry entry (nlc.rules), on the
 parameters. Counting starts at the first step: with period 4 the level moves
-after steps 4, 8, 12, ... Frozen levels (`period never`) are not step levels: the model
+after steps 4, 8, 12, ... A level with `init reset(L)` (nested CMS, NL eq. 72) then restarts
+from L's parameters at the end of each of L's periods, after every level moving then has moved
+(L included), with its rule's buffers and gradient sum cleared: it learns afresh from what
+the slower level holds now. Frozen levels (`period never`) are not step levels: the model
 decides whether their weights train (with the outer optimizer) or not at all.
 """
 
@@ -23,7 +26,7 @@ import torch
 
 from nlc.optim.runtime import PARAMETERS
 from nlc.rules import RULES
-from nlc.runtime.steplevel import STEP_RULES, StepLevelSpec
+from nlc.runtime.steplevel import STEP_RULES, StepLevelSpec, restart_order
 from nlc.train.errors import train_error
 
 
@@ -95,7 +98,19 @@ class StepLevels:
                     self.buffers[k, n].copy_(v)
                 g.zero_()
             moved.append(prefix)
+        self.restart()
         return moved
+
+    def restart(self) -> None:
+        """Levels with `init reset(L)` whose L's period ends at this step start again from L's parameters."""
+        for prefix, lv, names in restart_order(self.levels, lambda i: i[0], lambda i: i[1].reset_from):
+            if self.count % lv.reset_every:
+                continue
+            for n in names:
+                self.params[n].copy_(self.params[lv.reset_from + n[len(prefix):]])
+                self.sums[n].zero_()
+                for k in RULES[lv.rule].aux:
+                    self.buffers[k, n].zero_()
 
     def state_tensors(self) -> dict[str, torch.Tensor]:
         out = {f"steplevel.sum.{n}": t for n, t in self.sums.items()}
