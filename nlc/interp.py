@@ -166,7 +166,7 @@ class ReferenceBlock(nn.Module):
         out: dict[str, tuple[dict, dict]] = {}
         pending = list(self.plan.levels)
         while pending:  # grad(other) levels wait for the other's gradient
-            lv = next(lv for lv in pending if lv.context[0] == "kv" or lv.context[1] in out)
+            lv = next(lv for lv in pending if lv.context[0] != "grad" or lv.context[1] in out)
             pending.remove(lv)
             out[lv.name] = self.gradient(lv, levels[lv.name]["frozen"], values, out)
         return out
@@ -175,6 +175,8 @@ class ReferenceBlock(nn.Module):
     def gradient(self, lv: LevelPlan, frozen: dict, values: dict, done: dict) -> tuple[dict, dict]:
         # a fresh node for the state, so the gradient is taken through this loss only: keys and values
         # that were themselves computed from the state are data here (they still carry outer gradients)
+        if lv.context[0] == "by":  # moved by its updater's state: no gradient of its own
+            return {w: None for w in frozen}, {w: None for w in frozen}
         frozen = {k: v.clone() if v.requires_grad else v.detach().requires_grad_() for k, v in frozen.items()}
         if lv.context[0] == "kv":
             k, v = _tok(_get(values, lv.context[1])), _tok(_get(values, lv.context[2]))

@@ -210,15 +210,39 @@ class Level:
 FROZEN_IGNORES = ("context", "objective", "update", "lr", "retain", "debias")
 
 
-def ignored_fields(lv: "Level", program_kind: "ProgramKind") -> tuple[str, ...]:
+def ignored_fields(lv: "Level", program_kind: "ProgramKind",
+                   scope: "dict[str, Level] | None" = None) -> tuple[str, ...]:
     """The fields a level ignores by what it is, whatever their values (stating one is E314:
-    nlc.passes.no_effect says why)."""
+    nlc.passes.no_effect says why). `scope`, the levels of lv's scope by name, tells whether a model
+    level updated by another level (`update L`) learns anything itself."""
     if lv.period.unit is PeriodUnit.NEVER:
         return FROZEN_IGNORES + ("first_order",)
     ignored = () if learns_loss_in_tokens(lv) and program_kind is ProgramKind.MODEL else ("first_order",)
     if program_kind is ProgramKind.OPTIMIZER and _moves_params_by_a_direction(lv):
         return ("objective",) + ignored
+    if program_kind is ProgramKind.MODEL and scope is not None and moved_by_a_level(lv, scope):
+        return ("context", "objective") + ignored
     return ignored
+
+
+def updating_level(lv: "Level") -> str | None:
+    """The name of the level that produces lv's update (`update L`; resolved or not), or None for a rule."""
+    u = lv.update
+    if isinstance(u, Ref) and (u.kind is RefKind.LEVEL or u.kind is RefKind.UNRESOLVED and u.name not in UPDATE_RULES):
+        return u.name
+    return None
+
+
+def moved_by_a_level(lv: "Level", scope: "dict[str, Level]") -> bool:
+    """A model level updated by a level L that does not learn its gradients (`context grad(lv)`): it moves
+    by L's state (docs/design.md §1.3), so nothing of its own (`context`, `objective`) is learned."""
+    other = scope.get(updating_level(lv) or "")
+    if other is None:
+        return False
+    c = other.context
+    learns_mine = isinstance(c, Call) and c.fn == "grad" and bool(c.args) and isinstance(c.args[0], Ref) \
+        and c.args[0].name == lv.name
+    return not learns_mine
 
 
 def learns_loss(lv: "Level") -> bool:

@@ -11,6 +11,7 @@ import math
 
 from nlc import ir
 from nlc import syntax as S
+from nlc.builtins import UPDATE_RULES
 from nlc.errors import Reporter
 from nlc.objectives import DEFAULT as DEFAULT_OBJECTIVE
 from nlc.objectives import LOSS as LOSS_OBJECTIVE
@@ -104,9 +105,12 @@ class _Lowerer:
                                "keep one of them", notes=((seen[f.key].key_span, "first given here"),))
             else:
                 seen[f.key] = f
-        # a frozen level never learns: it needs no context (stating one is E314)
+        # a frozen level never learns: it needs no context (stating one is E314); nor does a model level
+        # updated by another level (`update L`) that does not learn its gradients (nlc.passes.shapes: E115)
         frozen = "period" in seen and seen["period"].unit == "never"
-        missing = [k for k in REQUIRED_FIELDS if k not in seen and not (frozen and k == "context")]
+        by_level = self.kind is ir.ProgramKind.MODEL and "update" in seen and isinstance(seen["update"].value, S.Name) \
+            and seen["update"].value.id not in UPDATE_RULES
+        missing = [k for k in REQUIRED_FIELDS if k not in seen and not ((frozen or by_level) and k == "context")]
         if missing:
             what = " and ".join(f"`{k}`" for k in missing)
             example = {"state": "`state mlp(dim)`", "context": "`context (k, v)`"}
@@ -129,7 +133,7 @@ class _Lowerer:
             lv.name,
             state=get("state") or ir.Ref("missing", span=lv.name_span),
             init=get("init", d["init"]),
-            context=context if context is not None or frozen else ir.Ref("missing", span=lv.name_span),
+            context=context if context is not None or frozen or by_level else ir.Ref("missing", span=lv.name_span),
             objective=get("objective", LOSS_OBJECTIVE if learns_loss else d["objective"]),
             update=get("update", d["update"]),
             lr=get("lr"),

@@ -50,11 +50,12 @@ def _comments(out: list[str], comments: tuple[str, ...], depth: int) -> None:
 
 def _body(out: list[str], body: tuple[ir.Stmt, ...], depth: int, kind: ir.ProgramKind) -> None:
     prev = None
+    scope = {s.name: s for s in body if isinstance(s, ir.Level)}
     for s in body:
         # a blank line before and after every multi-line statement, for the eye
         if prev is not None and (_is_multiline(s) or _is_multiline(prev)):
             out.append("")
-        _stmt(out, s, depth, kind)
+        _stmt(out, s, depth, kind, scope)
         prev = s
 
 
@@ -62,7 +63,7 @@ def _is_multiline(s: ir.Stmt) -> bool:
     return isinstance(s, (ir.Level, ir.Block, ir.Repeat))
 
 
-def _stmt(out: list[str], s: ir.Stmt, depth: int, kind: ir.ProgramKind) -> None:
+def _stmt(out: list[str], s: ir.Stmt, depth: int, kind: ir.ProgramKind, scope: dict[str, ir.Level]) -> None:
     pad = INDENT * depth
     _comments(out, s.trivia.comments, depth)
     if isinstance(s, ir.Let):
@@ -80,12 +81,13 @@ def _stmt(out: list[str], s: ir.Stmt, depth: int, kind: ir.ProgramKind) -> None:
         _comments(out, s.trivia.end_comments, depth + 1)
         out.append(pad + "}")
     else:
-        _level(out, s, depth, kind)
+        _level(out, s, depth, kind, scope)
 
 
-def level_fields(lv: ir.Level, kind: ir.ProgramKind) -> list[tuple[str, str]]:
+def level_fields(lv: ir.Level, kind: ir.ProgramKind, scope: dict[str, ir.Level] | None = None) -> list[tuple[str, str]]:
     """(field, text) of every field a level states, in canonical order; a flag's text is ""; the
-    fields the level would ignore (E314) are left out. The YAML printer writes the same list."""
+    fields the level would ignore (E314; `scope` holds the levels beside it) are left out. The YAML
+    printer writes the same list."""
     fields: list[tuple[str, str | None]] = [
         ("state", print_expr(lv.state)),
         ("init", print_expr(lv.init)),
@@ -96,7 +98,7 @@ def level_fields(lv: ir.Level, kind: ir.ProgramKind) -> list[tuple[str, str]]:
         ("retain", None if lv.retain is None else print_expr(lv.retain)),
         ("heads", None if lv.heads is None else print_expr(lv.heads)),
     ]
-    ignored = ir.ignored_fields(lv, kind)  # what the level would ignore (E314) is never written
+    ignored = ir.ignored_fields(lv, kind, scope)  # what the level would ignore (E314) is never written
     fields = [(k, text) for k, text in fields if text is not None and k not in ignored]
     p = lv.period
     fields.append(("period", "never" if p.unit is ir.PeriodUnit.NEVER else f"{print_expr(p.count)} {p.unit.value}"))
@@ -106,10 +108,10 @@ def level_fields(lv: ir.Level, kind: ir.ProgramKind) -> list[tuple[str, str]]:
     return fields
 
 
-def _level(out: list[str], lv: ir.Level, depth: int, kind: ir.ProgramKind) -> None:
+def _level(out: list[str], lv: ir.Level, depth: int, kind: ir.ProgramKind, scope: dict[str, ir.Level]) -> None:
     pad = INDENT * depth
     out.append(_trail(f"{pad}level {lv.name} {{", lv.trivia.trailing))
-    for key, text in level_fields(lv, kind):
+    for key, text in level_fields(lv, kind, scope):
         trivia = lv.field_comments(key)
         _comments(out, trivia.comments, depth + 1)
         line = f"{pad}{INDENT}{key} {text}".rstrip()

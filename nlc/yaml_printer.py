@@ -72,6 +72,7 @@ _NON_PRINTABLE = re.compile(f"{yaml.reader.Reader.NON_PRINTABLE.pattern}|[\x85\u
 def _body(out: list[str], body: tuple[ir.Stmt, ...], pad: str, kind: ir.ProgramKind) -> None:
     """Each statement as a list item at `pad`; what an item holds sits two columns right of its `- `."""
     inner = pad + INDENT + INDENT
+    scope = {s.name: s for s in body if isinstance(s, ir.Level)}
     for s in body:
         _comments(out, s.trivia.comments, pad)
         if isinstance(s, ir.Let):
@@ -85,7 +86,7 @@ def _body(out: list[str], body: tuple[ir.Stmt, ...], pad: str, kind: ir.ProgramK
             _comments(out, s.trivia.end_comments, inner)
         else:
             out.append(_trail(f"{pad}- level {s.name}:", s.trivia.trailing))
-            for key, text in level_fields(s, kind):
+            for key, text in level_fields(s, kind, scope):
                 trivia = s.field_comments(key)
                 _comments(out, trivia.comments, inner)
                 value = "true" if text == "" else scalar(text)  # a flag is a YAML boolean

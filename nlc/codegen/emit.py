@@ -145,6 +145,7 @@ def _emit_level_io(code: BlockCode) -> None:
     closed form carries travels as `<level>_S`)."""
     block = code.plan
     bundled = {lv.name for b in code.bundles for lv in b.members}
+    running = _running(block, _groups(block))
     for lv in block.levels:
         weights, buffers = (f'state["levels"]["{lv.name}"]["{part}"]' for part in ("W", "aux"))
         code.unpack_lines.append(f"{lv.var} = {_folded(weights, lv)}")
@@ -152,7 +153,10 @@ def _emit_level_io(code: BlockCode) -> None:
         carried = _carried(lv)
         if carried:
             code.unpack_lines.append(f'{lv.var}_S = {lv.var}_aux["{carried}"]')
-        if lv.period > block.chunk and lv.name not in bundled:
+        if lv.name in running:
+            code.unpack_lines.append(f"{lv.var}_run = dict({lv.var})  # it learns every chunk; reads see it at its "
+                                     "period's end")
+        elif lv.period > block.chunk and lv.name not in bundled:
             code.unpack_lines.append(f"{lv.var}_pending = None  # a slower level's chunks, until its period ends")
         aux = f'{{"{carried}": {lv.var}_S}}' if carried else f"{lv.var}_aux"
         entry = f'{{"W": {lv.var}, "aux": {aux}}}'
@@ -379,6 +383,7 @@ def _step_states(block: BlockPlan, groups: list[list[LevelPlan]], kernels: str,
     """The state variables `chunk_step` reads and returns, level by level (a bundle's where its first
     member's would be)."""
     sequential = {lv.name for grp in groups if not (kernels == "chunked" and _closed_form(grp)) for lv in grp}
+    running = _running(block, groups)
     out = []
     for lv in block.levels:
         if lv.name in bundled:
@@ -392,9 +397,18 @@ def _step_states(block: BlockPlan, groups: list[list[LevelPlan]], kernels: str,
             out.append(f"{lv.var}_S")
         if lv.name in sequential:
             out.append(f"{lv.var}_aux")
-        if lv.period > block.chunk:
+        if lv.name in running:
+            out.append(f"{lv.var}_run")
+        elif lv.period > block.chunk:
             out.append(f"{lv.var}_pending")
     return out
+
+
+def _running(block: BlockPlan, groups: list[list[LevelPlan]]) -> set[str]:
+    """Levels slower than the chunk in a coupled group of different periods (`update L` with L faster): they
+    learn every chunk with the group, their running state carried from chunk to chunk (`<level>_run`), and
+    reads see it at the end of their period."""
+    return {lv.name for grp in groups if len({m.period for m in grp}) > 1 for lv in grp if lv.period > block.chunk}
 
 
 def _groups(block: BlockPlan) -> list[list[LevelPlan]]:
@@ -418,13 +432,7 @@ def _groups(block: BlockPlan) -> list[list[LevelPlan]]:
                     g.add_edge(lv.name, other)
     order = [lv.name for lv in block.levels]
     for comp in nx.connected_components(g):
-        members = [by[n] for n in order if n in comp]
-        if len({m.period for m in members}) > 1:
-            raise SpecError([Diagnostic(
-                "E503", "levels " + ", ".join(f"`{m.name}`" for m in members) +
-                " learn together but have different periods; the compiled back end needs one period for them",
-                hint="give them the same period, or use backend=\"reference\"")])
-        groups.append(members)
+        groups.append([by[n] for n in order if n in comp])
     return sorted(groups, key=lambda grp: order.index(grp[0].name))
 
 
@@ -433,7 +441,8 @@ def _emit_learn(code: BlockCode, group: list[LevelPlan], chunk: int, in_loop, sl
     """The learning of one group of levels (levels in `shared` got their gradients with their read),
     or of a bundle: its members' keys and gates tiled over the members, their values stacked."""
     lines = code.step_lines
-    period = group[0].period
+    mixed = len({lv.period for lv in group}) > 1  # runs every chunk; its slower levels carry `<level>_run`
+    period = chunk if mixed else group[0].period
     kv = [lv for lv in group if lv.context[0] == "kv"]
     members = bundle.members if bundle else group
     desc = ", ".join(f"{lv.name} ({'update by ' + lv.update_by if lv.update_by else lv.rule}, "
@@ -491,15 +500,21 @@ def _emit_learn(code: BlockCode, group: list[LevelPlan], chunk: int, in_loop, sl
     lines.append(f"{indent}learned = rt_scan.sequential_chunk([")
     for lv in group:
         spec = {"name": lv.name, "rule": lv.rule, "objective": lv.objective,
-                "context": "kv" if lv.context[0] == "kv" else lv.context[1], "update_by": lv.update_by}
+                "context": lv.context[0] if lv.context[0] != "grad" else lv.context[1], "update_by": lv.update_by}
         fixed = ", ".join(f"{k!r}: {py_value(v) if v is not None else 'None'}" for k, v in spec.items())
         gate_items = ", ".join(f"{k!r}: {v}" for k, v in gates[lv.name].items())
         lines.append(f"{indent}    {{{fixed}, {gate_items}}},")
-    states = ", ".join(f"{lv.name!r}: {{\"W\": {lv.var}, \"aux\": {lv.var}_aux}}" for lv in group)
+    slower = {lv.name for lv in group if mixed and lv.period > chunk}  # (_running)
+    states = ", ".join(f"{lv.name!r}: {{\"W\": {lv.var}, \"aux\": {lv.var}_aux"
+                       + (f", \"running\": {lv.var}_run" if lv.name in slower else "") + "}" for lv in group)
     grads = ", ".join(f"{lv.name!r}: {lv.var}_g" for lv in kv)
     lines.append(f"{indent}], {{{states}}}, {{{grads}}})")
     for lv in group:
-        lines.append(f"{indent}{lv.var}, {lv.var}_aux = learned[{lv.name!r}][\"W\"], learned[{lv.name!r}][\"aux\"]")
+        target = f"{lv.var}_run" if lv.name in slower else lv.var
+        lines.append(f"{indent}{target}, {lv.var}_aux = learned[{lv.name!r}][\"W\"], learned[{lv.name!r}][\"aux\"]")
+        if lv.name in slower:
+            lines.append(f"{indent}if period{lv.period}_ends:  # reads see {lv.name} from its period's end")
+            lines.append(f"{indent}    {lv.var} = {lv.var}_run")
         carried = _carried(lv)
         if carried:  # the block returns the carried buffer as `{var}_S`: keep it current
             lines.append(f'{indent}{lv.var}_S = {lv.var}_aux["{carried}"]')

@@ -299,6 +299,11 @@ class _Typer:
 
     def check_context(self, lv: ir.Level, shape: StateShape | None) -> None:
         ctx = lv.context
+        if ctx is None and lv.period.unit is not ir.PeriodUnit.NEVER and not ir.moved_by_a_level(lv, self.levels):
+            # (nlc.lower let it go: an `update L` level needs none, unless L learns its gradients)
+            self.rep.error("E115", f"level `{lv.name}` has no `context`, but `{ir.updating_level(lv)}` learns from "
+                           f"its gradients", lv.name_span, f"add the pairs `{lv.name}` learns from: `context (k, v)`")
+            return
         if isinstance(ctx, ir.Tuple):
             if len(ctx.items) != 2:
                 self.rep.error("E403", f"a context is a (key, value) pair, not {len(ctx.items)} values",

@@ -56,7 +56,7 @@ class LevelPlan:
     init: str = "learned"  # learned | zeros | identity | copy
     copy_of: str | None = None  # the root of an `init copy` chain: a level that does not copy (see copy_root)
     like: str | None = None
-    context: tuple = ()  # ("kv", key, value) | ("grad", level)
+    context: tuple = ()  # ("kv", key, value) | ("grad", level) | ("by",): moved by `update_by`'s state alone
     objective: tuple = ("l2",)  # ("l2",) ("dot",) ("huber", delta) ("lp", p)
     rule: str = DEFAULT
     rule_args: dict[str, Operand] = field(default_factory=dict)
@@ -487,6 +487,8 @@ class _BlockPlanner:
         if isinstance(ctx, ir.Tuple):
             context = ("kv", self.split(self.expr(ctx.items[0], f"{base}_key"), heads),
                        self.split(self.expr(ctx.items[1], f"{base}_value"), heads))
+        elif ctx is None:  # `update L` where L does not learn its gradients: it learns nothing itself
+            context = ("by",)
         else:
             context = ("grad", ctx.args[0].name)
         obj = lv.objective

@@ -178,6 +178,8 @@ def _model_level(lv, levels: dict, slow: dict, nodes: dict[str, Node]) -> list[s
         out.append(f"rule arguments {sorted(lv.rule_args)} are not {lv.rule}'s")
     if lv.update_by is not None and lv.update_by not in levels:
         out.append(f"updated by `{lv.update_by}`, not an in-context level of the block")
+    if lv.context[0] == "by" and lv.update_by is None:
+        out.append("learns from nothing: no context, and no level updates it")
     if lv.context[0] == "grad" and lv.context[1] not in levels:
         out.append(f"learns grad({lv.context[1]}), not an in-context level of the block")
     if lv.copy_of is not None and lv.copy_of not in levels and lv.copy_of not in slow:

@@ -64,24 +64,30 @@ def sequential_chunk(steps: list[dict], states: dict, grads: dict) -> dict:
     """Run coupled levels token by token over one chunk (the rules without a closed form).
 
     steps: one dict a level, in update order: {"name", "rule", "objective", "context"
-    ("kv" or the name of the level whose gradients it learns from), "update_by"
+    ("kv", the name of the level whose gradients it learns from, or "by": moved by its updater's
+    state alone, no gradient), "update_by"
     (a level name or None), "lr", "retain", and the rule's arguments by name}
     with gates as [B, C] tensors or floats. states: name -> {"W": {...}, "aux": {...},
-    "n": int} at the chunk start. grads: name -> factored gradients for "kv" levels.
-    Returns the states at the chunk end. Mirrors `nlc.interp.ReferenceBlock.rule`.
+    "n": int} at the chunk start, and "running": {...} for a level inside its period (slower than
+    the chunk, in a group of different periods): the state its rule has reached, which its reads
+    and gradients do not see before its period ends ("W" is what they see). grads: name -> factored
+    gradients for "kv" levels. Returns the running states at the chunk end. Mirrors
+    `nlc.interp.ReferenceBlock.rule`.
     """
     frozen = {s["name"]: states[s["name"]]["W"] for s in steps}
-    running = {n: dict(W) for n, W in frozen.items()}
+    running = {s["name"]: dict(states[s["name"]].get("running", frozen[s["name"]])) for s in steps}
     aux = {s["name"]: copy_aux(states[s["name"]]["aux"]) for s in steps}
     C = any_d(next(iter(grads.values()))).shape[1] if grads else 0
     # gradients at the chunk-start state; a grad(other) level needs the other's gradient first
-    grad_order = sorted(steps, key=lambda s: s["context"] != "kv")
+    grad_order = sorted(steps, key=lambda s: s["context"] not in ("kv", "by"))
     for t in range(C):
         g_t: dict[str, dict] = {}
         for s in grad_order:
             n = s["name"]
             if s["context"] == "kv":
                 g_t[n] = {w: per_token(f, t, frozen[n][w]) for w, f in grads[n].items()}
+            elif s["context"] == "by":
+                g_t[n] = {w: None for w in frozen[n]}
             else:
                 g_t[n] = {w: objective_grad(s["objective"], frozen[n][w], g_t[s["context"]][w]) for w in frozen[n]}
         for s in steps:  # rules on the running state, in update order

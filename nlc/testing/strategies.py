@@ -31,7 +31,8 @@ the strategy never draws what the code generator cannot compile yet (E5xx, see
   self-generated values (`context (k, m(v))`, as in Hope); projections that are
   memories (self-modifying keys);
 - optimizer levels over gradients: `state like(m)`, `context grad(m)`, and
-  `update o` in `m`;
+  `update o` in `m`; or a faster level `o` with pairs of its own that drives `m` (`update o`, and
+  `m` without a context: it moves by o's state, at a period of its own);
 - CMS chains: levels with `context loss` and `period N steps` read in a chain, or
   the model's slowest token period (learning in context from the model's loss; with `loss_tokens`,
   sometimes `first_order`), frozen levels (`period never`);
@@ -73,8 +74,9 @@ ALL_ROLES = ("memory", "optimizer", "cms", "frozen")
 # What the strategies never draw, and why (each would stop `nlc.build` with an E5xx, or is
 # not a model feature the back ends implement):
 AVOIDED = {
-    "E305/E503": "levels coupled by `update LEVEL` or `context grad(LEVEL)` with different periods: "
-                 "an optimizer level always gets the period of the level it optimizes",
+    "E305": "a level learning another's gradients (`context grad(LEVEL)`) at another period: such a level "
+            "always gets the period of the level it optimizes (a faster level that drives another through "
+            "`update LEVEL` without learning its gradients is drawn)",
     "E504": "per-token or learned gates on `steps` levels: their lr, retain and beta are numbers",
     "E308": "`steps` levels with a context other than `loss`, an objective other than dot, a rule other than "
             "gd/momentum, or `debias`: the training loop would not honour them",
@@ -431,13 +433,24 @@ class _Drawer:
                   and self.nonzero_at_init(lv, levels)]
         lv = _Level(name, "optimizer", "like", f"like({target.name})", target.d_out)
         lv.init = self.pick(["zeros", "zeros", "learned"])
-        lv.context = f"grad({target.name})"
-        lv.objective = self.pick(["dot", "l2"])
+        drives = self.draw(st.integers(0, 2)) == 2  # a faster level whose state moves the target
+        if drives:  # it learns from pairs of its own; the target learns nothing itself (no context: E314)
+            key, _ = self.flow(h, others, True, key=True)
+            value, _ = self.flow(h, others, False)
+            lv.context = f"({key}, {value if target.d_out == 1 else f'linear({value}, 2 * dim)'})"
+            lv.objective = self.objective().replace("lp(p = 3)", "lp")
+        else:
+            lv.context = f"grad({target.name})"
+            lv.objective = self.pick(["dot", "l2"])
         lv.update = self.rule(h, others, delta_ok=False,  # its gradients are another level's: unbounded
                               muon_ok=self.base_kind(target, levels) != "vector")
         lv.lr = self.gate(h, others, "lr")
         lv.retain = self.gate(h, others, "retain")
-        lv.period = target.period  # coupled levels share a period (E503)
+        # a level learning the target's gradients learns at its period (E305); a driver may be faster (E306)
+        lv.period = target.period
+        if drives:
+            lv.period = "chunk tokens" if self.chunk_param else f"{self.chunk} tokens"
+            target.context = target.objective = None
         lv.online = target.online
         target.update = name
         self.lets[:] = [(n, v) for n, v in self.lets if n not in target.rule_lets]  # its old rule's gates
