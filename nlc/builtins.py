@@ -66,6 +66,14 @@ INITS: dict[str, Builtin] = dict([
 ])
 COPY_INITS = ("copy", "reset")  # inits that start from another level's initial state
 
+READS: dict[str, Builtin] = dict([
+    _b("chunk_start", "a read inside a chunk sees the chunk-start state (NL eq. 90; the default)", scope="model"),
+    _b("current", "a read at token t sees the state after the chunk's updates up to and including t (Titans, "
+       "TTT's mini-batch form); every gradient is still taken at the chunk-start state", scope="model"),
+])
+
+CURRENT_READ_RULES = ("gd", "momentum")  # the rules whose per-token states nlc.runtime.inside reads (E424)
+
 CONTEXTS: dict[str, Builtin] = dict([
     _b("grad", "the gradients of `of`'s objective (a level) or of the task loss (`loss`): "
        "optimizer-as-memory; key 1, value the gradient", Arg("of", ArgType.ANY)),
@@ -96,6 +104,7 @@ FORM_TABLES = {
     "context": CONTEXTS,
     "objective": OBJECTIVES,
     "update": UPDATE_RULES,
+    "read": READS,
 }
 FORM_WHAT = {
     "state": "state kind",
@@ -103,4 +112,5 @@ FORM_WHAT = {
     "context": "context flow",
     "objective": "objective",
     "update": "update rule",
+    "read": "read mode",
 }

@@ -28,26 +28,28 @@ from nlc.passes.facts import Frequency, ProgramFacts
 
 
 def dataflow(body: tuple[ir.Stmt, ...]) -> nx.DiGraph:
-    """Return the same-step dependency graph of one scope: edge u -> v means v needs u first.
+    """Return the same-step dependency graph of one scope: edge u -> v means v needs u first (a read of
+    a `read current` level needs its update at this token: it sees it).
 
     Nodes: ("let", name), ("update", level name), ("out",). Edge attribute `span`: where v uses u.
     """
     g = nx.DiGraph()
+    current = {s.name for s in body if isinstance(s, ir.Level) and ir.reads_current(s)}
     for s in body:
         if isinstance(s, ir.Let):
             node = ("let", s.name)
             g.add_node(node, span=s.name_span)
-            for dep, span in _deps(s.value):
+            for dep, span in _deps(s.value, current=current):
                 g.add_edge(dep, node, span=span)
         elif isinstance(s, ir.Out):
             g.add_node(("out",), span=s.span)
-            for dep, span in _deps(s.value):
+            for dep, span in _deps(s.value, current=current):
                 g.add_edge(dep, ("out",), span=span)
         elif isinstance(s, ir.Level):
             node = ("update", s.name)
             g.add_node(node, span=s.name_span)
             for e in level_exprs(s):
-                for dep, span in _deps(e, update_edges=(e is s.update)):
+                for dep, span in _deps(e, update_edges=(e is s.update), current=current):
                     g.add_edge(dep, node, span=span)
     return g
 
@@ -59,14 +61,15 @@ def level_exprs(level: ir.Level) -> list[ir.Expr]:
     return exprs
 
 
-def _deps(e: ir.Expr, update_edges: bool = False):
+def _deps(e: ir.Expr, update_edges: bool = False, current: set[str] = frozenset()):
     for n in ir.walk(e):
         if isinstance(n, ir.Ref) and n.kind is ir.RefKind.LET:
             yield ("let", n.name), n.span
         elif update_edges and isinstance(n, ir.Ref) and n.kind is ir.RefKind.LEVEL:
             # `update m` / `update m / sqrt(v)`: the new state of m, computed in the same step
             yield ("update", n.name), n.span
-        elif update_edges and isinstance(n, ir.Call) and n.kind is ir.CallKind.READ:
+        elif isinstance(n, ir.Call) and n.kind is ir.CallKind.READ and (update_edges or n.fn in current):
+            # a read of a `read current` level sees its update at this token (docs/design.md §1.2)
             yield ("update", n.fn), n.fn_span
 
 

@@ -110,11 +110,18 @@ class ReferenceBlock(nn.Module):
         levels = {k: dict(v) for k, v in state["levels"].items()}
         caches = dict(state["caches"])
         values: dict[str, object] = {"x": x_t}
+        learned: set[str] = set()  # `read current` levels: they learn this token before they are read
         for node in self.plan.nodes[1:]:
+            if node.op is Op.READ and node.attrs.get("current") and node.attrs["level"] not in learned:
+                lv = self.by_level[node.attrs["level"]]  # its operands come first (the plan's order)
+                grad = self.gradient(lv, levels[lv.name]["frozen"], values, {})
+                levels[lv.name] = self.apply(lv, levels[lv.name], grad, values, levels)
+                learned.add(lv.name)
             values[node.name] = self.eval_node(node, values, levels, caches)
-        grads = self.gradients(levels, values)
+        grads = self.gradients({k: v for k, v in levels.items() if k not in learned}, values)
         for lv in self.plan.levels:  # plan order: a level that produces another's update goes first
-            levels[lv.name] = self.apply(lv, levels[lv.name], grads[lv.name], values, levels)
+            if lv.name not in learned:
+                levels[lv.name] = self.apply(lv, levels[lv.name], grads[lv.name], values, levels)
         # `init reset(L)`: at the end of L's period, after every level has learned (a source's own restart first)
         for lv in restart_order(self.plan.levels, lambda lv: lv.name, lambda lv: lv.reset_from):
             src = self.by_level[lv.reset_from]
@@ -156,15 +163,16 @@ class ReferenceBlock(nn.Module):
                 name = node.attrs["level"]
                 key = args[0] if args else None
                 if name in levels:
-                    lv = self.by_level[name]
-                    return memory.read(lv.kind, levels[name]["frozen"], key, lv.residual)
+                    lv = self.by_level[name]  # `read current`: the state after this token's update
+                    seen = levels[name]["running" if node.attrs.get("current") else "frozen"]
+                    return memory.read(lv.kind, seen, key, lv.residual)
                 return getattr(self, f"{node.attrs['var']}_state")(key)
         raise NotImplementedError(node.op)  # pragma: no cover - nlc.plan.verify admits no other op
 
     def gradients(self, levels: dict, values: dict) -> dict[str, tuple[dict, dict]]:
-        """Every level's per-token gradient at its chunk-start state, and the keys its rule uses."""
+        """Every level's (of `levels`) per-token gradient at its chunk-start state, and the keys its rule uses."""
         out: dict[str, tuple[dict, dict]] = {}
-        pending = list(self.plan.levels)
+        pending = [lv for lv in self.plan.levels if lv.name in levels]
         while pending:  # grad(other) levels wait for the other's gradient
             lv = next(lv for lv in pending if lv.context[0] != "grad" or lv.context[1] in out)
             pending.remove(lv)

@@ -167,7 +167,7 @@ class Period:
     span: Span = _span()
 
 
-LEVEL_FIELDS = ("state", "init", "context", "objective", "update", "lr", "retain", "heads", "period")
+LEVEL_FIELDS = ("state", "init", "context", "objective", "update", "lr", "retain", "heads", "read", "period")
 LEVEL_FLAGS = ("online", "debias", "first_order")
 
 
@@ -188,6 +188,7 @@ class Level:
     debias: bool = False
     first_order: bool = False  # a `context loss` level in tokens: the outer level does not differentiate its steps
     heads: Expr | None = None  # independent memories over equal slices of the features (None: one)
+    read: Expr | None = None  # where a read inside a chunk looks: `chunk_start` (None: the default) or `current`
     span: Span = _span()
     name_span: Span = _span()
     trivia: Trivia = _trivia_field()
@@ -207,7 +208,7 @@ class Level:
         return dict(self.field_trivia).get(key, NO_TRIVIA)
 
 
-FROZEN_IGNORES = ("context", "objective", "update", "lr", "retain", "debias")
+FROZEN_IGNORES = ("context", "objective", "update", "lr", "retain", "debias", "read")
 
 
 def ignored_fields(lv: "Level", program_kind: "ProgramKind",
@@ -243,6 +244,12 @@ def moved_by_a_level(lv: "Level", scope: "dict[str, Level]") -> bool:
     learns_mine = isinstance(c, Call) and c.fn == "grad" and bool(c.args) and isinstance(c.args[0], Ref) \
         and c.args[0].name == lv.name
     return not learns_mine
+
+
+def reads_current(lv: "Level") -> bool:
+    """`read current`: its reads inside a chunk see the chunk's updates up to the token (resolved or not)."""
+    r = lv.read
+    return isinstance(r, Call) and r.fn == "current" or isinstance(r, Ref) and r.name == "current"
 
 
 def learns_loss(lv: "Level") -> bool:

@@ -139,6 +139,7 @@ class _Lowerer:
             lr=get("lr"),
             retain=get("retain"),
             heads=get("heads"),
+            read=get("read"),
             period=period,
             online="online" in seen,
             debias="debias" in seen,

@@ -27,7 +27,7 @@ from nlc.source import Source, Span
 MAX_DEPTH = 64  # expressions nested deeper than this are rejected (E108), keeping every pass non-recursive-safe
 MAX_BRACKETS = 4 * MAX_DEPTH  # `(` and `{` nested deeper than this are rejected (E108) before parsing
 
-FIELD_KEYWORDS = ("state", "init", "context", "objective", "update", "lr", "retain", "heads", "period")
+FIELD_KEYWORDS = ("state", "init", "context", "objective", "update", "lr", "retain", "heads", "read", "period")
 FLAG_KEYWORDS = ("online", "debias", "first_order")
 STMT_KEYWORDS = ("let", "level", "block", "repeat", "out")
 

@@ -97,6 +97,7 @@ def level_fields(lv: ir.Level, kind: ir.ProgramKind, scope: dict[str, ir.Level] 
         ("lr", None if lv.lr is None else print_expr(lv.lr)),
         ("retain", None if lv.retain is None else print_expr(lv.retain)),
         ("heads", None if lv.heads is None else print_expr(lv.heads)),
+        ("read", None if lv.read is None else print_expr(lv.read)),
     ]
     ignored = ir.ignored_fields(lv, kind, scope)  # what the level would ignore (E314) is never written
     fields = [(k, text) for k, text in fields if text is not None and k not in ignored]

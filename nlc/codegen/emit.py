@@ -289,6 +289,7 @@ def _emit_loop(code: BlockCode, nodes: dict, levels: dict, in_loop: set[str]) ->
     whole = sorted((a for a in used if nodes[a].width is None), key=order.index)  # scalars: passed as they are
     shared = _shared_reads(block, [g for g in groups if g[0].name not in bundled], loop, code.kernels)
     waves: dict[str, list[str]] = {}  # a bundle's batched read -> the reads it answers, in member order
+    current_done: set[str] = set()  # `read current` levels whose gradients and coefficients are computed
     loop_nodes = [n for n in block.nodes if n.phase == "loop"]
     emitted: set[str] = set()
     for node in loop_nodes:
@@ -301,7 +302,9 @@ def _emit_loop(code: BlockCode, nodes: dict, levels: dict, in_loop: set[str]) ->
             continue
         emitted.add(node.name)
         line = _node_line(node, readable, loop, set(sliced))
-        if node.name in shared:
+        if node.op is Op.READ and node.attrs.get("current"):
+            _emit_current_read(code, node, levels[node.attrs["level"]], loop, set(sliced), current_done)
+        elif node.name in shared:
             lv = levels[node.attrs["level"]]
             key, value = (_ref(a, loop, set(sliced)) for a in lv.context[1:])
             code.step_lines += [
@@ -321,7 +324,7 @@ def _emit_loop(code: BlockCode, nodes: dict, levels: dict, in_loop: set[str]) ->
         b = bundled.get(group[0].name)
         if b is None:
             _emit_learn(code, group, block.chunk, loop, set(sliced), nodes,
-                        {nodes[r].attrs["level"] for r in shared})
+                        {nodes[r].attrs["level"] for r in shared} | current_done)
         elif b.members[0] is group[0]:  # a bundle learns once, where its first member would
             _emit_learn(code, group, block.chunk, loop, set(sliced), nodes, bundle=b, waves=waves)
     _emit_restarts(code, block, groups)
@@ -368,6 +371,8 @@ def _shared_reads(block: BlockPlan, groups: list[list[LevelPlan]], loop: set[str
     out = set()
     for group in groups:
         lv = group[0]
+        if lv.read_current:  # its reads take the gradients first (_emit_current_read)
+            continue
         if not (kernels == "chunked" and _closed_form(group) and lv.period == block.chunk
                 and lv.kind in ("mlp", "linear") and all(isinstance(a, Ref) and a.name not in loop for a in lv.context[1:])):
             continue
@@ -520,6 +525,35 @@ def _emit_learn(code: BlockCode, group: list[LevelPlan], chunk: int, in_loop, sl
             lines.append(f'{indent}{lv.var}_S = {lv.var}_aux["{carried}"]')
 
 
+def _emit_current_read(code: BlockCode, node: Node, lv: LevelPlan, loop: set[str], sliced: set[str],
+                       done: set[str]) -> None:
+    """A read of a `read current` level (nlc.runtime.inside): at its first read in the chunk, the level's
+    gradients at the chunk-start state (for every chunk, a partial one too: its reads see its updates)
+    and its per-token coefficients; then the read of W_t at every token t. Its learning reuses the
+    gradients. The sequential kernels read the per-token states one by one instead."""
+    lines = code.step_lines
+    key, value = (_ref(a, loop, sliced) for a in lv.context[1:])
+    gates = {k: _ref(v, loop, sliced) for k, v in _gate_operands(lv).items()}
+    S = f"{lv.var}_S" if _carried(lv) else "None"
+    q = _ref(node.args[0], loop, sliced)
+    if lv.name not in done:
+        done.add(lv.name)
+        lines.append(f"# {lv.name} reads its state after the chunk's updates up to each token (read current)")
+        lines.append(f"{lv.var}_g = rt_memory.grads({lv.kind!r}, {lv.var}, {key}, {value}, {py_value(lv.objective)}, "
+                     f"residual={lv.residual})")
+        if code.kernels == "chunked":
+            args = ", ".join(f"{k}={gates[k]}" for k in RULES[lv.rule].chunk.gates)
+            lines.append(f"{lv.var}_inside = rt_inside.token_coefficients({lv.rule!r}, {q}, {args})")
+    comment = f"  # {node.source}" if node.source and len(node.source) < 60 else ""
+    if code.kernels == "chunked":
+        lines.append(f"{node.name} = rt_inside.read({lv.kind!r}, {lv.var}, {S}, {lv.var}_g, {lv.var}_inside, {q}, "
+                     f"residual={lv.residual}){comment}")
+    else:
+        args = ", ".join(f"{k}={gates[k]}" for k in RULES[lv.rule].chunk.gates)
+        lines.append(f"{node.name} = rt_inside.read_sequential({lv.kind!r}, {lv.rule!r}, {lv.var}, {S}, {lv.var}_g, "
+                     f"{q}, residual={lv.residual}, {args}){comment}")
+
+
 def _emit_restarts(code: BlockCode, block: BlockPlan, groups: list[list[LevelPlan]]) -> None:
     """`init reset(L)` (NL eq. 72): after every level has learned, at the end of L's period (a longer multiple
     of the level's, so nothing of its own is pending), the level starts again from L's state, its rule's
@@ -555,6 +589,7 @@ def _bundles(block: BlockPlan, groups: list[list[LevelPlan]], kernels: str) -> l
     if kernels != "chunked":
         return []
     restarting = {n for lv in block.levels if lv.reset_from for n in (lv.name, lv.reset_from)}  # (_emit_restarts)
+    restarting |= {lv.name for lv in block.levels if lv.read_current}  # (_emit_current_read)
     alike: dict[tuple, list[LevelPlan]] = {}
     for group in groups:
         lv = group[0]
@@ -625,7 +660,7 @@ def _closed_form(group: list[LevelPlan]) -> bool:
 def _is_hoisted(group: list[LevelPlan], chunk: int, in_loop: set[str], nodes: dict) -> bool:
     """Are the level's gate coefficients computed before the loop (closed form, gates read no level)?"""
     lv = group[0]
-    if not _closed_form(group) or lv.period != chunk:
+    if not _closed_form(group) or lv.period != chunk or lv.read_current:  # (its reads take the gates per chunk)
         return False
     ops = _gate_operands(lv)
     gates = [ops[k] for k in RULES[lv.rule].chunk.gates]

@@ -169,6 +169,7 @@ class _Scope:
             lr=None if lv.lr is None else self.value(lv.lr),
             retain=None if lv.retain is None else self.value(lv.retain),
             heads=None if lv.heads is None else self.value(lv.heads),
+            read=None if lv.read is None else self.form("read", lv.read),
             period=replace(lv.period, count=None if count is None else self.value(count)),
         )
 

@@ -16,7 +16,9 @@ the wrong kind of program; E416 `copy` between different shapes; E417 identity
 init of a non-square memory; E418 an update expression in a model; E423 `heads`
 on a level that cannot be split (not an in-context matrix memory learning from
 (k, v) pairs) or tied to another level (`update`, `like`, `copy`, `grad`) across
-a split.
+a split; E424 `read current` on a level whose reads cannot see the chunk's updates
+(docs/design.md §1.2: an in-context `linear` or `mlp` memory learning from (k, v) pairs with
+`gd` or `momentum` at its block's fastest period, tied to no other level).
 """
 
 from __future__ import annotations
@@ -132,6 +134,7 @@ class _Typer:
 
     # ---- scope ----
     def check_scope(self, block: ir.Block | None) -> None:
+        self.block = block
         # Type `let`s and state shapes dependencies first, so that the recursive let_type/shape
         # calls below hit the cache: a chain of forward references 1000 long must not overflow
         # the Python stack.
@@ -263,6 +266,8 @@ class _Typer:
         for gate, word in ((lv.lr, "learning rate `lr`"), (lv.retain, "retention `retain`")):
             if gate is not None:
                 self.gate(gate, word, heads)
+        if ir.reads_current(lv) and lv.period.unit is not ir.PeriodUnit.NEVER:  # frozen: E314
+            self.check_current_read(lv, shape)
         if lv.debias and lv.retain is None and lv.period.unit is not ir.PeriodUnit.NEVER:  # frozen: E314
             self.rep.error("E409", f"level `{lv.name}` is `debias` but has no `retain`", lv.field_span("debias"),
                            "debiasing divides by 1 - retain^t: add `retain beta`")
@@ -270,6 +275,37 @@ class _Typer:
             # (steps levels: E308; frozen levels never update) no model back end debiases a memory
             self.rep.error("E309", f"level `{lv.name}` is `debias`, which only optimizer levels honour",
                            lv.field_span("debias"), "remove `debias` (a memory's state is read as it is)")
+
+    def check_current_read(self, lv: ir.Level, shape: StateShape | None) -> None:
+        """`read current` (E424): the closed form of nlc.runtime.inside reads W_t, which needs an in-context
+        matrix memory learning from (k, v) pairs with gd or momentum, tied to no other level, at the
+        block's fastest in-context period (the chunk: a slower level's earlier chunks would be pending)."""
+        periods = self.facts.scope(self.block).periods
+        mine = periods.get(lv.name)
+        fastest = min((f.count for n, f in periods.items() if f.unit is ir.PeriodUnit.TOKENS
+                       and not ir.learns_loss(self.levels[n])), default=None)
+        rule = lv.update.fn if isinstance(lv.update, ir.Call) and lv.update.kind is ir.CallKind.FORM else None
+        tied = next((o.name for o in self.levels.values() if ir.updating_level(o) == lv.name or (
+            isinstance(o.context, ir.Call) and o.context.fn == "grad" and o.context.args
+            and isinstance(o.context.args[0], ir.Ref) and o.context.args[0].name == lv.name)), None)
+        why = None
+        if not self.is_model or mine is None or mine.unit is not ir.PeriodUnit.TOKENS or ir.learns_loss(lv):
+            why = "only an in-context level of a model reads inside a chunk"
+        elif not isinstance(lv.context, ir.Tuple):
+            why = "it does not learn from (key, value) pairs"
+        elif shape is not None and shape.kind not in ("linear", "mlp"):
+            why = f"a {shape.kind} memory is not read that way yet (linear and mlp memories are)"
+        elif rule not in B.CURRENT_READ_RULES:
+            why = (f"its update is {'`' + rule + '`' if rule else 'another level'}; the reads of the chunk's own "
+                   "updates are computed for " + " and ".join(f"`{r}`" for r in B.CURRENT_READ_RULES))
+        elif tied is not None:
+            why = f"`{tied}` is tied to it (`update {lv.name}` or `context grad({lv.name})`)"
+        elif fastest is not None and mine.count != fastest:
+            why = (f"it learns every {mine.count} tokens, slower than its block's fastest level ({fastest}): "
+                   "its reads would need the chunks of its period before this one")
+        if why is not None:
+            self.rep.error("E424", f"level `{lv.name}` cannot `read current`: {why}", lv.field_span("read"),
+                           "remove `read current` (its reads then see the chunk-start state, NL eq. 90)")
 
     def check_init(self, lv: ir.Level, shape: StateShape | None) -> None:
         init = lv.init

@@ -68,6 +68,7 @@ class LevelPlan:
     line: int = 0
     heads: int = 1  # its state is [B*heads, ...]; `weights` are one head's, d_in and d_out the whole memory's
     reset_from: str | None = None  # `init reset(L)`: restarts from L's state at the end of each of L's periods
+    read_current: bool = False  # `read current`: a read at t sees the chunk's updates up to t (nlc.runtime.inside)
 
     def learning_operands(self) -> list[Operand]:
         """The per-token values it learns from: gates, rule arguments, keys and values."""
@@ -261,6 +262,7 @@ class _BlockPlanner:
         self.levels = {s.name: s for s in block.body if isinstance(s, ir.Level)}
         self.loss = {n for n, lv in self.levels.items() if ir.learns_loss_in_tokens(lv)}
         self.in_context = {n for n, lv in self.levels.items() if lv.period.unit is ir.PeriodUnit.TOKENS} - self.loss
+        self.current = {n for n in self.in_context if ir.reads_current(self.levels[n])}
         self.names = NameAllocator()
         self.var = {n: self.names.take(n) for n in [*self.lets, *self.levels]}  # spec name -> Python name
         self.constant_lets: dict[str, Const] = {}  # `let keep = 1`: folded, no node; a use is the number
@@ -291,6 +293,7 @@ class _BlockPlanner:
             else:
                 slow.append(self.slow_level(lv))
         out = self.expr(self.block.out.value, "out", root=self.fresh("out"))
+        self._reads_after_learning(levels)
         self._mark_loop()
         self._mark_phases(levels)
         nodes = [self.nodes[n] for n in self.order]
@@ -348,7 +351,7 @@ class _BlockPlanner:
                 return self._alias(root, self.var[e.name], e) if root else Ref(self.var[e.name])
             if e.kind is ir.RefKind.LEVEL:
                 attrs = {"level": e.name, "var": self.var[e.name], "in_context": e.name in self.in_context,
-                         "loss": e.name in self.loss}
+                         "loss": e.name in self.loss, "current": e.name in self.current}
                 return self._node(root or self.fresh(f"{base}_{e.name}"), Op.READ, (), attrs,
                                   self._level_width(e.name), e)
         folded = self._try_fold(e)
@@ -366,7 +369,7 @@ class _BlockPlanner:
         if e.kind is ir.CallKind.READ:
             args = tuple(self.expr(a, base) for a in e.args)
             attrs = {"level": e.fn, "var": self.var[e.fn], "in_context": e.fn in self.in_context,
-                     "loss": e.fn in self.loss}
+                     "loss": e.fn in self.loss, "current": e.fn in self.current}
             heads = self.state_shape(e.fn).heads
             if heads > 1:  # each head reads its slice of the key; the answers are put side by side
                 part = self._node(self.fresh(f"{base}_{e.fn}_heads"), Op.READ, (self.split(args[0], heads),), attrs,
@@ -517,7 +520,7 @@ class _BlockPlanner:
         return LevelPlan(lv.name, base, shape.kind, self.weights(lv.name), shape.d_in, shape.d_out, shape.depth,
                          shape.residual, init, copy_of, shape.like_of, context, objective, rule, rule_args, update_by,
                          lr, retain, self.scope.periods[lv.name].count, lv.online, lv.span.line, heads,
-                         reset_from)
+                         reset_from, lv.name in self.current)
 
     def slow_level(self, lv: ir.Level) -> SlowLevel:
         shape = self.state_shape(lv.name)
@@ -550,6 +553,21 @@ class _BlockPlanner:
         return LossLevel(lv.name, var, shape.kind, self.weights(lv.name), shape.d_in, shape.d_out, shape.depth,
                          shape.residual, lv.init.fn, self.scope.periods[lv.name].count, lv.update.fn, lr, retain,
                          args, lv.first_order, lv.online, lv.span.line)
+
+    def _reads_after_learning(self, levels: list[LevelPlan]) -> None:
+        """A read of a `read current` level sees its update at this token: every value the level learns
+        from comes before every read of it (nlc check rejected a cycle: E310). The order is otherwise kept."""
+        current = [lv for lv in levels if lv.read_current]
+        if not current:
+            return
+        g = nx.DiGraph()
+        g.add_nodes_from(self.order)
+        g.add_edges_from((a, n) for n in self.order for a in self.nodes[n].refs)
+        for lv in current:
+            reads = [n for n in self.order if self.nodes[n].op is Op.READ and self.nodes[n].attrs["level"] == lv.name]
+            g.add_edges_from((a.name, r) for a in lv.learning_operands() if isinstance(a, Ref) for r in reads)
+        index = {n: i for i, n in enumerate(self.order)}
+        self.order = list(nx.lexicographical_topological_sort(g, key=index.__getitem__))
 
     def _mark_loop(self) -> None:
         """Mark nodes that depend on an in-context read (they run chunk by chunk)."""

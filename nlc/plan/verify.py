@@ -187,6 +187,13 @@ def _model_level(lv, levels: dict, slow: dict, nodes: dict[str, Node]) -> list[s
     if lv.period < 1:
         out.append(f"period {lv.period}")
     out += _heads(lv, nodes)
+    if lv.read_current:  # its reads see its update at the token: what it learns from is computed first
+        order = {name: i for i, name in enumerate(nodes)}
+        first_read = min((order[n.name] for n in nodes.values() if n.op is Op.READ and n.attrs.get("level") == lv.name),
+                         default=None)
+        late = [a.name for a in lv.learning_operands() if isinstance(a, Ref) and a.name in order
+                and first_read is not None and order[a.name] > first_read]
+        out += [f"a `read current` read comes before `{name}`, which the level learns from" for name in late]
     for a in lv.learning_operands():
         out += _operand(a, nodes, frozenset())
         if isinstance(a, Ref) and a.name in nodes and nodes[a.name].phase == "post":

@@ -242,7 +242,7 @@ def inject(text: str, kind: str, where, prog: ir.Program, env) -> Defect:
     if kind == "slower_optimizer":
         opt = lv.update.name
         other = next(v for v in _levels(block) if v.name == opt)
-        p = _period(other, env)
+        p = _period(lv, env)  # the updated level's: a level driving it may be faster than it
         ps = other.field_span("period")
         ed.replace(ps.start, ps.end, f"period {2 * p} tokens")
         sp = lv.update.span

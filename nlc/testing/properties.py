@@ -545,6 +545,12 @@ def _heads(lv: ir.Level, env: Mapping) -> _Perturbation:
     return _Perturbation(lv, "heads", print_expr(lv.heads), cands)
 
 
+def _read(lv: ir.Level) -> _Perturbation:
+    """The other read mode."""
+    other = "chunk_start" if ir.reads_current(lv) else "current"
+    return _Perturbation(lv, "read", print_expr(lv.read), ((other, dataclasses.replace(lv, read=ir.Ref(other))),))
+
+
 def _gate(lv: ir.Level, key: str) -> _Perturbation:
     value = getattr(lv, key)
     other = _scaled(value, 0.5)
@@ -567,6 +573,8 @@ def level_perturbations(lv: ir.Level, env: Mapping) -> list[_Perturbation]:
             out.append(_gate(lv, key))
     if "heads" in stated and lv.heads is not None:
         out.append(_heads(lv, env))
+    if "read" in stated and lv.read is not None:
+        out.append(_read(lv))
     if "period" in stated:
         out.append(_period(lv, env))
     return [p for p in out if p is not None]
@@ -785,9 +793,9 @@ def check_fields_live(spec, tokens=None, params: Mapping | None = None, seed: in
     """Every field a spec states is live: perturbing it changes what the spec computes, in each back end.
 
     For each level and each field it states (init, objective and its `delta` / `p`, the update
-    rule's `beta`, `steps`, `beta1`, `beta2`, `eps`, lr, retain, heads, period), the field gets another
-    value (a gate times 0.5, another init kind, another objective, 1, 2h or h/2 heads, a period that
-    still nests: 1, 2N, N/2 or 4N, whichever checks first) and both specs run side by side with the same
+    rule's `beta`, `steps`, `beta1`, `beta2`, `eps`, lr, retain, heads, read, period), the field gets
+    another value (a gate times 0.5, another init kind, another objective, 1, 2h or h/2 heads, the other
+    read mode, a period that still nests: 1, 2N, N/2 or 4N, whichever checks first) and both specs run side by side with the same
     parameters (those the two builds share) in float64. The field is live when:
 
     - in a model, the outputs or the gradient of some slow parameter differ on the tokens, in the

@@ -15,7 +15,8 @@ the strategy never draws what the code generator cannot compile yet (E5xx, see
 
 - state kinds: `linear(d, d)` and `linear(d, 2d)`, `mlp(d, hidden, depth, residual)`,
   `vector(d)`, `like(level)`; matrix memories split into `heads 2` or `heads 4` (with `heads`),
-  whose gates are shared or one per head;
+  whose gates are shared or one per head; `read current` on matrix memories with `gd` or `momentum`
+  at the chunk;
 - inits: `learned`, `zeros`, `identity`, `copy(level)` (chains of copies; with `copies_across`,
   copies between in-context and `steps`/`never` levels), `reset(level)` (a copy that restarts at
   each of a slower level's periods: in-context from in-context, `steps` from `steps`);
@@ -115,6 +116,7 @@ class _Level:
     loss_in_tokens: bool = False  # a CMS level learning in context from the model's loss (no copy source: E316)
     optimized_by: str | None = None
     heads: int = 1  # split into heads: no level is tied to it (`update`, `like`, `copy`, `grad`: E423)
+    read_current: bool = False  # `read current`: no level is tied to it (E424)
     rule_lets: list[str] = field(default_factory=list)
 
     def lines(self) -> list[str]:
@@ -124,6 +126,8 @@ class _Level:
                 out.append(f"  {key} {getattr(self, key)}")
         if self.heads > 1:
             out.append(f"  heads {self.heads}")
+        if self.read_current:
+            out.append("  read current")
         out.append(f"  period {self.period}")
         if self.online:
             out.append("  online")
@@ -346,7 +350,7 @@ class _Drawer:
         roles = list(self.k["roles"])
         for _ in range(n_levels):
             memories = [lv for lv in levels.values() if lv.role == "memory"]
-            free = [m for m in memories if m.optimized_by is None and m.heads == 1]
+            free = [m for m in memories if m.optimized_by is None and m.heads == 1 and not m.read_current]
             options = [r for r in roles if r != "optimizer" or free]
             role = self.pick(options or ["memory"])
             if role == "optimizer":
@@ -413,6 +417,13 @@ class _Drawer:
         lv.period = self.period_tokens()
         self.restart(lv, levels, "memory")
         lv.online = self.draw(st.booleans())
+        # reads that see the chunk's updates (E424: gd or momentum, a matrix memory at the block's fastest
+        # period, the chunk), unless the level learns from its own reads (E310)
+        own = " ".join([lv.context, lv.update, lv.lr or "", lv.retain or "",
+                        *(v for n, v in self.lets if n in lv.rule_lets)])
+        if (rule_name in ("gd", "momentum") and self.base_kind(lv, levels) in ("linear", "mlp") and kind != "like"
+                and self.count(lv.period) == self.chunk and f"{name}(" not in own and self.draw(st.booleans())):
+            lv.read_current = True
 
     def nonzero_at_init(self, lv: _Level, levels: dict[str, _Level]) -> bool:
         """Does reading lv at its initial state give a non-zero value?"""
