@@ -72,7 +72,8 @@ READS: dict[str, Builtin] = dict([
        "TTT's mini-batch form); every gradient is still taken at the chunk-start state", scope="model"),
 ])
 
-CURRENT_READ_RULES = ("gd", "momentum")  # the rules whose per-token states nlc.runtime.inside reads (E424)
+# the rules whose per-token states inside a chunk `read current` reads (nlc.runtime.inside; E424)
+CURRENT_READ_RULES = tuple(name for name, rule in RULES.items() if rule.chunk is not None and rule.chunk.per_token)
 
 CONTEXTS: dict[str, Builtin] = dict([
     _b("grad", "the gradients of `of`'s objective (a level) or of the task loss (`loss`): "

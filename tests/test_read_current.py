@@ -31,9 +31,9 @@ def test_the_dual_form_reads_the_per_token_states(kind, rule, C, residual, seed)
     k, v, q = r(B, C, d), r(B, C, d), r(B, C, d)
     grads = memory.grads(kind, W, k, v, ("l2",), residual=residual)
     u = lambda: torch.rand(B, C, 1, generator=g, dtype=torch.float64)  # noqa: E731
-    lr, retain, beta = u() * 0.3, 1 - u() * 0.1, u() if rule == "momentum" else None
-    dual = inside.read(kind, W, S, grads, inside.token_coefficients(rule, q, lr, retain, beta), q, residual)
-    one_by_one = inside.read_sequential(kind, rule, W, S, grads, q, residual, lr, retain, beta)
+    gates = {"lr": u() * 0.3, "retain": 1 - u() * 0.1, **({"beta": u()} if rule == "momentum" else {})}
+    dual = inside.read(kind, W, S, grads, inside.token_coefficients(rule, q, **gates), q, residual)
+    one_by_one = inside.read_sequential(kind, rule, W, S, grads, q, residual, **gates)
     torch.testing.assert_close(dual, one_by_one, rtol=1e-10, atol=1e-10)
 
 

@@ -59,12 +59,16 @@ class ChunkForm:
     before the loop), `apply(W, [carried,] grads, coefficients)` and `chunk(W, [carried,] grads,
     **gates)`, their composition; naive.py defines `reference` with `chunk`'s signature.
     `gates` names the gate keywords; `carries` is the aux buffer the kernels take and return
-    besides the state (generated code keeps it as `<level>_S`).
+    besides the state (generated code keeps it as `<level>_S`). With `per_token`, chunk.py also
+    defines `token_coefficients(**gates, like)`: the coefficients of every token's state inside the
+    chunk, W_t = P_t W_0 [+ c_t S_0] - sum_{s<=t} M[t,s] g_s, which `read current` reads
+    (nlc.runtime.inside; its docstring gives them).
     """
 
     package: str
     gates: tuple[str, ...] = ("lr", "retain")
     carries: str | None = None
+    per_token: bool = False
 
 
 @dataclass(frozen=True)

@@ -5,13 +5,15 @@ does, but its read at token t sees W_t, the state after the updates of the chunk
 including t (Titans, TTT's mini-batch form), where other levels read the chunk-start state W_0
 (NL eq. 90). Per weight, with g_s = a_s^T d_s the factored gradients (`nlc.runtime.memory.grads`):
 
-    gd        W_t = P_t W_0 - sum_{s<=t} D[t,s] eta_s g_s                  D[t,s] = prod_{s<r<=t} a_r
-    momentum  W_t = P_t W_0 + c_t S_0 - sum_{s<=t} (D G)[t,s] eta_s g_s    G[u,s] = prod_{s<r<=u} beta_r,
-                                                                          c_t = sum_u D[t,u] prod_{r<=u} beta_r
-with P_t = prod_{r<=t} a_r (the rules' recurrences of docs/design.md §1.3 unrolled; at t = C - 1 this is
-the state the chunk kernels give). A layer's output on its input x_t is then
+    W_t = P_t W_0 + c_t S_0 - sum_{s<=t} M[t,s] g_s
 
-    x_t W_t = P_t x_t W_0 + c_t x_t S_0 - sum_s M[t,s] (x_t . a_s) d_s,     M = (D or D G) * eta,
+for the rules whose chunk form is `per_token` (nlc.rules.base.ChunkForm; their chunk.py's
+`token_coefficients` give P, c and M: gd, W_t = a_t W_{t-1} - eta_t g_t, has M[t,s] = eta_s
+prod_{s<r<=t} a_r and no c; momentum adds the carried buffer S_0; docs/design.md §1.3 gives the
+recurrences; at t = C - 1 this is the state the chunk kernels give). A layer's output on its input
+x_t is then
+
+    x_t W_t = P_t x_t W_0 + c_t x_t S_0 - sum_s M[t,s] (x_t . a_s) d_s,
 
 the "dual form": each layer of the memory is read with one product by W_0 (and S_0) and one masked
 C x C product with the chunk's gradient factors, never materialising the C per-token states. An MLP
@@ -26,22 +28,16 @@ import torch
 
 from nlc.rules import RULES
 from nlc.rules.ops import memory_step
-from nlc.runtime.chunkops import as_gate, decay_matrix, per_token
+from nlc.runtime.chunkops import as_gate, per_token
 from nlc.runtime.memory import act, n_layers
 from nlc.runtime.memory import read as read_memory
+from nlc.runtime.scan import KERNELS
 
 
-
-def token_coefficients(rule: str, q: torch.Tensor, lr, retain, beta=None) -> dict:
-    """P [B, C], c [B, C] (momentum) and M [B, C, C] of the module docstring, for the chunk of q."""
-    eta, a = as_gate(lr, q), as_gate(retain, q)
-    D = decay_matrix(a)
-    P = torch.cumprod(a, dim=1)
-    if rule == "gd":
-        return {"P": P, "c": None, "M": D * eta[:, None, :]}
-    b = as_gate(beta, q)
-    G = decay_matrix(b)
-    return {"P": P, "c": torch.einsum("btu,bu->bt", D, torch.cumprod(b, dim=1)), "M": (D @ G) * eta[:, None, :]}
+def token_coefficients(rule: str, q: torch.Tensor, **gates) -> dict:
+    """P [B, C], c [B, C] (None without a carried buffer) and M [B, C, C] of the module docstring, for the
+    chunk of q: the rule's own (its chunk.py's `token_coefficients`, nlc.rules.base.ChunkForm.per_token)."""
+    return KERNELS[rule].token_coefficients(**gates, like=q)
 
 
 def read(kind: str, W: dict, S: dict | None, grads: dict, coef: dict, q: torch.Tensor, residual: bool) -> torch.Tensor:
@@ -59,20 +55,19 @@ def read(kind: str, W: dict, S: dict | None, grads: dict, coef: dict, q: torch.T
 
 
 def read_sequential(kind: str, rule: str, W: dict, S: dict | None, grads: dict, q: torch.Tensor, residual: bool,
-                    lr, retain, beta=None) -> torch.Tensor:
+                    **gates) -> torch.Tensor:
     """The same reads, token by token: each token's update applied to the running state by the rule's eager
     step (nlc.rules), then the state read at that token."""
     spec = RULES[rule]
-    running, aux = dict(W), ({"momentum": dict(S)} if S is not None else {})
-    eta, a = as_gate(lr, q), as_gate(retain, q)
-    b = as_gate(beta, q) if beta is not None else None
+    carries = spec.chunk.carries
+    running, aux = dict(W), ({carries: dict(S)} if carries else {})
+    g = {k: as_gate(v, q) for k, v in gates.items()}
     out = []
     for t in range(q.shape[1]):
+        at = {k: v[:, t].view(-1, 1, 1) for k, v in g.items()}
+        args = {a.name: at[a.name] for a in spec.args if a.name in at}
         for name in running:
-            g = per_token(grads[name], t, running[name])
-            args = {"beta": b[:, t].view(-1, 1, 1)} if b is not None else {}
-            running[name] = memory_step(spec, name, running[name], g, aux, eta[:, t].view(-1, 1, 1),
-                                        a[:, t].view(-1, 1, 1), args, grads[name][0][:, t])
+            running[name] = memory_step(spec, name, running[name], per_token(grads[name], t, running[name]), aux,
+                                        at["lr"], at["retain"], args, grads[name][0][:, t])
         out.append(read_memory(kind, running, q[:, t : t + 1], residual))
     return torch.cat(out, dim=1)
-

@@ -56,6 +56,7 @@ from dataclasses import dataclass, field
 from hypothesis import strategies as st
 
 import nlc
+from nlc import builtins as B
 from nlc.objectives import OBJECTIVES
 from nlc.rules import DEFAULT, RULES, step_level_rules
 from nlc.signature import ArgType
@@ -421,7 +422,7 @@ class _Drawer:
         # period, the chunk), unless the level learns from its own reads (E310)
         own = " ".join([lv.context, lv.update, lv.lr or "", lv.retain or "",
                         *(v for n, v in self.lets if n in lv.rule_lets)])
-        if (rule_name in ("gd", "momentum") and self.base_kind(lv, levels) in ("linear", "mlp") and kind != "like"
+        if (rule_name in B.CURRENT_READ_RULES and self.base_kind(lv, levels) in ("linear", "mlp") and kind != "like"
                 and self.count(lv.period) == self.chunk and f"{name}(" not in own and self.draw(st.booleans())):
             lv.read_current = True
 

@@ -21,7 +21,7 @@ RULE = Rule(
     args=(),
     step=step,
     linear_in_grad=True,
-    chunk=ChunkForm("nlc.rules.gd"),
+    chunk=ChunkForm("nlc.rules.gd", per_token=True),
     flops=1,
     step_level=True,
 )

@@ -24,7 +24,7 @@ RULE = Rule(
     step=step,
     aux=("momentum",),
     linear_in_grad=True,
-    chunk=ChunkForm("nlc.rules.momentum", gates=("lr", "retain", "beta"), carries="momentum"),
+    chunk=ChunkForm("nlc.rules.momentum", gates=("lr", "retain", "beta"), carries="momentum", per_token=True),
     flops=2,
     step_level=True,
     samples=("", "(beta = 0.5)", "(beta = GATE)", "(1 - 0.1)"),

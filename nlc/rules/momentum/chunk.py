@@ -17,6 +17,16 @@ def coefficients(lr, retain, beta, like: torch.Tensor) -> dict:
             "carry": (suffix_a * prefix_b).sum(1), "total_a": a.prod(1), "total_b": prefix_b[:, -1]}
 
 
+def token_coefficients(lr, retain, beta, like: torch.Tensor) -> dict:
+    """Every token's state inside the chunk: W_t = P_t W_0 + c_t S_0 - sum_{s<=t} M[t,s] g_s, with
+    D[t,u] = prod_{u<r<=t} a_r, G[u,s] = prod_{s<r<=u} beta_r, P_t = prod_{r<=t} a_r,
+    c_t = sum_u D[t,u] prod_{r<=u} beta_r and M = (D G) eta (`read current`, nlc.runtime.inside)."""
+    eta, a, b = as_gate(lr, like), as_gate(retain, like), as_gate(beta, like)
+    D = decay_matrix(a)
+    return {"P": torch.cumprod(a, dim=1), "c": torch.einsum("btu,bu->bt", D, torch.cumprod(b, dim=1)),
+            "M": (D @ decay_matrix(b)) * eta[:, None, :]}
+
+
 def apply(W: dict, S: dict, grads: dict, c: dict) -> tuple[dict, dict]:
     W_out, S_out = {}, {}
     for name, W0 in W.items():
