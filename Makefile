@@ -8,7 +8,7 @@ NLC     = $(VENV)/bin/nlc
 STAMP   = $(VENV)/.installed-stamp
 OUT    ?= out
 
-.PHONY: install test test-all demo bench fmt generated clean
+.PHONY: install test test-all demo bench results fmt generated clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -41,6 +41,9 @@ demo: install
 		-p dim=32 -p layers=2 -p chunk=8 --match-params hope --niah-lengths 256,512,1k --jobs 2 \
 		--out $(OUT)/compare
 	@echo "comparison: $(OUT)/compare/compare.md; plots: $(OUT)/compare/loss_*.png, $(OUT)/compare/niah.png"
+
+results: install  # docs/results.md: the models and Hope's ablations at one size (--size quick; see the page for its time)
+	OMP_NUM_THREADS=1 $(PY) -m nlc.train.results --size quick --out $(OUT)/results --doc docs/results.md
 
 bench: install  # every suite, default sizes: tables on stdout, benchmarks/results/bench.json and bench.md
 	$(NLC) bench

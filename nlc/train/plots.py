@@ -95,6 +95,26 @@ def _length(n: int) -> str:
     return f"{n // 1024}k" if n >= 1024 and n % 1024 == 0 else str(n)
 
 
+def mqar_by_pairs(results: dict[str, list[tuple[int, float]]], path: str | Path,
+                  title: str = "MQAR: recall against the number of pairs") -> Path:
+    """One line per label: answer accuracy at each number of key-value pairs."""
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(6.4, 4.0))
+    for i, (label, pts) in enumerate(results.items()):
+        if pts:
+            xs, ys = zip(*sorted(pts))
+            ax.plot(xs, ys, marker="o", color=f"C{i}", label=label, linewidth=1.6)
+    ax.set_xscale("log", base=2)
+    ax.set_xlabel("key-value pairs in the context")
+    ax.set_ylabel("answer accuracy")
+    ax.set_ylim(0, 1.02)
+    ax.set_title(title)
+    ax.grid(alpha=0.3)
+    if results:
+        ax.legend()
+    return _save(fig, path)
+
+
 def forgetting_curves(results: dict[str, dict], path: str | Path, title: str | None = None) -> Path:
     """Panels, one per model: loss on each domain (a line) after training on each domain in turn.
 

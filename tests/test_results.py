@@ -1,0 +1,39 @@
+"""`make results` (nlc.train.results): the whole pipeline at a seconds-long size, and its ablation specs."""
+
+from __future__ import annotations
+
+import pytest
+
+import nlc
+from nlc.train import results as R
+
+
+def test_each_ablation_spec_is_hope_without_one_part():
+    hope = (R.ROOT / "examples" / "hope.nl").read_text(encoding="utf-8")
+    texts = {name: R.ablation_text(hope, edits) for name, _, edits in R.ABLATIONS}
+    assert "update dgd" not in texts["hope_no_dgd"] and texts["hope_no_dgd"].count("update gd") >= 5
+    assert "cms_1" not in texts["hope_no_cms"] and "swiglu(o, cms_hidden)" in texts["hope_no_cms"]
+    assert "(k, m_k(v))" not in texts["hope_no_self_values"] and texts["hope_no_self_values"].count("context (k, v)") == 5
+    for name, text in texts.items():
+        nlc.loads(text.replace("model hope(", f"model {name}(", 1))  # each checks
+
+
+def test_an_edit_that_no_longer_applies_is_an_error():
+    with pytest.raises(ValueError, match="update nlc/train/results.py ABLATIONS"):
+        R.ablation_text("model hope { }", [("update dgd", "update gd", 5)])
+
+
+@pytest.mark.slow
+def test_the_smoke_size_writes_the_page_with_its_tables_and_plots(tmp_path):
+    doc = tmp_path / "docs" / "results.md"
+    made = R.run("smoke", tmp_path / "out", doc, quiet=True)
+    page = doc.read_text(encoding="utf-8")
+    for model in R.MODELS:
+        assert f"| {model} |" in page
+    for name, _, _ in R.ABLATIONS:
+        assert f"| {name} |" in page and (tmp_path / "out" / "specs" / f"{name}.nl").exists()
+    assert "Table 2" in page and "Ordering by language-modelling bits/byte here" in page
+    for png in ("mqar_pairs.png", "niah.png", "forgetting.png", "loss_lm.png", "ablations_loss_lm.png"):
+        assert (doc.parent / "results" / png).stat().st_size > 0, png
+        assert f"results/{png}" in page
+    assert (tmp_path / "out" / "results.json").exists() and made["seconds"] > 0
