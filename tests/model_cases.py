@@ -49,3 +49,12 @@ def assert_same_outputs_and_gradients(ref, gen, tokens, **tolerance) -> None:
         assert (ga[n] is None) == (gb[n] is None), n
         if ga[n] is not None:
             torch.testing.assert_close(gb[n], ga[n], **tolerance, msg=lambda m: f"{n}: {m}")
+
+
+def rejection(spec_text: str) -> str:
+    """The rendered diagnostics of a spec that must not load (AssertionError if it loads)."""
+    try:
+        nlc.loads(spec_text)
+    except nlc.SpecError as e:
+        return e.render()
+    raise AssertionError("the spec loaded")

@@ -10,13 +10,13 @@ reference interpreter, the sequential kernels and itself streamed, for drawn rul
 
 from __future__ import annotations
 
-import pytest
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import nlc
 from nlc.testing import properties as P
+from tests.model_cases import rejection
 
 
 def _spec(rule: str, fast: int, ratio: int, kind: str, state_gate: bool) -> str:
@@ -77,15 +77,11 @@ def test_the_driven_level_moves_every_token_and_is_read_at_its_period_end():
 
 def test_a_driven_level_states_no_context():
     spec = _spec("gd", 1, 4, "linear", False).replace("      update driver", "      context (k, h)\n      update driver")
-    with pytest.raises(nlc.SpecError) as e:
-        nlc.loads(spec)
-    text = e.value.render()
+    text = rejection(spec)
     assert "E314" in text and "`context` has no effect on level `slow`" in text, text
 
 
 def test_a_level_whose_gradients_are_learned_needs_a_context():
     spec = _spec("gd", 1, 1, "linear", False).replace("context (k, linear(h, dim))", "context grad(slow)")
-    with pytest.raises(nlc.SpecError) as e:
-        nlc.loads(spec)
-    text = e.value.render()
+    text = rejection(spec)
     assert "E115" in text and "`driver` learns from its gradients" in text, text

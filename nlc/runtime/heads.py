@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import torch
 
+from nlc.runtime.state import map_tensors
+
 
 def split(x: torch.Tensor, heads: int) -> torch.Tensor:
     """[B, T, w] -> [B*heads, T, w/heads]: row b*heads + i holds head i's features of sequence b.
@@ -30,19 +32,10 @@ def merge(y: torch.Tensor, heads: int) -> torch.Tensor:
 def fold(state, heads: int):
     """A level's state as the streaming state holds it, [B, heads, ...], as the forward uses it,
     [B*heads, ...] (nested dicts and lists walked; numbers as they are)."""
-    return _each(state, lambda t: t.reshape(t.shape[0] * t.shape[1], *t.shape[2:]))
+    return map_tensors(lambda t: t.reshape(t.shape[0] * t.shape[1], *t.shape[2:]), state)
 
 
 def unfold(state, heads: int):
     """The inverse of `fold`: [B*heads, ...] -> [B, heads, ...]."""
-    return _each(state, lambda t: t.reshape(t.shape[0] // heads, heads, *t.shape[1:]))
+    return map_tensors(lambda t: t.reshape(t.shape[0] // heads, heads, *t.shape[1:]), state)
 
-
-def _each(state, f):
-    if isinstance(state, torch.Tensor):
-        return f(state)
-    if isinstance(state, dict):
-        return {k: _each(v, f) for k, v in state.items()}
-    if isinstance(state, (list, tuple)):
-        return type(state)(_each(v, f) for v in state)
-    return state
