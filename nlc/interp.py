@@ -2,7 +2,8 @@
 
 Slow and literal on purpose. For each token it evaluates every node of every
 block; reads of an in-context level see the state from the start of the
-current chunk (docs/design.md §1.2 "Frequency is exact"); each level's per-token gradient
+current chunk (docs/design.md §1.2 "Frequency is exact"; a `read current` level learns at the
+token before its reads, which see its state after the update); each level's per-token gradient
 is taken with torch.autograd at that chunk-start state; the update rule is then
 applied to the running state by its rule's eager step (below); at the end of each chunk
 the running state becomes the state that reads see. Generated code
@@ -82,18 +83,18 @@ class ReferenceBlock(nn.Module):
         if lv.init == "learned":
             return {k: v.to(like.dtype) for k, v in getattr(self, f"{lv.var}_init")(batch).items()}
         mode = lv.init
-        init = memory.MemoryInit(lv.weights, lv.kind, lv.residual, mode, getattr(lv, "heads", 1))
+        init = memory.MemoryInit(lv.weights, lv.kind, lv.residual, mode, lv.heads)
         return {k: v.to(like) for k, v in init(batch).items()}
 
     def heads_in_batch(self, levels: dict) -> dict:
         """Multi-head levels' states from the streaming state's [B, h, ...] to the rows [B*h, ...] that
         `token` computes on (nlc.runtime.heads)."""
-        return {k: heads.fold(v, self.by_level[k].heads) if getattr(self.by_level[k], "heads", 1) > 1 else v
+        return {k: heads.fold(v, self.by_level[k].heads) if self.by_level[k].heads > 1 else v
                 for k, v in levels.items()}
 
     def heads_apart(self, levels: dict) -> dict:
         """The inverse of `heads_in_batch`."""
-        return {k: heads.unfold(v, self.by_level[k].heads) if getattr(self.by_level[k], "heads", 1) > 1 else v
+        return {k: heads.unfold(v, self.by_level[k].heads) if self.by_level[k].heads > 1 else v
                 for k, v in levels.items()}
 
     # ---- one token ----

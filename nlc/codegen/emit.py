@@ -117,7 +117,7 @@ def _emit_state(code: BlockCode) -> None:
         elif src.init == "learned":
             init = f"self.{src.var}_init(batch)"
         else:
-            heads = f", heads={src.heads}" if getattr(src, "heads", 1) > 1 else ""
+            heads = f", heads={src.heads}" if src.heads > 1 else ""
             init = (f"rt_memory.MemoryInit({py_value(src.weights)}, {src.kind!r}, {src.residual}, {src.init!r}"
                     f"{heads})(batch)")
         # materialised, not the initial weights expanded over the batch: every state the chunk step
@@ -387,7 +387,7 @@ def _step_states(block: BlockPlan, groups: list[list[LevelPlan]], kernels: str,
                  bundled: dict[str, Bundle]) -> list[str]:
     """The state variables `chunk_step` reads and returns, level by level (a bundle's where its first
     member's would be)."""
-    sequential = {lv.name for grp in groups if not (kernels == "chunked" and _closed_form(grp)) for lv in grp}
+    sequential = _sequential(groups, kernels)
     running = _running(block, groups)
     out = []
     for lv in block.levels:
@@ -407,6 +407,12 @@ def _step_states(block: BlockPlan, groups: list[list[LevelPlan]], kernels: str,
         elif lv.period > block.chunk:
             out.append(f"{lv.var}_pending")
     return out
+
+
+def _sequential(groups: list[list[LevelPlan]], kernels: str) -> set[str]:
+    """Levels that learn token by token in the chunk (rt_scan.sequential_chunk), keeping their rule's buffers
+    as `<level>_aux`: coupled groups, rules without a closed form, and every level of the sequential kernels."""
+    return {lv.name for grp in groups if not (kernels == "chunked" and _closed_form(grp)) for lv in grp}
 
 
 def _running(block: BlockPlan, groups: list[list[LevelPlan]]) -> set[str]:
@@ -536,20 +542,19 @@ def _emit_current_read(code: BlockCode, node: Node, lv: LevelPlan, loop: set[str
     gates = {k: _ref(v, loop, sliced) for k, v in _gate_operands(lv).items()}
     S = f"{lv.var}_S" if _carried(lv) else "None"
     q = _ref(node.args[0], loop, sliced)
+    args = ", ".join(f"{k}={gates[k]}" for k in RULES[lv.rule].chunk.gates)
     if lv.name not in done:
         done.add(lv.name)
         lines.append(f"# {lv.name} reads its state after the chunk's updates up to each token (read current)")
         lines.append(f"{lv.var}_g = rt_memory.grads({lv.kind!r}, {lv.var}, {key}, {value}, {py_value(lv.objective)}, "
                      f"residual={lv.residual})")
         if code.kernels == "chunked":
-            args = ", ".join(f"{k}={gates[k]}" for k in RULES[lv.rule].chunk.gates)
             lines.append(f"{lv.var}_inside = rt_inside.token_coefficients({lv.rule!r}, {q}, {args})")
     comment = f"  # {node.source}" if node.source and len(node.source) < 60 else ""
     if code.kernels == "chunked":
         lines.append(f"{node.name} = rt_inside.read({lv.kind!r}, {lv.var}, {S}, {lv.var}_g, {lv.var}_inside, {q}, "
                      f"residual={lv.residual}){comment}")
     else:
-        args = ", ".join(f"{k}={gates[k]}" for k in RULES[lv.rule].chunk.gates)
         lines.append(f"{node.name} = rt_inside.read_sequential({lv.kind!r}, {lv.rule!r}, {lv.var}, {S}, {lv.var}_g, "
                      f"{q}, residual={lv.residual}, {args}){comment}")
 
@@ -559,7 +564,7 @@ def _emit_restarts(code: BlockCode, block: BlockPlan, groups: list[list[LevelPla
     of the level's, so nothing of its own is pending), the level starts again from L's state, its rule's
     buffers from zero. Neither is bundled (`_bundles`)."""
     by = {lv.name: lv for lv in block.levels}
-    sequential = {lv.name for grp in groups if not (code.kernels == "chunked" and _closed_form(grp)) for lv in grp}
+    sequential = _sequential(groups, code.kernels)
     for lv in restart_order(block.levels, lambda lv: lv.name, lambda lv: lv.reset_from):
         src = by[lv.reset_from]
         code.step_lines.append(f"if full and period{src.period}_ends:  # {lv.name} restarts from {src.name} "

@@ -82,6 +82,8 @@ class LevelPlan:
 class OutsideLevel:
     """A level whose state the block's chunk loop does not move: its shape and initial state."""
 
+    heads = 1  # (not a field) never split into heads (E423), read like a LevelPlan's
+
     name: str
     var: str
     kind: str
