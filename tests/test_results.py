@@ -37,3 +37,6 @@ def test_the_smoke_size_writes_the_page_with_its_tables_and_plots(tmp_path):
         assert (doc.parent / "results" / png).stat().st_size > 0, png
         assert f"results/{png}" in page
     assert (tmp_path / "out" / "results.json").exists() and made["seconds"] > 0
+    doc.unlink()  # the page again from results.json alone, training nothing
+    assert R.main(["--page-only", "--out", str(tmp_path / "out"), "--doc", str(doc)]) == 0
+    assert doc.read_text(encoding="utf-8") == page

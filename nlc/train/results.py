@@ -22,6 +22,7 @@ run for the tests. Runs already finished in OUT are reused (nlc compare), so an 
 from __future__ import annotations
 
 import argparse
+import json
 import platform
 import re
 import shutil
@@ -197,6 +198,9 @@ def write_page(made: dict, out: Path, doc: Path) -> None:
     ]
     pairs = _by_pairs(main)
     if pairs:
+        mean = {lab: sum(a for _, a in pts) / len(pts) for lab, pts in pairs.items()}
+        lines += [f"Mean recall, best first: {', '.join(f'{m} ({mean[m]:.2f})' for m in _ordering(mean, False))}. "
+                  "The papers order them Hope, Titans, Transformer at scale.", ""]
         kvs = [kv for kv, _ in next(iter(pairs.values()))]
         lines += [markdown_table(["model"] + [f"{kv} pair{'s' if kv > 1 else ''}" for kv in kvs],
                                  [[lab] + [a for _, a in pts] for lab, pts in pairs.items()]), ""]
@@ -210,6 +214,14 @@ def write_page(made: dict, out: Path, doc: Path) -> None:
     lines += ["### Continual learning", "",
               "Text domains one after another; the loss on every domain after each (forgetting: how much the "
               "loss on earlier domains rose by the end).", ""]
+    continual = main["tasks"].get("continual", {}).get("runs", {})
+    forgetting = {lab: r["continual"]["avg_forgetting"] for lab, r in continual.items() if r.get("continual")}
+    if forgetting:
+        least = _ordering(forgetting, True)
+        lines += [f"Forgetting here, least first: {', '.join(f'{m} ({forgetting[m]:.3f})' for m in least)}. "
+                  "The paper reports Hope forgetting least in its continual-learning experiments"
+                  + ("; the same order of Hope first holds here." if least[0] == "hope" else
+                     "; here it does not come first.") + "", ""]
     if "forgetting.png" in copied:
         lines += ["![forgetting](results/forgetting.png)", ""]
     if "loss_lm.png" in copied:
@@ -249,7 +261,13 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out", default="out/results", help="where the runs go (finished runs are reused)")
     ap.add_argument("--doc", default="docs/results.md", help="the page to write ('' writes none)")
     ap.add_argument("--quiet", action="store_true")
+    ap.add_argument("--page-only", action="store_true", help="rewrite the page from OUT/results.json, training nothing")
     a = ap.parse_args(argv)
+    if a.page_only:
+        made = json.loads((Path(a.out) / "results.json").read_text(encoding="utf-8"))
+        write_page(made, Path(a.out), Path(a.doc))
+        print(f"wrote {a.doc} from {Path(a.out) / 'results.json'}")
+        return 0
     made = run(a.size, Path(a.out), Path(a.doc) if a.doc else None, a.quiet)
     print(f"results ({a.size}) in {made['seconds'] / 60:.1f} minutes" + (f": {a.doc}" if a.doc else ""))
     return 0
