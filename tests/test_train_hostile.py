@@ -709,3 +709,22 @@ def test_a_recorded_size_that_is_absurd_is_a_truncated_file_not_a_memory_error(b
     meta["files"]["model.safetensors"]["bytes"] = size
     _write_meta(run / NEWEST, meta)
     _refused(run, "E621", "model.safetensors", "truncated" if size else "has more than the 0 bytes written")
+
+
+def test_atomic_writes_give_files_an_ordinary_mode(tmp_path):
+    """A file written atomically gets the mode a plain write would (0666 less the umask, or the mode of the
+    file it replaces), not the 0600 of its temporary file: generated code, reports and plots are readable
+    by the group and others wherever the umask allows it."""
+    from nlc.files import atomic_write_text
+
+    old = os.umask(0o022)
+    try:
+        new = atomic_write_text(tmp_path / "new.md", "x")
+        assert (new.stat().st_mode & 0o777) == 0o644
+        kept = tmp_path / "kept.md"
+        kept.write_text("old")
+        kept.chmod(0o600)
+        atomic_write_text(kept, "new")
+        assert (kept.stat().st_mode & 0o777) == 0o600 and kept.read_text() == "new"
+    finally:
+        os.umask(old)

@@ -245,6 +245,19 @@ def write_page(made: dict, out: Path, doc: Path) -> None:
                 "itself at this size)" if better else ""]
         lines += ["In the paper each removal makes Hope worse. Here, on language modelling: "
                   + "; ".join(x for x in said if x) + ".", ""]
+        runs = ablation["tasks"]["lm"]["runs"]
+        if same and max(abs(abl[lab] - base) for lab in same) < 1e-3 and "test_frozen" in runs["hope"]:
+            lines += [f"Within {SAME_BPB} bits/byte means, here, the same to three decimals: on text the memories' "
+                      "in-context steps hardly change the predictions at this size (hope reads the test text at "
+                      f"{runs['hope']['test']['bpb']:.3f} bits/byte learning in context and "
+                      f"{runs['hope']['test_frozen']['bpb']:.3f} frozen).", ""]
+    recall = {lab: r["mqar"]["acc"] for lab, r in ablation["tasks"].get("mqar", {}).get("runs", {}).items()
+              if "mqar" in r}
+    if "hope" in recall and len(recall) > 1:
+        lines += ["On recall (MQAR accuracy, hope "
+                  + f"{recall['hope']:.2f}): "
+                  + ", ".join(f"{lab} {acc:.2f} ({'better' if acc > recall['hope'] + 0.02 else 'worse' if acc < recall['hope'] - 0.02 else 'the same'})"
+                              for lab, acc in recall.items() if lab != "hope") + ".", ""]
     if "ablations_loss_lm.png" in copied:
         lines += ["![ablations LM loss](results/ablations_loss_lm.png)", ""]
     lines += ["## Reproduce", "", "```sh", "make results            # this page (--size quick)",
