@@ -101,6 +101,7 @@ def test_a_current_read_sees_its_own_tokens_update():
     (("period 8 tokens", "period 2 tokens"), "slower than its block's fastest level (2)"),
     (("state linear(dim, dim)\n      context (k, linear", "state vector(dim)\n      context (k, linear"),
      "a vector memory"),
+    (("update gd\n      lr sigmoid", "objective dot\n      update gd\n      lr sigmoid"), "its period would change nothing"),
 ])
 def test_read_current_needs_a_level_it_can_read_that_way(change, message):
     spec = _spec("linear", "gd", 4, 1).replace(*change)

@@ -31,6 +31,7 @@ from nlc import ir
 from nlc.errors import Reporter, did_you_mean
 from nlc.passes.facts import ProgramFacts, StateShape
 from nlc.passes.params import arith, fold_unary
+from nlc.objectives import OBJECTIVES
 from nlc.rules import RULES
 
 
@@ -288,6 +289,7 @@ class _Typer:
         tied = next((o.name for o in self.levels.values() if ir.updating_level(o) == lv.name or (
             isinstance(o.context, ir.Call) and o.context.fn == "grad" and o.context.args
             and isinstance(o.context.args[0], ir.Ref) and o.context.args[0].name == lv.name)), None)
+        objective = lv.objective.fn if isinstance(lv.objective, ir.Call) else None
         why = None
         if not self.is_model or mine is None or mine.unit is not ir.PeriodUnit.TOKENS or ir.learns_loss(lv):
             why = "only an in-context level of a model reads inside a chunk"
@@ -303,6 +305,12 @@ class _Typer:
         elif fastest is not None and mine.count != fastest:
             why = (f"it learns every {mine.count} tokens, slower than its block's fastest level ({fastest}): "
                    "its reads would need the chunks of its period before this one")
+        elif shape is not None and shape.kind == "linear" and objective in OBJECTIVES \
+                and OBJECTIVES[objective].minus_value_gradient:
+            # every gradient is -k v^T whatever the state and every read sees every update, so its period
+            # would change nothing at all: a dead field in every spec (check_fields_live found it)
+            why = (f"a linear memory's `{objective}` gradients do not depend on its state, so with reads that "
+                   "see every update its period would change nothing")
         if why is not None:
             self.rep.error("E424", f"level `{lv.name}` cannot `read current`: {why}", lv.field_span("read"),
                            "remove `read current` (its reads then see the chunk-start state, NL eq. 90)")

@@ -250,17 +250,15 @@ class _Drawer:
             n *= self.chunk if word == "chunk" else int(word) if word.isdigit() else 1
         return n
 
-    def restart(self, lv: _Level, levels: dict[str, _Level], role: str) -> None:
-        """Sometimes turn lv's `init copy(o)` into `init reset(o)`: o of the same role, slower, at a multiple
-        of lv's period (E317)."""
-        if not lv.init.startswith("copy(") or lv.loss_in_tokens or not self.draw(st.booleans()):
-            return
-        o = levels[lv.init[len("copy("):-1]]
-        if role == "memory" and self.draw(st.booleans()):  # the fastest period, so that o may be slower
-            lv.period = "chunk tokens" if self.chunk_param else f"{self.chunk} tokens"
-        mine, theirs = self.count(lv.period), self.count(o.period)
-        if o.role == role and not o.loss_in_tokens and theirs > mine and theirs % mine == 0:
-            lv.init = f"reset({o.name})"
+    def restart_source(self, levels: dict[str, _Level], role: str, fastest: int) -> _Level | None:
+        """Sometimes a level for a new level of `role` to restart from (`init reset(o)`, which then takes o's
+        state and the fastest period): o of the same role, not split into heads, slower than `fastest`
+        at a multiple of it (E317, E416, E423)."""
+        candidates = [o for o in levels.values() if o.role == role and o.heads == 1 and not o.loss_in_tokens
+                      and o.kind != "like" and self.count(o.period) > fastest and self.count(o.period) % fastest == 0]
+        if candidates and self.draw(st.booleans()):
+            return self.pick(candidates)
+        return None
 
     def period_tokens(self) -> str:
         mults = [m for m in (1, 2, 4) if self.chunk * m <= self.k["max_period"]] or [1]
@@ -366,12 +364,16 @@ class _Drawer:
 
     def memory_level(self, h: str, levels: dict[str, _Level]) -> None:
         name = self.fresh("mem")
-        kind, state, d_out = self.state([lv for lv in levels.values() if lv.role == "memory"], True,
-                                        [lv for lv in levels.values() if lv.role in ("cms", "frozen")])
+        source = self.restart_source(levels, "memory", self.chunk)
+        if source is not None:  # restarts from a slower memory at its periods: its state, the fastest period
+            kind, state, d_out = source.kind, source.state, source.d_out
+        else:
+            kind, state, d_out = self.state([lv for lv in levels.values() if lv.role == "memory"], True,
+                                            [lv for lv in levels.values() if lv.role in ("cms", "frozen")])
         lv = _Level(name, "memory", kind, state, d_out)
         levels[name] = lv
-        lv.init = self.init(lv, levels, True)
-        if self.k["heads"] and kind in ("linear", "mlp") and not lv.init.startswith("copy(") \
+        lv.init = f"reset({source.name})" if source is not None else self.init(lv, levels, True)
+        if self.k["heads"] and kind in ("linear", "mlp") and source is None and not lv.init.startswith("copy(") \
                 and self.draw(st.integers(0, 2)) == 2:
             lv.heads = self.pick([n for n in (2, 4) if self.k["dim"] % n == 0] or [1])
         self.heads = lv.heads
@@ -415,14 +417,15 @@ class _Drawer:
         lv.lr = self.gate(h, others + me, "lr")
         lv.retain = self.gate(h, others + me, "retain")
         self.heads = 1
-        lv.period = self.period_tokens()
-        self.restart(lv, levels, "memory")
+        lv.period = self.period_tokens() if source is None else \
+            "chunk tokens" if self.chunk_param else f"{self.chunk} tokens"
         lv.online = self.draw(st.booleans())
         # reads that see the chunk's updates (E424: gd or momentum, a matrix memory at the block's fastest
         # period, the chunk), unless the level learns from its own reads (E310)
         own = " ".join([lv.context, lv.update, lv.lr or "", lv.retain or "",
                         *(v for n, v in self.lets if n in lv.rule_lets)])
         if (rule_name in B.CURRENT_READ_RULES and self.base_kind(lv, levels) in ("linear", "mlp") and kind != "like"
+                and not (self.base_kind(lv, levels) == "linear" and OBJECTIVES[lv.objective.split("(")[0]].minus_value_gradient)
                 and self.count(lv.period) == self.chunk and f"{name}(" not in own and self.draw(st.booleans())):
             lv.read_current = True
 
@@ -473,7 +476,10 @@ class _Drawer:
         name = self.fresh("cms" if role == "cms" else "frz")
         kinds = [k for k in self.k["state_kinds"] if k != "like"] or ["linear"]
         kind = self.pick(kinds)
-        if kind == "mlp":
+        source = self.restart_source(levels, "cms", self.steps_base) if role == "cms" else None
+        if source is not None:  # restarts from a slower CMS level at its periods: its state, the fastest period
+            kind, state = source.kind, source.state
+        elif kind == "mlp":
             state = self.pick(["mlp(dim)", "mlp(dim, dim, depth = 2, residual = true)", "mlp(dim, depth = 1)"])
         elif kind == "vector":
             state = "vector(dim)"
@@ -481,13 +487,16 @@ class _Drawer:
             state = "linear(dim, dim)"
         lv = _Level(name, role, kind, state, 1)
         slowest = self.chunk * max(m for m in (1, 2, 4) if self.chunk * m <= self.k["max_period"] or m == 1)
-        if role == "cms" and self.k["loss_tokens"] and slowest >= 2 and self.draw(st.integers(0, 2)) == 0:
+        if role == "cms" and source is None and self.k["loss_tokens"] and slowest >= 2 \
+                and self.draw(st.integers(0, 2)) == 0:
             # learning from the model's loss in context, at the slowest token period: every in-context
             # period (chunk, 2 chunk, 4 chunk up to max_period) divides it (E307)
             lv.period, lv.loss_in_tokens = f"{slowest} tokens", True
         # these levels do not learn inside the forward pass: their initial read must not be zero
         lv.init = {"mlp": "learned", "vector": "identity"}.get(kind) or self.pick(["learned", "identity"])
-        if self.k["copies_across"] and not lv.loss_in_tokens and self.draw(st.integers(0, 2)) == 2:
+        if source is not None:
+            lv.init = f"reset({source.name})"
+        elif self.k["copies_across"] and not lv.loss_in_tokens and self.draw(st.integers(0, 2)) == 2:
             lv.init = self.init(lv, levels, False)
             if not self.nonzero_at_init(lv, levels):
                 lv.init = {"mlp": "learned", "vector": "identity"}.get(kind, "learned")
@@ -499,8 +508,8 @@ class _Drawer:
             if lv.loss_in_tokens:
                 lv.first_order = self.draw(st.booleans())
             else:
-                lv.period = f"{self.pick([m for m in (1, 2, 4)]) * self.steps_base} steps"
-                self.restart(lv, levels, "cms")
+                m = 1 if source is not None else self.pick([1, 2, 4])
+                lv.period = f"{m * self.steps_base} steps"
             lv.online = self.draw(st.booleans())
         else:  # frozen: a state read as it is, nothing to learn from (E314)
             lv.context = lv.objective = lv.update = None
