@@ -175,10 +175,20 @@ def applicable(prog: ir.Program, env) -> dict[str, list]:
         "debias_without_retain": [(b, lv) for b, lv in levels if lv.retain is None and not lv.debias
                                   and lv.period.unit is not ir.PeriodUnit.NEVER],  # a frozen one: E314
         "online_frozen": [(b, lv) for b, lv in levels if lv.period.unit is ir.PeriodUnit.NEVER and not lv.online],
+        # (not a level in an `init reset` pair: counting it in tokens would also be E317)
         "loss_in_tokens": [(b, lv) for b, lv in levels if ir.learns_loss(lv)
-                           and lv.period.unit is ir.PeriodUnit.STEPS],
+                           and lv.period.unit is ir.PeriodUnit.STEPS and lv.name not in restarting(b)],
     }
     return {k: v for k, v in out.items() if v}
+
+
+def restarting(block) -> set[str]:
+    """The levels of a block in an `init reset(L)` pair, either side."""
+    out = set()
+    for lv in _levels(block):
+        if isinstance(lv.init, ir.Call) and lv.init.fn == "reset" and lv.init.args:
+            out |= {lv.name, lv.init.args[0].name}
+    return out
 
 
 def inject(text: str, kind: str, where, prog: ir.Program, env) -> Defect:
@@ -260,13 +270,17 @@ def inject(text: str, kind: str, where, prog: ir.Program, env) -> Defect:
         ps = lv.field_span("period")
         new = "period 1 tokens"  # a one-token chunk holds no prediction whose answer it has read
         return replace_span(ps.start, ps.end, new, 0, len(new), f"`{lv.name}` learns from the loss every token")
+    # an added level learns at the block's slowest in-context period: a faster one would change which
+    # level is the block's fastest (a `read current` level must be: E424), a new period might not nest
+    slowest = max((_period(v, env) for v in _levels(block) if v.period.unit is ir.PeriodUnit.TOKENS
+                   and not ir.learns_loss(v)), default=1)
     if kind == "identity_not_square":
         lines = ["level _not_square {", "  state linear(dim, 2 * dim)", "  init identity",
-                 "  context (x, linear(x, 2 * dim))", "}"]
+                 "  context (x, linear(x, 2 * dim))", f"  period {slowest} tokens", "}"]
         return before_out(lines, 2, "identity", "`identity` on a dim -> 2 * dim memory")
     if kind == "gate_not_scalar":
         lines = ["level _gated {", "  state vector(dim)", "  init identity", "  context (x, x)",
-                 "  lr linear(x, dim)", "}"]
+                 "  lr linear(x, dim)", f"  period {slowest} tokens", "}"]
         return before_out(lines, 4, "linear(x, dim)", "a dim-wide learning rate")
     if kind == "duplicate_let":
         name = next(s.name for s in block.body if isinstance(s, ir.Let))
