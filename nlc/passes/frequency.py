@@ -26,6 +26,7 @@ from nlc import ir
 from nlc.errors import Reporter
 from nlc.passes.facts import Frequency, ProgramFacts
 from nlc.passes.params import fold
+from nlc.rules import RULES
 
 
 def run(program: ir.Program, env: Mapping[str, object], rep: Reporter, facts: ProgramFacts) -> ir.Program:
@@ -176,6 +177,22 @@ def _check_reset(lv: ir.Level, block, body, freqs: dict[str, Frequency], rep: Re
                   f"({theirs}), which must be a longer multiple of its own", span,
                   f"give `{of}` a period that is a multiple of {mine.count} and above it (e.g. "
                   f"{4 * mine.count} {mine.unit.value}), or write `init copy({of})`")
+    elif theirs.count == 2 * mine.count and _keeps_buffers(lv):
+        # of its two updates between restarts, only the first is ever read (the second is overwritten by
+        # the restart at once), so a buffer its rule carries from one update to the next (momentum's)
+        # would never act: its arguments (beta) would have no effect (check_fields_live found it)
+        rep.error("E317", f"`{lv.name}` ({mine}) restarts from `{of}` every 2 of its periods, so only the first "
+                  f"of its updates in between is ever read, and its rule's buffers "
+                  f"({', '.join(RULES[lv.update.fn].aux)}) would never act", span,
+                  f"give `{of}` a period of at least {3 * mine.count} {mine.unit.value}, or `{lv.name}` a rule "
+                  "without buffers such as `gd`")
+
+
+def _keeps_buffers(lv: ir.Level) -> bool:
+    """Whether the level's update rule keeps buffers from one update to the next (momentum, ...)."""
+    u = lv.update
+    name = u.fn if isinstance(u, ir.Call) else u.name if isinstance(u, ir.Ref) else None
+    return name in RULES and bool(RULES[name].aux)
 
 
 def _check_optimizer_speed(lv: ir.Level, block, freqs: dict[str, Frequency], rep: Reporter) -> None:

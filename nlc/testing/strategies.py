@@ -254,8 +254,10 @@ class _Drawer:
         """Sometimes a level for a new level of `role` to restart from (`init reset(o)`, which then takes o's
         state and the fastest period): o of the same role, not split into heads, slower than `fastest`
         at a multiple of it (E317, E416, E423)."""
+        # (at least 3 times slower: restarting every 2 periods would leave a momentum's beta no effect, E317)
         candidates = [o for o in levels.values() if o.role == role and o.heads == 1 and not o.loss_in_tokens
-                      and o.kind != "like" and self.count(o.period) > fastest and self.count(o.period) % fastest == 0]
+                      and o.kind != "like" and self.count(o.period) >= 3 * fastest
+                      and self.count(o.period) % fastest == 0]
         if candidates and self.draw(st.booleans()):
             return self.pick(candidates)
         return None
