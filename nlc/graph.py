@@ -140,8 +140,8 @@ def _level_edges(g: nx.MultiDiGraph, prefix: str, lv: ir.Level, body) -> None:
                 g.add_edge(prefix + src, me, kind="gate", label=word)
     if isinstance(lv.init, ir.Call) and lv.init.fn == "learned":
         g.add_edge("outer", me, kind="init", label="initial state")
-    elif isinstance(lv.init, ir.Call) and lv.init.fn == "reset" and lv.init.args:
-        g.add_edge(prefix + lv.init.args[0].name, me, kind="init", label="restarts from")
+    elif ir.restarts_from(lv) is not None:
+        g.add_edge(prefix + ir.restarts_from(lv), me, kind="init", label="restarts from")
 
 
 def _level_sources(e: ir.Expr, lets: dict[str, ir.Let], seen: set[str] | None = None) -> set[str]:

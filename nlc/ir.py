@@ -234,16 +234,27 @@ def updating_level(lv: "Level") -> str | None:
     return None
 
 
+def gradients_of(lv: "Level") -> str | None:
+    """The name in lv's `context grad(NAME)` (a level, or `loss`), or None for any other context."""
+    c = lv.context
+    if isinstance(c, Call) and c.fn == "grad" and c.args and isinstance(c.args[0], Ref):
+        return c.args[0].name
+    return None
+
+
+def restarts_from(lv: "Level") -> str | None:
+    """The level in lv's `init reset(L)`, or None for any other init."""
+    i = lv.init
+    if isinstance(i, Call) and i.fn == "reset" and i.args and isinstance(i.args[0], Ref):
+        return i.args[0].name
+    return None
+
+
 def moved_by_a_level(lv: "Level", scope: "dict[str, Level]") -> bool:
     """A model level updated by a level L that does not learn its gradients (`context grad(lv)`): it moves
     by L's state (docs/design.md §1.3), so nothing of its own (`context`, `objective`) is learned."""
     other = scope.get(updating_level(lv) or "")
-    if other is None:
-        return False
-    c = other.context
-    learns_mine = isinstance(c, Call) and c.fn == "grad" and bool(c.args) and isinstance(c.args[0], Ref) \
-        and c.args[0].name == lv.name
-    return not learns_mine
+    return other is not None and gradients_of(other) != lv.name
 
 
 def reads_current(lv: "Level") -> bool:

@@ -132,17 +132,16 @@ def _check_coupled_periods(lv: ir.Level, block, freqs: dict[str, Frequency], rep
     period (a different one would be ignored by the interpreter and refused by the code generator),
     so the spec must say one period. (A slower level producing the update is E306.)"""
     prefix = f"{block.name}." if block else ""
-    ctx = lv.context
-    if not (isinstance(ctx, ir.Call) and ctx.fn == "grad" and ctx.args and isinstance(ctx.args[0], ir.Ref)):
+    other = ir.gradients_of(lv)
+    if other is None:
         return
-    other = ctx.args[0].name
     mine, theirs = freqs.get(prefix + lv.name), freqs.get(prefix + other)
     if mine is None or theirs is None or ir.PeriodUnit.TOKENS not in (mine.unit, theirs.unit) or mine == theirs:
         return
     if mine.key > theirs.key and mine.unit is theirs.unit:
         return  # slower than the level it optimizes: E306 says so where it is the update
     rep.error("E305", f"level `{lv.name}` ({mine}) learns the gradients of `{other}` ({theirs}) at another "
-              "period", ctx.args[0].span,
+              "period", lv.context.args[0].span,
               f"give `{lv.name}` the period of `{other}` (the two learn together, chunk by chunk)")
 
 
@@ -151,16 +150,15 @@ def _check_reset(lv: ir.Level, block, body, freqs: dict[str, Frequency], rep: Re
     each of L's periods, so L must learn, slower, at a multiple of the level's period (at L's period
     end the level's own period ends too, so nothing of it is pending), and in the same way: both in
     context from (key, value) pairs (tokens) or both between optimizer steps."""
-    init = lv.init
-    if not (isinstance(init, ir.Call) and init.fn == "reset" and init.args and isinstance(init.args[0], ir.Ref)):
+    of = ir.restarts_from(lv)
+    if of is None:
         return
     prefix = f"{block.name}." if block else ""
-    of = init.args[0].name
     other = next((s for s in body if isinstance(s, ir.Level) and s.name == of), None)
     mine, theirs = freqs.get(prefix + lv.name), freqs.get(prefix + of)
     if other is None or mine is None or theirs is None:
         return
-    span = init.args[0].span
+    span = lv.init.args[0].span
     if mine.never or theirs.never:
         frozen = lv.name if mine.never else of
         rep.error("E317", f"`{lv.name}` restarts from `{of}` at each of its periods, but `{frozen}` never learns",

@@ -286,9 +286,8 @@ class _Typer:
         fastest = min((f.count for n, f in periods.items() if f.unit is ir.PeriodUnit.TOKENS
                        and not ir.learns_loss(self.levels[n])), default=None)
         rule = lv.update.fn if isinstance(lv.update, ir.Call) and lv.update.kind is ir.CallKind.FORM else None
-        tied = next((o.name for o in self.levels.values() if ir.updating_level(o) == lv.name or (
-            isinstance(o.context, ir.Call) and o.context.fn == "grad" and o.context.args
-            and isinstance(o.context.args[0], ir.Ref) and o.context.args[0].name == lv.name)), None)
+        tied = next((o.name for o in self.levels.values() if lv.name in (ir.updating_level(o), ir.gradients_of(o))),
+                    None)
         objective = lv.objective.fn if isinstance(lv.objective, ir.Call) else None
         why = None
         if not self.is_model or mine is None or mine.unit is not ir.PeriodUnit.TOKENS or ir.learns_loss(lv):

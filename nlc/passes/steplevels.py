@@ -94,10 +94,8 @@ def _check_loss_levels_stand_alone(levels: list[ir.Level], rep: Reporter) -> Non
             uses.append((lv.init.span, "starts as a copy" if lv.init.fn == "copy" else "restarts from another level"))
         if isinstance(lv.update, ir.Ref) and lv.update.kind is ir.RefKind.LEVEL and lv.update.name in loss:
             uses.append((lv.update.span, f"is updated by `{lv.update.name}`"))
-        ctx = lv.context
-        if isinstance(ctx, ir.Call) and ctx.fn == "grad" and ctx.args and isinstance(ctx.args[0], ir.Ref) \
-                and ctx.args[0].name in loss:
-            uses.append((ctx.span, f"learns the gradients of `{ctx.args[0].name}`"))
+        if ir.gradients_of(lv) in loss:
+            uses.append((lv.context.span, f"learns the gradients of `{ir.gradients_of(lv)}`"))
         for span, what in uses:
             rep.error("E316", f"level `{lv.name}` {what}, which involves a `context loss` level counted in "
                       "tokens: such a level learns between the blocks' runs, on its own", span,

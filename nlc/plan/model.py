@@ -500,7 +500,6 @@ class _BlockPlanner:
         objective = (obj.fn,) + tuple(float(v) for v in _bind(obj, B.OBJECTIVES[obj.fn], self.const).values())
         init = lv.init.fn
         copy_of = copy_root(self.levels, lv.name) if init in B.COPY_INITS else None
-        reset_from = lv.init.args[0].name if init == "reset" else None
         rule, rule_args, update_by = DEFAULT, {}, None
         if isinstance(lv.update, ir.Ref):
             update_by = lv.update.name
@@ -522,7 +521,7 @@ class _BlockPlanner:
         return LevelPlan(lv.name, base, shape.kind, self.weights(lv.name), shape.d_in, shape.d_out, shape.depth,
                          shape.residual, init, copy_of, shape.like_of, context, objective, rule, rule_args, update_by,
                          lr, retain, self.scope.periods[lv.name].count, lv.online, lv.span.line, heads,
-                         reset_from, lv.name in self.current)
+                         ir.restarts_from(lv), lv.name in self.current)
 
     def slow_level(self, lv: ir.Level) -> SlowLevel:
         shape = self.state_shape(lv.name)
@@ -536,7 +535,7 @@ class _BlockPlanner:
             args = {k: float(self.const(e)) for k, e in step_rule_args(lv.update).items()}
         self.modules.append(Module(f"{self.var[lv.name]}_state", "SlowMemory",
                                    (self.weights(lv.name), shape.kind, shape.residual, lv.init.fn, not never)))
-        reset = lv.init.args[0].name if lv.init.fn == "reset" else None  # nlc check: a steps level (E317)
+        reset = ir.restarts_from(lv)  # nlc check: a steps level (E317)
         return SlowLevel(lv.name, self.var[lv.name], shape.kind, self.weights(lv.name), shape.d_in, shape.d_out,
                          shape.depth, shape.residual, lv.init.fn, period, rule, lr, lv.online, retain, args.get("beta"),
                          None if reset is None else self.var[reset],

@@ -184,11 +184,7 @@ def applicable(prog: ir.Program, env) -> dict[str, list]:
 
 def restarting(block) -> set[str]:
     """The levels of a block in an `init reset(L)` pair, either side."""
-    out = set()
-    for lv in _levels(block):
-        if isinstance(lv.init, ir.Call) and lv.init.fn == "reset" and lv.init.args:
-            out |= {lv.name, lv.init.args[0].name}
-    return out
+    return {name for lv in _levels(block) if ir.restarts_from(lv) for name in (lv.name, ir.restarts_from(lv))}
 
 
 def inject(text: str, kind: str, where, prog: ir.Program, env) -> Defect:
