@@ -89,7 +89,7 @@ def level_graph(program: ir.Program, facts: ProgramFacts) -> nx.MultiDiGraph:
         for lv in (s for s in body if isinstance(s, ir.Level)):
             heads = facts.shape(block, lv.name).heads
             g.add_node(prefix + lv.name, kind="level", level=lv, freq=facts.period(block, lv.name),
-                       label=f"{lv.name}\n{_form_name(lv.state)}{f' ×{heads} heads' if heads > 1 else ''} · {_rule_label(lv)}")
+                       label=f"{lv.name}{' (shared)' if lv.shared else ''}\n{_form_name(lv.state)}{f' ×{heads} heads' if heads > 1 else ''} · {_rule_label(lv)}")
         for lv in (s for s in body if isinstance(s, ir.Level)):
             _level_edges(g, prefix, lv, body)
     g.remove_nodes_from([n for n, d in list(g.nodes(data=True)) if d["kind"] in ("input", "loss") and g.degree(n) == 0])

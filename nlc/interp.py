@@ -13,6 +13,10 @@ A model with `context loss` levels counted in tokens (docs/design.md §1.4) runs
 each token passes through every block and the head; at the end of a level's period, the mean
 next-token cross-entropy of the period's predictions whose answer lies in the period, taken
 per sequence, gives the level's gradient at the state its reads saw, and the level steps.
+So does a model with `shared` levels (docs/design.md §1.8): the model holds their state; at each
+token every block that declares one reads its period-start state and writes its own pair to the
+running state, in model order; after the last block the token counts, and at the period's end
+reads start to see the running state.
 
 Each level's update rule is its registry entry's eager step (nlc.rules; the formulas and the
 paper equations they implement are in each rule's module and in docs/design.md §1.3), run on the
@@ -21,6 +25,8 @@ takes W = a W - eta L, L's state after its own update this token.
 """
 
 from __future__ import annotations
+
+import contextlib
 
 import torch
 import torch.nn.functional as F
@@ -63,6 +69,8 @@ class ReferenceBlock(nn.Module):
     def init_state(self, batch: int, like: torch.Tensor) -> dict:
         levels = {}
         for lv in [*self.plan.levels, *self.plan.loss_levels]:
+            if getattr(lv, "shared", False):  # the model's (ReferenceModel.init_state)
+                continue
             init = self._initial(lv, batch, like)
             levels[lv.name] = {"frozen": init, "running": dict(init), "aux": initial_aux(RULES[lv.rule], init),
                               "count": 0}
@@ -209,6 +217,8 @@ class ReferenceBlock(nn.Module):
             running[w] = self.rule(lv, w, running[w], g[w], keys[w], eta, a, values, aux, levels)
         if RULES[lv.rule].counts and lv.update_by is None:
             aux["n"] = aux["n"] + 1
+        if lv.shared:  # other blocks write this token too: the model counts it after the last (end_shared_token)
+            return dict(st, running=running, aux=aux)
         count = st["count"] + 1
         frozen_next = dict(running) if count % lv.period == 0 else st["frozen"]
         return {"frozen": frozen_next, "running": running, "aux": aux, "count": count}
@@ -244,20 +254,33 @@ class ReferenceModel(nn.Module):
         self.alignment = plan.alignment
         self.step_levels = plan.step_levels()
         self.online_levels = plan.online_levels()
+        for sh in plan.shared:  # a shared level's learned initial state is the model's, as in generated code
+            if sh.init == "learned":
+                setattr(self, f"{sh.var}_init", memory.MemoryInit(sh.weights, sh.kind, sh.residual))
 
     def init_state(self, batch: int) -> dict:
         like = self.embed.weight
-        return {"blocks": [b.init_state(batch, like) for b in self.blocks], "t": 0}
+        state = {"blocks": [b.init_state(batch, like) for b in self.blocks], "t": 0}
+        if self.plan.shared:
+            state["shared"] = {sh.name: self._shared_initial(sh, batch, like) for sh in self.plan.shared}
+        return state
+
+    def _shared_initial(self, sh, batch: int, like: torch.Tensor) -> dict:
+        if sh.init == "learned":
+            init = {k: v.to(like.dtype) for k, v in getattr(self, f"{sh.var}_init")(batch).items()}
+        else:
+            init = {k: v.to(like) for k, v in memory.MemoryInit(sh.weights, sh.kind, sh.residual, sh.init)(batch).items()}
+        return {"frozen": init, "running": dict(init), "aux": initial_aux(RULES[sh.rule], init), "count": 0}
 
     def forward(self, tokens: torch.Tensor, state: dict | None = None, detach_state: bool = True):
         check_stream(self, tokens, state)
         streaming = state is not None
         if state is None:
             state = self.init_state(tokens.shape[0])
-        if self.plan.loss_levels:
-            logits, new_blocks = self._token_major(tokens, state)
+        if self.plan.loss_levels or self.plan.shared:
+            logits, new_state = self._token_major(tokens, state)
             if streaming:
-                return logits, carried_state({"blocks": new_blocks, "t": state["t"] + tokens.shape[1]}, detach_state)
+                return logits, carried_state(new_state, detach_state)
             return logits
         x = self.embed(tokens)
         new_blocks = []
@@ -270,24 +293,50 @@ class ReferenceModel(nn.Module):
             return logits, carried_state({"blocks": new_blocks, "t": state["t"] + tokens.shape[1]}, detach_state)
         return logits
 
-    def _token_major(self, tokens: torch.Tensor, state: dict) -> tuple[torch.Tensor, list]:
-        """Every token through every block and the head; loss levels step at the ends of their periods."""
+    def _token_major(self, tokens: torch.Tensor, state: dict) -> tuple[torch.Tensor, dict]:
+        """Every token through every block and the head; loss levels step at the ends of their periods,
+        shared levels take every block's write of the token."""
         grad_was_on = torch.is_grad_enabled()
         blocks = [dict(st, levels=b.heads_in_batch(st["levels"])) for b, st in zip(self.blocks, state["blocks"])]
+        shared = dict(state.get("shared", {}))
         outs, t0 = [], state["t"]
-        with torch.enable_grad():  # a loss level's gradient needs the graph from its state to the logits
+        # a loss level's gradient needs the graph from its state to the logits
+        with torch.enable_grad() if self.plan.loss_levels else contextlib.nullcontext():
             for t in range(tokens.shape[1]):
                 self._start_periods(blocks, t0 + t)
                 x = self.embed(tokens[:, t : t + 1])
                 for i, block in enumerate(self.blocks):
-                    y, blocks[i] = block.token(x, blocks[i])
+                    y, blocks[i], shared = self._block_token(block, x, blocks[i], shared)
                     x = x + y
+                self._end_shared_token(shared)
                 outs.append(self.head(self.norm(x)))
                 if self.learn_from_loss:
                     self._learn(blocks, outs, tokens, t, t0)
         logits = torch.cat(outs, dim=1)
         blocks = [dict(st, levels=b.heads_apart(st["levels"])) for b, st in zip(self.blocks, blocks)]
-        return (logits, blocks) if grad_was_on else (logits.detach(), blocks)
+        new_state = {"blocks": blocks, "t": t0 + tokens.shape[1]}
+        if self.plan.shared:
+            new_state["shared"] = shared
+        return (logits if grad_was_on else logits.detach()), new_state
+
+    @staticmethod
+    def _block_token(block: ReferenceBlock, x: torch.Tensor, st: dict, shared: dict) -> tuple:
+        """One token through one block, with the shared levels it declares lent to it and taken back."""
+        mine = [lv.name for lv in block.plan.levels if lv.shared]
+        if not mine:
+            y, st = block.token(x, st)
+            return y, st, shared
+        y, st = block.token(x, dict(st, levels={**st["levels"], **{n: shared[n] for n in mine}}))
+        shared = {**shared, **{n: st["levels"][n] for n in mine}}
+        return y, dict(st, levels={k: v for k, v in st["levels"].items() if k not in mine}), shared
+
+    def _end_shared_token(self, shared: dict) -> None:
+        """After every block has written a token: it counts once, and at the period's end reads see the running state."""
+        for sh in self.plan.shared:
+            st = shared[sh.name]
+            count = st["count"] + 1
+            frozen = dict(st["running"]) if count % sh.period == 0 else st["frozen"]
+            shared[sh.name] = dict(st, frozen=frozen, count=count)
 
     def _start_periods(self, blocks: list, position: int) -> None:
         """At a level's period start, its state enters the graph (its gradient is taken there)."""

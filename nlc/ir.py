@@ -168,7 +168,7 @@ class Period:
 
 
 LEVEL_FIELDS = ("state", "init", "context", "objective", "update", "lr", "retain", "heads", "read", "period")
-LEVEL_FLAGS = ("online", "debias", "first_order")
+LEVEL_FLAGS = ("online", "debias", "first_order", "shared")
 
 
 @dataclass(frozen=True)
@@ -187,6 +187,7 @@ class Level:
     online: bool = False
     debias: bool = False
     first_order: bool = False  # a `context loss` level in tokens: the outer level does not differentiate its steps
+    shared: bool = False  # one state for every block (and repetition) declaring a shared level of this name
     heads: Expr | None = None  # independent memories over equal slices of the features (None: one)
     read: Expr | None = None  # where a read inside a chunk looks: `chunk_start` (None: the default) or `current`
     span: Span = _span()

@@ -144,6 +144,7 @@ class _Lowerer:
             online="online" in seen,
             debias="debias" in seen,
             first_order="first_order" in seen,
+            shared="shared" in seen,
             span=lv.span,
             name_span=lv.name_span,
             trivia=_trivia(lv),

@@ -32,6 +32,7 @@ import keyword
 # The generated modules' imports and locals (model and optimizer code).
 GENERATOR_NAMES = frozenset({
     "torch", "F", "nn", "math", "rt", "rt_layers", "rt_memory", "rt_scan", "rt_bundle", "rt_heads", "rt_loss", "rt_inside",
+    "rt_shared", "shared", "items", "parts", "t0",
     "check_alignment", "check_stream", "StepLevelSpec",
     "carried_state", "detach_state",
     "self", "x", "s", "e", "T", "out", "outs", "caches", "state", "levels", "learned", "like", "batch", "tokens",
@@ -40,7 +41,7 @@ GENERATOR_NAMES = frozenset({
 })
 # Suffixes of names the generator derives from a spec name (`q_c`: the chunk slice of q; `mem_S`: its momentum...).
 GENERATOR_SUFFIXES = ("_c", "_g", "_S", "_aux", "_pending", "_gates", "_coef", "_parts", "_init", "_state", "_ends", "_at", "_bundle",
-                      "_wave", "_run", "_inside")
+                      "_wave", "_run", "_inside", "_items")
 # Attributes of the generated block classes and of the interpreter's ReferenceBlock beyond nn.Module's
 # (tests/test_hostile_codegen.py checks that this list is complete).
 BLOCK_ATTRIBUTES = frozenset({
@@ -49,6 +50,7 @@ BLOCK_ATTRIBUTES = frozenset({
     "embed", "blocks", "norm", "head", "alignment", "step_levels", "online_levels", "nlc_source",
     "learn_from_loss", "loss_chunk", "start_periods", "learn",  # models with `context loss` levels in tokens
     "heads_in_batch", "heads_apart", "restart",  # the interpreter's multi-head and `init reset` levels
+    "shared_chunk", "shared_blocks", "learn_shared",  # models with shared levels
 })
 # Names that run code or reach the interpreter (the safety audit rejects generated code that uses them).
 FORBIDDEN_NAMES = frozenset({

@@ -28,7 +28,7 @@ MAX_DEPTH = 64  # expressions nested deeper than this are rejected (E108), keepi
 MAX_BRACKETS = 4 * MAX_DEPTH  # `(` and `{` nested deeper than this are rejected (E108) before parsing
 
 FIELD_KEYWORDS = ("state", "init", "context", "objective", "update", "lr", "retain", "heads", "read", "period")
-FLAG_KEYWORDS = ("online", "debias", "first_order")
+FLAG_KEYWORDS = ("online", "debias", "first_order", "shared")
 STMT_KEYWORDS = ("let", "level", "block", "repeat", "out")
 
 

@@ -12,9 +12,11 @@ MODEL_EXAMPLES = sorted(p.name for p in (ROOT / "examples").glob("*.nl")
 
 
 def tiny(program, **extra) -> dict:
-    """Parameter overrides that make any example model tiny (dim 8, one layer, small hidden)."""
+    """Parameter overrides that make any example model tiny (dim 8, one layer (two for shared levels), small hidden)."""
     over = {"dim": 8}
-    for name, value in (("layers", 1), ("heads", 2), ("hidden", 16), ("cms_hidden", 16), ("ffn", 16),
+    # a memory shared by the layers needs two of them (one writer: `shared` would change nothing, E425)
+    layers = 2 if any(lv.shared for lv in nlc.ir.all_levels(program)) else 1
+    for name, value in (("layers", layers), ("heads", 2), ("hidden", 16), ("cms_hidden", 16), ("ffn", 16),
                         ("n_persistent", 2)):
         if program.param(name) is not None:
             over[name] = value

@@ -58,6 +58,11 @@ def generate_model(program: ir.Program, plan: ModelPlan, kernels: str = "chunked
         loss_chunk=plan.loss_chunk,
         loss_start_lines=_loss_start_lines(plan),
         loss_learn_lines=_loss_learn_lines(plan),
+        shared_chunk=plan.shared_chunk,
+        shared_blocks=py_value(tuple(sorted({i for sh in plan.shared for i in sh.writers}))),
+        shared_init_lines=_shared_init_lines(plan),
+        shared_state_lines=_shared_state_lines(plan),
+        shared_learn_lines=_shared_learn_lines(plan, kernels),
     )
     audit_source(text, plan.name)
     return text
@@ -85,6 +90,34 @@ def _loss_learn_lines(plan: ModelPlan) -> list[str]:
                   f"    loss = rt_loss.period_loss(torch.cat(parts[-{chunks}:], dim=1), tokens[:, e - {lv.period}:e])",
                   f"    {level} = rt_loss.step({level}, loss, {lv.rule!r}, lr={py_value(lv.lr)}, "
                   f"retain={py_value(lv.retain)}, args={{{args}}}, first_order={lv.first_order})"]
+    return lines
+
+
+def _shared_init_lines(plan: ModelPlan) -> list[str]:
+    """A shared level's learned initial state is the model's (one for all its writers)."""
+    return [f"self.{sh.var}_init = rt_memory.MemoryInit({py_value(sh.weights)}, {sh.kind!r}, {sh.residual})"
+            for sh in plan.shared if sh.init == "learned"]
+
+
+def _shared_state_lines(plan: ModelPlan) -> list[str]:
+    """`init_state`: each shared level's initial state and its rule's buffers."""
+    lines = []
+    for sh in plan.shared:
+        init = f"self.{sh.var}_init(batch)" if sh.init == "learned" else \
+            f"rt_memory.MemoryInit({py_value(sh.weights)}, {sh.kind!r}, {sh.residual}, {sh.init!r})(batch)"
+        lines += [f"{sh.var} = {{k: v.to(like).contiguous() for k, v in {init}.items()}}",
+                  f"shared[{sh.name!r}] = {{\"W\": {sh.var}, \"aux\": rt_shared.initial_aux({sh.rule!r}, {sh.var})}}"]
+    return lines
+
+
+def _shared_learn_lines(plan: ModelPlan, kernels: str) -> list[str]:
+    """`learn_shared`: each shared level's step over its writers' items, in model order."""
+    lines = []
+    for sh in plan.shared:
+        items = ", ".join(f"items[{i}][{sh.name!r}]" for i in sh.writers)
+        objective = py_value(sh.learns_in(plan)[0].objective)
+        lines.append(f"shared[{sh.name!r}] = rt_shared.learn({sh.rule!r}, shared[{sh.name!r}], [{items}], "
+                     f"{objective}, kernels={kernels!r})")
     return lines
 
 

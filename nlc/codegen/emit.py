@@ -41,6 +41,7 @@ class BlockCode:
     finish_lines: list[str] = field(default_factory=list)
     kernels: str = "chunked"
     bundles: list["Bundle"] = field(default_factory=list)
+    shared_returns: list[str] = field(default_factory=list)  # `"name": <var>_items` of each shared level it declares
 
 
 @dataclass
@@ -111,6 +112,8 @@ def _construct(m: Module) -> str:
 def _emit_state(code: BlockCode) -> None:
     block = code.plan
     for lv in block.levels:
+        if lv.shared:  # the model's state (its init_state)
+            continue
         src = block.initial_source(lv)  # the root of an `init copy` chain
         if isinstance(src, SlowLevel):  # a `steps` level's current weights
             init = f"self.{src.var}_state.initial(batch)"
@@ -147,6 +150,11 @@ def _emit_level_io(code: BlockCode) -> None:
     bundled = {lv.name for b in code.bundles for lv in b.members}
     running = _running(block, _groups(block))
     for lv in block.levels:
+        if lv.shared:  # the model's state: read here; the model learns it from every block's pairs (rt_shared)
+            code.unpack_lines.append(f'{lv.var} = shared["{lv.name}"]["W"]  # shared: the period-start state')
+            code.unpack_lines.append(f"{lv.var}_items = None  # this block's gradients and gates of the period")
+            code.shared_returns.append(f'"{lv.name}": {lv.var}_items')
+            continue
         weights, buffers = (f'state["levels"]["{lv.name}"]["{part}"]' for part in ("W", "aux"))
         code.unpack_lines.append(f"{lv.var} = {_folded(weights, lv)}")
         code.unpack_lines.append(f"{lv.var}_aux = {_folded(buffers, lv)}")
@@ -336,7 +344,8 @@ def _emit_loop(code: BlockCode, nodes: dict, levels: dict, in_loop: set[str]) ->
     periods = sorted({lv.period for lv in block.levels if lv.period > block.chunk})
     # an attention cache inside the loop grows chunk by chunk (a slower level's pending chunks do not:
     # fixed buffers, rt_scan.pend)
-    code.step_shapes_fixed = not any(n.phase == "loop" and n.op is Op.ATTENTION for n in block.nodes)
+    code.step_shapes_fixed = not any(n.phase == "loop" and n.op is Op.ATTENTION for n in block.nodes) \
+        and not any(lv.shared and lv.period > block.chunk for lv in block.levels)  # (rt_shared.collect joins chunks)
     code.step_params = [*states, *(["caches"] if uses_caches else []), *(f"{a}_c" for a in sliced), *whole,
                         *(f"{var}_coef_c" for var in hoisted_vars), "full",
                         *(f"period{p}_{what}" for p in periods for what in ("at", "ends"))]
@@ -371,8 +380,8 @@ def _shared_reads(block: BlockPlan, groups: list[list[LevelPlan]], loop: set[str
     out = set()
     for group in groups:
         lv = group[0]
-        if lv.read_current:  # its reads take the gradients first (_emit_current_read)
-            continue
+        if lv.read_current or lv.shared:  # its reads take the gradients first (_emit_current_read); the model
+            continue  # learns a shared level
         if not (kernels == "chunked" and _closed_form(group) and lv.period == block.chunk
                 and lv.kind in ("mlp", "linear") and all(isinstance(a, Ref) and a.name not in loop for a in lv.context[1:])):
             continue
@@ -391,6 +400,9 @@ def _step_states(block: BlockPlan, groups: list[list[LevelPlan]], kernels: str,
     running = _running(block, groups)
     out = []
     for lv in block.levels:
+        if lv.shared:  # read-only here, and its pairs so far
+            out += [lv.var, f"{lv.var}_items"]
+            continue
         if lv.name in bundled:
             b = bundled[lv.name]
             if b.members[0] is lv:
@@ -451,6 +463,9 @@ def _emit_learn(code: BlockCode, group: list[LevelPlan], chunk: int, in_loop, sl
                 shared: set[str] = frozenset(), bundle: Bundle | None = None, waves: dict | None = None) -> None:
     """The learning of one group of levels (levels in `shared` got their gradients with their read),
     or of a bundle: its members' keys and gates tiled over the members, their values stacked."""
+    if group[0].shared:
+        _emit_items(code, group[0], in_loop, sliced)
+        return
     lines = code.step_lines
     mixed = len({lv.period for lv in group}) > 1  # runs every chunk; its slower levels carry `<level>_run`
     period = chunk if mixed else group[0].period
@@ -531,6 +546,22 @@ def _emit_learn(code: BlockCode, group: list[LevelPlan], chunk: int, in_loop, sl
             lines.append(f'{indent}{lv.var}_S = {lv.var}_aux["{carried}"]')
 
 
+def _emit_items(code: BlockCode, lv: LevelPlan, in_loop, sliced) -> None:
+    """A shared level (docs/design.md §1.8): the block does not step it; each full chunk adds its gradients at
+    the period-start state and its gates to the block's items of the period, which the model's
+    `learn_shared` steps the level with, with every other writer's (nlc.runtime.shared)."""
+    key, value = (_ref(a, in_loop, sliced) for a in lv.context[1:])
+    gates = {"lr": _ref(lv.lr, in_loop, sliced), "retain": _ref(lv.retain, in_loop, sliced),
+             **{k: _ref(v, in_loop, sliced) for k, v in lv.rule_args.items()}}
+    code.step_lines += [
+        f"# learn: {lv.name} ({lv.rule}, every {lv.period} tokens) is shared: the model steps it with every "
+        "block's pairs",
+        "if full:",
+        f"    {lv.var}_g = rt_memory.grads({lv.kind!r}, {lv.var}, {key}, {value}, {py_value(lv.objective)}, "
+        f"residual={lv.residual})",
+        f"    {lv.var}_items = rt_shared.collect({lv.var}_items, {lv.var}_g, {py_value_dict(gates)})"]
+
+
 def _emit_current_read(code: BlockCode, node: Node, lv: LevelPlan, loop: set[str], sliced: set[str],
                        done: set[str]) -> None:
     """A read of a `read current` level (nlc.runtime.inside): at its first read in the chunk, the level's
@@ -594,7 +625,7 @@ def _bundles(block: BlockPlan, groups: list[list[LevelPlan]], kernels: str) -> l
     if kernels != "chunked":
         return []
     restarting = {n for lv in block.levels if lv.reset_from for n in (lv.name, lv.reset_from)}  # (_emit_restarts)
-    restarting |= {lv.name for lv in block.levels if lv.read_current}  # (_emit_current_read)
+    restarting |= {lv.name for lv in block.levels if lv.read_current or lv.shared}  # (_emit_current_read, _emit_items)
     alike: dict[tuple, list[LevelPlan]] = {}
     for group in groups:
         lv = group[0]
@@ -665,7 +696,8 @@ def _closed_form(group: list[LevelPlan]) -> bool:
 def _is_hoisted(group: list[LevelPlan], chunk: int, in_loop: set[str], nodes: dict) -> bool:
     """Are the level's gate coefficients computed before the loop (closed form, gates read no level)?"""
     lv = group[0]
-    if not _closed_form(group) or lv.period != chunk or lv.read_current:  # (its reads take the gates per chunk)
+    if not _closed_form(group) or lv.period != chunk or lv.read_current or lv.shared:  # (its reads take the gates
+        # per chunk; the model steps a shared level)
         return False
     ops = _gate_operands(lv)
     gates = [ops[k] for k in RULES[lv.rule].chunk.gates]

@@ -17,12 +17,22 @@ by the trainer, or check rejects it. Two kinds of level ignore fields by what th
 
 Which fields those are is `nlc.ir.ignored_fields` (the printer leaves them out, so `nlc fmt`
 never writes one).
+
+One field is dead by what a level computes, not by what it is (`stated_period_effect`, after the
+shapes pass): the period of an in-context level whose gradients do not depend on its state (a
+`linear` or `vector` memory with `dot`, whose gradient is -k v whatever the state) and whose state
+no read sees (only the level it drives through `update` uses it, and that takes its state after
+every token's update). Nothing then sees a chunk-start state, so every period computes the same.
 """
 
 from __future__ import annotations
 
+import dataclasses
+
 from nlc import ir
 from nlc.errors import Reporter
+from nlc.objectives import OBJECTIVES
+from nlc.passes.facts import ProgramFacts
 from nlc.printer import print_expr
 
 
@@ -60,6 +70,58 @@ def _check_level(program: ir.Program, lv: ir.Level, scope: dict[str, ir.Level], 
             rep.error("E314", f"`objective` has no effect on level `{lv.name}`: its update "
                               f"`{_short(lv.update)}` gives the direction the parameters move in", stated[key],
                       "remove `objective` (an objective shapes the step of an update rule such as `gd`)")
+
+
+def stated_period_effect(program: ir.Program, rep: Reporter, facts: ProgramFacts) -> None:
+    """E314 for a stated period that cannot change what an in-context level computes (module docstring)."""
+    if not program.is_model:
+        return
+    read_in: dict[str, set[int]] = {}  # level name -> the blocks (by id) that read a level of that name
+    for body, block in ir.scopes(program):
+        for stmt in body:
+            for e in _expressions(stmt):
+                for n in ir.walk(e):
+                    if isinstance(n, ir.Call) and n.kind is ir.CallKind.READ:
+                        read_in.setdefault(n.fn, set()).add(id(block))
+    for body, block in ir.scopes(program):
+        scope = {s.name: s for s in body if isinstance(s, ir.Level)}
+        shapes = facts.scope(block).shapes
+        for lv in scope.values():
+            objective = lv.objective.fn if isinstance(lv.objective, ir.Call) else None
+            shape = shapes.get(lv.name)
+            while shape is not None and shape.kind == "like" and shape.like_of:
+                shape = shapes.get(shape.like_of)
+            readers = read_in.get(lv.name, set())
+            # a shared level is read wherever a block declaring it reads it
+            read = id(block) in readers or lv.shared and bool(readers & _declaring(program, lv.name))
+            tied = any(lv.name in (ir.restarts_from(o), ir.gradients_of(o)) for o in scope.values())
+            if ("period" in dict(lv.field_spans) and lv.period.unit is ir.PeriodUnit.TOKENS
+                    and isinstance(lv.context, ir.Tuple) and shape is not None and shape.kind in ("linear", "vector")
+                    and objective in OBJECTIVES and OBJECTIVES[objective].minus_value_gradient
+                    and not read and not tied and ir.updating_level(lv) is None):
+                rep.error("E314", f"`period` has no effect on level `{lv.name}`: its gradients do not depend on its "
+                          f"state (`{objective}` on a `{shape.kind}` memory) and no read sees its state, so it "
+                          "learns alike at every period", lv.field_span("period"),
+                          f"remove `period`, read `{lv.name}` somewhere, or give it an objective whose gradient "
+                          "depends on the state (`l2`)")
+
+
+def _declaring(program: ir.Program, name: str) -> set[int]:
+    """The blocks (by id) that declare a `shared` level called `name`."""
+    return {id(block) for body, block in ir.scopes(program)
+            for s in body if isinstance(s, ir.Level) and s.name == name and s.shared}
+
+
+def _expressions(stmt) -> list[ir.Expr]:
+    """The expressions a statement holds (a let's value, `out`, every field of a level)."""
+    out = []
+    for f in dataclasses.fields(stmt):
+        v = getattr(stmt, f.name)
+        if isinstance(v, ir.Period):
+            v = v.count
+        if v is not None and not isinstance(v, (str, bool, int, float, tuple)) and hasattr(v, "span"):
+            out.append(v)
+    return out
 
 
 def _short(e: ir.Expr) -> str:

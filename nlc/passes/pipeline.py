@@ -1,4 +1,4 @@
-"""The front end in order: parse -> lower -> resolve -> params -> graph -> frequency -> shapes -> step levels -> optimizer -> size.
+"""The front end in order: parse -> lower -> resolve -> params -> graph -> frequency -> shapes -> step levels -> shared levels -> optimizer -> size.
 
 Each stage reports every problem it finds; the pipeline stops after the first
 stage with errors (later stages assume the earlier ones held). The size pass
@@ -13,7 +13,7 @@ from typing import Mapping
 
 from nlc import ir
 from nlc.errors import Diagnostic, Reporter, SpecError
-from nlc.passes import frequency, graph_checks, no_effect, optimizer, resolve, shapes, size, steplevels
+from nlc.passes import frequency, graph_checks, no_effect, optimizer, resolve, shapes, shared, size, steplevels
 from nlc.passes.facts import ProgramFacts
 from nlc.passes.params import evaluate
 from nlc.passes.size import SizeEstimate
@@ -48,7 +48,9 @@ def check_ir(program: ir.Program, overrides: Mapping[str, object] | None = None)
     frequency.run(program, env, rep, facts)
     no_effect.run(program, rep)
     shapes.run(program, env, rep, facts)
+    no_effect.stated_period_effect(program, rep, facts)
     steplevels.run(program, env, rep)
+    shared.run(program, env, rep, facts)
     rep.raise_if_errors()
     optimizer.run(program, env, rep)
     rep.raise_if_errors()

@@ -305,9 +305,12 @@ class _Scope:
         if self.params_only or name not in self.elsewhere:
             return None
         what, block = self.elsewhere[name]
-        return (f"`{name}` is a {what} of block `{block}`: each block sees only its own lets and levels "
-                f"(a level shared by several blocks is not supported yet); pass values between blocks "
-                f"through `x`, the block's input, or define `{name}` in this block too")
+        if what == "level":
+            return (f"`{name}` is a level of block `{block}`: each block sees only its own lets and levels; to "
+                    f"read and write one memory from several blocks, declare `{name}` in this block too and mark "
+                    "both declarations `shared`")
+        return (f"`{name}` is a {what} of block `{block}`: each block sees only its own lets and levels; pass "
+                f"values between blocks through `x`, the block's input, or define `{name}` in this block too")
 
 
 def _mentions_level(e: ir.Expr, levels) -> bool:

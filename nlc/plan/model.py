@@ -69,6 +69,7 @@ class LevelPlan:
     heads: int = 1  # its state is [B*heads, ...]; `weights` are one head's, d_in and d_out the whole memory's
     reset_from: str | None = None  # `init reset(L)`: restarts from L's state at the end of each of L's periods
     read_current: bool = False  # `read current`: a read at t sees the chunk's updates up to t (nlc.runtime.inside)
+    shared: bool = False  # its state is the model's (ModelPlan.shared): the block reads it and hands its pairs on
 
     def learning_operands(self) -> list[Operand]:
         """The per-token values it learns from: gates, rule arguments, keys and values."""
@@ -141,6 +142,28 @@ class InitialCopy:
 
 
 @dataclass
+class SharedLevel:
+    """A `shared` level (docs/design.md §1.8): one state of the model that the blocks `writers` (indices, in
+    model order) read and write. Each writer's LevelPlan holds its own context and gates; what the state
+    is (shape, init, objective, rule, period) is the same in all of them (nlc check, E425)."""
+
+    name: str
+    var: str  # its Python name: the model's `<var>_init` holds a learned initial state
+    kind: str
+    weights: dict[str, tuple[int, ...]]
+    residual: bool
+    init: str  # learned | zeros | identity
+    rule: str
+    period: int  # tokens
+    online: bool
+    writers: list[int]
+
+    def learns_in(self, plan: "ModelPlan") -> list[LevelPlan]:
+        """Each writer's declaration, in model order."""
+        return [next(lv for lv in plan.blocks[i].levels if lv.name == self.name) for i in self.writers]
+
+
+@dataclass
 class BlockPlan:
     """One block instance (a `repeat` makes several with the same class)."""
 
@@ -179,6 +202,7 @@ class ModelPlan:
     blocks: list[BlockPlan]
     params: dict[str, object]
     spec_path: str
+    shared: list[SharedLevel] = field(default_factory=list)
 
     def step_levels(self) -> dict[str, StepLevelSpec]:
         """Levels trained across optimiser steps (CMS): parameter-name prefix -> StepLevelSpec.
@@ -198,7 +222,7 @@ class ModelPlan:
     def online_levels(self) -> list[str]:
         """In-context levels marked `online` (as `blocks.I.NAME`): they keep learning after training."""
         return [f"blocks.{b.index}.{lv.name}" for b in self.blocks for lv in [*b.levels, *b.loss_levels]
-                if lv.online]
+                if lv.online and not getattr(lv, "shared", False)] + [f"shared.{s.name}" for s in self.shared if s.online]
 
     @property
     def loss_levels(self) -> list[tuple[int, LossLevel]]:
@@ -209,6 +233,11 @@ class ModelPlan:
     def loss_chunk(self) -> int | None:
         """The chunk the model runs chunk-major at when it has loss levels: their smallest period."""
         return min((lv.period for _, lv in self.loss_levels), default=None)
+
+    @property
+    def shared_chunk(self) -> int | None:
+        """The chunk the model runs chunk-major at when it has shared levels: their period (nlc check: one, E318)."""
+        return self.shared[0].period if self.shared else None
 
     @property
     def alignment(self) -> int:
@@ -236,9 +265,23 @@ def plan_model(checked: Checked) -> ModelPlan:
                 blocks.append(_BlockPlanner(s, params, facts, len(blocks), cls).plan())
 
     visit(program.body)
-    plan = ModelPlan(program.name, int(params["dim"]), int(params["vocab"]), blocks, dict(params), program.path)
+    plan = ModelPlan(program.name, int(params["dim"]), int(params["vocab"]), blocks, dict(params), program.path,
+                     _shared_levels(blocks))
     verify(plan)
     return plan
+
+
+def _shared_levels(blocks: list[BlockPlan]) -> list[SharedLevel]:
+    """The model's shared levels, in the order of their first declaration, with the blocks that write them."""
+    out: dict[str, SharedLevel] = {}
+    for b in blocks:
+        for lv in b.levels:
+            if lv.shared:
+                if lv.name not in out:
+                    out[lv.name] = SharedLevel(lv.name, lv.var, lv.kind, lv.weights, lv.residual, lv.init, lv.rule,
+                                               lv.period, lv.online, [])
+                out[lv.name].writers.append(b.index)
+    return list(out.values())
 
 
 def _class_name(name: str, taken: set[str]) -> str:
@@ -515,13 +558,13 @@ class _BlockPlanner:
                     rule_args[a.name] = Const(float(a.default))
         lr = ONE if lv.lr is None else self.split(self.expr(lv.lr, f"{base}_lr"), heads)
         retain = ONE if lv.retain is None else self.split(self.expr(lv.retain, f"{base}_retain"), heads)
-        if init == "learned":
+        if init == "learned" and not lv.shared:  # a shared level's initial state is the model's
             self.modules.append(Module(f"{base}_init", "MemoryInit", (self.weights(lv.name), shape.kind,
                                                                       shape.residual), _heads_kwarg(heads)))
         return LevelPlan(lv.name, base, shape.kind, self.weights(lv.name), shape.d_in, shape.d_out, shape.depth,
                          shape.residual, init, copy_of, shape.like_of, context, objective, rule, rule_args, update_by,
                          lr, retain, self.scope.periods[lv.name].count, lv.online, lv.span.line, heads,
-                         ir.restarts_from(lv), lv.name in self.current)
+                         ir.restarts_from(lv), lv.name in self.current, lv.shared)
 
     def slow_level(self, lv: ir.Level) -> SlowLevel:
         shape = self.state_shape(lv.name)

@@ -151,7 +151,43 @@ def _model(plan) -> list[str]:
             if lv.period < 2 or lv.rule not in step_level_rules() or lv.init not in ("learned", "zeros", "identity"):
                 problems.append(f"{where}loss level `{lv.name}`: period {lv.period}, rule {lv.rule!r}, init {lv.init!r}")
         problems += [f"{where}the output: {p}" for p in _operand(block.out, nodes, frozenset())]
+    problems += _shared(plan)
     return problems
+
+
+def _shared(plan) -> list[str]:
+    """A shared level is written by two or more blocks, each declaring it alike (shape, rule, period, init) as an
+    in-context level with (key, value) pairs and no module of its own for its initial state; every level a
+    block marks shared is one of the model's; all share one period, which every in-context period divides."""
+    out = []
+    names = {s.name for s in plan.shared}
+    for b in plan.blocks:
+        for lv in b.levels:
+            if lv.shared and lv.name not in names:
+                out.append(f"block #{b.index}: level `{lv.name}` is marked shared but is not one of the model's")
+    for s in plan.shared:
+        where = f"shared level `{s.name}`: "
+        if len(s.writers) < 2 or len(set(s.writers)) != len(s.writers):
+            out.append(f"{where}written by blocks {s.writers}, not two or more")
+            continue
+        for i, lv in zip(s.writers, s.learns_in(plan)):
+            if not lv.shared or lv.context[0] != "kv" or lv.update_by or lv.heads != 1 or lv.read_current \
+                    or lv.copy_of or lv.reset_from:
+                out.append(f"{where}block #{i} declares it as a level that cannot be shared")
+            if (lv.kind, lv.weights, lv.residual, lv.rule, lv.period, lv.init) != \
+                    (s.kind, s.weights, s.residual, s.rule, s.period, s.init):
+                out.append(f"{where}block #{i} declares another state, rule, period or init")
+            if any(m.attr == f"{lv.var}_init" for m in plan.blocks[i].modules):
+                out.append(f"{where}block #{i} creates an initial state of its own")
+        if s.period != plan.shared[0].period:
+            out.append(f"{where}period {s.period}, not the model's shared period {plan.shared[0].period}")
+    if plan.shared:
+        periods = [lv.period for b in plan.blocks for lv in b.levels]
+        out += [f"in-context period {p} does not divide the shared period {plan.shared[0].period}"
+                for p in sorted(set(periods)) if plan.shared[0].period % p]
+        if plan.loss_levels:
+            out.append("shared levels and `context loss` levels in tokens in one model")
+    return out
 
 
 def _model_phases(block, nodes: dict[str, Node], where: str) -> list[str]:

@@ -551,6 +551,11 @@ def _read(lv: ir.Level) -> _Perturbation:
     return _Perturbation(lv, "read", print_expr(lv.read), ((other, dataclasses.replace(lv, read=ir.Ref(other))),))
 
 
+def _shared(lv: ir.Level) -> _Perturbation:
+    """Not shared: every block instance keeps a state of its own (all declarations change: _perturbed_program)."""
+    return _Perturbation(lv, "shared", "shared", (("not shared", dataclasses.replace(lv, shared=False)),))
+
+
 def _gate(lv: ir.Level, key: str) -> _Perturbation:
     value = getattr(lv, key)
     other = _scaled(value, 0.5)
@@ -577,6 +582,8 @@ def level_perturbations(lv: ir.Level, env: Mapping) -> list[_Perturbation]:
         out.append(_read(lv))
     if "period" in stated:
         out.append(_period(lv, env))
+    if lv.shared:
+        out.append(_shared(lv))
     return [p for p in out if p is not None]
 
 
@@ -592,9 +599,27 @@ def _replace_level(body: tuple, old: ir.Level, new: ir.Level) -> tuple:
     return tuple(out)
 
 
+_SHARED_ALIKE = ("state", "init", "objective", "period", "online", "shared")  # (nlc.passes.shared, E425)
+
+
+def _with_shared(body: tuple, name: str, fields: dict) -> tuple:
+    """body with `fields` replaced in every `shared` level called `name`, at any depth."""
+    out = []
+    for s in body:
+        if isinstance(s, ir.Level) and s.name == name and s.shared:
+            s = dataclasses.replace(s, **fields)
+        elif isinstance(s, (ir.Block, ir.Repeat)):
+            s = dataclasses.replace(s, body=_with_shared(s.body, name, fields))
+        out.append(s)
+    return tuple(out)
+
+
 def _perturbed_program(prog: ir.Program, old: ir.Level, new: ir.Level, params: Mapping | None):
     """The program with one level changed, printed and checked again; None if it does not check."""
     changed = dataclasses.replace(prog, body=_replace_level(prog.body, old, new))
+    if old.shared:  # what the shared state is, every declaration of the name states alike: they change together
+        alike = {f: getattr(new, f) for f in _SHARED_ALIKE if getattr(new, f) != getattr(old, f)}
+        changed = dataclasses.replace(changed, body=_with_shared(changed.body, old.name, alike))
     try:
         again = nlc.loads(nlc.print_program(changed), "<perturbed>")
         nlc.check(again, **dict(params or {}))
@@ -670,6 +695,7 @@ class _Base:
         self.kw = LIVE_BACKENDS[backend]
         logits, grads, model = _forward_outcome(prog, params, seed, self.kw, tokens, None)
         self.outcome, self.state, self.step_period = (logits, grads), model.state_dict(), _max_step_period(model)
+        self.n_blocks = len(model.blocks)
         self.trained: dict[int, dict] = {}
 
     def after_steps(self, steps: int) -> dict:
@@ -679,14 +705,18 @@ class _Base:
         return self.trained[steps]
 
 
-def _live_in_model(base: _Base, other, private: str | None = None) -> str | None:
+def _live_in_model(base: _Base, other, private: str | None = None, unshared: str | None = None) -> str | None:
     """None if `other` computes something different from the base spec; else what was compared.
 
     The two builds share the parameters they both have, except the initial state of level `private`
-    when its `init` is what changed (sharing it would overwrite the other init's values).
+    when its `init` is what changed (sharing it would overwrite the other init's values). When the
+    shared level `unshared` is what changed, every block's own copy starts from the shared initial state.
     """
     state = base.state if private is None else {
-        n: t for n, t in base.state.items() if f".{private}_init." not in n and f".{private}_state." not in n}
+        n: t for n, t in base.state.items() if f".{private}_init." not in f".{n}" and f".{private}_state." not in n}
+    if unshared is not None:
+        state = {**state, **{f"blocks.{i}.{n}": t for n, t in state.items() if n.startswith(f"{unshared}_init.")
+                             for i in range(base.n_blocks)}}
     logits, grads, model = _forward_outcome(other, base.params, base.seed, base.kw, base.tokens, state)
     if _outcomes_differ(base.outcome, (logits, grads)):
         return None
@@ -777,7 +807,8 @@ def find_dead_fields(spec, tokens=None, params: Mapping | None = None, seed: int
                 measured = []
                 for text, other in others:
                     try:
-                        measured.append(_live_in_model(bases[backend], other, private))
+                        measured.append(_live_in_model(bases[backend], other, private,
+                                                       lv.name if pert.field == "shared" else None))
                     except AssertionError as e:  # the perturbed spec checks but does not build
                         skipped.append(f"level `{lv.name}`, field `{pert.field}` = `{text}` ({backend}): {e}")
                         measured.append(None)  # not evidence of a dead field
@@ -793,9 +824,10 @@ def check_fields_live(spec, tokens=None, params: Mapping | None = None, seed: in
     """Every field a spec states is live: perturbing it changes what the spec computes, in each back end.
 
     For each level and each field it states (init, objective and its `delta` / `p`, the update
-    rule's `beta`, `steps`, `beta1`, `beta2`, `eps`, lr, retain, heads, read, period), the field gets
+    rule's `beta`, `steps`, `beta1`, `beta2`, `eps`, lr, retain, heads, read, period, shared), the field gets
     another value (a gate times 0.5, another init kind, another objective, 1, 2h or h/2 heads, the other
-    read mode, a period that still nests: 1, 2N, N/2 or 4N, whichever checks first) and both specs run side by side with the same
+    read mode, a period that still nests: 1, 2N, N/2 or 4N, whichever checks first; not shared, in
+    every declaration, each block's own state starting where the shared one did) and both specs run side by side with the same
     parameters (those the two builds share) in float64. The field is live when:
 
     - in a model, the outputs or the gradient of some slow parameter differ on the tokens, in the

@@ -37,7 +37,8 @@ the strategy never draws what the code generator cannot compile yet (E5xx, see
 - CMS chains: levels with `context loss` and `period N steps` read in a chain, or
   the model's slowest token period (learning in context from the model's loss; with `loss_tokens`,
   sometimes `first_order`), frozen levels (`period never`);
-- blocks without levels (attention, SwiGLU) and `repeat N`.
+- blocks without levels (attention, SwiGLU) and `repeat N`;
+- `shared` (with `shared`): one memory written and read by both copies of a `repeat 2` block.
 
 Knobs bound the size (`max_blocks`, `max_levels`, `max_period`, `dim`) and
 restrict the kinds drawn (`state_kinds`, `objectives`, `updates`, `gates`,
@@ -118,6 +119,7 @@ class _Level:
     optimized_by: str | None = None
     heads: int = 1  # split into heads: no level is tied to it (`update`, `like`, `copy`, `grad`: E423)
     read_current: bool = False  # `read current`: no level is tied to it (E424)
+    shared: bool = False  # one state for the copies of its `repeat`ed block (E425, E318)
     rule_lets: list[str] = field(default_factory=list)
 
     def lines(self) -> list[str]:
@@ -134,6 +136,8 @@ class _Level:
             out.append("  online")
         if self.first_order:
             out.append("  first_order")
+        if self.shared:
+            out.append("  shared")
         out.append("}")
         return out
 
@@ -456,6 +460,11 @@ class _Drawer:
             value, _ = self.flow(h, others, False)
             lv.context = f"({key}, {value if target.d_out == 1 else f'linear({value}, 2 * dim)'})"
             lv.objective = self.objective().replace("lp(p = 3)", "lp")
+            if self.base_kind(target, levels) in ("linear", "vector") and \
+                    OBJECTIVES[lv.objective.split("(")[0]].minus_value_gradient:
+                # its gradients would not depend on its state, which only the target's update sees (every
+                # token): its period would change nothing (E314)
+                lv.objective = "l2"
         else:
             lv.context = f"grad({target.name})"
             lv.objective = self.pick(["dot", "l2"])
@@ -557,7 +566,7 @@ class _Drawer:
 _DEFAULTS = dict(max_blocks=2, max_levels=3, dim=8, state_kinds=ALL_STATE_KINDS, objectives=ALL_OBJECTIVES,
                  updates=ALL_UPDATES, gates=ALL_GATES, roles=ALL_ROLES, max_period=4, flows=True,
                  self_modification=True, attention=True, max_repeat=1, vocab=None, copies_across=True,
-                 loss_tokens=True, heads=True)
+                 loss_tokens=True, heads=True, shared=True)
 
 
 def _knobs(**kw) -> dict:
@@ -592,14 +601,42 @@ def _raw_spec(draw, knobs: dict) -> str:
     lines = [f"model {name}({', '.join(params)}) {{"]
     n_blocks = draw(st.integers(1, k["max_blocks"]))
     d = _Drawer(draw, k, chunk, chunk_param, steps_base)
+    blocks = []
     for i in range(n_blocks):
         n_levels = draw(st.integers(0 if n_blocks > 1 or k["max_levels"] == 0 else 1, k["max_levels"]))
         repeat = draw(st.integers(1, k["max_repeat"])) if k["max_repeat"] > 1 else 1
         b = d.block(f"b{i}", n_levels, first=i == 0 and repeat == 1)
         b.repeat = repeat
+        blocks.append(b)
+    if k["shared"]:
+        _share_one(draw, d, blocks)
+    for b in blocks:
         lines += ["  " + line for line in b.lines()]
     lines.append("}")
     return "\n".join(lines) + "\n"
+
+
+def _share_one(draw, d: _Drawer, blocks: list[_Block]) -> None:
+    """Sometimes one memory becomes `shared` by the copies of its block (repeated twice if it was not): an
+    untied in-context memory of a block with a normalised input, moved to the model's slowest in-context
+    period (which every other one divides: they nest), in a model that learns from its loss only in steps
+    (E425, E318)."""
+    levels = [lv for b in blocks for lv in b.levels]
+    if any(lv.loss_in_tokens for lv in levels):
+        return
+    in_context = [lv for lv in levels if lv.role in ("memory", "optimizer")]
+    slowest = max(in_context, key=lambda lv: d.count(lv.period), default=None)
+    tied = {name for lv in levels for name in (
+        lv.state[len("like("):-1] if lv.kind == "like" else None,
+        lv.init[lv.init.index("(") + 1:-1] if "(" in lv.init else None)}
+    candidates = [(b, lv) for b in blocks if ("h", "rmsnorm(x)") in b.lets for lv in b.levels
+                  if lv.role == "memory" and lv.optimized_by is None and lv.heads == 1 and not lv.read_current and lv.kind != "like"
+                  and lv.init in ("learned", "zeros", "identity") and lv.name not in tied]
+    if candidates and draw(st.integers(0, 2)) == 2:
+        b, lv = draw(st.sampled_from(candidates))
+        lv.shared = True
+        lv.period = slowest.period  # (untied: nothing else follows its period)
+        b.repeat = max(b.repeat, 2)
 
 
 def spec_texts(**knobs) -> st.SearchStrategy[str]:
@@ -610,7 +647,7 @@ def spec_texts(**knobs) -> st.SearchStrategy[str]:
     (True), attention (True: blocks without levels may use attention), max_repeat (1), vocab
     (None: the default 256), copies_across (True: `init copy` between in-context and `steps` levels),
     loss_tokens (True: CMS levels learning in context from the model's loss), heads (True: matrix
-    memories split into heads).
+    memories split into heads), shared (True: sometimes a memory shared by the two copies of its block).
     """
     k = _knobs(**knobs)
     return _raw_spec(k).map(_canonical)
