@@ -220,7 +220,8 @@ class ModelPlan:
         return out
 
     def online_levels(self) -> list[str]:
-        """In-context levels marked `online` (as `blocks.I.NAME`): they keep learning after training."""
+        """In-context levels marked `online` (as `blocks.I.NAME`; a shared one once, as `shared.NAME`): they keep
+        learning after training."""
         return [f"blocks.{b.index}.{lv.name}" for b in self.blocks for lv in [*b.levels, *b.loss_levels]
                 if lv.online and not getattr(lv, "shared", False)] + [f"shared.{s.name}" for s in self.shared if s.online]
 
