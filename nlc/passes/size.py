@@ -140,10 +140,16 @@ def _model(program, env, rep: Reporter, limits: SizeLimits, blame: "_Blame") -> 
                    implicit=("dim", "vocab"))]
     state = [Part("the embedding, residual stream, final norm and logits of a token", 3 * dim + vocab,
                   implicit=("dim", "vocab"), per_token=True)]
+    shared: set[str] = set()  # a shared level's initial state and state are the model's: counted once
     for block, copies, repeats in instances:
         scope = scopes[id(block)]
         params += [_copied(p, copies, repeats) for p in scope.param_parts()]
         state += [_copied(p, copies, repeats) for p in scope.state_parts()]
+        for lv in scope.levels.values():
+            if lv.shared and lv.name not in shared:
+                shared.add(lv.name)
+                params += scope.param_parts(shared=lv.name)
+                state += scope.state_parts(shared=lv.name)
     estimate = SizeEstimate(
         params=sum(p.total for p in params),
         state=sum(p.total for p in state if not p.per_token),
@@ -279,12 +285,16 @@ class _Scope:
             yield from ir.walk(e)
 
     # ---- sizes ----
-    def param_parts(self) -> list[Part]:
+    def param_parts(self, shared: str | None = None) -> list[Part]:
+        """The block's parameters (shared levels' initial states left out), or only the shared level `shared`'s."""
         parts = []
-        for n in self.nodes():
-            if isinstance(n, ir.Call) and n.kind is ir.CallKind.OP and n.fn in _MODULE_OPS:
-                parts.append(self.part(f"`{_short(n)}`{self.where}", self.module_size(n), n.span, (n,)))
+        if shared is None:
+            for n in self.nodes():
+                if isinstance(n, ir.Call) and n.kind is ir.CallKind.OP and n.fn in _MODULE_OPS:
+                    parts.append(self.part(f"`{_short(n)}`{self.where}", self.module_size(n), n.span, (n,)))
         for lv in self.levels.values():
+            if lv.shared != (shared is not None) or shared not in (None, lv.name):
+                continue
             in_context = lv.period.unit is ir.PeriodUnit.TOKENS
             if not in_context or lv.init.fn == "learned":
                 what = "initial state" if in_context else "weights"
@@ -326,15 +336,19 @@ class _Scope:
         d = int(self.const(b["dim"]))
         return h * mlp_size(d // h, int(self.const(b.get("hidden"), 4 * d)) // h, int(self.const(b.get("depth"), 2)))
 
-    def state_parts(self) -> list[Part]:
+    def state_parts(self, shared: str | None = None) -> list[Part]:
+        """One sequence's state in the block (shared levels left out), or only the shared level `shared`'s."""
         parts = []
         for lv in self.levels.values():
-            if lv.period.unit is not ir.PeriodUnit.TOKENS:
+            if lv.period.unit is not ir.PeriodUnit.TOKENS or lv.shared != (shared is not None) \
+                    or shared not in (None, lv.name):
                 continue
             rule = lv.update.fn if isinstance(lv.update, ir.Call) else None
             copies = 1 + rules.buffers(rule)
             parts.append(self.part(f"the state of level `{lv.name}`{self.where}", copies * self.weights(lv.name),
                                    lv.state.span, (lv.state,)))
+        if shared is not None:
+            return parts
         activations = 0
         for n in self.nodes():
             if isinstance(n, ir.Call) and n.kind is ir.CallKind.OP and n.fn == "conv":
