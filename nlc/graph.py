@@ -48,17 +48,10 @@ def dataflow(body: tuple[ir.Stmt, ...]) -> nx.DiGraph:
         elif isinstance(s, ir.Level):
             node = ("update", s.name)
             g.add_node(node, span=s.name_span)
-            for e in level_exprs(s):
+            for e in ir.level_exprs(s):
                 for dep, span in _deps(e, update_edges=(e is s.update), current=current):
                     g.add_edge(dep, node, span=span)
     return g
-
-
-def level_exprs(level: ir.Level) -> list[ir.Expr]:
-    """Return the expressions a level's update depends on (context, gates, rule arguments, update)."""
-    exprs = [level.update, level.state, level.init, level.objective]
-    exprs += [e for e in (level.context, level.lr, level.retain) if e is not None]
-    return exprs
 
 
 def _deps(e: ir.Expr, update_edges: bool = False, current: set[str] = frozenset()):

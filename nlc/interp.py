@@ -58,6 +58,14 @@ def _module(m) -> nn.Module:
     return cls(*m.args, **m.kwargs)
 
 
+def initial_weights(owner: nn.Module, lv, batch: int, like: torch.Tensor) -> dict:
+    """A level's initial state for `batch` sequences: its learned `<var>_init` module's on `owner` (the block, or
+    the model for a shared level), or a fixed init's."""
+    if lv.init == "learned":
+        return {k: v.to(like.dtype) for k, v in getattr(owner, f"{lv.var}_init")(batch).items()}
+    return {k: v.to(like) for k, v in memory.MemoryInit(lv.weights, lv.kind, lv.residual, lv.init, lv.heads)(batch).items()}
+
+
 class ReferenceBlock(nn.Module):
     def __init__(self, plan: BlockPlan):
         super().__init__()
@@ -88,11 +96,7 @@ class ReferenceBlock(nn.Module):
             lv = self.plan.initial_source(lv)  # the root of an `init copy` chain
         if isinstance(lv, SlowLevel):  # a `steps` level's current weights
             return {k: v.to(like.dtype) for k, v in getattr(self, f"{lv.var}_state").initial(batch).items()}
-        if lv.init == "learned":
-            return {k: v.to(like.dtype) for k, v in getattr(self, f"{lv.var}_init")(batch).items()}
-        mode = lv.init
-        init = memory.MemoryInit(lv.weights, lv.kind, lv.residual, mode, lv.heads)
-        return {k: v.to(like) for k, v in init(batch).items()}
+        return initial_weights(self, lv, batch, like)
 
     def heads_in_batch(self, levels: dict) -> dict:
         """Multi-head levels' states from the streaming state's [B, h, ...] to the rows [B*h, ...] that
@@ -257,6 +261,7 @@ class ReferenceModel(nn.Module):
         for sh in plan.shared:  # a shared level's learned initial state is the model's, as in generated code
             if sh.init == "learned":
                 setattr(self, f"{sh.var}_init", memory.MemoryInit(sh.weights, sh.kind, sh.residual))
+        self._writes = [[lv.name for lv in b.levels if lv.shared] for b in plan.blocks]  # each block's shared levels
 
     def init_state(self, batch: int) -> dict:
         like = self.embed.weight
@@ -266,10 +271,7 @@ class ReferenceModel(nn.Module):
         return state
 
     def _shared_initial(self, sh, batch: int, like: torch.Tensor) -> dict:
-        if sh.init == "learned":
-            init = {k: v.to(like.dtype) for k, v in getattr(self, f"{sh.var}_init")(batch).items()}
-        else:
-            init = {k: v.to(like) for k, v in memory.MemoryInit(sh.weights, sh.kind, sh.residual, sh.init)(batch).items()}
+        init = initial_weights(self, sh, batch, like)
         return {"frozen": init, "running": dict(init), "aux": initial_aux(RULES[sh.rule], init), "count": 0}
 
     def forward(self, tokens: torch.Tensor, state: dict | None = None, detach_state: bool = True):
@@ -306,7 +308,7 @@ class ReferenceModel(nn.Module):
                 self._start_periods(blocks, t0 + t)
                 x = self.embed(tokens[:, t : t + 1])
                 for i, block in enumerate(self.blocks):
-                    y, blocks[i], shared = self._block_token(block, x, blocks[i], shared)
+                    y, blocks[i], shared = self._block_token(block, self._writes[i], x, blocks[i], shared)
                     x = x + y
                 self._end_shared_token(shared)
                 outs.append(self.head(self.norm(x)))
@@ -320,9 +322,8 @@ class ReferenceModel(nn.Module):
         return (logits if grad_was_on else logits.detach()), new_state
 
     @staticmethod
-    def _block_token(block: ReferenceBlock, x: torch.Tensor, st: dict, shared: dict) -> tuple:
-        """One token through one block, with the shared levels it declares lent to it and taken back."""
-        mine = [lv.name for lv in block.plan.levels if lv.shared]
+    def _block_token(block: ReferenceBlock, mine: list[str], x: torch.Tensor, st: dict, shared: dict) -> tuple:
+        """One token through one block, with the shared levels it declares (`mine`) lent to it and taken back."""
         if not mine:
             y, st = block.token(x, st)
             return y, st, shared

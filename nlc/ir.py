@@ -251,6 +251,29 @@ def restarts_from(lv: "Level") -> str | None:
     return None
 
 
+def copied_from(lv: "Level") -> str | None:
+    """The level in lv's `init copy(L)`, or None for any other init."""
+    i = lv.init
+    if isinstance(i, Call) and i.fn == "copy" and i.args and isinstance(i.args[0], Ref):
+        return i.args[0].name
+    return None
+
+
+def shaped_like(lv: "Level") -> str | None:
+    """The level in lv's `state like(L)`, or None for any other state (`like(param)` names `param`)."""
+    s = lv.state
+    if isinstance(s, Call) and s.fn == "like" and s.args and isinstance(s.args[0], Ref):
+        return s.args[0].name
+    return None
+
+
+def level_exprs(level: "Level") -> list[Expr]:
+    """The expressions a level's update depends on (context, gates, rule arguments, update)."""
+    exprs = [level.update, level.state, level.init, level.objective]
+    exprs += [e for e in (level.context, level.lr, level.retain) if e is not None]
+    return exprs
+
+
 def moved_by_a_level(lv: "Level", scope: "dict[str, Level]") -> bool:
     """A model level updated by a level L that does not learn its gradients (`context grad(lv)`): it moves
     by L's state (docs/design.md §1.3), so nothing of its own (`context`, `objective`) is learned."""

@@ -17,7 +17,7 @@ from dataclasses import MISSING, fields
 from pathlib import Path
 
 from nlc import ir
-from nlc.codegen.emit import emit_block, py_value
+from nlc.codegen.emit import emit_block, initial_state, py_value
 from nlc.codegen.layout import ENV, display_path, spec_hash
 from nlc.codegen.optimizer import generate_optimizer
 from nlc.codegen.safety import audit_source, comment_text
@@ -103,9 +103,7 @@ def _shared_state_lines(plan: ModelPlan) -> list[str]:
     """`init_state`: each shared level's initial state and its rule's buffers."""
     lines = []
     for sh in plan.shared:
-        init = f"self.{sh.var}_init(batch)" if sh.init == "learned" else \
-            f"rt_memory.MemoryInit({py_value(sh.weights)}, {sh.kind!r}, {sh.residual}, {sh.init!r})(batch)"
-        lines += [f"{sh.var} = {{k: v.to(like).contiguous() for k, v in {init}.items()}}",
+        lines += [f"{sh.var} = {{k: v.to(like).contiguous() for k, v in {initial_state(sh)}.items()}}",
                   f"shared[{sh.name!r}] = {{\"W\": {sh.var}, \"aux\": rt_shared.initial_aux({sh.rule!r}, {sh.var})}}"]
     return lines
 

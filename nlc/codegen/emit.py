@@ -117,23 +117,15 @@ def _emit_state(code: BlockCode) -> None:
         src = block.initial_source(lv)  # the root of an `init copy` chain
         if isinstance(src, SlowLevel):  # a `steps` level's current weights
             init = f"self.{src.var}_state.initial(batch)"
-        elif src.init == "learned":
-            init = f"self.{src.var}_init(batch)"
         else:
-            heads = f", heads={src.heads}" if src.heads > 1 else ""
-            init = (f"rt_memory.MemoryInit({py_value(src.weights)}, {src.kind!r}, {src.residual}, {src.init!r}"
-                    f"{heads})(batch)")
+            init = initial_state(src)
         # materialised, not the initial weights expanded over the batch: every state the chunk step
         # sees then has the same strides, so a compiled step does not compile again after the first update
         code.state_lines.append(f"{lv.var} = {{k: v.to(like).contiguous() for k, v in {init}.items()}}")
         entry = f"{{\"W\": {lv.var}, \"aux\": {_aux_init(lv)}}}"
         code.state_lines.append(f"levels[{lv.name!r}] = {_unfolded(entry, lv)}")
     for lv in block.loss_levels:  # stepped by the model between chunks (nlc.runtime.loss_levels)
-        if lv.init == "learned":
-            init = f"self.{lv.var}_init(batch)"
-        else:
-            init = f"rt_memory.MemoryInit({py_value(lv.weights)}, {lv.kind!r}, {lv.residual}, {lv.init!r})(batch)"
-        code.state_lines.append(f"{lv.var} = {{k: v.to(like) for k, v in {init}.items()}}")
+        code.state_lines.append(f"{lv.var} = {{k: v.to(like) for k, v in {initial_state(lv)}.items()}}")
         code.state_lines.append(f"levels[{lv.name!r}] = {{\"W\": {lv.var}, \"aux\": "
                                 f"rt_loss.initial_aux({lv.rule!r}, {lv.var})}}")
     for n in block.nodes:
@@ -141,6 +133,21 @@ def _emit_state(code: BlockCode) -> None:
             code.state_lines.append(f"caches[{n.name!r}] = self.{n.module}.init_cache(batch, {n.width}, like)")
         elif n.op is Op.ATTENTION:
             code.state_lines.append(f"caches[{n.name!r}] = self.{n.module}.init_cache(batch, like)")
+
+
+def initial_state(lv) -> str:
+    """The expression of a level's initial state for `batch` sequences: its learned `<var>_init` module's (on the
+    object that creates it: the block, or the model for a shared level), or a fixed init's."""
+    if lv.init == "learned":
+        return f"self.{lv.var}_init(batch)"
+    heads = f", heads={lv.heads}" if lv.heads > 1 else ""
+    return f"rt_memory.MemoryInit({py_value(lv.weights)}, {lv.kind!r}, {lv.residual}, {lv.init!r}{heads})(batch)"
+
+
+def _grads_line(var: str, lv: LevelPlan, key: str, value: str) -> str:
+    """`<var>_g = ...`: the factored per-token gradients of lv's objective at the state `var`."""
+    return (f"{var}_g = rt_memory.grads({lv.kind!r}, {var}, {key}, {value}, {py_value(lv.objective)}, "
+            f"residual={lv.residual})")
 
 
 def _emit_level_io(code: BlockCode) -> None:
@@ -475,16 +482,14 @@ def _emit_learn(code: BlockCode, group: list[LevelPlan], chunk: int, in_loop, sl
                      f"every {lv.period} tokens)" for lv in members)
     lines.append(f"# learn: {desc}" + (", as one bundle" if bundle else ""))
     grad_lines = []
-    gates = {lv.name: {"lr": _ref(lv.lr, in_loop, sliced), "retain": _ref(lv.retain, in_loop, sliced),
-                       **{k: _ref(v, in_loop, sliced) for k, v in lv.rule_args.items()}} for lv in group}
+    gates = {lv.name: {k: _ref(v, in_loop, sliced) for k, v in _gate_operands(lv).items()} for lv in group}
     for lv in kv:
         if lv.name in shared:
             continue
         key, value = (_ref(a, in_loop, sliced) for a in lv.context[1:])
         if bundle:
             key, value = f"rt_bundle.tile({key}, {len(members)})", _stacked_values(bundle, in_loop, sliced, waves)
-        grad_lines.append(f"{_var(lv, bundle)}_g = rt_memory.grads({lv.kind!r}, {_var(lv, bundle)}, {key}, {value}, "
-                          f"{py_value(lv.objective)}, residual={lv.residual})")
+        grad_lines.append(_grads_line(_var(lv, bundle), lv, key, value))
     if bundle:
         gates = {lv.name: {k: f"rt_bundle.tile({v}, {len(members)})" for k, v in gates[lv.name].items()}
                  for lv in group}
@@ -551,14 +556,12 @@ def _emit_items(code: BlockCode, lv: LevelPlan, in_loop, sliced) -> None:
     the period-start state and its gates to the block's items of the period, which the model's
     `learn_shared` steps the level with, with every other writer's (nlc.runtime.shared)."""
     key, value = (_ref(a, in_loop, sliced) for a in lv.context[1:])
-    gates = {"lr": _ref(lv.lr, in_loop, sliced), "retain": _ref(lv.retain, in_loop, sliced),
-             **{k: _ref(v, in_loop, sliced) for k, v in lv.rule_args.items()}}
+    gates = {k: _ref(v, in_loop, sliced) for k, v in _gate_operands(lv).items()}
     code.step_lines += [
         f"# learn: {lv.name} ({lv.rule}, every {lv.period} tokens) is shared: the model steps it with every "
         "block's pairs",
         "if full:",
-        f"    {lv.var}_g = rt_memory.grads({lv.kind!r}, {lv.var}, {key}, {value}, {py_value(lv.objective)}, "
-        f"residual={lv.residual})",
+        f"    {_grads_line(lv.var, lv, key, value)}",
         f"    {lv.var}_items = rt_shared.collect({lv.var}_items, {lv.var}_g, {py_value_dict(gates)})"]
 
 
@@ -577,8 +580,7 @@ def _emit_current_read(code: BlockCode, node: Node, lv: LevelPlan, loop: set[str
     if lv.name not in done:
         done.add(lv.name)
         lines.append(f"# {lv.name} reads its state after the chunk's updates up to each token (read current)")
-        lines.append(f"{lv.var}_g = rt_memory.grads({lv.kind!r}, {lv.var}, {key}, {value}, {py_value(lv.objective)}, "
-                     f"residual={lv.residual})")
+        lines.append(_grads_line(lv.var, lv, key, value))
         if code.kernels == "chunked":
             lines.append(f"{lv.var}_inside = rt_inside.token_coefficients({lv.rule!r}, {q}, {args})")
     comment = f"  # {node.source}" if node.source and len(node.source) < 60 else ""

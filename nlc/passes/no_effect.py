@@ -27,8 +27,6 @@ every token's update). Nothing then sees a chunk-start state, so every period co
 
 from __future__ import annotations
 
-import dataclasses
-
 from nlc import ir
 from nlc.errors import Reporter
 from nlc.objectives import OBJECTIVES
@@ -77,12 +75,15 @@ def stated_period_effect(program: ir.Program, rep: Reporter, facts: ProgramFacts
     if not program.is_model:
         return
     read_in: dict[str, set[int]] = {}  # level name -> the blocks (by id) that read a level of that name
+    declaring: dict[str, set[int]] = {}  # a shared level's name -> the blocks (by id) that declare it
     for body, block in ir.scopes(program):
         for stmt in body:
-            for e in _expressions(stmt):
-                for n in ir.walk(e):
-                    if isinstance(n, ir.Call) and n.kind is ir.CallKind.READ:
-                        read_in.setdefault(n.fn, set()).add(id(block))
+            if isinstance(stmt, ir.Level) and stmt.shared:
+                declaring.setdefault(stmt.name, set()).add(id(block))
+            exprs = ir.level_exprs(stmt) if isinstance(stmt, ir.Level) else [stmt.value]  # a let or `out`
+            for n in (n for e in exprs for n in ir.walk(e)):
+                if isinstance(n, ir.Call) and n.kind is ir.CallKind.READ:
+                    read_in.setdefault(n.fn, set()).add(id(block))
     for body, block in ir.scopes(program):
         scope = {s.name: s for s in body if isinstance(s, ir.Level)}
         shapes = facts.scope(block).shapes
@@ -93,7 +94,7 @@ def stated_period_effect(program: ir.Program, rep: Reporter, facts: ProgramFacts
                 shape = shapes.get(shape.like_of)
             readers = read_in.get(lv.name, set())
             # a shared level is read wherever a block declaring it reads it
-            read = id(block) in readers or lv.shared and bool(readers & _declaring(program, lv.name))
+            read = id(block) in readers or lv.shared and bool(readers & declaring[lv.name])
             tied = any(lv.name in (ir.restarts_from(o), ir.gradients_of(o)) for o in scope.values())
             if ("period" in dict(lv.field_spans) and lv.period.unit is ir.PeriodUnit.TOKENS
                     and isinstance(lv.context, ir.Tuple) and shape is not None and shape.kind in ("linear", "vector")
@@ -104,24 +105,6 @@ def stated_period_effect(program: ir.Program, rep: Reporter, facts: ProgramFacts
                           "learns alike at every period", lv.field_span("period"),
                           f"remove `period`, read `{lv.name}` somewhere, or give it an objective whose gradient "
                           "depends on the state (`l2`)")
-
-
-def _declaring(program: ir.Program, name: str) -> set[int]:
-    """The blocks (by id) that declare a `shared` level called `name`."""
-    return {id(block) for body, block in ir.scopes(program)
-            for s in body if isinstance(s, ir.Level) and s.name == name and s.shared}
-
-
-def _expressions(stmt) -> list[ir.Expr]:
-    """The expressions a statement holds (a let's value, `out`, every field of a level)."""
-    out = []
-    for f in dataclasses.fields(stmt):
-        v = getattr(stmt, f.name)
-        if isinstance(v, ir.Period):
-            v = v.count
-        if v is not None and not isinstance(v, (str, bool, int, float, tuple)) and hasattr(v, "span"):
-            out.append(v)
-    return out
 
 
 def _short(e: ir.Expr) -> str:

@@ -98,31 +98,17 @@ def _sharable(block: ir.Block | None, lv: ir.Level, facts: ProgramFacts, rep: Re
         why = "it reads `current` (a read would need the other blocks' updates up to its token)"
     elif isinstance(lv.init, ir.Call) and lv.init.fn in B.COPY_INITS:
         why = f"it starts from another level (`init {print_expr(lv.init)}`)"
-    elif isinstance(lv.state, ir.Call) and lv.state.fn == "like":
+    elif ir.shaped_like(lv) is not None:
         why = "its state is shaped like another level's"
     else:
         tied = next((o for o in scope.values() if o is not lv and lv.name in (
-            ir.updating_level(o), ir.gradients_of(o), ir.restarts_from(o), _copied_from(o), _shaped_like(o))), None)
+            ir.updating_level(o), ir.gradients_of(o), ir.restarts_from(o), ir.copied_from(o), ir.shaped_like(o))), None)
         if tied is not None:
             why = f"`{tied.name}` is tied to it (by `update`, `context grad`, `init copy`/`reset` or `like`)"
     if why is None:
         return period is not None
     rep.error("E425", f"level `{lv.name}` cannot be `shared`: {why}", lv.field_span("shared"), HINT)
     return False
-
-
-def _copied_from(lv: ir.Level) -> str | None:
-    i = lv.init
-    if isinstance(i, ir.Call) and i.fn == "copy" and i.args and isinstance(i.args[0], ir.Ref):
-        return i.args[0].name
-    return None
-
-
-def _shaped_like(lv: ir.Level) -> str | None:
-    s = lv.state
-    if isinstance(s, ir.Call) and s.fn == "like" and s.args and isinstance(s.args[0], ir.Ref):
-        return s.args[0].name
-    return None
 
 
 def _same(block_a: ir.Block | None, a: ir.Level, block_b: ir.Block | None, b: ir.Level, facts: ProgramFacts,

@@ -293,7 +293,7 @@ class _Scope:
                 if isinstance(n, ir.Call) and n.kind is ir.CallKind.OP and n.fn in _MODULE_OPS:
                     parts.append(self.part(f"`{_short(n)}`{self.where}", self.module_size(n), n.span, (n,)))
         for lv in self.levels.values():
-            if lv.shared != (shared is not None) or shared not in (None, lv.name):
+            if not _counted_here(lv, shared):
                 continue
             in_context = lv.period.unit is ir.PeriodUnit.TOKENS
             if not in_context or lv.init.fn == "learned":
@@ -340,8 +340,7 @@ class _Scope:
         """One sequence's state in the block (shared levels left out), or only the shared level `shared`'s."""
         parts = []
         for lv in self.levels.values():
-            if lv.period.unit is not ir.PeriodUnit.TOKENS or lv.shared != (shared is not None) \
-                    or shared not in (None, lv.name):
+            if lv.period.unit is not ir.PeriodUnit.TOKENS or not _counted_here(lv, shared):
                 continue
             rule = lv.update.fn if isinstance(lv.update, ir.Call) else None
             copies = 1 + rules.buffers(rule)
@@ -391,6 +390,12 @@ class _Scope:
                 elif isinstance(n, ir.Call) and n.kind is ir.CallKind.READ and n.fn in self.levels:
                     stack.append(self.levels[n.fn].state)
         return names
+
+
+def _counted_here(lv: ir.Level, shared: str | None) -> bool:
+    """Whether a size part of lv belongs to the block's own parts (shared None: lv is not shared) or to
+    those of the shared level `shared` (lv is it), which the model counts once."""
+    return lv.name == shared and lv.shared if shared is not None else not lv.shared
 
 
 def mlp_size(d: int, hidden: int, depth: int) -> int:

@@ -147,6 +147,8 @@ class SharedLevel:
     model order) read and write. Each writer's LevelPlan holds its own context and gates; what the state
     is (shape, init, objective, rule, period) is the same in all of them (nlc check, E425)."""
 
+    heads = 1  # (not a field) never split into heads (E425), made like a LevelPlan's
+
     name: str
     var: str  # its Python name: the model's `<var>_init` holds a learned initial state
     kind: str

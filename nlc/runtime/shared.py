@@ -14,13 +14,8 @@ from __future__ import annotations
 import torch
 
 from nlc.rules import RULES
-from nlc.rules.ops import initial_aux as rule_initial_aux
 from nlc.runtime import scan
-
-
-def initial_aux(rule: str, weights: dict) -> dict:
-    """The rule's buffers at zero, and a counting rule's step count."""
-    return rule_initial_aux(RULES[rule], weights)
+from nlc.runtime.loss_levels import initial_aux  # noqa: F401 (generated models call rt_shared.initial_aux)
 
 
 def collect(items, grads: dict, gates: dict) -> tuple[dict, dict]:

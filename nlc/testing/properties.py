@@ -589,14 +589,14 @@ def level_perturbations(lv: ir.Level, env: Mapping) -> list[_Perturbation]:
     return [p for p in out if p is not None]
 
 
-def _replace_level(body: tuple, old: ir.Level, new: ir.Level) -> tuple:
-    """body with the level `old` (by identity) replaced by `new`, at any depth."""
+def _map_levels(body: tuple, fn) -> tuple:
+    """body with every level `s` replaced by fn(s), at any depth."""
     out = []
     for s in body:
-        if s is old:
-            s = new
+        if isinstance(s, ir.Level):
+            s = fn(s)
         elif isinstance(s, (ir.Block, ir.Repeat)):
-            s = dataclasses.replace(s, body=_replace_level(s.body, old, new))
+            s = dataclasses.replace(s, body=_map_levels(s.body, fn))
         out.append(s)
     return tuple(out)
 
@@ -604,24 +604,13 @@ def _replace_level(body: tuple, old: ir.Level, new: ir.Level) -> tuple:
 _SHARED_ALIKE = ("state", "init", "objective", "period", "online", "shared")  # (nlc.passes.shared, E425)
 
 
-def _with_shared(body: tuple, name: str, fields: dict) -> tuple:
-    """body with `fields` replaced in every `shared` level called `name`, at any depth."""
-    out = []
-    for s in body:
-        if isinstance(s, ir.Level) and s.name == name and s.shared:
-            s = dataclasses.replace(s, **fields)
-        elif isinstance(s, (ir.Block, ir.Repeat)):
-            s = dataclasses.replace(s, body=_with_shared(s.body, name, fields))
-        out.append(s)
-    return tuple(out)
-
-
 def _perturbed_program(prog: ir.Program, old: ir.Level, new: ir.Level, params: Mapping | None):
     """The program with one level changed, printed and checked again; None if it does not check."""
-    changed = dataclasses.replace(prog, body=_replace_level(prog.body, old, new))
+    changed = dataclasses.replace(prog, body=_map_levels(prog.body, lambda s: new if s is old else s))
     if old.shared:  # what the shared state is, every declaration of the name states alike: they change together
         alike = {f: getattr(new, f) for f in _SHARED_ALIKE if getattr(new, f) != getattr(old, f)}
-        changed = dataclasses.replace(changed, body=_with_shared(changed.body, old.name, alike))
+        changed = dataclasses.replace(changed, body=_map_levels(
+            changed.body, lambda s: dataclasses.replace(s, **alike) if s.name == old.name and s.shared else s))
     try:
         again = nlc.loads(nlc.print_program(changed), "<perturbed>")
         nlc.check(again, **dict(params or {}))
