@@ -456,6 +456,10 @@ class _Drawer:
         lv.init = self.pick(["zeros", "zeros", "learned"])
         drives = self.draw(st.integers(0, 2)) == 2  # a faster level whose state moves the target
         if drives:  # it learns from pairs of its own; the target learns nothing itself (no context: E314)
+            if self.base_kind(target, levels) == "mlp":
+                # a zero MLP's gradients are zero (every layer's output is), so its pairs' projections would
+                # never get a gradient (check_no_dead_parameters; AVOIDED "dead by construction")
+                lv.init = "learned"
             key, _ = self.flow(h, others, True, key=True)
             value, _ = self.flow(h, others, False)
             lv.context = f"({key}, {value if target.d_out == 1 else f'linear({value}, 2 * dim)'})"
