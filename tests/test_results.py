@@ -37,6 +37,32 @@ def test_the_smoke_size_writes_the_page_with_its_tables_and_plots(tmp_path):
         assert (doc.parent / "results" / png).stat().st_size > 0, png
         assert f"results/{png}" in page
     assert (tmp_path / "out" / "results.json").exists() and made["seconds"] > 0
+    # Hope's runs were trained once: the ablation comparison reused the model comparison's (same budgets
+    # at this size), evaluated them to the same numbers, and their time counts once
+    for task in ("lm", "mqar"):
+        main_run, copy = (tmp_path / "out" / part / "runs" / task / "hope" for part in ("models", "ablations"))
+        assert R.training_seconds(main_run) > 0 and R.training_seconds(copy) == 0
+        evaluated = [{k: v for k, v in made[part]["tasks"][task]["runs"]["hope"].items() if k != "run"}
+                     for part in ("models", "ablations")]
+        assert evaluated[0] == evaluated[1] and len(evaluated[0]) > 1
+    runs = [r for part in ("models", "ablations") for r in (tmp_path / "out" / part / "runs").glob("*/*")]
+    assert made["train_seconds"] == pytest.approx(sum(map(R.training_seconds, runs))) and made["train_seconds"] > 0
+    assert "hours of training summed over the runs" in page
     doc.unlink()  # the page again from results.json alone, training nothing
     assert R.main(["--page-only", "--out", str(tmp_path / "out"), "--doc", str(doc)]) == 0
     assert doc.read_text(encoding="utf-8") == page
+
+
+def test_training_time_sums_every_process_that_worked_on_a_run(tmp_path):
+    import json
+
+    run = tmp_path / "runs" / "lm" / "hope"
+    run.mkdir(parents=True)
+    lines = [{"step": 0, "event": "start", "time": 1e9}, {"step": 1, "loss": 5.0, "time": 2.0},
+             {"step": 2, "loss": 4.0, "time": 4.5}, {"step": 2, "eval": "val", "loss": 4.1, "time": 99.0},
+             {"step": 2, "event": "resume", "time": 2e9}, {"step": 3, "loss": 3.0, "time": 1.5}]
+    (run / "metrics.jsonl").write_text("\n".join(map(json.dumps, lines)) + '\n{"step": 4, "lo', encoding="utf-8")
+    (run / "summary.json").write_text(json.dumps({"run": str(run)}), encoding="utf-8")
+    assert R.training_seconds(run) == pytest.approx(6.0)  # 4.5 before the interruption, 1.5 after; evals aside
+    (run / "summary.json").write_text(json.dumps({"run": str(tmp_path / "elsewhere")}), encoding="utf-8")
+    assert R.training_seconds(run) == 0.0  # a copy of another run: its time is the original's

@@ -33,7 +33,7 @@ from pathlib import Path
 
 from nlc.files import atomic_write_text, dumps_json
 from nlc.train import plots
-from nlc.train.compare import compare
+from nlc.train.compare import compare, parse_budget, split_run_options
 from nlc.train.evaluate import markdown_table
 
 ROOT = Path(__file__).resolve().parent.parent.parent
@@ -41,6 +41,7 @@ MODELS = ("transformer", "titans_lmm", "hope")
 # NL arXiv:2512.24695 Table 2, 760M parameters / 30B tokens: WikiText perplexity (lower is better)
 PAPER_WIKI_PPL = {"hope": 18.68, "titans_lmm": 20.08, "transformer": 24.18}
 PAPER_NAMES = {"hope": "Hope", "titans_lmm": "Titans (LMM)", "transformer": "Transformer++"}
+NIAH_CHANCE = 0.1  # a pass-key digit guessed
 SAME_BPB = 0.01  # bits/byte: differences below this are within run-to-run noise at these sizes
 
 
@@ -66,9 +67,9 @@ SIZES = {
     "smoke": Size({"dim": 16, "layers": 1, "chunk": 4}, "4k", "mqar:kv=2,seq=32,budget=4k", "192", "4k",
                   ("lm", "mqar:kv=2,seq=32,budget=4k"), "4k", batch=4, seq=32, jobs=1, niah="niah:seq=192,budget=4k",
                   eval={"eval_batches": 1, "eval_tokens": 1024, "niah_samples": 1}),
-    "quick": Size({"dim": 32, "layers": 2, "chunk": 8}, "500k", "mqar:kv=4,seq=64,budget=3M", "256,512,1k", "500k",
-                  ("lm", "mqar:kv=4,seq=64,budget=3M"), "500k"),
-    "full": Size({"dim": 64, "layers": 2, "chunk": 8}, "4M", "mqar:kv=8,seq=128,budget=6M", "256,512,1k,2k", "2M",
+    "quick": Size({"dim": 32, "layers": 2, "chunk": 8}, "500k", "mqar:kv=4,seq=64,budget=3M", "128,256,512", "500k",
+                  ("lm", "mqar:kv=4,seq=64,budget=3M"), "500k", niah="niah:budget=1500k"),
+    "full": Size({"dim": 64, "layers": 2, "chunk": 8}, "4M", "mqar:kv=8,seq=128,budget=6M", "128,256,512,1k,2k", "2M",
                   ("lm", "mqar:kv=8,seq=128,budget=6M"), "4M"),
 }
 
@@ -115,6 +116,47 @@ def write_ablations(out: Path) -> list[Path]:
     return paths
 
 
+def reuse_hope_runs(s: Size, out: Path) -> None:
+    """Hope's finished runs of the model comparison, copied into the ablation comparison where a task
+    runs there with the same budget: the same spec, settings and batches would train the same
+    weights again (at `full` size, an hour). nlc compare checks each copy's settings and spec hash
+    before it reuses it (E622 otherwise), so a copy can only save work, never stand in for another run."""
+    main_budget, ablation_budget = parse_budget(s.lm), parse_budget(s.ablation_budget)
+    for task in s.ablation_tasks:
+        options, _, main_task_budget = split_run_options(task, s.seq, main_budget)
+        if split_run_options(task, s.seq, ablation_budget)[2] != main_task_budget:
+            continue
+        name = options.partition(":")[0]  # the run folder is the task's name
+        src, dst = out / "models" / "runs" / name / "hope", out / "ablations" / "runs" / name / "hope"
+        if (src / "summary.json").exists() and not dst.exists():
+            shutil.copytree(src, dst)
+
+
+def training_seconds(run: Path) -> float:
+    """How long a run trained, summed over every process that worked on it (an interrupted run is
+    resumed by a later `make results`: its metrics.jsonl then holds one segment a process, each
+    starting at a `start` or `resume` event, with step times counted from that start). A copy
+    (`reuse_hope_runs`) counts nothing: its time is its original's."""
+    try:
+        summary = json.loads((run / "summary.json").read_text(encoding="utf-8"))
+        lines = (run / "metrics.jsonl").read_text(encoding="utf-8").splitlines()
+    except (OSError, ValueError):
+        return 0.0
+    if Path(summary.get("run", "")).resolve() != run.resolve():
+        return 0.0
+    total = segment = 0.0
+    for line in lines:
+        try:
+            rec = json.loads(line)
+        except ValueError:  # a line cut short by a killed process
+            continue
+        if rec.get("event") in ("start", "resume"):
+            total, segment = total + segment, 0.0
+        elif "loss" in rec and "eval" not in rec and isinstance(rec.get("time"), (int, float)):
+            segment = max(segment, rec["time"])
+    return total + segment
+
+
 def run(size: str, out: Path, doc: Path | None, quiet: bool = False) -> dict:
     """Both comparisons at `size`, then the page; returns what the page was made from."""
     s = SIZES[size]
@@ -127,10 +169,13 @@ def run(size: str, out: Path, doc: Path | None, quiet: bool = False) -> dict:
                    niah_lengths=s.niah_lengths.split(","), **common)
     ablations = write_ablations(out)
     hope = str(ROOT / "examples" / "hope.nl")
+    reuse_hope_runs(s, out)
     ablation = compare([hope, *map(str, ablations)], list(s.ablation_tasks), s.ablation_budget, out / "ablations",
                        **common)
     elapsed = time.time() - started
-    made = {"size": size, "settings": s.__dict__, "seconds": elapsed, "models": main, "ablations": ablation}
+    made = {"size": size, "settings": s.__dict__, "seconds": elapsed, "models": main, "ablations": ablation,
+            "train_seconds": sum(training_seconds(r) for part in ("models", "ablations")
+                                 for r in sorted((out / part / "runs").glob("*/*")))}
     if doc is not None:
         write_page(made, out, doc)
     return made
@@ -144,6 +189,32 @@ def _by_pairs(results: dict) -> dict[str, list[tuple[int, float]]]:
 
 def _ordering(values: dict[str, float], better_low: bool) -> list[str]:
     return sorted(values, key=lambda k: values[k] if better_low else -values[k])
+
+
+def _needles(main: dict, s: dict) -> str:
+    """The NIAH paragraph, from the measured answer digits (chance 0.1: one digit in ten)."""
+    runs = main["tasks"].get("niah", {}).get("runs", {})
+    digits = {lab: r["niah"]["digit_acc"] for lab, r in runs.items() if "niah" in r}
+    text = (f"Single-needle pass-key retrieval, trained from scratch on `{s['niah']}` ({s['seq']} tokens unless the "
+            f"task says otherwise), evaluated at {s['niah_lengths']} tokens and five needle depths: the heat-maps "
+            "show exact matches of the 5-digit key, the number under each cell the fraction of its digits right "
+            "(chance 0.1).")
+    if digits:
+        above = [lab for lab in _ordering(digits, False) if digits[lab] >= 2 * NIAH_CHANCE]
+        text += (" Answer digits right over the grid, best first: "
+                 + ", ".join(f"{lab} ({digits[lab]:.2f})" for lab in _ordering(digits, False)) + ". "
+                 + (f"At least twice chance: {', '.join(above)}." if above else "Nobody is at twice chance."))
+    return text + (" docs/training.md (\"Needles\") shows a curriculum (128 to 1k tokens) with which titans_lmm "
+                   "and hope find the needle up to 1k-2k tokens.")
+
+
+def _duration(made: dict) -> str:
+    """How long the page took: the last invocation's wall time, and the runs' training time summed (the
+    whole work when earlier invocations were interrupted and their runs resumed)."""
+    text = f"{made['seconds'] / 60:.0f} minutes of wall time (its last invocation)"
+    if "train_seconds" in made:  # pages made before it was recorded lack it
+        text += f", {made['train_seconds'] / 3600:.1f} hours of training summed over the runs"
+    return text
 
 
 def write_page(made: dict, out: Path, doc: Path) -> None:
@@ -167,8 +238,9 @@ def write_page(made: dict, out: Path, doc: Path) -> None:
         "# Results",
         "",
         f"Generated by `python -m nlc.train.results --size {made['size']}` (`make results` runs `--size quick`) "
-        f"in {made['seconds'] / 60:.0f} minutes on {platform.machine()} with {main['threads']} torch thread(s) "
-        f"per run ({s['jobs']} run{'s' if s['jobs'] > 1 else ''} at a time); do not edit by hand. Every model has the parameter count of `hope` at the "
+        f"on {platform.machine()} with {main['threads']} torch thread(s) per run ({s['jobs']} run"
+        f"{'s' if s['jobs'] > 1 else ''} at a time): {_duration(made)}; do not edit by hand. Every model has the "
+        "parameter count of `hope` at the "
         f"given settings ({', '.join(f'{k}={v}' for k, v in s['params'].items())}, `--match-params hope`) and the "
         "same token budget and batches. These are small models trained for minutes: orientation, not the "
         "paper's scale.",
@@ -204,11 +276,7 @@ def write_page(made: dict, out: Path, doc: Path) -> None:
         kvs = [kv for kv, _ in next(iter(pairs.values()))]
         lines += [markdown_table(["model"] + [f"{kv} pair{'s' if kv > 1 else ''}" for kv in kvs],
                                  [[lab] + [a for _, a in pts] for lab, pts in pairs.items()]), ""]
-    lines += ["### Needles", "",
-              "Single-needle pass-key retrieval (exact match), trained from scratch on the `niah` task at this "
-              "budget. From scratch the models stay near chance here; docs/training.md (\"Needles\") shows the "
-              "curriculum (128 to 1k tokens) with which titans_lmm and hope find the needle up to 1k-2k tokens.",
-              ""]
+    lines += ["### Needles", "", _needles(main, s), ""]
     if "niah.png" in copied:
         lines += ["![NIAH](results/niah.png)", ""]
     lines += ["### Continual learning", "",
