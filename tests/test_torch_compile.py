@@ -57,8 +57,32 @@ model two_periods(dim = 8, chunk = 4) {
 """
 
 
+# an attention inside the chunk loop (its output feeds the level) over a sliding window: its cache grows
+# chunk by chunk until the window is full, so its chunk step stays eager (titans_mac's segments of one
+# chunk empty the cache at every chunk start: compiled)
+WINDOWED = """
+model windowed(dim = 8, chunk = 4) {
+  block b {
+    let q = l2norm(linear(x, dim))
+    let y = attention(x, 2, window = 6, memory = mem(q))
+    let k = l2norm(linear(y, dim))
+    level mem {
+      state linear(dim, dim)
+      init zeros
+      context (k, linear(y, dim))
+      update gd
+      lr 0.1
+      period chunk tokens
+    }
+    out = y
+  }
+}
+"""
+
+
 @pytest.mark.parametrize("name", ["titans_lmm.nl", "hope.nl", "titans_mac.nl", "transformer.nl",
-                                  pytest.param(TWO_PERIODS, id="two_periods")])
+                                  pytest.param(TWO_PERIODS, id="two_periods"),
+                                  pytest.param(WINDOWED, id="windowed_attention_in_the_loop")])
 def test_compiled_chunk_steps_equal_eager(name):
     """nlc.build(compile=True): each block's chunk step compiled once, reused by every chunk."""
     import torch._dynamo
@@ -79,12 +103,14 @@ def test_compiled_chunk_steps_equal_eager(name):
     expected_grads = {n: p.grad.clone() for n, p in eager.named_parameters() if p.grad is not None}
     eager.zero_grad()
     growing = [b for b in eager.blocks if hasattr(b, "chunk_step") and not b.step_shapes_fixed]
-    if growing:  # titans_mac's attention cache: left eager, with a warning
+    assert bool(growing) == (name is WINDOWED)
+    if growing:  # a sliding window's cache: left eager, with a warning
         with pytest.warns(UserWarning, match="left eager"):
             compiled = compile_chunks(eager)
         assert all(b.compiled_step is None for b in growing)
     else:
         compiled = compile_chunks(eager)
+        assert all(b.compiled_step is not None for b in compiled.blocks if hasattr(b, "chunk_step"))
     out = compiled(tokens)
     torch.testing.assert_close(out, expected, rtol=1e-4, atol=1e-5)
     out.square().mean().backward()

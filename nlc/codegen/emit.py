@@ -135,6 +135,16 @@ def _emit_state(code: BlockCode) -> None:
             code.state_lines.append(f"caches[{n.name!r}] = self.{n.module}.init_cache(batch, like)")
 
 
+def _cache_empties_every_chunk(block, node) -> bool:
+    """An attention over aligned segments that divide the chunk (Titans MAC: `segment = chunk`): every chunk
+    starts a segment, so no query of a chunk sees an earlier chunk's keys and its cache holds none
+    (runtime.layers.Attention keeps only what later queries can see). Its chunk step then has the same
+    shapes at every chunk: one compiled graph serves them all."""
+    module = next(m for m in block.modules if m.attr == node.module)
+    segment = module.kwargs.get("segment", 0)
+    return segment > 0 and block.chunk % segment == 0
+
+
 def initial_state(lv) -> str:
     """The expression of a level's initial state for `batch` sequences: its learned `<var>_init` module's (on the
     object that creates it: the block, or the model for a shared level), or a fixed init's."""
@@ -349,9 +359,10 @@ def _emit_loop(code: BlockCode, nodes: dict, levels: dict, in_loop: set[str]) ->
     states = _step_states(block, groups, code.kernels, bundled)
     uses_caches = any(n.phase == "loop" and n.op in (Op.CONV, Op.ATTENTION) for n in block.nodes)
     periods = sorted({lv.period for lv in block.levels if lv.period > block.chunk})
-    # an attention cache inside the loop grows chunk by chunk (a slower level's pending chunks do not:
-    # fixed buffers, rt_scan.pend)
-    code.step_shapes_fixed = not any(n.phase == "loop" and n.op is Op.ATTENTION for n in block.nodes) \
+    # an attention cache inside the loop grows chunk by chunk, unless it empties at every chunk start
+    # (a slower level's pending chunks do not grow: fixed buffers, rt_scan.pend)
+    code.step_shapes_fixed = all(_cache_empties_every_chunk(block, n) for n in block.nodes
+                                 if n.phase == "loop" and n.op is Op.ATTENTION) \
         and not any(lv.shared and lv.period > block.chunk for lv in block.levels)  # (rt_shared.collect joins chunks)
     code.step_params = [*states, *(["caches"] if uses_caches else []), *(f"{a}_c" for a in sliced), *whole,
                         *(f"{var}_coef_c" for var in hoisted_vars), "full",

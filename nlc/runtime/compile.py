@@ -27,8 +27,9 @@ def compile_chunks(model: nn.Module, **options) -> nn.Module:
     the shapes symbolic after one recompile instead of compiling again for every size;
     fullgraph stays False so that an unforeseen recompile limit falls back to eager
     instead of failing; the tests check there are no graph breaks). Blocks whose chunk
-    step grows chunk by chunk (an attention cache, or a slow level's pending chunks,
-    inside the loop) would recompile at every chunk: they stay eager, with a warning.
+    step grows chunk by chunk (an attention cache inside the loop over a window or the whole
+    past; a segment that divides the chunk empties at every chunk and compiles) would
+    recompile as it grows: they stay eager, with a warning.
     The eager `chunk_step` stays the definition; `uncompile_chunks` undoes this.
     """
     options = {"dynamic": None, **options}
