@@ -14,6 +14,8 @@ def test_each_ablation_spec_is_hope_without_one_part():
     assert "update dgd" not in texts["hope_no_dgd"] and texts["hope_no_dgd"].count("update gd") >= 5
     assert "cms_1" not in texts["hope_no_cms"] and "swiglu(o, cms_hidden)" in texts["hope_no_cms"]
     assert "(k, m_k(v))" not in texts["hope_no_self_values"] and texts["hope_no_self_values"].count("context (k, v)") == 5
+    texts.update({name: R.ablation_text(hope, edits) for name, _, edits in R.VARIANTS})
+    assert texts["hope_full_target"].count("context (k, 2 * memory(v) - k)") == 1
     for name, text in texts.items():
         nlc.loads(text.replace("model hope(", f"model {name}(", 1))  # each checks
 
@@ -30,7 +32,7 @@ def test_the_smoke_size_writes_the_page_with_its_tables_and_plots(tmp_path):
     page = doc.read_text(encoding="utf-8")
     for model in R.MODELS:
         assert f"| {model} |" in page
-    for name, _, _ in R.ABLATIONS:
+    for name, _, _ in (*R.ABLATIONS, *R.VARIANTS):
         assert f"| {name} |" in page and (tmp_path / "out" / "specs" / f"{name}.nl").exists()
     assert "Table 2" in page and "Ordering by language-modelling bits/byte here" in page
     for png in ("mqar_pairs.png", "niah.png", "forgetting.png", "loss_lm.png", "ablations_loss_lm.png"):
