@@ -107,13 +107,16 @@ class ContinuumBlock(nn.Module):
         slow_retain_diff = 1.0 - slow_retain_prod  # 1 - sigmoid(linear(h, 1)) * max_forget
         slow_coef = rt_scan.chunk_coefficients('momentum', 64, lr=slow_lr_prod, retain=slow_retain_diff, beta=slow_beta_sigmoid)
         # ---- chunk by chunk: reads see the chunk-start state; the levels learn ----
+        q_chunks = q.split(64, dim=1)
+        k_chunks = k.split(64, dim=1)
+        v_chunks = v.split(64, dim=1)
         out_slow_parts = []
         step = self.chunk_step if self.compiled_step is None else self.compiled_step
         T = x.shape[1]
         for s in range(0, T, self.chunk):
             e = min(s + self.chunk, T)
             full = e - s == 64  # only a full chunk advances the state
-            out_slow, slow, slow_S = step(slow, slow_S, q[:, s:e], k[:, s:e], v[:, s:e], slow_coef[s // 64] if full else None, full)
+            out_slow, slow, slow_S = step(slow, slow_S, q_chunks[s // 64], k_chunks[s // 64], v_chunks[s // 64], slow_coef[s // 64] if full else None, full)
             out_slow_parts.append(out_slow)
         # ---- the whole sequence again: what depends on reads but feeds no level ----
         out_slow = torch.cat(out_slow_parts, dim=1)

@@ -91,13 +91,15 @@ class HopeBlock(nn.Module):
         q_conv, caches['q_conv'] = self.q_conv(q_linear, caches['q_conv'])  # conv(linear(h, dim), 4)
         q = rt_layers.l2norm(q_conv)  # l2norm(conv(linear(h, dim), 4))
         # ---- chunk by chunk: reads see the chunk-start state; the levels learn ----
+        h_chunks = h.split(16, dim=1)
+        q_chunks = q.split(16, dim=1)
         o_parts = []
         step = self.chunk_step if self.compiled_step is None else self.compiled_step
         T = x.shape[1]
         for s in range(0, T, self.chunk):
             e = min(s + self.chunk, T)
             full = e - s == 16  # only a full chunk advances the state
-            o, m_k_bundle, caches = step(m_k_bundle, caches, h[:, s:e], q[:, s:e], full)
+            o, m_k_bundle, caches = step(m_k_bundle, caches, h_chunks[s // 16], q_chunks[s // 16], full)
             o_parts.append(o)
         # ---- the whole sequence again: what depends on reads but feeds no level ----
         m_k, m_v, m_eta, m_alpha, memory = rt_bundle.split(m_k_bundle, 5)

@@ -99,6 +99,13 @@ class MemoryBlock(nn.Module):
         out_slice_heads = rt_heads.split(out_slice, 4)  # slice(q, 0, dim / 2) in 4 heads
         split_coef = rt_scan.chunk_coefficients('momentum', 8, lr=split_lr_prod_heads, retain=1.0, beta=split_beta_sigmoid_heads)
         # ---- chunk by chunk: reads see the chunk-start state; the levels learn ----
+        k_chunks = k.split(8, dim=1)
+        v_chunks = v.split(8, dim=1)
+        q_chunks = q.split(8, dim=1)
+        fast_lr_prod_chunks = fast_lr_prod.split(8, dim=1)
+        split_key_slice_heads_chunks = split_key_slice_heads.split(8, dim=1)
+        split_value_slice_heads_chunks = split_value_slice_heads.split(8, dim=1)
+        out_slice_heads_chunks = out_slice_heads.split(8, dim=1)
         out_fast_parts = []
         out_slow_parts = []
         out_driven_parts = []
@@ -108,7 +115,7 @@ class MemoryBlock(nn.Module):
         for s in range(0, T, self.chunk):
             e = min(s + self.chunk, T)
             full = e - s == 8  # only a full chunk advances the state
-            out_fast, out_slow, out_driven, out_split_heads, slow, slow_pending, fast, split, split_S, drift, drift_aux, driven, driven_aux, driven_run = step(slow, slow_pending, fast, split, split_S, drift, drift_aux, driven, driven_aux, driven_run, k[:, s:e], v[:, s:e], q[:, s:e], fast_lr_prod[:, s:e], split_key_slice_heads[:, s:e], split_value_slice_heads[:, s:e], out_slice_heads[:, s:e], split_coef[s // 8] if full else None, full, s % 16, e % 16 == 0, s % 32, e % 32 == 0)
+            out_fast, out_slow, out_driven, out_split_heads, slow, slow_pending, fast, split, split_S, drift, drift_aux, driven, driven_aux, driven_run = step(slow, slow_pending, fast, split, split_S, drift, drift_aux, driven, driven_aux, driven_run, k_chunks[s // 8], v_chunks[s // 8], q_chunks[s // 8], fast_lr_prod_chunks[s // 8], split_key_slice_heads_chunks[s // 8], split_value_slice_heads_chunks[s // 8], out_slice_heads_chunks[s // 8], split_coef[s // 8] if full else None, full, s % 16, e % 16 == 0, s % 32, e % 32 == 0)
             out_fast_parts.append(out_fast)
             out_slow_parts.append(out_slow)
             out_driven_parts.append(out_driven)

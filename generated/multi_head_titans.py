@@ -108,13 +108,16 @@ class MemoryLayerBlock(nn.Module):
         q_heads_heads = rt_heads.split(q_heads, 4)
         memory_coef = rt_scan.chunk_coefficients('momentum', 8, lr=memory_lr_prod_heads, retain=memory_retain_diff_heads, beta=memory_beta_sigmoid_heads)
         # ---- chunk by chunk: reads see the chunk-start state; the levels learn ----
+        k_heads_heads_chunks = k_heads_heads.split(8, dim=1)
+        v_heads_chunks = v_heads.split(8, dim=1)
+        q_heads_heads_chunks = q_heads_heads.split(8, dim=1)
         out_memory_heads_parts = []
         step = self.chunk_step if self.compiled_step is None else self.compiled_step
         T = x.shape[1]
         for s in range(0, T, self.chunk):
             e = min(s + self.chunk, T)
             full = e - s == 8  # only a full chunk advances the state
-            out_memory_heads, memory, memory_S = step(memory, memory_S, k_heads_heads[:, s:e], v_heads[:, s:e], q_heads_heads[:, s:e], memory_coef[s // 8] if full else None, full)
+            out_memory_heads, memory, memory_S = step(memory, memory_S, k_heads_heads_chunks[s // 8], v_heads_chunks[s // 8], q_heads_heads_chunks[s // 8], memory_coef[s // 8] if full else None, full)
             out_memory_heads_parts.append(out_memory_heads)
         # ---- the whole sequence again: what depends on reads but feeds no level ----
         out_memory_heads = torch.cat(out_memory_heads_parts, dim=1)

@@ -82,13 +82,19 @@ class MemoryLayerBlock(nn.Module):
         memory_retain_prod = memory_retain_sigmoid * 0.01  # sigmoid(linear(h, 1)) * max_forget
         memory_retain_diff = 1.0 - memory_retain_prod  # 1 - sigmoid(linear(h, 1)) * max_forget
         # ---- chunk by chunk: reads see the chunk-start state; the levels learn ----
+        q_chunks = q.split(8, dim=1)
+        k_chunks = k.split(8, dim=1)
+        v_chunks = v.split(8, dim=1)
+        memory_beta_sigmoid_chunks = memory_beta_sigmoid.split(8, dim=1)
+        memory_lr_prod_chunks = memory_lr_prod.split(8, dim=1)
+        memory_retain_diff_chunks = memory_retain_diff.split(8, dim=1)
         out_memory_parts = []
         step = self.chunk_step if self.compiled_step is None else self.compiled_step
         T = x.shape[1]
         for s in range(0, T, self.chunk):
             e = min(s + self.chunk, T)
             full = e - s == 8  # only a full chunk advances the state
-            out_memory, memory, memory_items = step(memory, memory_items, q[:, s:e], k[:, s:e], v[:, s:e], memory_beta_sigmoid[:, s:e], memory_lr_prod[:, s:e], memory_retain_diff[:, s:e], full)
+            out_memory, memory, memory_items = step(memory, memory_items, q_chunks[s // 8], k_chunks[s // 8], v_chunks[s // 8], memory_beta_sigmoid_chunks[s // 8], memory_lr_prod_chunks[s // 8], memory_retain_diff_chunks[s // 8], full)
             out_memory_parts.append(out_memory)
         # ---- the whole sequence again: what depends on reads but feeds no level ----
         out_memory = torch.cat(out_memory_parts, dim=1)

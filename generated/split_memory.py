@@ -93,6 +93,14 @@ class MemoryLayerBlock(nn.Module):
         out_sigmoid = torch.sigmoid(out_linear)  # sigmoid(linear(h, dim))
         fast_memory_coef = rt_scan.chunk_coefficients('gd', 8, lr=lr, retain=keep)
         # ---- chunk by chunk: reads see the chunk-start state; the levels learn ----
+        lr_chunks = lr.split(8, dim=1)
+        keep_chunks = keep.split(8, dim=1)
+        read_l2norm_chunks = read_l2norm.split(8, dim=1)
+        read_l2norm_2_chunks = read_l2norm_2.split(8, dim=1)
+        fast_memory_key_l2norm_chunks = fast_memory_key_l2norm.split(8, dim=1)
+        fast_memory_value_slice_chunks = fast_memory_value_slice.split(8, dim=1)
+        slow_memory_key_l2norm_chunks = slow_memory_key_l2norm.split(8, dim=1)
+        slow_memory_value_slice_chunks = slow_memory_value_slice.split(8, dim=1)
         read_fast_memory_parts = []
         read_slow_memory_parts = []
         step = self.chunk_step if self.compiled_step is None else self.compiled_step
@@ -100,7 +108,7 @@ class MemoryLayerBlock(nn.Module):
         for s in range(0, T, self.chunk):
             e = min(s + self.chunk, T)
             full = e - s == 8  # only a full chunk advances the state
-            read_fast_memory, read_slow_memory, fast_memory, slow_memory, slow_memory_pending = step(fast_memory, slow_memory, slow_memory_pending, lr[:, s:e], keep[:, s:e], read_l2norm[:, s:e], read_l2norm_2[:, s:e], fast_memory_key_l2norm[:, s:e], fast_memory_value_slice[:, s:e], slow_memory_key_l2norm[:, s:e], slow_memory_value_slice[:, s:e], fast_memory_coef[s // 8] if full else None, full, s % 32, e % 32 == 0)
+            read_fast_memory, read_slow_memory, fast_memory, slow_memory, slow_memory_pending = step(fast_memory, slow_memory, slow_memory_pending, lr_chunks[s // 8], keep_chunks[s // 8], read_l2norm_chunks[s // 8], read_l2norm_2_chunks[s // 8], fast_memory_key_l2norm_chunks[s // 8], fast_memory_value_slice_chunks[s // 8], slow_memory_key_l2norm_chunks[s // 8], slow_memory_value_slice_chunks[s // 8], fast_memory_coef[s // 8] if full else None, full, s % 32, e % 32 == 0)
             read_fast_memory_parts.append(read_fast_memory)
             read_slow_memory_parts.append(read_slow_memory)
         # ---- the whole sequence again: what depends on reads but feeds no level ----

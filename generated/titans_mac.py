@@ -26,7 +26,7 @@ class MemoryAsContextBlock(nn.Module):
 
     chunk = 16
     compiled_step = None  # set by nlc.runtime.compile.compile_chunks: chunk_step under torch.compile
-    step_shapes_fixed = False  # False: a cache or pending list grows chunk by chunk
+    step_shapes_fixed = True  # False: a cache or pending list grows chunk by chunk
 
     def __init__(self):
         super().__init__()
@@ -71,6 +71,8 @@ class MemoryAsContextBlock(nn.Module):
         q_silu = F.silu(q_conv)  # silu(conv(linear(h, dim), 4))
         q = rt_layers.l2norm(q_silu)  # l2norm(silu(conv(linear(h, dim), 4)))
         # ---- chunk by chunk: reads see the chunk-start state; the levels learn ----
+        h_chunks = h.split(16, dim=1)
+        q_chunks = q.split(16, dim=1)
         y__parts = []
         out_memory_parts = []
         step = self.chunk_step if self.compiled_step is None else self.compiled_step
@@ -78,7 +80,7 @@ class MemoryAsContextBlock(nn.Module):
         for s in range(0, T, self.chunk):
             e = min(s + self.chunk, T)
             full = e - s == 16  # only a full chunk advances the state
-            y_, out_memory, memory, memory_S, caches = step(memory, memory_S, caches, h[:, s:e], q[:, s:e], full)
+            y_, out_memory, memory, memory_S, caches = step(memory, memory_S, caches, h_chunks[s // 16], q_chunks[s // 16], full)
             y__parts.append(y_)
             out_memory_parts.append(out_memory)
         # ---- the whole sequence again: what depends on reads but feeds no level ----

@@ -85,13 +85,16 @@ class MemoryLayerBlock(nn.Module):
         memory_retain_diff = 1.0 - memory_retain_prod  # 1 - sigmoid(linear(h, 1)) * max_forget
         memory_coef = rt_scan.chunk_coefficients('momentum', 16, lr=memory_lr_prod, retain=memory_retain_diff, beta=memory_beta_sigmoid)
         # ---- chunk by chunk: reads see the chunk-start state; the levels learn ----
+        q_chunks = q.split(16, dim=1)
+        k_chunks = k.split(16, dim=1)
+        v_chunks = v.split(16, dim=1)
         out_memory_parts = []
         step = self.chunk_step if self.compiled_step is None else self.compiled_step
         T = x.shape[1]
         for s in range(0, T, self.chunk):
             e = min(s + self.chunk, T)
             full = e - s == 16  # only a full chunk advances the state
-            out_memory, memory, memory_S = step(memory, memory_S, q[:, s:e], k[:, s:e], v[:, s:e], memory_coef[s // 16] if full else None, full)
+            out_memory, memory, memory_S = step(memory, memory_S, q_chunks[s // 16], k_chunks[s // 16], v_chunks[s // 16], memory_coef[s // 16] if full else None, full)
             out_memory_parts.append(out_memory)
         # ---- the whole sequence again: what depends on reads but feeds no level ----
         out_memory = torch.cat(out_memory_parts, dim=1)

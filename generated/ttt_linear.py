@@ -61,13 +61,17 @@ class TttBlock(nn.Module):
         out_linear = self.out_linear(h)  # linear(h, dim)
         out_l2norm = rt_layers.l2norm(out_linear)  # l2norm(linear(h, dim))
         # ---- chunk by chunk: reads see the chunk-start state; the levels learn ----
+        k_chunks = k.split(16, dim=1)
+        memory_value_linear_chunks = memory_value_linear.split(16, dim=1)
+        memory_lr_prod_chunks = memory_lr_prod.split(16, dim=1)
+        out_l2norm_chunks = out_l2norm.split(16, dim=1)
         out_memory_parts = []
         step = self.chunk_step if self.compiled_step is None else self.compiled_step
         T = x.shape[1]
         for s in range(0, T, self.chunk):
             e = min(s + self.chunk, T)
             full = e - s == 16  # only a full chunk advances the state
-            out_memory, memory = step(memory, k[:, s:e], memory_value_linear[:, s:e], memory_lr_prod[:, s:e], out_l2norm[:, s:e], full)
+            out_memory, memory = step(memory, k_chunks[s // 16], memory_value_linear_chunks[s // 16], memory_lr_prod_chunks[s // 16], out_l2norm_chunks[s // 16], full)
             out_memory_parts.append(out_memory)
         # ---- the whole sequence again: what depends on reads but feeds no level ----
         out_memory = torch.cat(out_memory_parts, dim=1)

@@ -370,9 +370,13 @@ def _emit_loop(code: BlockCode, nodes: dict, levels: dict, in_loop: set[str]) ->
     code.step_returns = [*needed, *states, *(["caches"] if uses_caches else [])]
     if uses_caches:
         code.step_lines.insert(0, "caches = dict(caches)")
-    args = [*states, *(["caches"] if uses_caches else []), *(f"{a}[:, s:e]" for a in sliced), *whole,
-            *(f"{var}_coef[s // {block.chunk}] if full else None" for var in hoisted_vars), "full",
+    args = [*states, *(["caches"] if uses_caches else []), *(f"{a}_chunks[s // {block.chunk}]" for a in sliced),
+            *whole, *(f"{var}_coef[s // {block.chunk}] if full else None" for var in hoisted_vars), "full",
             *(x for p in periods for x in (f"s % {p}", f"e % {p} == 0"))]
+    # split once, not sliced at every chunk: the backward of a slice writes its gradient into zeros the size
+    # of the whole sequence, once a chunk (time quadratic in the length); a split's backward is one cat
+    for a in sliced:
+        code.collect_lines.append(f"{a}_chunks = {a}.split({block.chunk}, dim=1)")
     for a in needed:
         code.collect_lines.append(f"{a}_parts = []")
     code.loop_lines.append(f"full = e - s == {block.chunk}  # only a full chunk advances the state")
