@@ -131,3 +131,26 @@ def test_compiled_chunk_steps_equal_eager(name):
     uncompile_chunks(compiled)
     assert all(b.compiled_step is None for b in compiled.blocks if hasattr(b, "chunk_step"))
     assert all(b._compiled_call_impl is None for b in compiled.blocks)
+
+
+
+def test_a_compiled_comparison_trains_the_same_numbers(tmp_path):
+    """nlc compare --compile: each run's config says so, and its training losses are the eager run's
+    (the compiled chunk steps compute the same thing, up to float32 rounding)."""
+    import json
+
+    from model_cases import ROOT
+    from nlc.train.compare import compare
+
+    spec = str(ROOT / "examples" / "titans_lmm.nl")
+    losses = {}
+    for compiled in (False, True):
+        out = tmp_path / ("compiled" if compiled else "eager")
+        compare([spec], ["mqar:kv=2"], "1k", out, batch=2, seq=32, params={"dim": 16, "layers": 1},
+                eval_batches=1, quiet=True, compile=compiled)
+        run = out / "runs" / "mqar" / "titans_lmm"
+        assert json.loads((run / "config.json").read_text())["train"].get("compile", False) is compiled
+        losses[compiled] = [json.loads(line)["loss"] for line in (run / "metrics.jsonl").read_text().splitlines()
+                            if '"loss"' in line and '"eval"' not in line]
+    assert len(losses[True]) == 1000 // 64 > 1
+    torch.testing.assert_close(losses[True], losses[False], rtol=1e-4, atol=1e-5)

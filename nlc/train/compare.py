@@ -9,7 +9,10 @@ the same batches (they depend only on the seed and the step) and the same number
 `-p NAME=VALUE` goes to every spec that declares NAME (`-p SPEC.NAME=VALUE` to one spec).
 A task may set its own sequence length (`mqar:kv=8,seq=64`: the budget then buys more
 steps) and its own token budget (`mqar:kv=4,budget=2M`: recall needs more tokens than the
-language-modelling default). `jobs=N` trains the runs in N processes first (`--jobs`).
+language-modelling default). `jobs=N` trains the runs in N processes first (`--jobs`);
+`compile=True` trains them with each block's chunk step under torch.compile (`--compile`: the same
+losses up to float rounding; whether it pays for its minute of compiling a run depends on the run:
+`make demo`'s comparison took 16.6 minutes with it and 15.8 without, 2026-11-30).
 On `lm`, a spec whose memories carry state at test time (levels marked `online`, a
 bounded state) trains with --stream, reading the corpus as consecutive pieces with its state
 carried, as its test-time learning reads the test text; the others read random windows
@@ -233,7 +236,7 @@ def compare(specs: list[str], tasks: list[str], budget: int | str, out: str | Pa
             seq: int = 128, lr: float = 3e-3, seed: int = 0, params: dict | None = None,
             match_params: str | int | None = None, device: str = "cpu", niah_lengths=None, niah_depths=None,
             niah_samples: int = 4, eval_batches: int = 4, eval_tokens: int = 32768, data=None,
-            quiet: bool = False, stream: bool = True, jobs: int = 1) -> dict:
+            quiet: bool = False, stream: bool = True, jobs: int = 1, compile: bool = False) -> dict:
     out = Path(out)
     for name in ("compare.json", "compare.md"):  # before any training
         check_output(out / name)
@@ -288,6 +291,8 @@ def compare(specs: list[str], tasks: list[str], budget: int | str, out: str | Pa
                    ckpt_every=max(50, steps // 4))
         if stream and name == "lm" and streams_lm(specs[i], overrides[i], seq):
             cfg["stream"] = True
+        if compile:  # only when asked: runs trained without it keep their settings (and are reused)
+            cfg["compile"] = True
         return out / "runs" / name / labels[i], cfg
 
     if jobs > 1:
