@@ -320,8 +320,11 @@ def write_page(made: dict, out: Path, doc: Path) -> None:
               "The components the paper ablates (Table 6), each removed from examples/hope.nl "
               "(nlc/train/results.py says how; the specs are written next to the runs):", ""]
     lines += [f"- `{name}`: without {what}" for name, what, _ in ABLATIONS]
-    lines += ["", "and one variant that is not in the paper:", ""]
-    lines += [f"- `{name}`: with {what}" for name, what, _ in VARIANTS]
+    variants = [(name, what) for name, what, _ in VARIANTS if name in ablation.get("specs", {})]
+    if variants:  # (a page made before a variant was added lists only what ran)
+        lines += ["", "and one variant that is not in the paper:" if len(variants) == 1 else
+                  "and variants that are not in the paper:", ""]
+        lines += [f"- `{name}`: with {what}" for name, what in variants]
     lines += ["", ablation["table"], ""]
     removed = {name for name, _, _ in ABLATIONS}
     if "hope" in abl:
