@@ -235,36 +235,31 @@ def updating_level(lv: "Level") -> str | None:
     return None
 
 
+def _named_in(e, fn: str) -> str | None:
+    """NAME in a field written `fn(NAME, ...)`, or None for anything else."""
+    if isinstance(e, Call) and e.fn == fn and e.args and isinstance(e.args[0], Ref):
+        return e.args[0].name
+    return None
+
+
 def gradients_of(lv: "Level") -> str | None:
     """The name in lv's `context grad(NAME)` (a level, or `loss`), or None for any other context."""
-    c = lv.context
-    if isinstance(c, Call) and c.fn == "grad" and c.args and isinstance(c.args[0], Ref):
-        return c.args[0].name
-    return None
+    return _named_in(lv.context, "grad")
 
 
 def restarts_from(lv: "Level") -> str | None:
     """The level in lv's `init reset(L)`, or None for any other init."""
-    i = lv.init
-    if isinstance(i, Call) and i.fn == "reset" and i.args and isinstance(i.args[0], Ref):
-        return i.args[0].name
-    return None
+    return _named_in(lv.init, "reset")
 
 
 def copied_from(lv: "Level") -> str | None:
     """The level in lv's `init copy(L)`, or None for any other init."""
-    i = lv.init
-    if isinstance(i, Call) and i.fn == "copy" and i.args and isinstance(i.args[0], Ref):
-        return i.args[0].name
-    return None
+    return _named_in(lv.init, "copy")
 
 
 def shaped_like(lv: "Level") -> str | None:
     """The level in lv's `state like(L)`, or None for any other state (`like(param)` names `param`)."""
-    s = lv.state
-    if isinstance(s, Call) and s.fn == "like" and s.args and isinstance(s.args[0], Ref):
-        return s.args[0].name
-    return None
+    return _named_in(lv.state, "like")
 
 
 def level_exprs(level: "Level") -> list[Expr]:

@@ -210,9 +210,10 @@ def _needles(main: dict, s: dict) -> str:
             "show exact matches of the 5-digit key, the number under each cell the fraction of its digits right "
             "(chance 0.1).")
     if digits:
-        above = [lab for lab in _ordering(digits, False) if digits[lab] >= 2 * NIAH_CHANCE]
+        best_first = _ordering(digits, False)
+        above = [lab for lab in best_first if digits[lab] >= 2 * NIAH_CHANCE]
         text += (" Answer digits right over the grid, best first: "
-                 + ", ".join(f"{lab} ({digits[lab]:.2f})" for lab in _ordering(digits, False)) + ". "
+                 + ", ".join(f"{lab} ({digits[lab]:.2f})" for lab in best_first) + ". "
                  + (f"At least twice chance: {', '.join(above)}." if above else "Nobody is at twice chance."))
     return text + (" docs/training.md (\"Needles\") shows a curriculum (128 to 1k tokens) with which titans_lmm "
                    "and hope find the needle up to 1k-2k tokens.")
