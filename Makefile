@@ -28,8 +28,7 @@ test-all: install
 demo: install
 	$(NLC) check examples/*.nl
 	$(NLC) fmt --check examples/*.nl
-	mkdir -p $(OUT)/graphs
-	for f in examples/*.nl; do $(NLC) graph $$f -o $(OUT)/graphs/$$(basename $$f .nl).png || exit 1; done
+	$(NLC) graph examples/*.nl -o $(OUT)/graphs
 	$(NLC) bench frontend --quick --out $(OUT)/bench
 	@echo "level graphs written to $(OUT)/graphs/"
 	# Transformer++ vs Titans (MAG) vs Hope at a tiny size, same data, seed and token budget (docs/training.md).

@@ -59,8 +59,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_compile)
 
     p = sub.add_parser("graph", help="draw the level graph (levels banded by frequency)")
-    p.add_argument("spec", type=Path, metavar="SPEC")
-    p.add_argument("-o", "--output", type=Path, required=True, help="FILE.png, FILE.svg or FILE.dot")
+    p.add_argument("specs", nargs="+", type=Path, metavar="SPEC")
+    p.add_argument("-o", "--output", type=Path, required=True,
+                   help="FILE.png, FILE.svg or FILE.dot; with several specs a folder, one SPEC_NAME.png each")
     p.add_argument("-p", "--param", action="append", type=param, default=[], metavar="NAME=VALUE")
     add_size_options(p)
     p.set_defaults(func=cmd_graph)
@@ -186,20 +187,31 @@ def cmd_compile(args) -> int:
 
 
 def cmd_graph(args) -> int:
-    if args.output.suffix not in (".png", ".svg", ".dot"):
-        _eprint(f"error: cannot draw to {args.output}: use a .png, .svg or .dot file")
+    """Draw each spec's level graph; several specs (or an existing folder as -o) draw into a folder, in one
+    process (each `nlc graph` pays the imports again: seconds a file)."""
+    into_folder = len(args.specs) > 1 or args.output.is_dir() or not args.output.suffix
+    if not into_folder and args.output.suffix not in (".png", ".svg", ".dot"):
+        _eprint(f"error: cannot draw to {args.output}: use a .png, .svg or .dot file (or a folder)")
         return 2
-    try:
-        options = {**dict(args.param), **size_limits(args)}
-        checked = check_ir(nlc.load(args.spec, **options), options)
-    except SpecError as e:
-        _eprint(e.render())
-        return 1
-    g = level_graph(checked.program, checked.facts)
-    draw(g, args.output)
-    n = sum(1 for _, d in g.nodes(data=True) if d["kind"] == "level")
-    print(f"wrote {args.output} ({n} level{'s' if n != 1 else ''}, {g.number_of_edges()} flows)")
-    return 0
+    if into_folder and args.output.exists() and not args.output.is_dir():
+        _eprint(f"error: cannot draw {len(args.specs)} specs into {args.output}: it is a file, not a folder")
+        return 2
+    options = {**dict(args.param), **size_limits(args)}
+    status = 0
+    for spec in args.specs:
+        try:
+            checked = check_ir(nlc.load(spec, **options), options)
+        except SpecError as e:
+            _eprint(e.render())
+            status = 1
+            continue
+        output = args.output / f"{spec.stem}.png" if into_folder else args.output
+        output.parent.mkdir(parents=True, exist_ok=True)
+        g = level_graph(checked.program, checked.facts)
+        draw(g, output)
+        n = sum(1 for _, d in g.nodes(data=True) if d["kind"] == "level")
+        print(f"wrote {output} ({n} level{'s' if n != 1 else ''}, {g.number_of_edges()} flows)")
+    return status
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -139,6 +139,18 @@ def test_graph_rejects_unknown_format(specs, tmp_path):
     assert main(["graph", str(specs["cms"]), "-o", str(tmp_path / "g.jpg")]) == 2
 
 
+def test_graph_of_several_specs_draws_into_a_folder(specs, tmp_path, capsys):
+    """One process draws every spec (make demo); a bad spec is reported, the others are still drawn."""
+    out = tmp_path / "graphs"
+    assert main(["graph", str(specs["cms"]), str(specs["bad"]), str(specs["titans"]), "-o", str(out)]) == 1
+    drawn = sorted(p.name for p in out.iterdir())
+    assert drawn == sorted([f"{specs['cms'].stem}.png", f"{specs['titans'].stem}.png"])
+    assert all((out / name).read_bytes()[:4] == b"\x89PNG" for name in drawn)
+    assert "unknown function `lienar`" in capsys.readouterr().err  # the bad spec's diagnostic
+    (tmp_path / "file").write_text("")
+    assert main(["graph", str(specs["cms"]), str(specs["titans"]), "-o", str(tmp_path / "file")]) == 2
+
+
 def test_module_entry_point_runs(specs):
     r = subprocess.run([sys.executable, "-m", "nlc", "check", str(specs["bad"])], capture_output=True, text=True)
     assert r.returncode == 1 and "E202" in r.stderr and "Traceback" not in r.stderr
