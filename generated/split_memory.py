@@ -27,6 +27,7 @@ class MemoryLayerBlock(nn.Module):
     chunk = 8
     compiled_step = None  # set by nlc.runtime.compile.compile_chunks: chunk_step under torch.compile
     step_shapes_fixed = True  # False: a cache or pending list grows chunk by chunk
+    compiled_period = None  # set by compile_chunks: period_step under torch.compile
 
     def __init__(self):
         super().__init__()
@@ -60,7 +61,6 @@ class MemoryLayerBlock(nn.Module):
         fast_memory_aux = state["levels"]["fast_memory"]["aux"]
         slow_memory = state["levels"]["slow_memory"]["W"]
         slow_memory_aux = state["levels"]["slow_memory"]["aux"]
-        slow_memory_pending = None  # a slower level's chunks, until its period ends
         # ---- the whole sequence at once: everything that reads no in-context level ----
         h = self.h(x)  # rmsnorm(x)
         q_linear = self.q_linear(h)  # linear(h, dim)
@@ -93,24 +93,27 @@ class MemoryLayerBlock(nn.Module):
         out_sigmoid = torch.sigmoid(out_linear)  # sigmoid(linear(h, dim))
         fast_memory_coef = rt_scan.chunk_coefficients('gd', 8, lr=lr, retain=keep)
         # ---- chunk by chunk: reads see the chunk-start state; the levels learn ----
-        lr_chunks = lr.split(8, dim=1)
-        keep_chunks = keep.split(8, dim=1)
         read_l2norm_chunks = read_l2norm.split(8, dim=1)
-        read_l2norm_2_chunks = read_l2norm_2.split(8, dim=1)
         fast_memory_key_l2norm_chunks = fast_memory_key_l2norm.split(8, dim=1)
         fast_memory_value_slice_chunks = fast_memory_value_slice.split(8, dim=1)
-        slow_memory_key_l2norm_chunks = slow_memory_key_l2norm.split(8, dim=1)
-        slow_memory_value_slice_chunks = slow_memory_value_slice.split(8, dim=1)
         read_fast_memory_parts = []
+        lr_periods = lr.split(32, dim=1)
+        keep_periods = keep.split(32, dim=1)
+        read_l2norm_2_periods = read_l2norm_2.split(32, dim=1)
+        slow_memory_key_l2norm_periods = slow_memory_key_l2norm.split(32, dim=1)
+        slow_memory_value_slice_periods = slow_memory_value_slice.split(32, dim=1)
         read_slow_memory_parts = []
         step = self.chunk_step if self.compiled_step is None else self.compiled_step
+        period = self.period_step if self.compiled_period is None else self.compiled_period
         T = x.shape[1]
         for s in range(0, T, self.chunk):
             e = min(s + self.chunk, T)
             full = e - s == 8  # only a full chunk advances the state
-            read_fast_memory, read_slow_memory, fast_memory, slow_memory, slow_memory_pending = step(fast_memory, slow_memory, slow_memory_pending, lr_chunks[s // 8], keep_chunks[s // 8], read_l2norm_chunks[s // 8], read_l2norm_2_chunks[s // 8], fast_memory_key_l2norm_chunks[s // 8], fast_memory_value_slice_chunks[s // 8], slow_memory_key_l2norm_chunks[s // 8], slow_memory_value_slice_chunks[s // 8], fast_memory_coef[s // 8] if full else None, full, s % 32, e % 32 == 0)
+            read_fast_memory, fast_memory = step(fast_memory, read_l2norm_chunks[s // 8], fast_memory_key_l2norm_chunks[s // 8], fast_memory_value_slice_chunks[s // 8], fast_memory_coef[s // 8] if full else None, full)
             read_fast_memory_parts.append(read_fast_memory)
-            read_slow_memory_parts.append(read_slow_memory)
+            if e % 32 == 0 or e == T:  # a period's end (or the sequence's): the slower levels' work, at once
+                read_slow_memory, slow_memory = period(slow_memory, lr_periods[s // 32], keep_periods[s // 32], read_l2norm_2_periods[s // 32], slow_memory_key_l2norm_periods[s // 32], slow_memory_value_slice_periods[s // 32], e - s + s % 32 == 32)
+                read_slow_memory_parts.append(read_slow_memory)
         # ---- the whole sequence again: what depends on reads but feeds no level ----
         read_fast_memory = torch.cat(read_fast_memory_parts, dim=1)
         read_slow_memory = torch.cat(read_slow_memory_parts, dim=1)
@@ -125,23 +128,27 @@ class MemoryLayerBlock(nn.Module):
         }
         return out, {"levels": levels, "caches": caches}
 
-    def chunk_step(self, fast_memory, slow_memory, slow_memory_pending, lr_c, keep_c, read_l2norm_c, read_l2norm_2_c, fast_memory_key_l2norm_c, fast_memory_value_slice_c, slow_memory_key_l2norm_c, slow_memory_value_slice_c, fast_memory_coef_c, full, period32_at, period32_ends):
+    def chunk_step(self, fast_memory, read_l2norm_c, fast_memory_key_l2norm_c, fast_memory_value_slice_c, fast_memory_coef_c, full):
         """One chunk: reads see the chunk-start state; a full chunk then advances the levels."""
         if full:  # the read and the gradients' forward pass share one pass through the memory
             read_fast_memory, fast_memory_g = rt_memory.read_and_grads('linear', fast_memory, read_l2norm_c, fast_memory_key_l2norm_c, fast_memory_value_slice_c, ('l2',), residual=False)
         else:
             read_fast_memory = rt_memory.read('linear', fast_memory, read_l2norm_c, residual=False)  # fast_memory(l2norm(slice(q, 0, fast)))
-        read_slow_memory = rt_memory.read('linear', slow_memory, read_l2norm_2_c, residual=False)  # slow_memory(l2norm(slice(q, fast, dim)))
         # learn: fast_memory (gd, every 8 tokens)
         if full:  # the state advances
             fast_memory = rt_scan.chunk_apply('gd', fast_memory, fast_memory_g, fast_memory_coef_c)
-        # learn: slow_memory (gd, every 32 tokens)
-        slow_memory_g = rt_memory.grads('linear', slow_memory, slow_memory_key_l2norm_c, slow_memory_value_slice_c, ('l2',), residual=False)
-        slow_memory_pending = rt_scan.pend(slow_memory_pending, slow_memory_g, {'lr': lr_c, 'retain': keep_c}, period32_at, 32)
-        if full and period32_ends:  # a full period: its chunks are all in
-            slow_memory_g, slow_memory_gates = slow_memory_pending  # (the next period overwrites the buffers)
-            slow_memory = rt_scan.chunk('gd', slow_memory, slow_memory_g, lr=slow_memory_gates['lr'], retain=slow_memory_gates['retain'])
-        return read_fast_memory, read_slow_memory, fast_memory, slow_memory, slow_memory_pending
+        return read_fast_memory, fast_memory
+
+    def period_step(self, slow_memory, lr_c, keep_c, read_l2norm_2_c, slow_memory_key_l2norm_c, slow_memory_value_slice_c, full):
+        """One period of slow_memory (every 32 tokens), after its chunks: its reads and what
+        only they feed, at the period-start state, for the period's tokens at once; a full period then
+        advances it."""
+        read_slow_memory = rt_memory.read('linear', slow_memory, read_l2norm_2_c, residual=False)  # slow_memory(l2norm(slice(q, fast, dim)))
+        # learn: slow_memory (gd, every 32 tokens), the period's tokens at once
+        if full:  # a full period: the level advances
+            slow_memory_g = rt_memory.grads('linear', slow_memory, slow_memory_key_l2norm_c, slow_memory_value_slice_c, ('l2',), residual=False)
+            slow_memory = rt_scan.chunk('gd', slow_memory, slow_memory_g, lr=lr_c, retain=keep_c)
+        return read_slow_memory, slow_memory
 
 
 class SplitMemoryModel(nn.Module):

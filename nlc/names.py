@@ -36,16 +36,17 @@ GENERATOR_NAMES = frozenset({
     "check_alignment", "check_stream", "StepLevelSpec",
     "carried_state", "detach_state",
     "self", "x", "s", "e", "T", "out", "outs", "caches", "state", "levels", "learned", "like", "batch", "tokens",
-    "step", "full", "streaming", "logits", "new_states", "block", "block_state", "y", "Model",
+    "step", "period", "full", "streaming", "logits", "new_states", "block", "block_state", "y", "Model",
     "closure", "loss", "group", "p", "grad", "param", "update", "Optimizer",
 })
 # Suffixes of names the generator derives from a spec name (`q_c`: the chunk slice of q; `mem_S`: its momentum...).
 GENERATOR_SUFFIXES = ("_c", "_g", "_S", "_aux", "_pending", "_gates", "_coef", "_parts", "_init", "_state", "_ends", "_at", "_bundle",
-                      "_wave", "_run", "_inside", "_items")
+                      "_wave", "_run", "_inside", "_items", "_period", "_periods")
 # Attributes of the generated block classes and of the interpreter's ReferenceBlock beyond nn.Module's
 # (tests/test_hostile_codegen.py checks that this list is complete).
 BLOCK_ATTRIBUTES = frozenset({
     "chunk", "compiled_step", "step_shapes_fixed", "chunk_step", "init_state", "forward",
+    "period_step", "compiled_period",  # blocks whose slower levels work once a period (nlc.codegen.emit.PeriodWork)
     "plan", "by_level", "token", "eval_node", "gradients", "gradient", "apply", "rule",
     "embed", "blocks", "norm", "head", "alignment", "step_levels", "online_levels", "nlc_source",
     "learn_from_loss", "loss_chunk", "start_periods", "learn",  # models with `context loss` levels in tokens

@@ -111,6 +111,8 @@ def test_compiled_chunk_steps_equal_eager(name):
     else:
         compiled = compile_chunks(eager)
         assert all(b.compiled_step is not None for b in compiled.blocks if hasattr(b, "chunk_step"))
+        assert all(b.compiled_period is not None for b in compiled.blocks if hasattr(b, "period_step"))
+        assert any(hasattr(b, "period_step") for b in compiled.blocks) == (name is TWO_PERIODS)
     out = compiled(tokens)
     torch.testing.assert_close(out, expected, rtol=1e-4, atol=1e-5)
     out.square().mean().backward()
@@ -130,6 +132,7 @@ def test_compiled_chunk_steps_equal_eager(name):
     assert sum(counters["graph_break"].values()) == 0
     uncompile_chunks(compiled)
     assert all(b.compiled_step is None for b in compiled.blocks if hasattr(b, "chunk_step"))
+    assert all(b.compiled_period is None for b in compiled.blocks if hasattr(b, "period_step"))
     assert all(b._compiled_call_impl is None for b in compiled.blocks)
 
 

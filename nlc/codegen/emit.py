@@ -13,7 +13,7 @@ import networkx as nx
 
 from nlc.errors import Diagnostic, SpecError
 from nlc.plan.model import BlockPlan, LevelPlan, Module, SlowLevel
-from nlc.plan.ops import SYMBOLS, Const, Node, Op, Operand, Ref, refs
+from nlc.plan.ops import STATEFUL, SYMBOLS, Const, Node, Op, Operand, Ref, refs
 from nlc.printer import format_number
 from nlc.rules import RULES
 from nlc.runtime.steplevel import restart_order
@@ -42,6 +42,10 @@ class BlockCode:
     kernels: str = "chunked"
     bundles: list["Bundle"] = field(default_factory=list)
     shared_returns: list[str] = field(default_factory=list)  # `"name": <var>_items` of each shared level it declares
+    period_work: "PeriodWork | None" = None  # slower levels that work once a period (`period_step`)
+    period_params: list[str] = field(default_factory=list)  # `period_step`'s parameters, body and results
+    period_lines: list[str] = field(default_factory=list)
+    period_returns: list[str] = field(default_factory=list)
 
 
 @dataclass
@@ -54,6 +58,29 @@ class Bundle:
 
     def index(self, level: str) -> int | None:
         return next((i for i, lv in enumerate(self.members) if lv.name == level), None)
+
+
+@dataclass
+class PeriodWork:
+    """Levels slower than the block's chunk whose whole work runs once a period instead of once a chunk.
+
+    A level of period P > chunk keeps its period-start state for P tokens: every read of it inside
+    the period, and its per-token gradients, are taken at that one state (docs/design.md §1.2). Its
+    reads whose results only it and the rest of the forward use (not the chunk's other levels), what
+    is computed from them alone, and its gradients can therefore wait for the period's end and run
+    on the period's P tokens at once: a few tall matmuls instead of P / chunk short ones, and no
+    per-chunk buffers (rt_scan.pend). The chunk step hands the values they need from it (`fast`)
+    to the loop, which collects them for the period; the period step (`period_step`) gets them
+    joined, with the period's slice of what was computed before the loop (`pre`).
+    """
+
+    period: int
+    levels: list[LevelPlan]
+    nodes: list[str]  # the deferred loop nodes, in plan order
+    fast: list[str]  # loop nodes of the chunk step that the period's work reads
+    pre: list[str]  # tensors computed before the loop that it reads (split by period)
+    whole: list[str]  # scalars computed before the loop that it reads (passed as they are)
+    read_in_step: list[LevelPlan]  # its levels that the chunk step still reads (their state is a step input)
 
 
 def py_value(v) -> str:
@@ -91,6 +118,7 @@ def emit_block(block: BlockPlan, kernels: str = "chunked") -> BlockCode:
         code.init_lines.append(f"rt_memory.copy_initial(self.{c.target}, {source})")
     _emit_state(code)
     code.bundles = _bundles(block, _groups(block), kernels) if block.levels else []
+    code.period_work = _period_work(block, code.bundles, kernels) if block.levels else None
     _emit_level_io(code)
     nodes = {n.name: n for n in block.nodes}
     levels = {lv.name: lv for lv in block.levels}
@@ -181,7 +209,7 @@ def _emit_level_io(code: BlockCode) -> None:
         if lv.name in running:
             code.unpack_lines.append(f"{lv.var}_run = dict({lv.var})  # it learns every chunk; reads see it at its "
                                      "period's end")
-        elif lv.period > block.chunk and lv.name not in bundled:
+        elif lv.period > block.chunk and lv.name not in bundled and code.period_work is None:
             code.unpack_lines.append(f"{lv.var}_pending = None  # a slower level's chunks, until its period ends")
         aux = f'{{"{carried}": {lv.var}_S}}' if carried else f"{lv.var}_aux"
         entry = f'{{"W": {lv.var}, "aux": {aux}}}'
@@ -298,15 +326,20 @@ def _emit_loop(code: BlockCode, nodes: dict, levels: dict, in_loop: set[str]) ->
     loop = {n.name for n in block.nodes if n.phase == "loop"}
     post = [n for n in block.nodes if n.phase == "post"]
     # every pre-computed tensor the loop uses is sliced to the chunk (at the call)
+    work = code.period_work
+    deferred = set(work.nodes) if work else set()  # (they run in `period_step`)
+    later = {lv.name for lv in work.levels} if work else set()
     used = set()
     for n in block.nodes:
-        if n.phase == "loop":
+        if n.phase == "loop" and n.name not in deferred:
             used |= {a for a in n.refs if a not in loop}
     groups = _groups(block)
     bundled = {lv.name: b for b in code.bundles for lv in b.members}
     hoisted = [grp[0] for grp in groups if code.kernels == "chunked" and _is_hoisted(grp, block.chunk, loop, nodes)]
     for group in groups:
         for lv in group:
+            if lv.name in later:
+                continue
             ops = [lv.context[1], lv.context[2]] if lv in hoisted else lv.learning_operands()  # hoisted gates: before
             used |= {a for a in refs(ops) if a not in loop}
     order = list(nodes)
@@ -318,7 +351,7 @@ def _emit_loop(code: BlockCode, nodes: dict, levels: dict, in_loop: set[str]) ->
     loop_nodes = [n for n in block.nodes if n.phase == "loop"]
     emitted: set[str] = set()
     for node in loop_nodes:
-        if node.name in emitted:
+        if node.name in emitted or node.name in deferred:
             continue
         if _bundled_read(node, bundled):
             wave = _wave(node, loop_nodes, loop, emitted, bundled)
@@ -345,8 +378,12 @@ def _emit_loop(code: BlockCode, nodes: dict, levels: dict, in_loop: set[str]) ->
     if isinstance(block.out, Ref) and block.out.name in loop:
         needed.add(block.out.name)
     needed = sorted(needed, key=order.index)
+    needed_later = [a for a in needed if a in deferred]  # returned by `period_step`, a period at a time
+    needed = [a for a in needed if a not in deferred]
     for group in groups:
         b = bundled.get(group[0].name)
+        if group[0].name in later:
+            continue
         if b is None:
             _emit_learn(code, group, block.chunk, loop, set(sliced), nodes,
                         {nodes[r].attrs["level"] for r in shared} | current_done)
@@ -356,21 +393,24 @@ def _emit_loop(code: BlockCode, nodes: dict, levels: dict, in_loop: set[str]) ->
     hoisted_vars = [bundled[lv.name].var if lv.name in bundled else lv.var for lv in hoisted
                     if lv.name not in bundled or bundled[lv.name].members[0] is lv]
     # the step's parameters: states, caches, chunk slices, hoisted coefficients, flags
-    states = _step_states(block, groups, code.kernels, bundled)
+    states = _step_states(block, groups, code.kernels, bundled, later)
+    read_states = [lv.var for lv in work.read_in_step] if work else []  # read in the chunk, stepped a period
     uses_caches = any(n.phase == "loop" and n.op in (Op.CONV, Op.ATTENTION) for n in block.nodes)
-    periods = sorted({lv.period for lv in block.levels if lv.period > block.chunk})
+    periods = sorted({lv.period for lv in block.levels if lv.period > block.chunk and lv.name not in later})
     # an attention cache inside the loop grows chunk by chunk, unless it empties at every chunk start
     # (a slower level's pending chunks do not grow: fixed buffers, rt_scan.pend)
     code.step_shapes_fixed = all(_cache_empties_every_chunk(block, n) for n in block.nodes
                                  if n.phase == "loop" and n.op is Op.ATTENTION) \
         and not any(lv.shared and lv.period > block.chunk for lv in block.levels)  # (rt_shared.collect joins chunks)
-    code.step_params = [*states, *(["caches"] if uses_caches else []), *(f"{a}_c" for a in sliced), *whole,
-                        *(f"{var}_coef_c" for var in hoisted_vars), "full",
+    fast = [a for a in work.fast if a not in needed] if work else []  # (a needed one is returned already)
+    code.step_params = [*states, *read_states, *(["caches"] if uses_caches else []), *(f"{a}_c" for a in sliced),
+                        *whole, *(f"{var}_coef_c" for var in hoisted_vars), "full",
                         *(f"period{p}_{what}" for p in periods for what in ("at", "ends"))]
-    code.step_returns = [*needed, *states, *(["caches"] if uses_caches else [])]
+    code.step_returns = [*needed, *fast, *states, *(["caches"] if uses_caches else [])]
     if uses_caches:
         code.step_lines.insert(0, "caches = dict(caches)")
-    args = [*states, *(["caches"] if uses_caches else []), *(f"{a}_chunks[s // {block.chunk}]" for a in sliced),
+    args = [*states, *read_states, *(["caches"] if uses_caches else []),
+            *(f"{a}_chunks[s // {block.chunk}]" for a in sliced),
             *whole, *(f"{var}_coef[s // {block.chunk}] if full else None" for var in hoisted_vars), "full",
             *(x for p in periods for x in (f"s % {p}", f"e % {p} == 0"))]
     # split once, not sliced at every chunk: the backward of a slice writes its gradient into zeros the size
@@ -385,6 +425,8 @@ def _emit_loop(code: BlockCode, nodes: dict, levels: dict, in_loop: set[str]) ->
     for a in needed:
         code.loop_lines.append(f"{a}_parts.append({a})")
         code.after_lines.append(f"{a} = torch.cat({a}_parts, dim=1)")
+    if work:
+        _emit_period(code, work, nodes, readable, needed_later)
     for node in post:
         code.after_lines.append(_node_line(node, readable, None))
     code.after_lines.append(f"out = {_ref(block.out, None, set())}")
@@ -414,14 +456,70 @@ def _shared_reads(block: BlockPlan, groups: list[list[LevelPlan]], loop: set[str
     return out
 
 
+def _period_work(block: BlockPlan, bundles: list[Bundle], kernels: str) -> PeriodWork | None:
+    """The block's slower levels as one PeriodWork, when they can wait for their period's end: all of one
+    period P (a multiple of the chunk), each a closed-form level learning alone (not bundled, coupled,
+    restarted, shared, multi-head or `read current`), in a block without `context loss` levels. Otherwise
+    (and for the sequential kernels) None: the slower levels collect their chunks (rt_scan.pend)."""
+    slower = [lv for lv in block.levels if lv.period > block.chunk]
+    if kernels != "chunked" or not slower or block.loss_levels or len({lv.period for lv in slower}) != 1:
+        return None
+    period = slower[0].period
+    bundled = {lv.name for b in bundles for lv in b.members}
+    groups = {lv.name: grp for grp in _groups(block) for lv in grp}
+    restarting = {n for lv in block.levels if lv.reset_from for n in (lv.name, lv.reset_from)}
+    if period % block.chunk or any(
+            lv.name in bundled or groups[lv.name] != [lv] or not _closed_form([lv]) or lv.read_current or lv.shared
+            or lv.name in restarting or lv.heads != 1 for lv in slower):
+        return None
+    names = {lv.name for lv in slower}
+    nodes = {n.name: n for n in block.nodes}
+    loop = [n for n in block.nodes if n.phase == "loop"]
+    # values that only exist once per sequence (a read of a state without a key: [B, n], no time axis)
+    # cannot be joined along time: a period's work that needs one stays per chunk
+    timeless = {n.name for n in block.nodes if n.op is Op.READ and not n.args}
+    for n in block.nodes:
+        if n.refs and all(r in timeless for r in n.refs):
+            timeless.add(n.name)
+    deferred: set[str] = set()
+    for n in loop:  # its keyed reads, and what is computed from them without another level's state or a cache
+        if n.op is Op.READ:
+            if n.args and n.attrs.get("in_context") and n.attrs["level"] in names:
+                deferred.add(n.name)
+        elif n.op not in STATEFUL and any(r in deferred for r in n.refs):
+            deferred.add(n.name)
+    # what the chunk step needs (another level learns from it, a chunk node reads it) stays in the chunk step
+    learning = {r for lv in block.levels if lv.name not in names for r in refs(lv.learning_operands())}
+    consumers = {n.name: [m.name for m in loop if n.name in m.refs] for n in loop}
+    changed = True
+    while changed:
+        stays = {d for d in deferred if d in learning or any(c not in deferred for c in consumers[d])}
+        deferred -= stays
+        changed = bool(stays)
+    needs = [r for n in loop if n.name in deferred for r in nodes[n.name].refs]
+    needs += [r for lv in slower for r in refs(lv.learning_operands())]
+    order = list(nodes)
+    needs = sorted({r for r in needs if r not in deferred}, key=order.index)
+    fast = [r for r in needs if nodes[r].phase == "loop"]
+    if any(r in timeless for r in [*fast, *deferred]):
+        return None
+    read_in_step = [lv for lv in slower if any(n.op is Op.READ and n.attrs.get("in_context") and n.attrs["level"] ==
+                                               lv.name and n.name not in deferred for n in loop)]
+    return PeriodWork(period, slower, [n.name for n in loop if n.name in deferred], fast,
+                      [r for r in needs if nodes[r].phase != "loop" and nodes[r].width is not None],
+                      [r for r in needs if nodes[r].phase != "loop" and nodes[r].width is None], read_in_step)
+
+
 def _step_states(block: BlockPlan, groups: list[list[LevelPlan]], kernels: str,
-                 bundled: dict[str, Bundle]) -> list[str]:
+                 bundled: dict[str, Bundle], later: set[str] = frozenset()) -> list[str]:
     """The state variables `chunk_step` reads and returns, level by level (a bundle's where its first
-    member's would be)."""
+    member's would be; not those of the levels in `later`, which `period_step` steps)."""
     sequential = _sequential(groups, kernels)
     running = _running(block, groups)
     out = []
     for lv in block.levels:
+        if lv.name in later:
+            continue
         if lv.shared:  # read-only here, and its pairs so far
             out += [lv.var, f"{lv.var}_items"]
             continue
@@ -479,6 +577,46 @@ def _groups(block: BlockPlan) -> list[list[LevelPlan]]:
     for comp in nx.connected_components(g):
         groups.append([by[n] for n in order if n in comp])
     return sorted(groups, key=lambda grp: order.index(grp[0].name))
+
+
+def _emit_period(code: BlockCode, work: PeriodWork, nodes: dict, readable: dict, needed: list[str]) -> None:
+    """`period_step` (the deferred nodes on a period's tokens, then the slower levels' gradients and rule)
+    and the loop lines that collect its inputs chunk by chunk and call it at every period's end."""
+    P = work.period
+    fast = set(work.fast)
+    lines = code.period_lines
+    for name in work.nodes:
+        lines.append(_node_line(nodes[name], readable, fast | set(work.nodes), set(work.pre)))
+    states = []
+    for lv in work.levels:
+        form = RULES[lv.rule].chunk
+        state = [lv.var, *([f"{lv.var}_S"] if form.carries else [])]
+        states += state
+        key, value = (_ref(a, fast, set(work.pre)) for a in lv.context[1:])
+        gates = {k: _ref(v, fast, set(work.pre)) for k, v in _gate_operands(lv).items()}
+        lines.append(f"# learn: {lv.name} ({lv.rule}, every {P} tokens), the period's tokens at once")
+        lines.append("if full:  # a full period: the level advances")
+        lines.append("    " + _grads_line(lv.var, lv, key, value))
+        args = ", ".join(f"{k}={gates[k]}" for k in form.gates)
+        lines.append(f"    {', '.join(state)} = rt_scan.chunk({lv.rule!r}, {', '.join(state)}, {lv.var}_g, {args})")
+    code.period_params = [*states, *work.fast, *(f"{a}_c" for a in work.pre), *work.whole, "full"]
+    code.period_returns = [*needed, *states]
+    for a in work.fast:
+        code.collect_lines.append(f"{a}_period = []  # the period's chunks of {a}")
+        code.loop_lines.append(f"{a}_period.append({a})")
+    for a in work.pre:
+        code.collect_lines.append(f"{a}_periods = {a}.split({P}, dim=1)")
+    for a in needed:
+        code.collect_lines.append(f"{a}_parts = []")
+    args = [*states, *(f"torch.cat({a}_period, dim=1)" for a in work.fast), *(f"{a}_periods[s // {P}]" for a in work.pre),
+            *work.whole, f"e - s + s % {P} == {P}"]
+    code.loop_lines += [
+        f"if e % {P} == 0 or e == T:  # a period's end (or the sequence's): the slower levels' work, at once",
+        f"    {', '.join(code.period_returns)}{',' if len(code.period_returns) == 1 else ''} = period({', '.join(args)})",
+        *(f"    {a}_parts.append({a})" for a in needed),
+        *(f"    {a}_period = []" for a in work.fast)]
+    for a in needed:
+        code.after_lines.append(f"{a} = torch.cat({a}_parts, dim=1)")
 
 
 def _emit_learn(code: BlockCode, group: list[LevelPlan], chunk: int, in_loop, sliced, nodes: dict,

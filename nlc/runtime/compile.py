@@ -41,6 +41,8 @@ def compile_chunks(model: nn.Module, **options) -> nn.Module:
             eager.append(f"blocks.{i}")
         else:
             block.compiled_step = torch.compile(block.chunk_step, **options)
+            if hasattr(block, "period_step"):  # slower levels' work once a period: its own graph
+                block.compiled_period = torch.compile(block.period_step, **options)
     if eager:
         warnings.warn(f"chunk steps left eager (they grow chunk by chunk): {', '.join(eager)}", stacklevel=2)
     return model
@@ -50,5 +52,6 @@ def uncompile_chunks(model: nn.Module) -> nn.Module:
     """Undo `compile_chunks`: every block runs eagerly again."""
     for block in model.blocks:
         vars(block).pop("compiled_step", None)  # the class attribute (None) shows again
+        vars(block).pop("compiled_period", None)
         block._compiled_call_impl = None  # set by nn.Module.compile
     return model
