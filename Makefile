@@ -37,7 +37,7 @@ demo: install
 	# the copy of a pass key after about a thousand (NIAH trains at 128 tokens and is read at 128-512).
 	rm -rf $(OUT)/compare
 	OMP_NUM_THREADS=1 $(NLC) compare examples/transformer.nl examples/titans_mag.nl examples/hope.nl \
-		--task lm,mqar:kv=4,seq=64,budget=3M,niah:budget=1500k --budget 500k --batch 16 --seq 128 \
+		--task lm,mqar:kv=4,seq=64,budget=2M,niah:budget=1500k --budget 500k --batch 16 --seq 128 \
 		-p dim=32 -p layers=2 -p chunk=8 --match-params hope --niah-lengths 128,256,512 --jobs 2 \
 		--out $(OUT)/compare
 	@echo "comparison: $(OUT)/compare/compare.md; plots: $(OUT)/compare/loss_*.png, $(OUT)/compare/niah.png"

@@ -27,6 +27,7 @@ RULES = {"gd": "gd", "dgd": "dgd", "momentum": "momentum(beta = 0.5)"}
 def _spec(key: str, value: str, gate: str, rule: str, kind: str, ratio: int, fast_reads_slow: bool) -> str:
     state = "linear(dim, dim)" if kind == "linear" else "mlp(dim, 16, depth = 2, residual = true)"
     fast_value = "slow(h)" if fast_reads_slow else "v"  # a read of the slow level that the fast one learns from
+    # (the output adds the slow level's key: a loop value both the period's work and the rest of the forward need)
     return f"""
 model deferred(dim = 8, chunk = 2) {{
   block b {{
@@ -50,7 +51,7 @@ model deferred(dim = 8, chunk = 2) {{
       retain 0.95
       period {ratio} * chunk tokens
     }}
-    out = linear(slow(l2norm(linear(h, dim))) + fast(h), dim)
+    out = linear(slow(l2norm(linear(h, dim))) + fast(h) + {KEYS[key]}, dim)
   }}
 }}
 """
