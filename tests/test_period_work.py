@@ -34,6 +34,7 @@ model deferred(dim = 8, chunk = 2) {{
     let h = rmsnorm(x)
     let k = l2norm(linear(h, dim))
     let v = linear(h, dim)
+    let slow_key = {KEYS[key]}
     level fast {{
       state linear(dim, dim)
       init zeros
@@ -45,13 +46,13 @@ model deferred(dim = 8, chunk = 2) {{
     }}
     level slow {{
       state {state}
-      context ({KEYS[key]}, {VALUES[value]})
+      context (slow_key, {VALUES[value]})
       update {RULES[rule]}
       lr {GATES[gate]}
       retain 0.95
       period {ratio} * chunk tokens
     }}
-    out = linear(slow(l2norm(linear(h, dim))) + fast(h) + {KEYS[key]}, dim)
+    out = linear(slow(l2norm(linear(h, dim))) + fast(h) + slow_key, dim)
   }}
 }}
 """
