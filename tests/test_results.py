@@ -68,3 +68,15 @@ def test_training_time_sums_every_process_that_worked_on_a_run(tmp_path):
     assert R.training_seconds(run) == pytest.approx(6.0)  # 4.5 before the interruption, 1.5 after; evals aside
     (run / "summary.json").write_text(json.dumps({"run": str(tmp_path / "elsewhere")}), encoding="utf-8")
     assert R.training_seconds(run) == 0.0  # a copy of another run: its time is the original's
+
+
+def test_the_needles_paragraph_orders_by_digits_and_names_a_model_whose_outputs_overflowed():
+    main = {"tasks": {"niah": {"runs": {
+        "a": {"niah": {"digit_acc": 0.05, "finite": True}},
+        "b": {"niah": {"digit_acc": 0.8, "finite": True}},
+        "c": {"niah": {"digit_acc": 0.07, "finite": False}}}}}}
+    text = R._needles(main, {"niah": "niah", "seq": 128, "niah_lengths": "128,256"})
+    assert "b (0.80), c (0.07), a (0.05)" in text and "At least twice chance: b." in text
+    assert "Not finite: c " in text
+    assert "Not finite" not in R._needles({"tasks": {"niah": {"runs": {"a": {"niah": {"digit_acc": 0.3, "finite": True}}}}}},
+                                        {"niah": "niah", "seq": 128, "niah_lengths": "128"})

@@ -217,6 +217,10 @@ def _needles(main: dict, s: dict) -> str:
         text += (" Answer digits right over the grid, best first: "
                  + ", ".join(f"{lab} ({digits[lab]:.2f})" for lab in best_first) + ". "
                  + (f"At least twice chance: {', '.join(above)}." if above else "Nobody is at twice chance."))
+    overflowed = [lab for lab, r in runs.items() if "niah" in r and r["niah"].get("finite") is False]
+    if overflowed:
+        text += (f" Not finite: {', '.join(overflowed)} (an in-context state overflowed on some haystacks; a "
+                 "non-finite answer scores as wrong, and the heat-map's cells count it so).")
     return text + (" docs/training.md (\"Needles\") shows a curriculum (128 to 1k tokens) with which titans_lmm "
                    "and hope find the needle up to 1k-2k tokens.")
 
