@@ -16,7 +16,7 @@ budget, on the same batches (nlc.train.compare does the training and evaluation)
 
 The page puts the measured tables and plots next to the paper's Table 2 for orientation and says,
 from the numbers, where our ordering differs. `--size` picks the budgets (SIZES): `full` is what
-`make results` runs (hours on 2 cores; the page says how long), `quick` what `make results-quick`
+`make results` runs (about an hour and a half on 2 cores; the page says how long), `quick` what `make results-quick`
 runs (about half an hour), `smoke` a seconds-long run for the tests. Runs already finished in OUT
 are reused (nlc compare), so an interrupted `make results` picks up where it stopped.
 """
@@ -71,8 +71,8 @@ SIZES = {
                   eval={"eval_batches": 1, "eval_tokens": 1024, "niah_samples": 1}),
     "quick": Size({"dim": 32, "layers": 2, "chunk": 8}, "500k", "mqar:kv=4,seq=64,budget=3M", "128,256,512", "500k",
                   ("lm", "mqar:kv=4,seq=64,budget=3M"), "500k", niah="niah:budget=1500k"),
-    # full: what 2 cores train in about an hour and a half (measured alone, one thread each at dim 64: hope
-    # 4.3k tokens/s, titans_lmm 8.5k); MQAR gets the most tokens, since recall at kv=8 needs ~4M (docs/training.md)
+    # full: what 2 cores train in about an hour and a half (87 minutes on 2026-11-30; one thread each at dim 64:
+    # hope 4.3k tokens/s, titans_lmm 8.5k); MQAR gets the most tokens, since recall at kv=8 needs ~4M (docs/training.md)
     "full": Size({"dim": 64, "layers": 2, "chunk": 8}, "1M", "mqar:kv=8,seq=128,budget=4M", "128,256,512,1k", "1M",
                   ("lm", "mqar:kv=8,seq=128,budget=4M"), "1M", niah="niah:budget=1500k"),
 }
@@ -360,6 +360,10 @@ def write_page(made: dict, out: Path, doc: Path) -> None:
                   + f"{recall['hope']:.2f}): "
                   + ", ".join(f"{lab} {acc:.2f} ({'better' if acc > recall['hope'] + 0.02 else 'worse' if acc < recall['hope'] - 0.02 else 'the same'})"
                               for lab, acc in recall.items() if lab != "hope") + ".", ""]
+    for task, runs in ablation["tasks"].items():  # a run stopped by a NaN (E630) has no score: say so
+        for lab, r in runs.get("runs", {}).items():
+            if "diverged" in r:
+                lines += [f"`{lab}` diverged on {task}: {r['diverged']}", ""]
     for name, _, _ in VARIANTS:
         if name in abl and "hope" in abl:
             lines += [f"`{name}` reads the test text at {abl[name]:.3f} bits/byte (hope {abl['hope']:.3f})"
@@ -368,7 +372,7 @@ def write_page(made: dict, out: Path, doc: Path) -> None:
     if "ablations_loss_lm.png" in copied:
         lines += ["![ablations LM loss](results/ablations_loss_lm.png)", ""]
     lines += ["## Reproduce", "", "```sh",
-              "make results          # --size full: out/results-full (hours; an interrupted run picks up where it stopped)",
+              "make results          # --size full: out/results-full (about 1.5 hours; an interrupted run picks up where it stopped)",
               "make results-quick    # --size quick: out/results (about half an hour)",
               "```", "", "Raw numbers: `OUT/models/compare.json`, `OUT/ablations/compare.json`; each run's folder "
               "holds its config, metrics and checkpoints.", ""]
