@@ -33,7 +33,7 @@ demo: install
 	@echo "level graphs written to $(OUT)/graphs/"
 	# Transformer++ vs Titans (MAG) vs Hope at a tiny size, same data, seed and token budget (docs/training.md).
 	# Two processes of one torch thread each: these models run many small ops, which more threads slow down.
-	# MQAR and NIAH get their own, larger budgets: recall appears only after a few thousand steps, and
+	# MQAR and NIAH get their own, larger budgets: recall appears only after a thousand steps or more, and
 	# the copy of a pass key after about a thousand (NIAH trains at 128 tokens and is read at 128-512).
 	rm -rf $(OUT)/compare
 	OMP_NUM_THREADS=1 $(NLC) compare examples/transformer.nl examples/titans_mag.nl examples/hope.nl \
