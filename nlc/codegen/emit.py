@@ -449,8 +449,8 @@ def _shared_reads(block: BlockPlan, groups: list[list[LevelPlan]], loop: set[str
         if not (kernels == "chunked" and _closed_form(group) and lv.period == block.chunk
                 and lv.kind in ("mlp", "linear") and all(isinstance(a, Ref) and a.name not in loop for a in lv.context[1:])):
             continue
-        read = next((n for n in block.nodes if n.phase == "loop" and n.op is Op.READ and n.attrs["in_context"]
-                     and n.attrs["level"] == lv.name and n.args and isinstance(n.args[0], Ref)), None)
+        read = next((n for n in block.nodes if n.phase == "loop" and _reads_of(n, {lv.name}) and n.args
+                     and isinstance(n.args[0], Ref)), None)
         if read is not None:
             out.add(read.name)
     return out
@@ -484,7 +484,7 @@ def _period_work(block: BlockPlan, bundles: list[Bundle], kernels: str) -> Perio
     deferred: set[str] = set()
     for n in loop:  # its keyed reads, and what is computed from them without another level's state or a cache
         if n.op is Op.READ:
-            if n.args and n.attrs.get("in_context") and n.attrs["level"] in names:
+            if n.args and _reads_of(n, names):
                 deferred.add(n.name)
         elif n.op not in STATEFUL and any(r in deferred for r in n.refs):
             deferred.add(n.name)
@@ -503,8 +503,7 @@ def _period_work(block: BlockPlan, bundles: list[Bundle], kernels: str) -> Perio
     fast = [r for r in needs if nodes[r].phase == "loop"]
     if any(r in timeless for r in [*fast, *deferred]):
         return None
-    read_in_step = [lv for lv in slower if any(n.op is Op.READ and n.attrs.get("in_context") and n.attrs["level"] ==
-                                               lv.name and n.name not in deferred for n in loop)]
+    read_in_step = [lv for lv in slower if any(_reads_of(n, {lv.name}) and n.name not in deferred for n in loop)]
     return PeriodWork(period, slower, [n.name for n in loop if n.name in deferred], fast,
                       [r for r in needs if nodes[r].phase != "loop" and nodes[r].width is not None],
                       [r for r in needs if nodes[r].phase != "loop" and nodes[r].width is None], read_in_step)
@@ -793,8 +792,13 @@ def _bundles(block: BlockPlan, groups: list[list[LevelPlan]], kernels: str) -> l
     return [Bundle(f"{members[0].var}_bundle", members) for members in alike.values() if len(members) > 1]
 
 
+def _reads_of(node: Node, levels) -> bool:
+    """Is `node` a read of the state of one of `levels` (names), an in-context level?"""
+    return node.op is Op.READ and node.attrs["in_context"] and node.attrs["level"] in levels
+
+
 def _bundled_read(node: Node, bundled: dict[str, Bundle]) -> bool:
-    return node.op is Op.READ and node.attrs["in_context"] and node.attrs["level"] in bundled
+    return _reads_of(node, bundled)
 
 
 def _wave(first: Node, loop_nodes: list[Node], loop: set[str], emitted: set[str],
