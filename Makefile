@@ -42,7 +42,7 @@ demo: install
 		--out $(OUT)/compare
 	@echo "comparison: $(OUT)/compare/compare.md; plots: $(OUT)/compare/loss_*.png, $(OUT)/compare/niah.png"
 
-results: install  # docs/results.md: the models and Hope's ablations at the largest size (about 1.5 hours; the page says how long)
+results: install  # docs/results.md: the models and Hope's ablations at the full size (about 1.5 hours; the page says how long)
 	OMP_NUM_THREADS=1 $(PY) -m nlc.train.results --size full --out $(OUT)/results-full --doc docs/results.md
 
 results-quick: install  # the same page at a small size (about half an hour), to see the pipeline work
