@@ -142,8 +142,8 @@ class HopeBlock(nn.Module):
         m_k_value_m_k, m_v_value_m_v, m_eta_value_m_eta, m_alpha_value_m_alpha, memory_value_memory = m_k_bundle_2_wave.chunk(5)
         # learn: m_k (dgd, every 16 tokens), m_v (dgd, every 16 tokens), m_eta (dgd, every 16 tokens), m_alpha (dgd, every 16 tokens), memory (dgd, every 16 tokens), as one bundle
         if full:  # the state advances
-            m_k_bundle_g = rt_memory.grads('mlp', m_k_bundle, rt_bundle.tile(k, 5), m_k_bundle_2_wave, ('l2',), residual=True)
-            m_k_bundle = rt_scan.chunk('dgd', m_k_bundle, m_k_bundle_g, lr=rt_bundle.tile(eta, 5), retain=rt_bundle.tile(alpha, 5))
+            m_k_bundle_g, m_k_bundle_p = rt_memory.grads('mlp', m_k_bundle, rt_bundle.tile(k, 5), m_k_bundle_2_wave, ('l2',), residual=True, products=True)
+            m_k_bundle = rt_scan.chunk('dgd', m_k_bundle, m_k_bundle_g, lr=rt_bundle.tile(eta, 5), retain=rt_bundle.tile(alpha, 5), products=m_k_bundle_p)
         return o, m_k_bundle, caches
 
 

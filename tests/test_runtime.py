@@ -84,6 +84,36 @@ def test_closed_form_gradients_equal_autograd(seed, depth, residual, objective):
             torch.testing.assert_close(torch.einsum("bi,bo->bio", a[:, t], dd[:, t]), g)
 
 
+@settings(deadline=None, max_examples=30)
+@given(seed=st.integers(0, 1000), depth=st.integers(1, 3), residual=st.booleans())
+def test_key_products_are_the_layer_products_and_dgd_reuses_them_exactly(seed, depth, residual):
+    """grads(..., products=True) (and read_and_grads) hand dgd each weight's a_l W_l at the keys; dgd's
+    closed form with them is dgd's closed form without them (which computes them itself) and the
+    token-by-token loop."""
+    torch.manual_seed(seed)
+    B, C, d, h = 2, 4, 4, 5
+    dims = [d] + [h] * (depth - 1) + [d]
+    state = {f"W{i}": torch.randn(B, dims[i], dims[i + 1], dtype=F64) for i in range(depth)}
+    kind = "mlp" if depth > 1 else "linear"
+    if depth == 1:
+        state = {"W": state["W0"]}
+    residual = residual and kind == "mlp"
+    k, v, q = (torch.randn(B, C, d, dtype=F64) for _ in range(3))
+    factors, products = memory.grads(kind, state, k, v, ("l2",), residual, products=True)
+    for name, (a, _) in factors.items():
+        torch.testing.assert_close(products[name], torch.bmm(a, state[name]), rtol=0, atol=0)
+    read, factors_2, products_2 = memory.read_and_grads(kind, state, q, k, v, ("l2",), residual, products=True)
+    torch.testing.assert_close(read, memory.read(kind, state, q, residual))
+    for name in factors:
+        torch.testing.assert_close(products_2[name], products[name])
+    lr, retain = torch.rand(B, C, dtype=F64) * 0.5, 1 - torch.rand(B, C, dtype=F64) * 0.1
+    reused = dgd_chunk.chunk(state, factors, lr, retain, products=products)
+    computed, loop = dgd_chunk.chunk(state, factors, lr, retain), dgd_naive.reference(state, factors, lr, retain)
+    for name in state:
+        torch.testing.assert_close(reused[name], computed[name], rtol=0, atol=0)
+        torch.testing.assert_close(reused[name], loop[name])
+
+
 def test_attention_in_pieces_equals_whole():
     torch.manual_seed(0)
     for kw in (dict(), dict(window=3), dict(segment=2, persistent=2), dict(window=2, memory=True)):

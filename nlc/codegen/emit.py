@@ -182,10 +182,19 @@ def initial_state(lv) -> str:
     return f"rt_memory.MemoryInit({py_value(lv.weights)}, {lv.kind!r}, {lv.residual}, {lv.init!r}{heads})(batch)"
 
 
-def _grads_line(var: str, lv: LevelPlan, key: str, value: str) -> str:
-    """`<var>_g = ...`: the factored per-token gradients of lv's objective at the state `var`."""
-    return (f"{var}_g = rt_memory.grads({lv.kind!r}, {var}, {key}, {value}, {py_value(lv.objective)}, "
-            f"residual={lv.residual})")
+def _grads_line(var: str, lv: LevelPlan, key: str, value: str, products: bool = False) -> str:
+    """`<var>_g = ...`: the factored per-token gradients of lv's objective at the state `var` (with
+    `products`, `<var>_g, <var>_p = ...`: and the key products its rule reuses, _key_products)."""
+    target = f"{var}_g, {var}_p" if products else f"{var}_g"
+    return (f"{target} = rt_memory.grads({lv.kind!r}, {var}, {key}, {value}, {py_value(lv.objective)}, "
+            f"residual={lv.residual}{', products=True' if products else ''})")
+
+
+def _key_products(lv: LevelPlan) -> bool:
+    """Does lv's closed form reuse the products of its weights with their layer inputs that its
+    gradients' forward pass computes (`ChunkForm.key_products`: dgd's k W_0), on a matrix memory?"""
+    form = RULES[lv.rule].chunk
+    return form is not None and form.key_products and lv.kind in ("mlp", "linear")
 
 
 def _emit_level_io(code: BlockCode) -> None:
@@ -365,11 +374,12 @@ def _emit_loop(code: BlockCode, nodes: dict, levels: dict, in_loop: set[str]) ->
         elif node.name in shared:
             lv = levels[node.attrs["level"]]
             key, value = (_ref(a, loop, set(sliced)) for a in lv.context[1:])
+            products = _key_products(lv)  # (the level's closed form runs every chunk: _shared_reads)
             code.step_lines += [
                 "if full:  # the read and the gradients' forward pass share one pass through the memory",
-                f"    {node.name}, {lv.var}_g = rt_memory.read_and_grads({lv.kind!r}, {lv.var}, "
-                f"{_ref(node.args[0], loop, set(sliced))}, {key}, {value}, {py_value(lv.objective)}, "
-                f"residual={lv.residual})",
+                f"    {node.name}, {lv.var}_g{f', {lv.var}_p' if products else ''} = rt_memory.read_and_grads("
+                f"{lv.kind!r}, {lv.var}, {_ref(node.args[0], loop, set(sliced))}, {key}, {value}, "
+                f"{py_value(lv.objective)}, residual={lv.residual}{', products=True' if products else ''})",
                 "else:", "    " + line]
         else:
             code.step_lines.append(line)
@@ -595,8 +605,9 @@ def _emit_period(code: BlockCode, work: PeriodWork, nodes: dict, readable: dict,
         gates = {k: _ref(v, fast, set(work.pre)) for k, v in _gate_operands(lv).items()}
         lines.append(f"# learn: {lv.name} ({lv.rule}, every {P} tokens), the period's tokens at once")
         lines.append("if full:  # a full period: the level advances")
-        lines.append("    " + _grads_line(lv.var, lv, key, value))
-        args = ", ".join(f"{k}={gates[k]}" for k in form.gates)
+        products = _key_products(lv)
+        lines.append("    " + _grads_line(lv.var, lv, key, value, products))
+        args = ", ".join([*(f"{k}={gates[k]}" for k in form.gates), *([f"products={lv.var}_p"] if products else [])])
         lines.append(f"    {', '.join(state)} = rt_scan.chunk({lv.rule!r}, {', '.join(state)}, {lv.var}_g, {args})")
     code.period_params = [*states, *work.fast, *(f"{a}_c" for a in work.pre), *work.whole, "full"]
     code.period_returns = [*needed, *states]
@@ -635,13 +646,15 @@ def _emit_learn(code: BlockCode, group: list[LevelPlan], chunk: int, in_loop, sl
     lines.append(f"# learn: {desc}" + (", as one bundle" if bundle else ""))
     grad_lines = []
     gates = {lv.name: {k: _ref(v, in_loop, sliced) for k, v in _gate_operands(lv).items()} for lv in group}
+    # the closed form, run as each chunk ends (not pending), reuses the gradients' key products
+    products = code.kernels == "chunked" and _closed_form(group) and period <= chunk and _key_products(group[0])
     for lv in kv:
         if lv.name in shared:
             continue
         key, value = (_ref(a, in_loop, sliced) for a in lv.context[1:])
         if bundle:
             key, value = f"rt_bundle.tile({key}, {len(members)})", _stacked_values(bundle, in_loop, sliced, waves)
-        grad_lines.append(_grads_line(_var(lv, bundle), lv, key, value))
+        grad_lines.append(_grads_line(_var(lv, bundle), lv, key, value, products))
     if bundle:
         gates = {lv.name: {k: f"rt_bundle.tile({v}, {len(members)})" for k, v in gates[lv.name].items()}
                  for lv in group}
@@ -675,9 +688,10 @@ def _emit_learn(code: BlockCode, group: list[LevelPlan], chunk: int, in_loop, sl
                 whole = {k: f"rt_bundle.tile({v}, {len(members)})" for k, v in whole.items()}
             args = ", ".join(f"{k}={v}" for k, v in whole.items())
             code.hoist_lines.append(f"{var}_coef = rt_scan.chunk_coefficients({lv.rule!r}, {chunk}, {args})")
-            lines.append(f"{indent}{state} = rt_scan.chunk_apply({lv.rule!r}, {state}, {var}_g, {var}_coef_c)")
+            reuse = f", products={var}_p" if products else ""
+            lines.append(f"{indent}{state} = rt_scan.chunk_apply({lv.rule!r}, {state}, {var}_g, {var}_coef_c{reuse})")
             return
-        args = ", ".join(f"{k}={gt[k]}" for k in form.gates)
+        args = ", ".join([*(f"{k}={gt[k]}" for k in form.gates), *([f"products={var}_p"] if products else [])])
         lines.append(f"{indent}{state} = rt_scan.chunk({lv.rule!r}, {state}, {var}_g, {args})")
         return
     lines.append(f"{indent}learned = rt_scan.sequential_chunk([")

@@ -59,7 +59,10 @@ class ChunkForm:
     before the loop), `apply(W, [carried,] grads, coefficients)` and `chunk(W, [carried,] grads,
     **gates)`, their composition; naive.py defines `reference` with `chunk`'s signature.
     `gates` names the gate keywords; `carries` is the aux buffer the kernels take and return
-    besides the state (generated code keeps it as `<level>_S`). With `per_token`, chunk.py also
+    besides the state (generated code keeps it as `<level>_S`). With `key_products`, `apply` and
+    `chunk` take `products=`: each weight's layer inputs times the chunk-start weight, which the
+    gradients' forward pass computed (`nlc.runtime.memory.grads(..., products=True)`), instead of
+    computing them again (optional: None computes them). With `per_token`, chunk.py also
     defines `token_coefficients(**gates, like)`: the coefficients of every token's state inside the
     chunk, W_t = P_t W_0 [+ c_t S_0] - sum_{s<=t} M[t,s] g_s, which `read current` reads
     (nlc.runtime.inside; its docstring gives them).
@@ -69,6 +72,7 @@ class ChunkForm:
     gates: tuple[str, ...] = ("lr", "retain")
     carries: str | None = None
     per_token: bool = False
+    key_products: bool = False
 
 
 @dataclass(frozen=True)

@@ -49,21 +49,35 @@ def _mm(a: torch.Tensor, W: torch.Tensor) -> torch.Tensor:
 
 
 def read_with_cache(kind: str, state: dict, k, residual: bool = False):
-    """Return (M(k), layer inputs [a_0..a_{L-1}], pre-activations [z_0..z_{L-2}])."""
+    """Return (M(k), layer inputs [a_0..a_{L-1}], layer products [a_0 W_0..a_{L-1} W_{L-1}]).
+
+    A layer's product is its output before the activation (the next layer's pre-activation) or,
+    for the last layer, before the residual: `linear` memories have one, [k W]; elementwise ones none."""
     if kind in ("vector", "like") and "m" in state:
         m = state["m"] if not isinstance(k, torch.Tensor) or k.dim() == 2 else state["m"].unsqueeze(1)
         return (m if k is None else m * k), [k], []
     if kind == "linear" or (kind == "like" and "W" in state):
-        return _mm(k, state["W"]), [k], []
+        y = _mm(k, state["W"])
+        return y, [k], [y]
     L = n_layers(state)
-    a, inputs, pre = k, [k], []
+    a, inputs, products = k, [k], []
     for i in range(L - 1):
         z = _mm(a, state[f"W{i}"])
-        pre.append(z)
+        products.append(z)
         a = act(z)
         inputs.append(a)
     y = _mm(a, state[f"W{L - 1}"])
-    return (y + k if residual else y), inputs, pre
+    products.append(y)
+    return (y + k if residual else y), inputs, products
+
+
+def _key_products(state: dict, products: list) -> dict:
+    """{weight: its layer input times it} at the keys (`key_products` rules reuse them, nlc.rules.dgd)."""
+    if "m" in state:
+        return {}
+    if "W" in state:
+        return {"W": products[0]}
+    return {f"W{i}": z for i, z in enumerate(products)}
 
 
 def safe_sqrt(v: torch.Tensor) -> torch.Tensor:
@@ -90,29 +104,38 @@ def objective_grad(objective: tuple, y: torch.Tensor, v) -> torch.Tensor:
     return g if g.shape == y.shape else g.expand(torch.broadcast_shapes(g.shape, y.shape))
 
 
-def grads(kind: str, state: dict, k, v, objective: tuple, residual: bool = False):
-    """Per-token gradient factors {weight: (a, d)} with dl/dW = a^T d (elementwise memories: (k, d))."""
+def grads(kind: str, state: dict, k, v, objective: tuple, residual: bool = False, products: bool = False):
+    """Per-token gradient factors {weight: (a, d)} with dl/dW = a^T d (elementwise memories: (k, d)).
+
+    With `products`, also each weight's product with its layer input at the keys, {weight: a W}
+    (computed by the gradients' forward pass anyway): (factors, products)."""
     if isinstance(v, torch.Tensor) and k is not None and not isinstance(k, torch.Tensor):
         # a constant key (`context (1, v)`, elementwise memories): the same key for every token, so the
         # read is [B, C, n] like the values, not [B, n] (which would broadcast the batch against time)
         k = torch.full_like(v, float(k))
-    y, inputs, pre = read_with_cache(kind, state, k, residual)
-    return _factors(state, k, y, inputs, pre, v, objective)
+    y, inputs, layer_products = read_with_cache(kind, state, k, residual)
+    factors = _factors(state, k, y, inputs, layer_products, v, objective)
+    return (factors, _key_products(state, layer_products)) if products else factors
 
 
 def read_and_grads(kind: str, state: dict, q: torch.Tensor, k: torch.Tensor, v, objective: tuple,
-                   residual: bool = False):
+                   residual: bool = False, products: bool = False):
     """(M(q), grads(k, v)) at one state: one pass through the memory for the read and the
     gradients' forward, on the queries and keys side by side ([B, 2C, d]), so each weight is
-    read once and the matmuls are twice as tall. Matrix memories (linear, mlp) only."""
+    read once and the matmuls are twice as tall. Matrix memories (linear, mlp) only. With
+    `products`, grads' key products too: (M(q), factors, products)."""
     n = q.shape[1]
-    y, inputs, pre = read_with_cache(kind, state, torch.cat([q, k], dim=1), residual)
+    y, inputs, layer_products = read_with_cache(kind, state, torch.cat([q, k], dim=1), residual)
     keys = [a[:, n:] for a in inputs]
-    return y[:, :n], _factors(state, keys[0], y[:, n:], keys, [z[:, n:] for z in pre], v, objective)
+    # the last layer's product is needed only as a key product (a slice is an operation a chunk)
+    at_keys = [z[:, n:] for z in (layer_products if products else layer_products[:-1])]
+    factors = _factors(state, keys[0], y[:, n:], keys, at_keys, v, objective)
+    return (y[:, :n], factors, _key_products(state, at_keys)) if products else (y[:, :n], factors)
 
 
-def _factors(state: dict, k, y, inputs: list, pre: list, v, objective: tuple) -> dict:
-    """The gradient factors of every weight, backwards from dl/dy (layer inputs and pre-activations given)."""
+def _factors(state: dict, k, y, inputs: list, products: list, v, objective: tuple) -> dict:
+    """The gradient factors of every weight, backwards from dl/dy (layer inputs and products given: a
+    layer's product is the next layer's pre-activation)."""
     dy = objective_grad(objective, y, v)
     if "m" in state:
         return {"m": (k, dy)}
@@ -125,7 +148,7 @@ def _factors(state: dict, k, y, inputs: list, pre: list, v, objective: tuple) ->
         out[f"W{i}"] = (inputs[i], d)
         if i > 0:
             W = state[f"W{i}"]
-            d = act_backward(_mm(d, W.transpose(1, 2)), pre[i - 1])
+            d = act_backward(_mm(d, W.transpose(1, 2)), products[i - 1])
     return out
 
 

@@ -32,9 +32,10 @@ def chunk(rule: str, W: dict, *carried_and_grads, **gates):
     return KERNELS[rule].chunk(W, *carried_and_grads, **gates)
 
 
-def chunk_apply(rule: str, W: dict, *carried_and_grads):
-    """A closed-form rule over one chunk, with the chunk's coefficients from `chunk_coefficients`."""
-    return KERNELS[rule].apply(W, *carried_and_grads)
+def chunk_apply(rule: str, W: dict, *carried_and_grads, **products):
+    """A closed-form rule over one chunk, with the chunk's coefficients from `chunk_coefficients`
+    (`products=`: the gradients' key products, `ChunkForm.key_products` rules)."""
+    return KERNELS[rule].apply(W, *carried_and_grads, **products)
 
 
 def chunk_coefficients(rule: str, chunk: int, **gates) -> list[dict]:

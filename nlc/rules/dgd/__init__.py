@@ -24,7 +24,7 @@ RULE = Rule(
     args=(),
     step=step,
     needs_key=True,
-    chunk=ChunkForm("nlc.rules.dgd"),
+    chunk=ChunkForm("nlc.rules.dgd", key_products=True),
     flops=2,  # the delta-rule form does k W0 and k^T R
     unit_keys=True,
     optimizer_refusal=(

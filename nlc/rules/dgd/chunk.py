@@ -23,7 +23,9 @@ def coefficients(lr, retain, like: torch.Tensor) -> dict:
             "total": a[:, 0] * cum[:, -1, 0]}
 
 
-def apply(W: dict, grads: dict, c: dict) -> dict:
+def apply(W: dict, grads: dict, c: dict, products: dict | None = None) -> dict:
+    """products: each weight's k W_0 (`ChunkForm.key_products`), which the gradients' forward pass
+    computed; without them they are computed here."""
     out = {}
     eta, a = c["eta"], c["a"]
     for name, W0 in W.items():
@@ -35,18 +37,19 @@ def apply(W: dict, grads: dict, c: dict) -> dict:
             out[name] = cc.prod(1) * W0 - (eta.unsqueeze(-1) * suffix_exclusive(cc) * g).sum(1)
             continue
         L = c["gamma"] * torch.bmm(k, k.transpose(1, 2))  # strictly lower, as gamma is
-        rhs = torch.addcmul(c["eta_col"] * d, c["eta_prefix"], torch.bmm(k, W0))
+        kW = products[name] if products else torch.bmm(k, W0)
+        rhs = torch.addcmul(c["eta_col"] * d, c["eta_prefix"], kW)
         # unitriangular: the solve reads only below the diagonal and takes ones on it, so L stands for I + L
         R = torch.linalg.solve_triangular(L, rhs, upper=False, unitriangular=True)
         out[name] = minus_weighted_sum(bcast(c["total"], W0) * W0, c["suffix"], (k, R), W0)
     return out
 
 
-def chunk(W: dict, grads: dict, lr, retain) -> dict:
+def chunk(W: dict, grads: dict, lr, retain, products: dict | None = None) -> dict:
     """dgd over a chunk: W_t = (a_t I - eta_t k_t^T k_t) W_{t-1} - eta_t k_t^T d_t (NL eqs. 56-57, 88).
 
     k_t is each weight's layer input (the first gradient factor). With r_t =
     eta_t (k_t W_{t-1} + d_t): W_C = P W_0 - sum_u (prod_{s>u} a_s) k_u^T r_u, and the
     r_t solve (I + L) R = eta (P_{t-1} K W_0 + D), L[u, j] = eta_u gamma_uj k_u.k_j (j < u).
     """
-    return apply(W, grads, coefficients(lr, retain, any_d(grads)))
+    return apply(W, grads, coefficients(lr, retain, any_d(grads)), products)
