@@ -197,6 +197,11 @@ def _key_products(lv: LevelPlan) -> bool:
     return form is not None and form.key_products and lv.kind in ("mlp", "linear")
 
 
+def _rule_args(form, gates: dict, var: str, products: bool) -> str:
+    """The keyword arguments of a closed-form rule's call: its gates, and the key products it reuses."""
+    return ", ".join([*(f"{k}={gates[k]}" for k in form.gates), *([f"products={var}_p"] if products else [])])
+
+
 def _emit_level_io(code: BlockCode) -> None:
     """How forward takes each level's state from the block state and gives it back (a buffer the
     closed form carries travels as `<level>_S`)."""
@@ -607,7 +612,7 @@ def _emit_period(code: BlockCode, work: PeriodWork, nodes: dict, readable: dict,
         lines.append("if full:  # a full period: the level advances")
         products = _key_products(lv)
         lines.append("    " + _grads_line(lv.var, lv, key, value, products))
-        args = ", ".join([*(f"{k}={gates[k]}" for k in form.gates), *([f"products={lv.var}_p"] if products else [])])
+        args = _rule_args(form, gates, lv.var, products)
         lines.append(f"    {', '.join(state)} = rt_scan.chunk({lv.rule!r}, {', '.join(state)}, {lv.var}_g, {args})")
     code.period_params = [*states, *work.fast, *(f"{a}_c" for a in work.pre), *work.whole, "full"]
     code.period_returns = [*needed, *states]
@@ -691,7 +696,7 @@ def _emit_learn(code: BlockCode, group: list[LevelPlan], chunk: int, in_loop, sl
             reuse = f", products={var}_p" if products else ""
             lines.append(f"{indent}{state} = rt_scan.chunk_apply({lv.rule!r}, {state}, {var}_g, {var}_coef_c{reuse})")
             return
-        args = ", ".join([*(f"{k}={gt[k]}" for k in form.gates), *([f"products={var}_p"] if products else [])])
+        args = _rule_args(form, gt, var, products)
         lines.append(f"{indent}{state} = rt_scan.chunk({lv.rule!r}, {state}, {var}_g, {args})")
         return
     lines.append(f"{indent}learned = rt_scan.sequential_chunk([")
