@@ -141,3 +141,18 @@ def test_bench_json_is_strict_json_when_a_measurement_is_nan(tmp_path):
     assert [row["ms"] for row in run["suites"]["t"]["rows"]] == [None, None]
     assert run["nonfinite"] == {"suites.t.rows.0.ms": "nan", "suites.t.rows.1.ms": "inf"}
     assert "nan" in md_path.read_text()
+
+
+def test_compared_calls_are_timed_in_interleaved_rounds():
+    """interleaved_best warms every call once, then runs every call once a round, in order: the calls a
+    ratio compares see the same moments of a noisy machine; each gets its fastest round."""
+    from nlc.bench.timing import interleaved_best, throughputs
+
+    order = []
+    best = interleaved_best({"a": lambda: order.append("a"), "b": lambda: order.append("b")}, repeats=3)
+    assert order == ["a", "b"] * 4
+    assert set(best) == {"a", "b"} and all(0 <= t < 1 for t in best.values())
+    x = torch.randn(2, 8, 4)
+    got = throughputs({"f": lambda t: (t.detach().requires_grad_() * 2), "peer": lambda t: t * 2}, x, repeats=1,
+                      forward_only=("peer",))
+    assert got["f"][0] > 0 and got["f"][1] > 0 and got["peer"][0] > 0 and got["peer"][1] is None

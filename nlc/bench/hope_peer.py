@@ -27,7 +27,7 @@ import torch
 from nlc.bench.build import build, example, modes
 from nlc.bench.config import BenchConfig
 from nlc.bench.report import progress
-from nlc.bench.timing import best_time, forward_backward, ratio, throughput
+from nlc.bench.timing import forward_backward, ratio, throughputs
 
 MISSING = ("nested-learning is not installed: it is a benchmark-only extra, "
            "pip install --no-deps nested-learning==0.2.0 (and einops)")
@@ -76,16 +76,19 @@ def run(cfg: BenchConfig) -> dict:
     rows = []
     for dim, seq in progress(cfg.hope_peer_configs, "hope_peer"):
         x = torch.randn(cfg.batch, seq, dim, device=cfg.device)
-        peer = peer_hope(dim, cfg)
-        row = {"dim": dim, "seq": seq, "peer_fwd": x.shape[0] * seq / best_time(lambda: peer(x), cfg.repeats,
-                                                                                 cfg.device)}
+        row = {"dim": dim, "seq": seq}
+        fns = {"peer": peer_hope(dim, cfg)}
         for label, compiled in modes(cfg):
             fn = nlc_hope(dim, cfg, compiled)
+            fns[label] = lambda t, fn=fn: fn(t.detach().requires_grad_())
             if compiled:  # the first call compiles the chunk step's graphs (forward and backward)
                 start = time.perf_counter()
-                forward_backward(lambda t: fn(t.detach().requires_grad_()), x)
+                forward_backward(fns[label], x)
                 row["compile_s"] = time.perf_counter() - start
-            fwd, fwd_bwd = throughput(lambda t: fn(t.detach().requires_grad_()), x, cfg.repeats, cfg.device)
+        # all timed in the same rounds, so the ratios compare the same moments of a noisy machine
+        measured = throughputs(fns, x, cfg.repeats, cfg.device, forward_only=("peer",))  # (it takes no gradient)
+        row["peer_fwd"] = measured.pop("peer")[0]
+        for label, (fwd, fwd_bwd) in measured.items():
             row[f"nlc_{label}_fwd"], row[f"nlc_{label}_fwd_bwd"] = fwd, fwd_bwd
             row[f"{label}_fwd_ratio"] = ratio(fwd, row["peer_fwd"])
             row[f"{label}_fwd_bwd_ratio"] = ratio(fwd_bwd, row["peer_fwd"])

@@ -28,7 +28,7 @@ import torch
 from nlc.bench.build import build
 from nlc.bench.config import BenchConfig
 from nlc.bench.report import progress
-from nlc.bench.timing import ratio, throughput
+from nlc.bench.timing import ratio, throughputs
 
 SPEC = Path(__file__).parent / "specs" / "titans_memory.nl"
 MISSING = "titans-pytorch is not installed: it is a benchmark-only extra, pip install -e '.[bench]'"
@@ -62,11 +62,6 @@ def peer_memory(dim: int, cfg: BenchConfig, matched: bool = True):
     return lambda x: mem(x)[0]
 
 
-def measure(fn, x, cfg: BenchConfig) -> tuple[float | None, float | None]:
-    """(forward, forward+backward) tokens/s of a memory on x (gradients reach x too)."""
-    return throughput(lambda t: fn(t.detach().requires_grad_()), x, cfg.repeats, cfg.device)
-
-
 def run(cfg: BenchConfig) -> dict:
     title = (f"titans-pytorch NeuralMemory (peer) vs nlc: tokens/s (batch {cfg.batch}, chunk {cfg.chunk}, "
              f"{cfg.device})")
@@ -89,8 +84,10 @@ def run(cfg: BenchConfig) -> dict:
     for dim, seq in progress(product(cfg.peer_dims, cfg.peer_seqs), "peer"):
         x = torch.randn(cfg.batch, seq, dim, device=cfg.device)
         row = {"dim": dim, "seq": seq}
-        for name, fn in memories(dim).items():
-            row[f"{name}_fwd"], row[f"{name}_fwd_bwd"] = measure(fn, x, cfg)
+        fns = {name: lambda t, fn=fn: fn(t.detach().requires_grad_()) for name, fn in memories(dim).items()}
+        # all timed in the same rounds, so the ratios compare the same moments of a noisy machine
+        for name, (fwd, fwd_bwd) in throughputs(fns, x, cfg.repeats, cfg.device).items():
+            row[f"{name}_fwd"], row[f"{name}_fwd_bwd"] = fwd, fwd_bwd
         for prefix, ours in [("", "nlc")] + ([("compiled_", "nlc_compiled")] if cfg.compile else []):
             for kind in ("fwd", "fwd_bwd"):
                 row[f"{prefix}{kind}_ratio"] = ratio(row.get(f"{ours}_{kind}"), row[f"peer_{kind}"])

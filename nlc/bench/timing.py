@@ -41,16 +41,50 @@ def forward_backward(fn, x) -> None:
     fn(x).float().square().mean().backward()
 
 
-def throughput(fn, x, repeats: int = 3, device="cpu") -> tuple[float, float]:
-    """(forward, forward+backward) tokens/s of fn on a batch x of shape (batch, seq, ...), each the best
-    of `repeats`: the forward without gradients, then `forward_backward`."""
+def interleaved_best(calls: dict, repeats: int = 3, device="cpu") -> dict:
+    """Seconds of the fastest call of each of `calls` ({name: fn}), after one warm-up call each, timed in
+    `repeats` rounds that run every call once, in order. On a shared machine whose speed drifts from
+    one minute to the next (by up to 30% here), the calls compared see the same moments, so their
+    ratios are steadier than when each is timed in a block of its own."""
+    for fn in calls.values():
+        fn()
+        sync(device)
+    best = {name: float("inf") for name in calls}
+    for _ in range(repeats):
+        for name, fn in calls.items():
+            t0 = time.perf_counter()
+            fn()
+            sync(device)
+            best[name] = min(best[name], time.perf_counter() - t0)
+    return best
+
+
+def throughputs(fns: dict, x, repeats: int = 3, device="cpu", forward_only=()) -> dict:
+    """{name: (forward, forward+backward) tokens/s} of each of `fns` on a batch x of shape (batch, seq, ...),
+    the forward without gradients, then `forward_backward`, all interleaved (`interleaved_best`); the
+    names in `forward_only` get their forward alone (forward+backward None)."""
     n = x.shape[0] * x.shape[1]
 
-    def fwd():
-        with torch.no_grad():
-            fn(x)
+    def fwd(fn):
+        def call():
+            with torch.no_grad():
+                fn(x)
+        return call
 
-    return n / best_time(fwd, repeats, device), n / best_time(lambda: forward_backward(fn, x), repeats, device)
+    calls = {}
+    for name, fn in fns.items():
+        calls[name, "fwd"] = fwd(fn)
+        if name not in forward_only:
+            calls[name, "fwd_bwd"] = lambda fn=fn: forward_backward(fn, x)
+    best = interleaved_best(calls, repeats, device)
+    return {name: (n / best[name, "fwd"], n / best[name, "fwd_bwd"] if (name, "fwd_bwd") in best else None)
+            for name in fns}
+
+
+def throughput(fn, x, repeats: int = 3, device="cpu") -> tuple[float, float]:
+    """(forward, forward+backward) tokens/s of fn on a batch x of shape (batch, seq, ...), each the best
+    of `repeats`: the forward without gradients, then `forward_backward` (`throughputs` of one fn)."""
+    return throughputs({"fn": fn}, x, repeats, device)["fn"]
 
 
 def ratio(a: float | None, b: float | None) -> float | None:
