@@ -156,3 +156,18 @@ def test_compared_calls_are_timed_in_interleaved_rounds():
     got = throughputs({"f": lambda t: (t.detach().requires_grad_() * 2), "peer": lambda t: t * 2}, x, repeats=1,
                       forward_only=("peer",))
     assert got["f"][0] > 0 and got["f"][1] > 0 and got["peer"][0] > 0 and got["peer"][1] is None
+
+
+def test_peer_that_would_not_fit_in_memory_is_left_out_with_a_note(monkeypatch):
+    """titans-pytorch's per-token gradients grow with dim^2 x tokens (17 GB at dim 256 x 4k): where they would
+    not fit, the peer is not run (a process killed for memory would lose the whole run) and nlc still is."""
+    pytest.importorskip("titans_pytorch")
+    from nlc.bench import peer
+
+    assert peer.peer_gradient_bytes(256, 4096, TINY) == 2 * 4096 * 8 * 256 * 256 * 4
+    monkeypatch.setattr(peer, "available_bytes", lambda device: 1)
+    result = SUITES["peer"](TINY)
+    (row,) = result["rows"]
+    assert row.get("peer_fwd") is None and row["fwd_ratio"] is None and row["nlc_fwd_bwd"] > 0
+    assert any("not run" in note and "dim 16 x 32 tokens" in note for note in result["notes"])
+    check_table(result)

@@ -62,6 +62,31 @@ def peer_memory(dim: int, cfg: BenchConfig, matched: bool = True):
     return lambda x: mem(x)[0]
 
 
+def peer_gradient_bytes(dim: int, seq: int, cfg: BenchConfig) -> int:
+    """What titans-pytorch's forward+backward holds at its peak: a gradient of its memory MLP (8 dim^2
+    weights) for every token of the batch (per-sample gradients), in float32. Measured peaks are 1.0-1.4x
+    this plus about 0.5 GB (dim 256, 1k tokens: 4.3 GB here, 4.3 GB peak in the default mode, 6.0 GB
+    matched); at dim 256 and 4k tokens it is 17 GB."""
+    return cfg.batch * seq * 8 * dim * dim * 4
+
+
+def available_bytes(device: str) -> int | None:
+    """Memory free for a new allocation on `device` (Linux MemAvailable on the CPU), None where unknown."""
+    if device.startswith("cuda"):
+        return torch.cuda.mem_get_info(torch.device(device))[0]
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return None
+
+
+PEER_MARGIN = 1.5  # the measured peak over peer_gradient_bytes, rounded up
+
+
 def run(cfg: BenchConfig) -> dict:
     title = (f"titans-pytorch NeuralMemory (peer) vs nlc: tokens/s (batch {cfg.batch}, chunk {cfg.chunk}, "
              f"{cfg.device})")
@@ -80,22 +105,30 @@ def run(cfg: BenchConfig) -> dict:
             out["nlc_compiled"] = nlc_memory(dim, cfg, compiled=True)
         return out
 
-    rows = []
+    rows, skipped = [], []
     for dim, seq in progress(product(cfg.peer_dims, cfg.peer_seqs), "peer"):
         x = torch.randn(cfg.batch, seq, dim, device=cfg.device)
         row = {"dim": dim, "seq": seq}
         fns = {name: lambda t, fn=fn: fn(t.detach().requires_grad_()) for name, fn in memories(dim).items()}
+        need, free = PEER_MARGIN * peer_gradient_bytes(dim, seq, cfg), available_bytes(cfg.device)
+        if free is not None and need > free:  # the peer would be killed for memory, and the whole run with it
+            fns = {name: fn for name, fn in fns.items() if not name.startswith("peer")}
+            skipped.append(f"dim {dim} x {seq} tokens (about {need / 1e9:.1f} GB, {free / 1e9:.1f} GB available)")
         # all timed in the same rounds, so the ratios compare the same moments of a noisy machine
-        for name, (fwd, fwd_bwd) in throughputs(fns, x, cfg.repeats, cfg.device).items():
-            row[f"{name}_fwd"], row[f"{name}_fwd_bwd"] = fwd, fwd_bwd
+        measured = throughputs(fns, x, cfg.repeats, cfg.device)
+        for name in memories(dim):  # (a memory left out: None, "not measured")
+            row[f"{name}_fwd"], row[f"{name}_fwd_bwd"] = measured.get(name, (None, None))
         for prefix, ours in [("", "nlc")] + ([("compiled_", "nlc_compiled")] if cfg.compile else []):
             for kind in ("fwd", "fwd_bwd"):
-                row[f"{prefix}{kind}_ratio"] = ratio(row.get(f"{ours}_{kind}"), row[f"peer_{kind}"])
+                row[f"{prefix}{kind}_ratio"] = ratio(row.get(f"{ours}_{kind}"), row.get(f"peer_{kind}"))
             # issue 18's target: nlc's forward+backward against the peer's default (cheaper) mode
-            row[f"{prefix}default_fwd_bwd_ratio"] = ratio(row.get(f"{ours}_fwd_bwd"), row["peer_default_fwd_bwd"])
+            row[f"{prefix}default_fwd_bwd_ratio"] = ratio(row.get(f"{ours}_fwd_bwd"), row.get("peer_default_fwd_bwd"))
         rows.append(row)
     notes = ["matched: peer batch_size = chunk (gradients at chunk-start weights, as nlc); peer default: "
              "batch_size=None (all gradients at the initial weights, a cheaper, different algorithm)",
              "nlc/peer > 1: nlc is faster; f+b/default: nlc's forward+backward over the peer default's "
              "(target >= 2)"]
+    if skipped:
+        notes.append("titans-pytorch not run (its per-token gradients would not fit in memory; nlc still timed) at "
+                     + "; ".join(skipped))
     return {"title": title, "columns": columns, "rows": rows, "notes": notes}
