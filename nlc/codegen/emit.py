@@ -185,9 +185,16 @@ def initial_state(lv) -> str:
 def _grads_line(var: str, lv: LevelPlan, key: str, value: str, products: bool = False) -> str:
     """`<var>_g = ...`: the factored per-token gradients of lv's objective at the state `var` (with
     `products`, `<var>_g, <var>_p = ...`: and the key products its rule reuses, _key_products)."""
-    target = f"{var}_g, {var}_p" if products else f"{var}_g"
-    return (f"{target} = rt_memory.grads({lv.kind!r}, {var}, {key}, {value}, {py_value(lv.objective)}, "
-            f"residual={lv.residual}{', products=True' if products else ''})")
+    return (f"{var}_g{_products_out(var, products)} = rt_memory.grads({lv.kind!r}, {var}, {key}, {value}, "
+            f"{py_value(lv.objective)}, residual={lv.residual}{_ASK_PRODUCTS if products else ''})")
+
+
+_ASK_PRODUCTS = ", products=True"  # rt_memory.grads / read_and_grads: return the key products too
+
+
+def _products_out(var: str, products: bool) -> str:
+    """The key products' variable, `, <var>_p`, after the gradients' (nothing without them)."""
+    return f", {var}_p" if products else ""
 
 
 def _key_products(lv: LevelPlan) -> bool:
@@ -199,7 +206,12 @@ def _key_products(lv: LevelPlan) -> bool:
 
 def _rule_args(form, gates: dict, var: str, products: bool) -> str:
     """The keyword arguments of a closed-form rule's call: its gates, and the key products it reuses."""
-    return ", ".join([*(f"{k}={gates[k]}" for k in form.gates), *([f"products={var}_p"] if products else [])])
+    return ", ".join([*(f"{k}={gates[k]}" for k in form.gates), *_reuse_arg(var, products)])
+
+
+def _reuse_arg(var: str, products: bool) -> list[str]:
+    """`products=<var>_p` for a rule that reuses the key products (_products_out), else nothing."""
+    return [f"products={var}_p"] if products else []
 
 
 def _emit_level_io(code: BlockCode) -> None:
@@ -382,9 +394,9 @@ def _emit_loop(code: BlockCode, nodes: dict, levels: dict, in_loop: set[str]) ->
             products = _key_products(lv)  # (the level's closed form runs every chunk: _shared_reads)
             code.step_lines += [
                 "if full:  # the read and the gradients' forward pass share one pass through the memory",
-                f"    {node.name}, {lv.var}_g{f', {lv.var}_p' if products else ''} = rt_memory.read_and_grads("
+                f"    {node.name}, {lv.var}_g{_products_out(lv.var, products)} = rt_memory.read_and_grads("
                 f"{lv.kind!r}, {lv.var}, {_ref(node.args[0], loop, set(sliced))}, {key}, {value}, "
-                f"{py_value(lv.objective)}, residual={lv.residual}{', products=True' if products else ''})",
+                f"{py_value(lv.objective)}, residual={lv.residual}{_ASK_PRODUCTS if products else ''})",
                 "else:", "    " + line]
         else:
             code.step_lines.append(line)
@@ -693,8 +705,8 @@ def _emit_learn(code: BlockCode, group: list[LevelPlan], chunk: int, in_loop, sl
                 whole = {k: f"rt_bundle.tile({v}, {len(members)})" for k, v in whole.items()}
             args = ", ".join(f"{k}={v}" for k, v in whole.items())
             code.hoist_lines.append(f"{var}_coef = rt_scan.chunk_coefficients({lv.rule!r}, {chunk}, {args})")
-            reuse = f", products={var}_p" if products else ""
-            lines.append(f"{indent}{state} = rt_scan.chunk_apply({lv.rule!r}, {state}, {var}_g, {var}_coef_c{reuse})")
+            args = ", ".join([f"{var}_coef_c", *_reuse_arg(var, products)])
+            lines.append(f"{indent}{state} = rt_scan.chunk_apply({lv.rule!r}, {state}, {var}_g, {args})")
             return
         args = _rule_args(form, gt, var, products)
         lines.append(f"{indent}{state} = rt_scan.chunk({lv.rule!r}, {state}, {var}_g, {args})")
