@@ -60,6 +60,37 @@ def minus_weighted_sum(base: torch.Tensor, coef: torch.Tensor, factor: Factor, W
     return base - (c * g).sum(1)
 
 
+# Longest chunk solved row by row under torch.compile on the CPU (`unit_lower_solve`): the rows
+# unroll into the graph, so a long chunk (a slow level's period of 64 tokens) keeps the library solve.
+SUBSTITUTION_MAX_ROWS = 16
+
+
+def unit_lower_solve(L: torch.Tensor, rhs: torch.Tensor) -> torch.Tensor:
+    """R with (I + L) R = rhs, for L [B, C, C] read strictly below its diagonal and rhs [B, C, N].
+
+    Eager (and on other devices): one LAPACK solve. Under torch.compile on the CPU, a chunk of at
+    most SUBSTITUTION_MAX_ROWS rows is solved by forward substitution, row by row,
+    R_i = rhs_i - sum_{j<i} L_ij R_j: small products inductor compiles into the graph, where the
+    library solve is an external call that first copies both operands into column-major order
+    (31 us for 8 rows at dim 64, more than the arithmetic by far). Same values (the order of the
+    sums is the substitution's either way); measured in one process, interleaved, with the C++
+    wrapper: Hope's chunk step forward+backward +4-6% at dims 64 and 128 (benchmarks/README.md)."""
+    if torch.compiler.is_compiling() and rhs.device.type == "cpu" and L.shape[-1] <= SUBSTITUTION_MAX_ROWS:
+        return forward_substitution(L, rhs)
+    # unitriangular: the solve reads only below the diagonal and takes ones on it, so L stands for I + L
+    return torch.linalg.solve_triangular(L, rhs, upper=False, unitriangular=True)
+
+
+def forward_substitution(L: torch.Tensor, rhs: torch.Tensor) -> torch.Tensor:
+    """`unit_lower_solve` row by row, in torch operations (C - 1 of them unrolled)."""
+    C = L.shape[-1]
+    R = rhs[:, :1]
+    for i in range(1, C):
+        row = rhs[:, i:i + 1] - torch.einsum("bj,bjn->bn", L[:, i, :i], R).unsqueeze(1)
+        R = torch.cat([R, row], dim=1)
+    return R
+
+
 def bcast(x: torch.Tensor, W: torch.Tensor) -> torch.Tensor:
     """[B] -> broadcastable against W [B, ...]."""
     return x.view(-1, *([1] * (W.dim() - 1)))

@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import torch
 
-from nlc.runtime.chunkops import any_d, as_gate, bcast, gate_products, minus_weighted_sum, suffix_exclusive
+from nlc.runtime.chunkops import (any_d, as_gate, bcast, gate_products, minus_weighted_sum, suffix_exclusive,
+                                  unit_lower_solve)
 
 
 def coefficients(lr, retain, like: torch.Tensor) -> dict:
@@ -39,8 +40,7 @@ def apply(W: dict, grads: dict, c: dict, products: dict | None = None) -> dict:
         L = c["gamma"] * torch.bmm(k, k.transpose(1, 2))  # strictly lower, as gamma is
         kW = products[name] if products else torch.bmm(k, W0)
         rhs = torch.addcmul(c["eta_col"] * d, c["eta_prefix"], kW)
-        # unitriangular: the solve reads only below the diagonal and takes ones on it, so L stands for I + L
-        R = torch.linalg.solve_triangular(L, rhs, upper=False, unitriangular=True)
+        R = unit_lower_solve(L, rhs)  # (I + L) R = rhs
         out[name] = minus_weighted_sum(bcast(c["total"], W0) * W0, c["suffix"], (k, R), W0)
     return out
 
