@@ -169,3 +169,25 @@ def test_newton_schulz_orthogonalises():
         assert X.shape == G.shape and s.min() > 0.5 and s.max() < 1.3, s
     v = torch.randn(5)
     assert torch.equal(newton_schulz(v), v)
+
+
+def test_chunk_steps_compile_once_per_device_type_with_the_cpu_options():
+    """compile_chunks' StepPerDevice: the C++ wrapper on the CPU only, a user's options win, other
+    backends and modes untouched; the device is found inside a level's (nested) state dict."""
+    from nlc.runtime.compile import CPU_INDUCTOR_OPTIONS, StepPerDevice, _device_type
+
+    def step(W, x):
+        return W["W0"] * x + 1
+
+    assert StepPerDevice(step, {})._options("cpu") == {"options": CPU_INDUCTOR_OPTIONS}
+    assert StepPerDevice(step, {})._options("cuda") == {}
+    assert StepPerDevice(step, {"mode": "reduce-overhead"})._options("cpu") == {"mode": "reduce-overhead"}
+    assert StepPerDevice(step, {"backend": "eager"})._options("cpu") == {"backend": "eager"}
+    assert StepPerDevice(step, {"options": {"cpp_wrapper": False}})._options("cpu") == \
+        {"options": {**CPU_INDUCTOR_OPTIONS, "cpp_wrapper": False}}
+    assert _device_type(({"levels": {"W": {"W0": torch.zeros(1)}}}, True)) == "cpu"
+    assert _device_type(({}, None, 3)) == ""
+    compiled = StepPerDevice(step, {"backend": "eager"})
+    W, x = {"W0": torch.randn(3)}, torch.randn(3)
+    torch.testing.assert_close(compiled(W, x), step(W, x))
+    assert list(compiled.compiled) == ["cpu"]
