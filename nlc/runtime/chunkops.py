@@ -72,9 +72,10 @@ def unit_lower_solve(L: torch.Tensor, rhs: torch.Tensor) -> torch.Tensor:
     most SUBSTITUTION_MAX_ROWS rows is solved by forward substitution, row by row,
     R_i = rhs_i - sum_{j<i} L_ij R_j: small products inductor compiles into the graph, where the
     library solve is an external call that first copies both operands into column-major order
-    (31 us for 8 rows at dim 64, more than the arithmetic by far). Same values (the order of the
-    sums is the substitution's either way); measured in one process, interleaved, with the C++
-    wrapper: Hope's chunk step forward+backward +4-6% at dims 64 and 128 (benchmarks/README.md)."""
+    (31 us for 8 rows at dim 64, more than the arithmetic by far). The same values up to rounding
+    (tests/test_runtime.py holds both paths equal, values and gradients); measured in one process,
+    interleaved, with the C++ wrapper: Hope's chunk step forward+backward +4-6% at dims 64 and 128
+    (benchmarks/README.md)."""
     if torch.compiler.is_compiling() and rhs.device.type == "cpu" and L.shape[-1] <= SUBSTITUTION_MAX_ROWS:
         return forward_substitution(L, rhs)
     # unitriangular: the solve reads only below the diagonal and takes ones on it, so L stands for I + L

@@ -6,10 +6,11 @@ to compile. Every full chunk runs the same computation on tensors of the same sh
 so compiling each block's `chunk_step` gives a few small graphs (the first chunk, the
 later ones, a partial last chunk; with and without autograd) that every chunk reuses;
 the work before and after the loop is a few large matmuls over the whole sequence
-that eager mode already runs well. On the CPU a chunk step's graph is many small kernels,
-so it is compiled with inductor's C++ wrapper (`StepPerDevice`). Blocks without in-context levels (attention, MLPs,
-CMS levels) have no loop: their whole forward is compiled (`nn.Module.compile`, in
-place, so parameter names and checkpoints do not change).
+that eager mode already runs well. On the CPU a chunk step's graph is many small
+kernels, so it is compiled with inductor's C++ wrapper (`StepPerDevice`). Blocks
+without in-context levels (attention, MLPs, CMS levels) have no loop: their whole
+forward is compiled (`nn.Module.compile`, in place, so parameter names and checkpoints
+do not change).
 """
 
 from __future__ import annotations
