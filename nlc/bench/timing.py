@@ -24,16 +24,8 @@ def sync(device) -> None:
 
 
 def best_time(fn, repeats: int = 3, device="cpu") -> float:
-    """Seconds of the fastest of `repeats` calls of fn, after one warm-up call."""
-    fn()
-    sync(device)
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        fn()
-        sync(device)
-        times.append(time.perf_counter() - t0)
-    return min(times)
+    """Seconds of the fastest of `repeats` calls of fn, after one warm-up call (`interleaved_best` of one)."""
+    return interleaved_best({"fn": fn}, repeats, device)["fn"]
 
 
 def forward_backward(fn, x) -> None:
