@@ -112,6 +112,17 @@ def test_cli_unknown_suite_is_a_clean_error(tmp_path, capsys):
     assert not (tmp_path / "bench.json").exists()
 
 
+@pytest.mark.parametrize("flag, value", [("--repeats", "0"), ("--threads", "-1"), ("--repeats", "two")])
+def test_cli_counts_below_one_are_a_clean_error(tmp_path, capsys, flag, value):
+    """0 repeats would time nothing (every rate inf); a negative thread count would fail inside torch."""
+    with pytest.raises(SystemExit) as exit_:
+        main(["bench", "frontend", flag, value, "--out", str(tmp_path)])
+    assert exit_.value.code == 2
+    err = capsys.readouterr().err
+    assert f"{flag}: expected a whole number of at least 1, got '{value}'" in err and "Traceback" not in err
+    assert not (tmp_path / "bench.json").exists()
+
+
 def test_cli_missing_examples_is_a_clean_error(tmp_path, monkeypatch, capsys):
     monkeypatch.setattr(nlc, "__file__", str(tmp_path / "site" / "nlc" / "__init__.py"))
     assert main(["bench", "frontend", "--out", str(tmp_path)]) == 2

@@ -27,6 +27,17 @@ def _length(text: str) -> int:
         raise argparse.ArgumentTypeError(f"expected a length like 512 or 4k, got {text!r}") from None
 
 
+def _count(text: str) -> int:
+    """A whole number of at least 1 (repeats, threads): 0 repeats would time nothing and report inf."""
+    try:
+        n = int(text)
+    except ValueError:
+        n = 0
+    if n < 1:
+        raise argparse.ArgumentTypeError(f"expected a whole number of at least 1, got {text!r}")
+    return n
+
+
 def _lengths(text: str) -> tuple[int, ...]:
     return tuple(_length(x) for x in text.split(",") if x.strip())
 
@@ -39,9 +50,9 @@ def register(sub) -> None:
     p.add_argument("--suite", action="append", default=[], dest="more_suites", metavar="NAME",
                    help="a suite to run (repeatable; same as a positional name)")
     p.add_argument("--quick", action="store_true", help="small sizes: a few minutes on 2 CPU cores")
-    p.add_argument("--threads", type=int, metavar="N", help="torch threads (default: torch's current setting)")
+    p.add_argument("--threads", type=_count, metavar="N", help="torch threads (default: torch's current setting)")
     p.add_argument("--device", choices=["cpu", "cuda"], help="default: cuda if available, else cpu")
-    p.add_argument("--repeats", type=int, metavar="N",
+    p.add_argument("--repeats", type=_count, metavar="N",
                    help="timed repeats after a warm-up; the best counts (default 3; the front end 20, 5 with --quick)")
     p.add_argument("--no-compile", dest="compile", action="store_false",
                    help="leave out the compiled (nlc.build(compile=True)) columns and rows")
