@@ -186,10 +186,12 @@ def _grads_line(var: str, lv: LevelPlan, key: str, value: str, products: bool = 
     """`<var>_g = ...`: the factored per-token gradients of lv's objective at the state `var` (with
     `products`, `<var>_g, <var>_p = ...`: and the key products its rule reuses, _key_products)."""
     return (f"{var}_g{_products_out(var, products)} = rt_memory.grads({lv.kind!r}, {var}, {key}, {value}, "
-            f"{py_value(lv.objective)}, residual={lv.residual}{_ASK_PRODUCTS if products else ''})")
+            f"{py_value(lv.objective)}, residual={lv.residual}{_ask_products(products)})")
 
 
-_ASK_PRODUCTS = ", products=True"  # rt_memory.grads / read_and_grads: return the key products too
+def _ask_products(products: bool) -> str:
+    """`, products=True` for rt_memory.grads / read_and_grads to return the key products too (else nothing)."""
+    return ", products=True" if products else ""
 
 
 def _products_out(var: str, products: bool) -> str:
@@ -396,7 +398,7 @@ def _emit_loop(code: BlockCode, nodes: dict, levels: dict, in_loop: set[str]) ->
                 "if full:  # the read and the gradients' forward pass share one pass through the memory",
                 f"    {node.name}, {lv.var}_g{_products_out(lv.var, products)} = rt_memory.read_and_grads("
                 f"{lv.kind!r}, {lv.var}, {_ref(node.args[0], loop, set(sliced))}, {key}, {value}, "
-                f"{py_value(lv.objective)}, residual={lv.residual}{_ASK_PRODUCTS if products else ''})",
+                f"{py_value(lv.objective)}, residual={lv.residual}{_ask_products(products)})",
                 "else:", "    " + line]
         else:
             code.step_lines.append(line)
