@@ -8,6 +8,8 @@ import sys
 
 import pytest
 import torch
+from hypothesis import given
+from hypothesis import strategies as st
 
 import nlc
 from nlc.bench import SUITES
@@ -182,3 +184,63 @@ def test_peer_that_would_not_fit_in_memory_is_left_out_with_a_note(monkeypatch):
     assert row.get("peer_fwd") is None and row["fwd_ratio"] is None and row["nlc_fwd_bwd"] > 0
     assert any("not run" in note and "dim 16 x 32 tokens" in note for note in result["notes"])
     check_table(result)
+
+
+def _process_result(rows: list[dict]) -> dict:
+    columns = [["model", "model", ""], ["dim", "dim", "d"], ["tok_s", "tok/s", ".0f"],
+               ["fwd_ratio", "nlc/peer", ".2f"], ["ok", "ok", ""]]
+    return {"title": "t", "columns": columns, "rows": rows, "notes": ["n"]}
+
+
+def test_processes_report_the_median_and_the_range_of_each_ratio():
+    from nlc.bench.config import BenchError
+    from nlc.bench.processes import combine
+
+    runs = [[{"model": "a", "dim": 8, "tok_s": t, "fwd_ratio": r, "ok": ok}]
+            for t, r, ok in [(100.0, 3.0, True), (300.0, 1.5, True), (200.0, None, False), (50.0, 2.5, True)]]
+    out = combine([_process_result(rows) for rows in runs])
+    (row,) = out["rows"]
+    # labels as they are; 4 values -> the lower middle one; None left out (1.5, 2.5, 3.0 -> 2.5); yes only if all
+    assert row == {"model": "a", "dim": 8, "tok_s": 100.0, "fwd_ratio": 2.5, "ok": False}
+    assert out["per_process"] == runs and out["notes"][0] == "n" and "median of 4 processes" in out["notes"][-1]
+    (spread,) = out["extra_tables"]
+    assert spread["rows"] == [{"model": "a", "dim": 8, "fwd_ratio_min": 1.5, "fwd_ratio_max": 3.0}]
+    check_table(spread)
+    mismatched = [_process_result([{"model": "a", "dim": 8}]), _process_result([{"model": "a", "dim": 16}])]
+    with pytest.raises(BenchError, match="differ in 'dim'"):
+        combine(mismatched)
+
+
+@given(st.lists(st.floats(0.01, 1e6), min_size=1, max_size=7))
+def test_a_processes_median_is_a_measured_value_inside_the_range(values):
+    from nlc.bench.processes import combine
+
+    out = combine([_process_result([{"model": "a", "dim": 8, "tok_s": v, "fwd_ratio": v, "ok": True}])
+                   for v in values])
+    (row,), (spread,) = out["rows"], out["extra_tables"][0]["rows"]
+    assert row["fwd_ratio"] in values and spread["fwd_ratio_min"] <= row["fwd_ratio"] <= spread["fwd_ratio_max"]
+    assert sum(v < row["fwd_ratio"] for v in values) <= len(values) // 2  # never above the middle
+
+
+def test_config_travels_to_a_worker_process_unchanged():
+    from nlc.bench.config import config_from_json, config_json
+
+    assert config_from_json(config_json(TINY)) == TINY
+
+
+def test_cli_processes_runs_each_suite_in_fresh_processes(tmp_path, capsys):
+    assert main(["bench", "frontend", "--quick", "--processes", "2", "--out", str(tmp_path)]) == 0
+    result = json.loads((tmp_path / "bench.json").read_text())["suites"]["frontend"]
+    assert len(result["per_process"]) == 2 and "median of 2 processes" in result["notes"][-1]
+    assert [r["file"] for r in result["rows"]] == [r["file"] for r in result["per_process"][0]]
+    assert "median of 2 processes" in capsys.readouterr().out
+
+
+def test_a_failing_worker_process_is_a_clean_error():
+    from dataclasses import replace
+
+    from nlc.bench.config import BenchError
+    from nlc.bench.processes import run_in_processes
+
+    with pytest.raises(BenchError, match=r"suite nope: worker process 1 of 2 failed \(exit 1\):\n(.|\n)*KeyError"):
+        run_in_processes("nope", replace(TINY, processes=2))

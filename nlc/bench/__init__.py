@@ -21,7 +21,8 @@ CUDA timings synchronise; comparisons are ratios of numbers measured side by sid
 run, never against numbers from another run or machine. Tests run the suites at tiny sizes
 and check the shape of the results, never a time.
 
-    nlc bench [SUITE ...] [--quick] [--threads N] [--device cpu|cuda] [--repeats N] [--no-compile] [--out DIR]
+    nlc bench [SUITE ...] [--quick] [--threads N] [--device cpu|cuda] [--repeats N] [--processes N]
+              [--no-compile] [--out DIR]
 
 writes DIR/bench.json ({"environment": ..., "config": ..., "suites": {name: table}}) and DIR/bench.md.
 """
@@ -71,7 +72,13 @@ def run_suites(names: list[str], cfg: BenchConfig, out: Path | None = None, echo
         torch.set_num_threads(cfg.threads)
     results = {"environment": environment(cfg.device), "config": asdict(cfg), "suites": {}}
     for name in names:
-        results["suites"][name] = result = SUITES[name](cfg)
+        if cfg.processes > 1:
+            from nlc.bench.processes import run_in_processes
+
+            result = run_in_processes(name, cfg)
+        else:
+            result = SUITES[name](cfg)
+        results["suites"][name] = result
         echo("\n\n".join(report.format_table(t) for t in report.tables(result)) + "\n")
         if out is not None:
             report.write(out, results)

@@ -1,7 +1,7 @@
 """The `bench` subcommand (added to `nlc` by `register`).
 
     nlc bench [SUITE ...] [--suite NAME] [--quick] [--threads N] [--device cpu|cuda] [--repeats N]
-              [--no-compile] [--lengths 1k,2k,...] [--piece N] [--train-cap N] [--out DIR]
+              [--processes N] [--no-compile] [--lengths 1k,2k,...] [--piece N] [--train-cap N] [--out DIR]
 
 Exit codes: 0 done, 2 a bad request (unknown suite, no CUDA, no examples/), 130 Ctrl-C.
 """
@@ -28,7 +28,7 @@ def _length(text: str) -> int:
 
 
 def _count(text: str) -> int:
-    """A whole number of at least 1 (repeats, threads): 0 repeats would time nothing and report inf."""
+    """A whole number of at least 1 (repeats, threads, processes): 0 repeats would time nothing and report inf."""
     try:
         n = int(text)
     except ValueError:
@@ -54,6 +54,10 @@ def register(sub) -> None:
     p.add_argument("--device", choices=["cpu", "cuda"], help="default: cuda if available, else cpu")
     p.add_argument("--repeats", type=_count, metavar="N",
                    help="timed repeats after a warm-up; the best counts (default 3; the front end 20, 5 with --quick)")
+    p.add_argument("--processes", type=_count, metavar="N",
+                   help="run each suite in N fresh processes and report the median and the range of every "
+                        "ratio (default 1: in this process); a process can be slower than the next for its "
+                        "whole life")
     p.add_argument("--no-compile", dest="compile", action="store_false",
                    help="leave out the compiled (nlc.build(compile=True)) columns and rows")
     p.add_argument("--lengths", type=_lengths, metavar="1k,2k,...",
@@ -73,7 +77,7 @@ def cmd_bench(args) -> int:
     repeats = {} if args.repeats is None else {"repeats": args.repeats, "frontend_repeats": args.repeats}
     cfg = profile(args.quick, device=args.device or ("cuda" if torch.cuda.is_available() else "cpu"),
                   threads=args.threads or torch.get_num_threads(), compile=args.compile, lengths=args.lengths,
-                  piece=args.piece, train_cap=args.train_cap, **repeats)
+                  piece=args.piece, train_cap=args.train_cap, processes=args.processes, **repeats)
     out = args.out or default_out()
     try:
         run_suites(list(dict.fromkeys(names)), cfg, out)

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+import json
+from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
 
 import nlc
@@ -17,6 +18,7 @@ class BenchConfig:
     device: str = "cpu"
     threads: int | None = None  # torch threads; None leaves torch's setting
     repeats: int = 3  # timed calls after a warm-up; the best is reported
+    processes: int = 1  # >1: each suite runs in this many fresh processes, reported as the median
     compile: bool = True  # add nlc.build(compile=True) columns/rows where a suite has them
     batch: int = 2  # sequences a batch (peer, roofline, models)
     chunk: int = 16
@@ -56,6 +58,20 @@ QUICK = replace(DEFAULT, frontend_repeats=5, peer_dims=(64,), peer_seqs=(256, 10
 def profile(quick: bool = False, **overrides) -> BenchConfig:
     """The default or quick profile with some settings replaced (None leaves a setting as it is)."""
     return replace(QUICK if quick else DEFAULT, **{k: v for k, v in overrides.items() if v is not None})
+
+
+def config_json(cfg: BenchConfig) -> str:
+    """A config as JSON, for a worker process (`config_from_json` reads it back)."""
+    return json.dumps(asdict(cfg))
+
+
+def config_from_json(text: str) -> BenchConfig:
+    """The BenchConfig of `config_json`: JSON lists back to the tuples the fields hold."""
+    def tuples(value):
+        return tuple(tuples(v) for v in value) if isinstance(value, list) else value
+
+    data = json.loads(text)
+    return BenchConfig(**{f.name: tuples(data[f.name]) for f in fields(BenchConfig) if f.name in data})
 
 
 def default_out() -> Path:
