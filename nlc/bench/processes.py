@@ -117,17 +117,17 @@ def _median(values: list):
 
 def _spread(combined: dict, versions: list[dict]) -> dict | None:
     """min and max over the processes of every ratio column (keys ending in "ratio"), per row."""
-    ratios = [(k, h) for k, h, _ in combined["columns"] if k.endswith("ratio")]
+    ratios = [k for k, _, _ in combined["columns"] if k.endswith("ratio")]
     labels = [(k, h, f) for k, h, f in combined["columns"] if _is_label(k, combined)]
     if not ratios:
         return None
     columns = [[k, h, f] for k, h, f in labels]
-    for key, header in ratios:
-        columns += [[f"{key}_min", f"{header} min", ".2f"], [f"{key}_max", f"{header} max", ".2f"]]
+    for key in ratios:  # by key: several columns share a header ("nlc/peer"), told apart by their neighbours
+        columns += [[f"{key}_min", f"{key} min", ".2f"], [f"{key}_max", f"{key} max", ".2f"]]
     rows = []
     for i, row in enumerate(combined["rows"]):
         out = {k: row[k] for k, _, _ in labels}
-        for key, _ in ratios:
+        for key in ratios:
             values = [v["rows"][i].get(key) for v in versions if v["rows"][i].get(key) is not None]
             out[f"{key}_min"], out[f"{key}_max"] = (min(values), max(values)) if values else (None, None)
         rows.append(out)
