@@ -78,6 +78,26 @@ def test_forward_substitution_equals_the_library_solve(seed, B, C, n, scale):
     assert not dL.triu().any()  # the substitution never reads on or above the diagonal
 
 
+@settings(deadline=None, max_examples=30)
+@given(seed=st.integers(0, 10_000), B=st.integers(1, 3), T=st.integers(0, 5), o=st.integers(1, 6),
+       h=st.integers(1, 6), tokens=st.booleans())
+def test_times_transposed_is_the_matmul_with_its_gradients_twice(seed, B, T, o, h, tokens):
+    """memory.times_transposed (a layer's gradient passed back, with W's gradient in W's layout) against
+    torch.bmm(d, W^T): values, gradients, and second derivatives (gradgradcheck), [B, T, o] and [B, o]."""
+    g = torch.Generator().manual_seed(seed)
+    d = torch.randn(B, T, o, generator=g, dtype=F64) if tokens else torch.randn(B, o, generator=g, dtype=F64)
+    W = torch.randn(B, h, o, generator=g, dtype=F64)
+    d.requires_grad_(), W.requires_grad_()
+    weights = torch.randn(*d.shape[:-1], h, generator=g, dtype=F64)
+    reference = memory._mm(d, W.transpose(1, 2))
+    got = memory.times_transposed(d, W)
+    torch.testing.assert_close(got, reference, rtol=1e-14, atol=1e-14)
+    for a, b in zip(torch.autograd.grad((got * weights).sum(), (d, W), materialize_grads=True),
+                    torch.autograd.grad((reference * weights).sum(), (d, W), materialize_grads=True)):
+        torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-12)
+    assert torch.autograd.gradgradcheck(memory.times_transposed, (d, W))
+
+
 def test_constant_gates_broadcast():
     W, _, grads, _ = _problem(0, 2, 4, 3, 3, False)
     a = gd_chunk.chunk(W, grads, 0.5, 1.0)

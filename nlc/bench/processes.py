@@ -6,7 +6,7 @@ larger kernels change less: a ratio timed side by side in one process is then a 
 process-level variable. `nlc bench --processes N` runs each suite in N worker processes
 (`python -m nlc.bench.processes`), each with its own warm-up and best-of-`repeats`, and reports,
 per row, the median of each measured column over the processes (the lower middle value when N is
-even: always a value one process measured, and never a flattering one), plus a table of the
+even: always a value one process measured), plus a table of the
 range of every ratio across the processes. Every process's rows stay in bench.json
 (`per_process`). A ratio in the median table is the median of the per-process ratios, not the
 ratio of the medians beside it.
@@ -67,8 +67,6 @@ def combine(results: list[dict]) -> dict:
     extra = combined[1:] + spreads
     if extra:
         out["extra_tables"] = extra
-    else:
-        out.pop("extra_tables", None)
     return out
 
 
