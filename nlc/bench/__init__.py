@@ -29,27 +29,14 @@ writes DIR/bench.json ({"environment": ..., "config": ..., "suites": {name: tabl
 
 from __future__ import annotations
 
-import importlib
 from dataclasses import asdict
 from pathlib import Path
 
 from nlc.bench.config import BenchConfig, BenchError
+from nlc.bench.suites import SUITES
 
 __all__ = ["SUITES", "BenchConfig", "BenchError", "run_suites"]
 
-
-def _suite(module: str):
-    """The `run` of nlc.bench.<module>, imported when first called (torch loads only for a benchmark)."""
-
-    def run(cfg: BenchConfig) -> dict:
-        return importlib.import_module(f"nlc.bench.{module}").run(cfg)
-
-    run.__name__ = module
-    return run
-
-
-SUITES = {name: _suite(name) for name in ("frontend", "peer", "hope_peer", "roofline", "scaling",
-                                                  "models")}
 NEEDS_EXAMPLES = ("frontend", "hope_peer", "roofline", "scaling", "models")
 
 

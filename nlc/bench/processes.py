@@ -137,7 +137,7 @@ def worker(argv: list[str]) -> int:
     """`python -m nlc.bench.processes SUITE CONFIG.json OUT.json`: one suite, its result as JSON."""
     import torch
 
-    from nlc.bench import SUITES
+    from nlc.bench.suites import SUITES
 
     name, config, out = argv
     cfg = config_from_json(Path(config).read_text())
