@@ -83,7 +83,7 @@ def test_forward_substitution_equals_the_library_solve(seed, B, C, n, scale):
        h=st.integers(1, 6), tokens=st.booleans())
 def test_times_transposed_is_the_matmul_with_its_gradients_twice(seed, B, T, o, h, tokens):
     """memory.times_transposed (a layer's gradient passed back, with W's gradient in W's layout) against
-    torch.bmm(d, W^T): values, gradients, and second derivatives (gradgradcheck), [B, T, o] and [B, o]."""
+    torch.bmm(d, W^T): values, gradients, second derivatives (gradgradcheck) and torch.func.grad, [B, T, o] and [B, o]."""
     g = torch.Generator().manual_seed(seed)
     d = torch.randn(B, T, o, generator=g, dtype=F64) if tokens else torch.randn(B, o, generator=g, dtype=F64)
     W = torch.randn(B, h, o, generator=g, dtype=F64)
@@ -92,9 +92,11 @@ def test_times_transposed_is_the_matmul_with_its_gradients_twice(seed, B, T, o, 
     reference = memory._mm(d, W.transpose(1, 2))
     got = memory.times_transposed(d, W)
     torch.testing.assert_close(got, reference, rtol=1e-14, atol=1e-14)
-    for a, b in zip(torch.autograd.grad((got * weights).sum(), (d, W), materialize_grads=True),
-                    torch.autograd.grad((reference * weights).sum(), (d, W), materialize_grads=True)):
-        torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-12)
+    expected = torch.autograd.grad((reference * weights).sum(), (d, W), materialize_grads=True)
+    by_func = torch.func.grad(lambda d, W: (memory.times_transposed(d, W) * weights).sum(), argnums=(0, 1))(d, W)
+    for grads in (torch.autograd.grad((got * weights).sum(), (d, W), materialize_grads=True), by_func):
+        for a, b in zip(grads, expected):
+            torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-12)
     assert torch.autograd.gradgradcheck(memory.times_transposed, (d, W))
 
 

@@ -55,12 +55,18 @@ class _TimesTransposed(torch.autograd.Function):
     gradient contributions became a scalar loop reading one operand with a stride of h floats, 1.5 ms
     of titans_lmm's 7.5 ms chunk step at dim 256. The same products, so the same values bit for bit
     (tests/test_runtime.py); titans_lmm's compiled forward+backward +9% at dim 256 (benchmarks/README.md).
-    Its backward is torch operations, so it can be differentiated again."""
+    Its backward is torch operations, so it can be differentiated again; forward and context are
+    separate (`setup_context`), so torch.func's transforms (grad, vmap) work through it too."""
+
+    generate_vmap_rule = True
 
     @staticmethod
-    def forward(ctx, d: torch.Tensor, W: torch.Tensor) -> torch.Tensor:
-        ctx.save_for_backward(d, W)
+    def forward(d: torch.Tensor, W: torch.Tensor) -> torch.Tensor:
         return torch.bmm(d, W.transpose(1, 2))
+
+    @staticmethod
+    def setup_context(ctx, inputs, output) -> None:
+        ctx.save_for_backward(*inputs)
 
     @staticmethod
     def backward(ctx, g: torch.Tensor):
