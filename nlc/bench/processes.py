@@ -61,25 +61,27 @@ def combine(results: list[dict]) -> dict:
     parts = [tables(r) for r in results]
     if len({len(p) for p in parts}) != 1:
         raise BenchError(f"{first['title']}: the processes returned different numbers of tables")
-    combined = [_combine_table([p[i] for p in parts], len(results)) for i in range(len(parts[0]))]
+    by_table = list(zip(*parts))  # each table's versions, one a process
+    combined = [_combine_table(versions) for versions in by_table]
     out = {**combined[0], "per_process": [r["rows"] for r in results]}
-    spreads = [s for s in (_spread(t, [p[i] for p in parts]) for i, t in enumerate(combined)) if s]
+    spreads = [s for s in (_spread(t, versions) for t, versions in zip(combined, by_table)) if s]
     extra = combined[1:] + spreads
     if extra:
         out["extra_tables"] = extra
     return out
 
 
-def _combine_table(versions: list[dict], n: int) -> dict:
+def _combine_table(versions: tuple[dict, ...]) -> dict:
     first = versions[0]
     if len({len(v["rows"]) for v in versions}) != 1:
         raise BenchError(f"{first['title']}: the processes returned different numbers of rows")
+    labels = _labels(first)
     rows = []
     for same in zip(*(v["rows"] for v in versions)):
         row = {}
         for key in same[0]:
             values = [r.get(key) for r in same]
-            if _is_label(key, first):
+            if key in labels:
                 if len({str(v) for v in values}) != 1:
                     raise BenchError(f"{first['title']}: the processes' rows differ in {key!r}: {values}")
                 row[key] = values[0]
@@ -87,19 +89,24 @@ def _combine_table(versions: list[dict], n: int) -> dict:
                 row[key] = _median(values)
         rows.append(row)
     notes = list(dict.fromkeys(note for v in versions for note in v.get("notes", [])))
-    notes.append(f"median of {n} processes (the lower middle value when even), each with its own warm-up "
-                 "and best of its repeats; a ratio is the median of the per-process ratios")
+    notes.append(f"median of {len(versions)} processes (the lower middle value when even), each with its own "
+                 "warm-up and best of its repeats; a ratio is the median of the per-process ratios")
     return {**{k: v for k, v in first.items() if k not in ("rows", "notes", "extra_tables")},
             "rows": rows, "notes": notes}
 
 
-def _is_label(key: str, table: dict) -> bool:
-    """A column that names a configuration (model, dim, seq, mode) rather than measures it: text,
-    or whole numbers (format "d")."""
-    fmt = {k: f for k, _, f in table["columns"]}.get(key)
-    if fmt is None:  # a key outside the columns (bench.json only): a label unless it is a float
-        return not any(isinstance(r.get(key), float) for r in table["rows"])
-    return fmt in ("", "d") and not any(isinstance(r.get(key), bool) for r in table["rows"])
+def _labels(table: dict) -> set[str]:
+    """The keys that name a configuration (model, dim, seq, mode) rather than measure it: text, or
+    whole numbers (format "d"); decided once a table, from its columns and rows."""
+    rows = table["rows"]
+    formats = {k: f for k, _, f in table["columns"]}
+
+    def is_label(key: str) -> bool:
+        if key not in formats:  # a key outside the columns (bench.json only): a label unless it is a float
+            return not any(isinstance(r.get(key), float) for r in rows)
+        return formats[key] in ("", "d") and not any(isinstance(r.get(key), bool) for r in rows)
+
+    return {key for key in {*formats, *(k for r in rows for k in r)} if is_label(key)}
 
 
 def _median(values: list):
@@ -116,7 +123,8 @@ def _median(values: list):
 def _spread(combined: dict, versions: list[dict]) -> dict | None:
     """min and max over the processes of every ratio column (keys ending in "ratio"), per row."""
     ratios = [k for k, _, _ in combined["columns"] if k.endswith("ratio")]
-    labels = [(k, h, f) for k, h, f in combined["columns"] if _is_label(k, combined)]
+    label_keys = _labels(combined)
+    labels = [(k, h, f) for k, h, f in combined["columns"] if k in label_keys]
     if not ratios:
         return None
     columns = [[k, h, f] for k, h, f in labels]

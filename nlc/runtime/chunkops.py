@@ -47,6 +47,12 @@ def decay_matrix(b: torch.Tensor) -> torch.Tensor:
     return gate_products(b).masked_fill(~torch.ones(C, C, dtype=torch.bool, device=b.device).tril(), 0.0)
 
 
+def compiled_on_cpu(t: torch.Tensor) -> bool:
+    """True while torch.compile traces code for the CPU, where some steps take another form of the same
+    arithmetic (`minus_weighted_sum`, `unit_lower_solve`): measured here; other devices keep eager's."""
+    return torch.compiler.is_compiling() and t.device.type == "cpu"
+
+
 def minus_weighted_sum(base: torch.Tensor, coef: torch.Tensor, factor: Factor, W: torch.Tensor) -> torch.Tensor:
     """base - sum_t coef_t g_t with g_t = a_t^T d_t (matrices) or a_t * d_t (elementwise memories).
 
@@ -60,7 +66,7 @@ def minus_weighted_sum(base: torch.Tensor, coef: torch.Tensor, factor: Factor, W
     a, d = factor
     if W.dim() == 3:
         left = (coef.unsqueeze(-1) * a).transpose(1, 2)
-        if torch.compiler.is_compiling() and W.device.type == "cpu":
+        if compiled_on_cpu(W):
             return base - torch.bmm(left, d)
         return torch.baddbmm(base, left, d, alpha=-1)
     g = d * a if isinstance(a, torch.Tensor) else d * float(a)
@@ -84,7 +90,7 @@ def unit_lower_solve(L: torch.Tensor, rhs: torch.Tensor) -> torch.Tensor:
     (tests/test_runtime.py holds both paths equal, values and gradients); measured in one process,
     interleaved, with the C++ wrapper: Hope's chunk step forward+backward +4-6% at dims 64 and 128
     (benchmarks/README.md)."""
-    if torch.compiler.is_compiling() and rhs.device.type == "cpu" and L.shape[-1] <= SUBSTITUTION_MAX_ROWS:
+    if compiled_on_cpu(rhs) and L.shape[-1] <= SUBSTITUTION_MAX_ROWS:
         return forward_substitution(L, rhs)
     # unitriangular: the solve reads only below the diagonal and takes ones on it, so L stands for I + L
     return torch.linalg.solve_triangular(L, rhs, upper=False, unitriangular=True)

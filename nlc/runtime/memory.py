@@ -42,10 +42,15 @@ def read(kind: str, state: dict, k: torch.Tensor | None, residual: bool = False)
     return read_with_cache(kind, state, k, residual)[0]
 
 
+def _per_token(product, a: torch.Tensor, W: torch.Tensor) -> torch.Tensor:
+    """product(a, W) for batched [B, T, .] rows, applied to a [B, d] (one token) as T = 1."""
+    return product(a.unsqueeze(1), W).squeeze(1) if a.dim() == 2 else product(a, W)
+
+
 def _mm(a: torch.Tensor, W: torch.Tensor) -> torch.Tensor:
     # a [B, d] or [B, T, d]; W [B, d, e]. matmul, not einsum: einsum's permutes and views cost
     # more dispatches than the product itself at a chunk's sizes (nlc bench dispatch counts)
-    return torch.bmm(a.unsqueeze(1), W).squeeze(1) if a.dim() == 2 else torch.bmm(a, W)
+    return _per_token(torch.bmm, a, W)
 
 
 class _TimesTransposed(torch.autograd.Function):
@@ -76,9 +81,7 @@ class _TimesTransposed(torch.autograd.Function):
 
 def times_transposed(d: torch.Tensor, W: torch.Tensor) -> torch.Tensor:
     """d W^T for d [B, o] or [B, T, o] and W [B, h, o] (`_TimesTransposed`)."""
-    if d.dim() == 2:
-        return _TimesTransposed.apply(d.unsqueeze(1), W).squeeze(1)
-    return _TimesTransposed.apply(d, W)
+    return _per_token(_TimesTransposed.apply, d, W)
 
 
 def read_with_cache(kind: str, state: dict, k, residual: bool = False):
