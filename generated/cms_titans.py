@@ -15,6 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from nlc.runtime import chunks as rt_chunks
 from nlc.runtime import layers as rt_layers
 from nlc.runtime import memory as rt_memory
 from nlc.runtime import scan as rt_scan
@@ -110,14 +111,14 @@ class ContinuumBlock(nn.Module):
         q_chunks = q.split(64, dim=1)
         k_chunks = k.split(64, dim=1)
         v_chunks = v.split(64, dim=1)
-        out_slow_parts = []
+        calls = []  # the chunks' inputs, in order
         step = self.chunk_step if self.compiled_step is None else self.compiled_step
         T = x.shape[1]
         for s in range(0, T, self.chunk):
             e = min(s + self.chunk, T)
             full = e - s == 64  # only a full chunk advances the state
-            out_slow, slow, slow_S = step(slow, slow_S, q_chunks[s // 64], k_chunks[s // 64], v_chunks[s // 64], slow_coef[s // 64] if full else None, full)
-            out_slow_parts.append(out_slow)
+            calls.append((q_chunks[s // 64], k_chunks[s // 64], v_chunks[s // 64], slow_coef[s // 64] if full else None, full))
+        (out_slow_parts,), (slow, slow_S) = rt_chunks.run(step, (slow, slow_S), calls, outputs=1)
         # ---- the whole sequence again: what depends on reads but feeds no level ----
         out_slow = torch.cat(out_slow_parts, dim=1)
         out_ = self.fast_state(out_slow)  # fast(slow(q))

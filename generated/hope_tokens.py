@@ -16,6 +16,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from nlc.runtime import bundle as rt_bundle
+from nlc.runtime import chunks as rt_chunks
 from nlc.runtime import layers as rt_layers
 from nlc.runtime import loss_levels as rt_loss
 from nlc.runtime import memory as rt_memory
@@ -93,17 +94,17 @@ class HopeBlock(nn.Module):
         # ---- chunk by chunk: reads see the chunk-start state; the levels learn ----
         h_chunks = h.split(16, dim=1)
         q_chunks = q.split(16, dim=1)
-        o_parts = []
+        calls = []  # the chunks' inputs, in order
         step = self.chunk_step if self.compiled_step is None else self.compiled_step
         T = x.shape[1]
         for s in range(0, T, self.chunk):
             e = min(s + self.chunk, T)
             full = e - s == 16  # only a full chunk advances the state
-            o, m_k_bundle, caches = step(m_k_bundle, caches, h_chunks[s // 16], q_chunks[s // 16], full)
-            o_parts.append(o)
+            calls.append((h_chunks[s // 16], q_chunks[s // 16], full))
+        (o_parts,), (m_k_bundle, caches) = rt_chunks.run(step, (m_k_bundle, caches), calls, outputs=1)
         # ---- the whole sequence again: what depends on reads but feeds no level ----
-        m_k, m_v, m_eta, m_alpha, memory = rt_bundle.split(m_k_bundle, 5)
         o = torch.cat(o_parts, dim=1)
+        m_k, m_v, m_eta, m_alpha, memory = rt_bundle.split(m_k_bundle, 5)
         out_cms_1 = rt_memory.read('mlp', cms_1, o, residual=True)  # cms_1(o)
         out_cms_2 = rt_memory.read('mlp', cms_2, out_cms_1, residual=True)  # cms_2(cms_1(o))
         out_ = rt_memory.read('mlp', cms_3, out_cms_2, residual=True)  # cms_3(cms_2(cms_1(o)))

@@ -15,6 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from nlc.runtime import chunks as rt_chunks
 from nlc.runtime import heads as rt_heads
 from nlc.runtime import inside as rt_inside
 from nlc.runtime import layers as rt_layers
@@ -106,20 +107,14 @@ class MemoryBlock(nn.Module):
         split_key_slice_heads_chunks = split_key_slice_heads.split(8, dim=1)
         split_value_slice_heads_chunks = split_value_slice_heads.split(8, dim=1)
         out_slice_heads_chunks = out_slice_heads.split(8, dim=1)
-        out_fast_parts = []
-        out_slow_parts = []
-        out_driven_parts = []
-        out_split_heads_parts = []
+        calls = []  # the chunks' inputs, in order
         step = self.chunk_step if self.compiled_step is None else self.compiled_step
         T = x.shape[1]
         for s in range(0, T, self.chunk):
             e = min(s + self.chunk, T)
             full = e - s == 8  # only a full chunk advances the state
-            out_fast, out_slow, out_driven, out_split_heads, slow, slow_pending, fast, split, split_S, drift, drift_aux, driven, driven_aux, driven_run = step(slow, slow_pending, fast, split, split_S, drift, drift_aux, driven, driven_aux, driven_run, k_chunks[s // 8], v_chunks[s // 8], q_chunks[s // 8], fast_lr_prod_chunks[s // 8], split_key_slice_heads_chunks[s // 8], split_value_slice_heads_chunks[s // 8], out_slice_heads_chunks[s // 8], split_coef[s // 8] if full else None, full, s % 16, e % 16 == 0, s % 32, e % 32 == 0)
-            out_fast_parts.append(out_fast)
-            out_slow_parts.append(out_slow)
-            out_driven_parts.append(out_driven)
-            out_split_heads_parts.append(out_split_heads)
+            calls.append((k_chunks[s // 8], v_chunks[s // 8], q_chunks[s // 8], fast_lr_prod_chunks[s // 8], split_key_slice_heads_chunks[s // 8], split_value_slice_heads_chunks[s // 8], out_slice_heads_chunks[s // 8], split_coef[s // 8] if full else None, full, s % 16, e % 16 == 0, s % 32, e % 32 == 0))
+        (out_fast_parts, out_slow_parts, out_driven_parts, out_split_heads_parts), (slow, slow_pending, fast, split, split_S, drift, drift_aux, driven, driven_aux, driven_run) = rt_chunks.run(step, (slow, slow_pending, fast, split, split_S, drift, drift_aux, driven, driven_aux, driven_run), calls, outputs=4)
         # ---- the whole sequence again: what depends on reads but feeds no level ----
         out_fast = torch.cat(out_fast_parts, dim=1)
         out_slow = torch.cat(out_slow_parts, dim=1)

@@ -15,6 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from nlc.runtime import chunks as rt_chunks
 from nlc.runtime import heads as rt_heads
 from nlc.runtime import layers as rt_layers
 from nlc.runtime import memory as rt_memory
@@ -111,14 +112,14 @@ class MemoryLayerBlock(nn.Module):
         k_heads_heads_chunks = k_heads_heads.split(8, dim=1)
         v_heads_chunks = v_heads.split(8, dim=1)
         q_heads_heads_chunks = q_heads_heads.split(8, dim=1)
-        out_memory_heads_parts = []
+        calls = []  # the chunks' inputs, in order
         step = self.chunk_step if self.compiled_step is None else self.compiled_step
         T = x.shape[1]
         for s in range(0, T, self.chunk):
             e = min(s + self.chunk, T)
             full = e - s == 8  # only a full chunk advances the state
-            out_memory_heads, memory, memory_S = step(memory, memory_S, k_heads_heads_chunks[s // 8], v_heads_chunks[s // 8], q_heads_heads_chunks[s // 8], memory_coef[s // 8] if full else None, full)
-            out_memory_heads_parts.append(out_memory_heads)
+            calls.append((k_heads_heads_chunks[s // 8], v_heads_chunks[s // 8], q_heads_heads_chunks[s // 8], memory_coef[s // 8] if full else None, full))
+        (out_memory_heads_parts,), (memory, memory_S) = rt_chunks.run(step, (memory, memory_S), calls, outputs=1)
         # ---- the whole sequence again: what depends on reads but feeds no level ----
         out_memory_heads = torch.cat(out_memory_heads_parts, dim=1)
         out_memory = rt_heads.merge(out_memory_heads, 4)  # memory(q_heads)

@@ -15,6 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from nlc.runtime import chunks as rt_chunks
 from nlc.runtime import layers as rt_layers
 from nlc.runtime import memory as rt_memory
 from nlc.runtime import scan as rt_scan
@@ -88,14 +89,14 @@ class MemoryLayerBlock(nn.Module):
         memory_beta_sigmoid_chunks = memory_beta_sigmoid.split(8, dim=1)
         memory_lr_prod_chunks = memory_lr_prod.split(8, dim=1)
         memory_retain_diff_chunks = memory_retain_diff.split(8, dim=1)
-        out_memory_parts = []
+        calls = []  # the chunks' inputs, in order
         step = self.chunk_step if self.compiled_step is None else self.compiled_step
         T = x.shape[1]
         for s in range(0, T, self.chunk):
             e = min(s + self.chunk, T)
             full = e - s == 8  # only a full chunk advances the state
-            out_memory, memory, memory_items = step(memory, memory_items, q_chunks[s // 8], k_chunks[s // 8], v_chunks[s // 8], memory_beta_sigmoid_chunks[s // 8], memory_lr_prod_chunks[s // 8], memory_retain_diff_chunks[s // 8], full)
-            out_memory_parts.append(out_memory)
+            calls.append((q_chunks[s // 8], k_chunks[s // 8], v_chunks[s // 8], memory_beta_sigmoid_chunks[s // 8], memory_lr_prod_chunks[s // 8], memory_retain_diff_chunks[s // 8], full))
+        (out_memory_parts,), (memory, memory_items) = rt_chunks.run(step, (memory, memory_items), calls, outputs=1)
         # ---- the whole sequence again: what depends on reads but feeds no level ----
         out_memory = torch.cat(out_memory_parts, dim=1)
         out_rmsnorm = self.out_rmsnorm(out_memory)  # rmsnorm(memory(q))

@@ -15,6 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from nlc.runtime import chunks as rt_chunks
 from nlc.runtime import layers as rt_layers
 from nlc.runtime import memory as rt_memory
 from nlc.runtime import scan as rt_scan
@@ -96,12 +97,13 @@ class MemoryLayerBlock(nn.Module):
         read_l2norm_chunks = read_l2norm.split(8, dim=1)
         fast_memory_key_l2norm_chunks = fast_memory_key_l2norm.split(8, dim=1)
         fast_memory_value_slice_chunks = fast_memory_value_slice.split(8, dim=1)
-        read_fast_memory_parts = []
+        calls = []  # the chunks' inputs, in order
         lr_periods = lr.split(32, dim=1)
         keep_periods = keep.split(32, dim=1)
         read_l2norm_2_periods = read_l2norm_2.split(32, dim=1)
         slow_memory_key_l2norm_periods = slow_memory_key_l2norm.split(32, dim=1)
         slow_memory_value_slice_periods = slow_memory_value_slice.split(32, dim=1)
+        read_fast_memory_parts = []
         read_slow_memory_parts = []
         step = self.chunk_step if self.compiled_step is None else self.compiled_step
         period = self.period_step if self.compiled_period is None else self.compiled_period
@@ -109,9 +111,11 @@ class MemoryLayerBlock(nn.Module):
         for s in range(0, T, self.chunk):
             e = min(s + self.chunk, T)
             full = e - s == 8  # only a full chunk advances the state
-            read_fast_memory, fast_memory = step(fast_memory, read_l2norm_chunks[s // 8], fast_memory_key_l2norm_chunks[s // 8], fast_memory_value_slice_chunks[s // 8], fast_memory_coef[s // 8] if full else None, full)
-            read_fast_memory_parts.append(read_fast_memory)
-            if e % 32 == 0 or e == T:  # a period's end (or the sequence's): the slower levels' work, at once
+            calls.append((read_l2norm_chunks[s // 8], fast_memory_key_l2norm_chunks[s // 8], fast_memory_value_slice_chunks[s // 8], fast_memory_coef[s // 8] if full else None, full))
+            if e % 32 == 0 or e == T:  # a period's end (or the sequence's): its chunks, then the slower levels' work
+                (read_fast_memory_period,), (fast_memory,) = rt_chunks.run(step, (fast_memory,), calls, outputs=1)
+                calls = []
+                read_fast_memory_parts += read_fast_memory_period
                 read_slow_memory, slow_memory = period(slow_memory, lr_periods[s // 32], keep_periods[s // 32], read_l2norm_2_periods[s // 32], slow_memory_key_l2norm_periods[s // 32], slow_memory_value_slice_periods[s // 32], e - s + s % 32 == 32)
                 read_slow_memory_parts.append(read_slow_memory)
         # ---- the whole sequence again: what depends on reads but feeds no level ----

@@ -15,6 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from nlc.runtime import chunks as rt_chunks
 from nlc.runtime import layers as rt_layers
 from nlc.runtime import memory as rt_memory
 from nlc.runtime import scan as rt_scan
@@ -73,16 +74,14 @@ class MemoryAsContextBlock(nn.Module):
         # ---- chunk by chunk: reads see the chunk-start state; the levels learn ----
         h_chunks = h.split(16, dim=1)
         q_chunks = q.split(16, dim=1)
-        y__parts = []
-        out_memory_parts = []
+        calls = []  # the chunks' inputs, in order
         step = self.chunk_step if self.compiled_step is None else self.compiled_step
         T = x.shape[1]
         for s in range(0, T, self.chunk):
             e = min(s + self.chunk, T)
             full = e - s == 16  # only a full chunk advances the state
-            y_, out_memory, memory, memory_S, caches = step(memory, memory_S, caches, h_chunks[s // 16], q_chunks[s // 16], full)
-            y__parts.append(y_)
-            out_memory_parts.append(out_memory)
+            calls.append((h_chunks[s // 16], q_chunks[s // 16], full))
+        (y__parts, out_memory_parts), (memory, memory_S, caches) = rt_chunks.run(step, (memory, memory_S, caches), calls, outputs=2)
         # ---- the whole sequence again: what depends on reads but feeds no level ----
         y_ = torch.cat(y__parts, dim=1)
         out_memory = torch.cat(out_memory_parts, dim=1)

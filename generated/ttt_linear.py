@@ -15,6 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from nlc.runtime import chunks as rt_chunks
 from nlc.runtime import inside as rt_inside
 from nlc.runtime import layers as rt_layers
 from nlc.runtime import memory as rt_memory
@@ -65,14 +66,14 @@ class TttBlock(nn.Module):
         memory_value_linear_chunks = memory_value_linear.split(16, dim=1)
         memory_lr_prod_chunks = memory_lr_prod.split(16, dim=1)
         out_l2norm_chunks = out_l2norm.split(16, dim=1)
-        out_memory_parts = []
+        calls = []  # the chunks' inputs, in order
         step = self.chunk_step if self.compiled_step is None else self.compiled_step
         T = x.shape[1]
         for s in range(0, T, self.chunk):
             e = min(s + self.chunk, T)
             full = e - s == 16  # only a full chunk advances the state
-            out_memory, memory = step(memory, k_chunks[s // 16], memory_value_linear_chunks[s // 16], memory_lr_prod_chunks[s // 16], out_l2norm_chunks[s // 16], full)
-            out_memory_parts.append(out_memory)
+            calls.append((k_chunks[s // 16], memory_value_linear_chunks[s // 16], memory_lr_prod_chunks[s // 16], out_l2norm_chunks[s // 16], full))
+        (out_memory_parts,), (memory,) = rt_chunks.run(step, (memory,), calls, outputs=1)
         # ---- the whole sequence again: what depends on reads but feeds no level ----
         out_memory = torch.cat(out_memory_parts, dim=1)
         out_rmsnorm = self.out_rmsnorm(out_memory)  # rmsnorm(memory(l2norm(linear(h, dim))))

@@ -19,7 +19,7 @@ BACKENDS = ("compiled", "reference")
 
 
 def build(program: ir.Program | str | Path, backend: str = "compiled", kernels: str = "chunked",
-          compile: bool = False, **params):
+          compile: bool = False, chunks_per_graph: int = 1, **params):
     """Return an nn.Module for a model spec: generated code (default) or the reference interpreter.
 
     kernels="sequential" makes the generated code run every level token by token inside
@@ -27,7 +27,9 @@ def build(program: ir.Program | str | Path, backend: str = "compiled", kernels: 
     compile=True runs each block's chunk step under torch.compile: a few small graphs that
     every chunk reuses (blocks without a chunk loop: their forward), see
     `nlc.runtime.compile.compile_chunks`. The first call of each shape compiles (tens of
-    seconds on a CPU); later calls are faster than eager.
+    seconds on a CPU); later calls are faster than eager. chunks_per_graph (with compile=True):
+    consecutive chunks run as one compiled graph, paying a compiled call's fixed cost once a group
+    (faster steps where chunks are small, longer compiles).
     `torch.compile(model)` also works but unrolls the chunk loop into one graph.
     """
     import torch  # noqa: F401 - the back ends need it; the front end does not
@@ -43,6 +45,8 @@ def build(program: ir.Program | str | Path, backend: str = "compiled", kernels: 
         raise ValueError(f"backend must be one of {BACKENDS}, not {backend!r}")
     checked = check_ir(program, params)
     plan = plan_model(checked)
+    if chunks_per_graph != 1 and not compile:
+        raise ValueError("chunks_per_graph applies with compile=True (it groups compiled chunk steps)")
     if backend == "reference":
         if compile:
             raise ValueError("compile=True applies to the generated back end, not the reference interpreter")
@@ -57,7 +61,7 @@ def build(program: ir.Program | str | Path, backend: str = "compiled", kernels: 
     if compile:
         from nlc.runtime.compile import compile_chunks
 
-        compile_chunks(model)
+        compile_chunks(model, chunks_per_graph=chunks_per_graph)
     return model
 
 

@@ -114,7 +114,8 @@ def test_cli_unknown_suite_is_a_clean_error(tmp_path, capsys):
     assert not (tmp_path / "bench.json").exists()
 
 
-@pytest.mark.parametrize("flag, value", [("--repeats", "0"), ("--threads", "-1"), ("--repeats", "two")])
+@pytest.mark.parametrize("flag, value", [("--repeats", "0"), ("--threads", "-1"), ("--repeats", "two"),
+                                         ("--chunks-per-graph", "0")])
 def test_cli_counts_below_one_are_a_clean_error(tmp_path, capsys, flag, value):
     """0 repeats would time nothing (every rate inf); a negative thread count would fail inside torch."""
     with pytest.raises(SystemExit) as exit_:
@@ -244,3 +245,24 @@ def test_a_failing_worker_process_is_a_clean_error():
 
     with pytest.raises(BenchError, match=r"suite nope: worker process 1 of 2 failed \(exit 1\):\n(.|\n)*KeyError"):
         run_in_processes("nope", replace(TINY, processes=2))
+
+
+def test_chunks_per_graph_reaches_the_compiled_variants_and_is_noted(tmp_path, monkeypatch, capsys):
+    """--chunks-per-graph K: the suites' compiled builds get K (nlc.build's chunks_per_graph), the
+    config records it, and the tables of the suites with compiled variants say so."""
+    from nlc.bench import build as bench_build
+    from nlc.bench.build import modes
+
+    seen = []
+    monkeypatch.setattr(bench_build.nlc, "build", lambda *a, **kw: seen.append(kw) or torch.nn.Linear(1, 1))
+    bench_build.build(examples_dir() / "titans_lmm.nl", "cpu", 3, dim=8)
+    bench_build.build(examples_dir() / "titans_lmm.nl", "cpu", 0, dim=8)
+    assert seen == [{"backend": "compiled", "compile": True, "chunks_per_graph": 3, "dim": 8},
+                    {"backend": "compiled", "dim": 8}]
+    assert modes(profile(True, chunks_per_graph=3)) == [("eager", 0), ("compiled", 3)]
+    monkeypatch.setitem(SUITES, "peer", lambda cfg: {"title": "peer", "columns": [], "rows": []})
+    assert main(["bench", "peer", "frontend", "--quick", "--chunks-per-graph", "3", "--out", str(tmp_path)]) == 0
+    run = json.loads((tmp_path / "bench.json").read_text())
+    assert run["config"]["chunks_per_graph"] == 3
+    assert run["suites"]["peer"]["notes"] == ["compiled: 3 consecutive chunks a compiled graph (--chunks-per-graph)"]
+    assert "chunks" not in " ".join(run["suites"]["frontend"].get("notes", []))

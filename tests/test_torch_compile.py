@@ -80,11 +80,14 @@ model windowed(dim = 8, chunk = 4) {
 """
 
 
-@pytest.mark.parametrize("name", ["titans_lmm.nl", "hope.nl", "titans_mac.nl", "transformer.nl",
-                                  pytest.param(TWO_PERIODS, id="two_periods"),
-                                  pytest.param(WINDOWED, id="windowed_attention_in_the_loop")])
-def test_compiled_chunk_steps_equal_eager(name):
-    """nlc.build(compile=True): each block's chunk step compiled once, reused by every chunk."""
+@pytest.mark.parametrize("name, group", [("titans_lmm.nl", 1), ("hope.nl", 1), ("titans_mac.nl", 1),
+                                         ("transformer.nl", 1), pytest.param(TWO_PERIODS, 1, id="two_periods"),
+                                         pytest.param(WINDOWED, 1, id="windowed_attention_in_the_loop"),
+                                         pytest.param("titans_lmm.nl", 3, id="titans_lmm-3_chunks_a_graph"),
+                                         pytest.param(TWO_PERIODS, 3, id="two_periods-3_chunks_a_graph")])
+def test_compiled_chunk_steps_equal_eager(name, group):
+    """nlc.build(compile=True): each block's chunk step compiled once, reused by every chunk (or
+    `group` chunks a compiled call: the same steps, in the same order)."""
     import torch._dynamo
     from torch._dynamo.utils import counters
 
@@ -106,10 +109,10 @@ def test_compiled_chunk_steps_equal_eager(name):
     assert bool(growing) == (name is WINDOWED)
     if growing:  # a sliding window's cache: left eager, with a warning
         with pytest.warns(UserWarning, match="left eager"):
-            compiled = compile_chunks(eager)
+            compiled = compile_chunks(eager, chunks_per_graph=group)
         assert all(b.compiled_step is None for b in growing)
     else:
-        compiled = compile_chunks(eager)
+        compiled = compile_chunks(eager, chunks_per_graph=group)
         assert all(b.compiled_step is not None for b in compiled.blocks if hasattr(b, "chunk_step"))
         assert all(b.compiled_period is not None for b in compiled.blocks if hasattr(b, "period_step"))
         assert any(hasattr(b, "period_step") for b in compiled.blocks) == (name is TWO_PERIODS)

@@ -281,6 +281,11 @@ def test_unsupported_step_level_rule_and_bad_options(tmp_path, text):
     with pytest.raises(nlc.SpecError) as e:
         loop.train(TITANS, tmp_path / "run2", params=TITANS_P, **_opts(text, steps=0))
     assert e.value.codes == ["E633"]
+    for bad, says in (({"chunks_per_graph": 2}, "add --compile"), ({"chunks_per_graph": 0, "compile": True},
+                                                                   "--chunks-per-graph must be at least 1")):
+        with pytest.raises(nlc.SpecError) as e:  # a setting that would not take effect, or no chunks at all
+            loop.train(TITANS, tmp_path / "run2", params=TITANS_P, **_opts(text, **bad))
+        assert e.value.codes == ["E633"] and says in str(e.value)
     with pytest.raises(nlc.SpecError) as e:
         loop.train(TITANS, tmp_path / "run3", params=TITANS_P, **_opts(text, device="cuda:7"))
     assert e.value.codes == ["E631"]
@@ -438,3 +443,12 @@ def test_init_from_starts_a_new_run_from_another_runs_weights(tmp_path, text):
     with pytest.raises(nlc.SpecError) as e:  # other shapes cannot take the weights
         loop.train(TITANS, tmp_path / "wide", **_opts(text, params={**params, "dim": 16}, init_from=str(first)))
     assert e.value.codes == ["E622"]
+
+
+def test_compile_options_reach_the_chunk_steps(tmp_path, text, monkeypatch):
+    """--compile --chunks-per-graph K: the trainer compiles the model's chunk steps K chunks a graph
+    (compile_chunks replaced by a recorder: inductor is the compile-marked tests' business)."""
+    seen = []
+    monkeypatch.setattr(loop, "compile_chunks", lambda model, **kw: seen.append(kw) or model)
+    loop.train(TITANS, tmp_path / "run", params=TITANS_P, **_opts(text, steps=1, compile=True, chunks_per_graph=3))
+    assert seen == [{"chunks_per_graph": 3}]

@@ -22,7 +22,7 @@ run, never against numbers from another run or machine. Tests run the suites at 
 and check the shape of the results, never a time.
 
     nlc bench [SUITE ...] [--quick] [--threads N] [--device cpu|cuda] [--repeats N] [--processes N]
-              [--no-compile] [--out DIR]
+              [--no-compile] [--chunks-per-graph K] [--out DIR]
 
 writes DIR/bench.json ({"environment": ..., "config": ..., "suites": {name: table}}) and DIR/bench.md.
 """
@@ -38,6 +38,7 @@ from nlc.bench.suites import SUITES
 __all__ = ["SUITES", "BenchConfig", "BenchError", "run_suites"]
 
 NEEDS_EXAMPLES = ("frontend", "hope_peer", "roofline", "scaling", "models")
+COMPILES = ("peer", "hope_peer", "roofline", "models")  # the suites with compiled variants
 
 
 def run_suites(names: list[str], cfg: BenchConfig, out: Path | None = None, echo=print) -> dict:
@@ -65,6 +66,9 @@ def run_suites(names: list[str], cfg: BenchConfig, out: Path | None = None, echo
             result = run_in_processes(name, cfg)
         else:
             result = SUITES[name](cfg)
+        if cfg.compile and cfg.chunks_per_graph > 1 and name in COMPILES:
+            result["notes"] = [*result.get("notes", []), f"compiled: {cfg.chunks_per_graph} consecutive chunks a "
+                               "compiled graph (--chunks-per-graph)"]
         results["suites"][name] = result
         echo("\n\n".join(report.format_table(t) for t in report.tables(result)) + "\n")
         if out is not None:

@@ -22,15 +22,17 @@ def example(name: str) -> Path:
     return examples_dir() / f"{name}.nl"
 
 
-def modes(cfg: BenchConfig) -> list[tuple[str, bool]]:
-    """(label, compiled) of the variants a suite times: eager, and compiled when compile is on."""
-    return [("eager", False)] + ([("compiled", True)] if cfg.compile else [])
+def modes(cfg: BenchConfig) -> list[tuple[str, int]]:
+    """(label, compiled) of the variants a suite times: eager (0), and compiled when compile is on
+    (its chunks a compiled graph, `build`'s `compiled`)."""
+    return [("eager", 0)] + ([("compiled", cfg.chunks_per_graph)] if cfg.compile else [])
 
 
-def build(spec: str | Path, device: str = "cpu", compiled: bool = False, backend: str = "compiled", **params):
-    """The model of a spec seeded with 0 on `device` (compiled: nlc.build(compile=True), chunk steps compiled)."""
+def build(spec: str | Path, device: str = "cpu", compiled: int = 0, backend: str = "compiled", **params):
+    """The model of a spec seeded with 0 on `device` (compiled: nlc.build(compile=True), chunk steps
+    compiled, `compiled` chunks a graph: True is 1, BenchConfig.chunks_per_graph otherwise)."""
     torch.manual_seed(0)
-    options = {"compile": True} if compiled else {}
+    options = {"compile": True, "chunks_per_graph": int(compiled)} if compiled else {}
     return nlc.build(nlc.load(spec), backend=backend, **options, **params).to(device)
 
 

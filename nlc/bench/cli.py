@@ -60,6 +60,9 @@ def register(sub) -> None:
                         "whole life")
     p.add_argument("--no-compile", dest="compile", action="store_false",
                    help="leave out the compiled (nlc.build(compile=True)) columns and rows")
+    p.add_argument("--chunks-per-graph", type=_count, dest="chunks_per_graph", metavar="K",
+                   help="compiled variants: run K consecutive chunks as one compiled graph (nlc.build's "
+                        "chunks_per_graph; default 1)")
     p.add_argument("--lengths", type=_lengths, metavar="1k,2k,...",
                    help="scaling: sequence lengths (default 1k,2k,...,64k)")
     p.add_argument("--piece", type=_length, metavar="N", help="scaling: streaming piece in tokens (default 1024)")
@@ -77,7 +80,8 @@ def cmd_bench(args) -> int:
     repeats = {} if args.repeats is None else {"repeats": args.repeats, "frontend_repeats": args.repeats}
     cfg = profile(args.quick, device=args.device or ("cuda" if torch.cuda.is_available() else "cpu"),
                   threads=args.threads or torch.get_num_threads(), compile=args.compile, lengths=args.lengths,
-                  piece=args.piece, train_cap=args.train_cap, processes=args.processes, **repeats)
+                  piece=args.piece, train_cap=args.train_cap, processes=args.processes,
+                  chunks_per_graph=args.chunks_per_graph, **repeats)
     out = args.out or default_out()
     try:
         run_suites(list(dict.fromkeys(names)), cfg, out)

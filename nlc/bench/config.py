@@ -20,6 +20,7 @@ class BenchConfig:
     repeats: int = 3  # timed calls after a warm-up; the best is reported
     processes: int = 1  # >1: each suite runs in this many fresh processes, reported as the median
     compile: bool = True  # add nlc.build(compile=True) columns/rows where a suite has them
+    chunks_per_graph: int = 1  # compiled variants: consecutive chunks a compiled graph (nlc.build)
     batch: int = 2  # sequences a batch (peer, roofline, models)
     chunk: int = 16
     layers: int = 2

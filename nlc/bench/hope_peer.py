@@ -43,7 +43,7 @@ def _columns(cfg: BenchConfig) -> list[list[str]]:
     return out + ([["compile_s", "compile s", ".0f"]] if cfg.compile else [])
 
 
-def nlc_hope(dim: int, cfg: BenchConfig, compiled: bool = False):
+def nlc_hope(dim: int, cfg: BenchConfig, compiled: int = 0):
     """x -> one Hope block's output (examples/hope.nl, the peer's chunk sizes)."""
     model = build(example("hope"), cfg.device, compiled, dim=dim, layers=1, chunk=cfg.hope_chunk,
                   memory_chunk=cfg.hope_memory_chunk)

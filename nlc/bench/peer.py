@@ -46,7 +46,7 @@ DEFAULT_COLUMNS = [["peer_default_fwd", "peer default fwd", ".0f"],
 COMPILED_DEFAULT_COLUMNS = [["compiled_default_fwd_bwd_ratio", "nlc compiled f+b/default", ".2f"]]
 
 
-def nlc_memory(dim: int, cfg: BenchConfig, compiled: bool = False):
+def nlc_memory(dim: int, cfg: BenchConfig, compiled: int = 0):
     """x -> the memory layer's output (one block of titans_memory.nl)."""
     model = build(SPEC, cfg.device, compiled, dim=dim, chunk=cfg.chunk)
     block = model.blocks[0]
@@ -102,7 +102,7 @@ def run(cfg: BenchConfig) -> dict:
         out = {"peer": peer_memory(dim, cfg), "nlc": nlc_memory(dim, cfg),
                "peer_default": peer_memory(dim, cfg, matched=False)}
         if cfg.compile:
-            out["nlc_compiled"] = nlc_memory(dim, cfg, compiled=True)
+            out["nlc_compiled"] = nlc_memory(dim, cfg, compiled=cfg.chunks_per_graph)
         return out
 
     rows, skipped = [], []

@@ -51,6 +51,7 @@ def generate_model(program: ir.Program, plan: ModelPlan, kernels: str = "chunked
         online_levels=[py_value(n) for n in plan.online_levels()],
         blocks=list(classes.values()),
         bundles=any(code.bundles for code in classes.values()),
+        chunk_loops=any(code.step_params for code in classes.values()),
         multi_head=any(lv.heads > 1 for code in classes.values() for lv in code.plan.levels),
         current_reads=any(lv.read_current for code in classes.values() for lv in code.plan.levels),
         instances=[b.class_name for b in plan.blocks],

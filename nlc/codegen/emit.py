@@ -31,6 +31,7 @@ class BlockCode:
     level_entries: list[str] = field(default_factory=list)  # forward: each level's state in the returned state
     pre_lines: list[str] = field(default_factory=list)
     loop_lines: list[str] = field(default_factory=list)  # the chunk loop's body: slices in, step, collect
+    run_line: str = ""  # after the loop: the chunk steps over the gathered inputs (no period step)
     step_params: list[str] = field(default_factory=list)  # `chunk_step`'s parameters, its body and its results
     step_lines: list[str] = field(default_factory=list)
     step_returns: list[str] = field(default_factory=list)
@@ -432,33 +433,42 @@ def _emit_loop(code: BlockCode, nodes: dict, levels: dict, in_loop: set[str]) ->
                                  if n.phase == "loop" and n.op is Op.ATTENTION) \
         and not any(lv.shared and lv.period > block.chunk for lv in block.levels)  # (rt_shared.collect joins chunks)
     fast = [a for a in work.fast if a not in needed] if work else []  # (a needed one is returned already)
-    code.step_params = [*states, *read_states, *(["caches"] if uses_caches else []), *(f"{a}_c" for a in sliced),
+    # carried from each chunk's step to the next: the states and caches; every other parameter is the
+    # chunk's own input (the slower levels' read states too: they change only between periods)
+    carried = [*states, *(["caches"] if uses_caches else [])]
+    code.step_params = [*carried, *read_states, *(f"{a}_c" for a in sliced),
                         *whole, *(f"{var}_coef_c" for var in hoisted_vars), "full",
                         *(f"period{p}_{what}" for p in periods for what in ("at", "ends"))]
-    code.step_returns = [*needed, *fast, *states, *(["caches"] if uses_caches else [])]
+    code.step_returns = [*needed, *fast, *carried]
     if uses_caches:
         code.step_lines.insert(0, "caches = dict(caches)")
-    args = [*states, *read_states, *(["caches"] if uses_caches else []),
-            *(f"{a}_chunks[s // {block.chunk}]" for a in sliced),
-            *whole, *(f"{var}_coef[s // {block.chunk}] if full else None" for var in hoisted_vars), "full",
-            *(x for p in periods for x in (f"s % {p}", f"e % {p} == 0"))]
+    inputs = [*read_states, *(f"{a}_chunks[s // {block.chunk}]" for a in sliced),
+              *whole, *(f"{var}_coef[s // {block.chunk}] if full else None" for var in hoisted_vars), "full",
+              *(x for p in periods for x in (f"s % {p}", f"e % {p} == 0"))]
     # split once, not sliced at every chunk: the backward of a slice writes its gradient into zeros the size
     # of the whole sequence, once a chunk (time quadratic in the length); a split's backward is one cat
     for a in sliced:
         code.collect_lines.append(f"{a}_chunks = {a}.split({block.chunk}, dim=1)")
-    for a in needed:
-        code.collect_lines.append(f"{a}_parts = []")
+    # every chunk's inputs are gathered, then the steps run in order over them (nlc.runtime.chunks: under
+    # compile, several chunks a compiled call): after the loop, or at each period's end before the period step
+    code.collect_lines.append("calls = []  # the chunks' inputs, in order")
     code.loop_lines.append(f"full = e - s == {block.chunk}  # only a full chunk advances the state")
-    code.loop_lines.append(f"{', '.join(code.step_returns)}{',' if len(code.step_returns) == 1 else ''} = "
-                           f"step({', '.join(args)})")
-    for a in needed:
-        code.loop_lines.append(f"{a}_parts.append({a})")
-        code.after_lines.append(f"{a} = torch.cat({a}_parts, dim=1)")
+    code.loop_lines.append(f"calls.append({_tuple(inputs)})")
     if work:
-        _emit_period(code, work, nodes, readable, needed_later)
+        _emit_period(code, work, nodes, readable, needed, fast, carried, needed_later)
+    else:
+        code.run_line = (f"{_tuple(f'{a}_parts' for a in needed)}, {_tuple(carried)} = "
+                         f"rt_chunks.run(step, {_tuple(carried)}, calls, outputs={len(needed)})")
+    code.after_lines[:0] = [f"{a} = torch.cat({a}_parts, dim=1)" for a in [*needed, *needed_later]]
     for node in post:
         code.after_lines.append(_node_line(node, readable, None))
     code.after_lines.append(f"out = {_ref(block.out, None, set())}")
+
+
+def _tuple(names) -> str:
+    """A Python tuple display of names: `(a,)`, `(a, b)`, `()`."""
+    names = list(names)
+    return f"({names[0]},)" if len(names) == 1 else f"({', '.join(names)})"
 
 
 def _readable(block: BlockPlan) -> dict:
@@ -607,9 +617,12 @@ def _groups(block: BlockPlan) -> list[list[LevelPlan]]:
     return sorted(groups, key=lambda grp: order.index(grp[0].name))
 
 
-def _emit_period(code: BlockCode, work: PeriodWork, nodes: dict, readable: dict, needed: list[str]) -> None:
+def _emit_period(code: BlockCode, work: PeriodWork, nodes: dict, readable: dict, step_needed: list[str],
+                 step_fast: list[str], carried: list[str], needed: list[str]) -> None:
     """`period_step` (the deferred nodes on a period's tokens, then the slower levels' gradients and rule)
-    and the loop lines that collect its inputs chunk by chunk and call it at every period's end."""
+    and the loop lines that, at every period's end, run the period's chunk steps over their gathered
+    inputs and then the period step on their outputs. step_needed: the chunk step's outputs the rest
+    of the forward needs, step_fast: those only the period step needs; needed: the period step's."""
     P = work.period
     fast = set(work.fast)
     lines = code.period_lines
@@ -630,22 +643,21 @@ def _emit_period(code: BlockCode, work: PeriodWork, nodes: dict, readable: dict,
         lines.append(f"    {', '.join(state)} = rt_scan.chunk({lv.rule!r}, {', '.join(state)}, {lv.var}_g, {args})")
     code.period_params = [*states, *work.fast, *(f"{a}_c" for a in work.pre), *work.whole, "full"]
     code.period_returns = [*needed, *states]
-    for a in work.fast:
-        code.collect_lines.append(f"{a}_period = []  # the period's chunks of {a}")
-        code.loop_lines.append(f"{a}_period.append({a})")
     for a in work.pre:
         code.collect_lines.append(f"{a}_periods = {a}.split({P}, dim=1)")
-    for a in needed:
+    for a in [*step_needed, *needed]:
         code.collect_lines.append(f"{a}_parts = []")
+    outputs = [*step_needed, *step_fast]  # each a list: the period's chunks of it
     args = [*states, *(f"torch.cat({a}_period, dim=1)" for a in work.fast), *(f"{a}_periods[s // {P}]" for a in work.pre),
             *work.whole, f"e - s + s % {P} == {P}"]
     code.loop_lines += [
-        f"if e % {P} == 0 or e == T:  # a period's end (or the sequence's): the slower levels' work, at once",
+        f"if e % {P} == 0 or e == T:  # a period's end (or the sequence's): its chunks, then the slower levels' work",
+        f"    {_tuple(f'{a}_period' for a in outputs)}, {_tuple(carried)} = "
+        f"rt_chunks.run(step, {_tuple(carried)}, calls, outputs={len(outputs)})",
+        "    calls = []",
+        *(f"    {a}_parts += {a}_period" for a in step_needed),
         f"    {', '.join(code.period_returns)}{',' if len(code.period_returns) == 1 else ''} = period({', '.join(args)})",
-        *(f"    {a}_parts.append({a})" for a in needed),
-        *(f"    {a}_period = []" for a in work.fast)]
-    for a in needed:
-        code.after_lines.append(f"{a} = torch.cat({a}_parts, dim=1)")
+        *(f"    {a}_parts.append({a})" for a in needed)]
 
 
 def _emit_learn(code: BlockCode, group: list[LevelPlan], chunk: int, in_loop, sliced, nodes: dict,

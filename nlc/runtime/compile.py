@@ -20,8 +20,10 @@ import warnings
 import torch
 from torch import nn
 
+from nlc.runtime.chunks import in_order
 
-def compile_chunks(model: nn.Module, **options) -> nn.Module:
+
+def compile_chunks(model: nn.Module, chunks_per_graph: int = 1, **options) -> nn.Module:
     """Compile the `chunk_step` of every block of a generated model in place (blocks without a
     chunk loop: their forward); return the model.
 
@@ -33,7 +35,14 @@ def compile_chunks(model: nn.Module, **options) -> nn.Module:
     past; a segment that divides the chunk empties at every chunk and compiles) would
     recompile as it grows: they stay eager, with a warning.
     The eager `chunk_step` stays the definition; `uncompile_chunks` undoes this.
+
+    chunks_per_graph: consecutive chunks run as one compiled graph (`StepPerDevice.run_chunks`):
+    the same steps in the same order, with a compiled call's fixed cost (dynamo's guards,
+    AOTAutograd's wrappers, an autograd node) paid once a group; each graph is that many
+    chunks long, so compiling takes longer. Blocks with a `period_step` run one chunk a call.
     """
+    if not isinstance(chunks_per_graph, int) or isinstance(chunks_per_graph, bool) or chunks_per_graph < 1:
+        raise ValueError(f"chunks_per_graph must be a positive integer, not {chunks_per_graph!r}")
     options = {"dynamic": None, **options}
     eager = []
     for i, block in enumerate(model.blocks):
@@ -42,7 +51,7 @@ def compile_chunks(model: nn.Module, **options) -> nn.Module:
         elif not block.step_shapes_fixed:
             eager.append(f"blocks.{i}")
         else:
-            block.compiled_step = StepPerDevice(block.chunk_step, options)
+            block.compiled_step = StepPerDevice(block.chunk_step, options, chunks_per_graph)
             if hasattr(block, "period_step"):  # slower levels' work once a period: its own graph
                 block.compiled_period = StepPerDevice(block.period_step, options)
     if eager:
@@ -62,10 +71,15 @@ CPU_INDUCTOR_OPTIONS = {"cpp_wrapper": True}
 class StepPerDevice:
     """A block's chunk (or period) step under torch.compile, compiled once per device type: on the
     CPU with `CPU_INDUCTOR_OPTIONS`, elsewhere as `options` say. The device is the first tensor
-    argument's, read when the step is called, since a model is often compiled before it is moved."""
+    argument's, read when the step is called, since a model is often compiled before it is moved.
 
-    def __init__(self, step, options: dict):
-        self.step, self.options, self.compiled = step, options, {}
+    `run_chunks` (called by `nlc.runtime.chunks.run`) runs a chunk loop `chunks_per_graph` chunks
+    a compiled call: the group's steps unrolled into one graph."""
+
+    def __init__(self, step, options: dict, chunks_per_graph: int = 1):
+        self.step, self.options, self.chunks_per_graph = step, options, chunks_per_graph
+        self.compiled: dict[str, object] = {}  # device type -> the compiled step
+        self.grouped: dict[str, object] = {}  # device type -> the compiled group of steps
 
     def __call__(self, *args):
         kind = _device_type(args)
@@ -73,6 +87,28 @@ class StepPerDevice:
         if compiled is None:
             compiled = self.compiled[kind] = torch.compile(self.step, **self._options(kind))
         return compiled(*args)
+
+    def run_chunks(self, carried: tuple, calls: list[tuple], outputs: int) -> tuple[list[list], tuple]:
+        """`nlc.runtime.chunks.in_order` with up to `chunks_per_graph` consecutive chunks a compiled
+        call (the last group may be shorter: a graph of its own length)."""
+        group = self.chunks_per_graph
+        if group == 1:
+            return in_order(self, carried, calls, outputs)
+        kind = _device_type(carried)
+        compiled = self.grouped.get(kind)
+        if compiled is None:
+            step = self.step
+
+            def steps(carried, calls, outputs):  # (a function of its own: torch.compile caches by code)
+                return in_order(step, carried, calls, outputs)
+
+            compiled = self.grouped[kind] = torch.compile(steps, **self._options(kind))
+        parts: list[list] = [[] for _ in range(outputs)]
+        for i in range(0, len(calls), group):
+            group_parts, carried = compiled(carried, tuple(calls[i:i + group]), outputs)
+            for part, values in zip(parts, group_parts):
+                part.extend(values)
+        return parts, carried
 
     def _options(self, kind: str) -> dict:
         options = dict(self.options)
@@ -83,12 +119,12 @@ class StepPerDevice:
 
 
 def _device_type(args) -> str:
-    """The device type of the first tensor in args (tensors, or dicts of them: a level's weights)."""
+    """The device type of the first tensor in args (tensors, or dicts, tuples and lists of them)."""
     for arg in args:
         if isinstance(arg, torch.Tensor):
             return arg.device.type
-        if isinstance(arg, dict) and arg:
-            kind = _device_type(arg.values())
+        if isinstance(arg, (dict, tuple, list)) and arg:
+            kind = _device_type(arg.values() if isinstance(arg, dict) else arg)
             if kind:
                 return kind
     return ""

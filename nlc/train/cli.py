@@ -86,6 +86,9 @@ def register(sub) -> None:
     p.add_argument("--device", help="cpu (default), cuda, cuda:N")
     p.add_argument("--compile", action="store_true", default=None,
                    help="torch.compile each block's chunk step (nlc.build(compile=True))")
+    p.add_argument("--chunks-per-graph", type=whole, dest="chunks_per_graph", metavar="K",
+                   help="with --compile: run K consecutive chunks as one compiled graph (faster steps where "
+                        "chunks are small, a longer compile; default 1)")
     p.add_argument("--eval-every", type=int, dest="eval_every", help="validate every N steps (default: at the end)")
     p.add_argument("--eval-batches", type=int, dest="eval_batches")
     p.add_argument("--ckpt-every", type=int, dest="ckpt_every", help="checkpoint every N steps (default 100)")
@@ -169,7 +172,7 @@ def cmd_train(args) -> int:
 
     options = {k: getattr(args, k) for k in ("task", "steps", "batch", "seq", "lr", "warmup", "schedule",
                                               "weight_decay", "clip", "seed", "stream", "device", "compile",
-                                              "eval_every", "eval_batches", "ckpt_every", "keep", "quiet",
+                                              "chunks_per_graph", "eval_every", "eval_batches", "ckpt_every", "keep", "quiet",
                                               "dist_timeout", "fsdp", "init_from")}
     if args.data:
         options["data"] = args.data

@@ -82,6 +82,7 @@ class TrainConfig:
     # ... and what does not
     device: str = "cpu"
     compile: bool = False
+    chunks_per_graph: int = 1  # with compile: consecutive chunks a compiled graph (nlc.build)
     eval_every: int = 0
     eval_batches: int = 4
     ckpt_every: int = 100
@@ -266,7 +267,7 @@ class _Stop:
 _NUMBER = (int, float)
 TRAIN_TYPES = {"task": str, "data": list, "params": dict, "steps": int, "batch": int, "seq": int,
                "lr": _NUMBER, "warmup": int, "schedule": str, "weight_decay": _NUMBER, "clip": _NUMBER,
-               "seed": int, "stream": bool, "device": str, "compile": bool, "eval_every": int,
+               "seed": int, "stream": bool, "device": str, "compile": bool, "chunks_per_graph": int, "eval_every": int,
                "eval_batches": int, "ckpt_every": int, "keep": int, "quiet": bool, "dist_timeout": _NUMBER,
                "fsdp": bool, "init_from": str}
 SPEC_TYPES = {"text": str, "path": str, "name": str, "hash": str}
@@ -540,7 +541,7 @@ def _prepare_rank(world, device_name, cfg, spec, spec_text, spec_path, out, resu
     if config is not None and world.main:
         atomic_write_text(out / "config.json", dumps_json(config, indent=1) + "\n")
     if cfg.compile:  # each block's chunk step under torch.compile: compile time independent of the length
-        compile_chunks(model)
+        compile_chunks(model, chunks_per_graph=cfg.chunks_per_graph)
     resumed = ckpt if resume and ckpt is not None else None
     return RunPlan(cfg=cfg, out=out, model=model, task=task, opt=opt, levels=levels,
                    main_params=tuple(main_params), start=start, state=state, device=device, spec_hash=shash,
@@ -590,9 +591,12 @@ def _norm(v):
 
 
 def _check_config(cfg: TrainConfig) -> None:
-    for k in ("steps", "batch", "seq"):
+    for k in ("steps", "batch", "seq", "chunks_per_graph"):
         if int(getattr(cfg, k)) < 1:
-            raise train_error("E633", f"--{k} must be at least 1, not {getattr(cfg, k)}")
+            raise train_error("E633", f"--{k.replace('_', '-')} must be at least 1, not {getattr(cfg, k)}")
+    if cfg.chunks_per_graph != 1 and not cfg.compile:
+        raise train_error("E633", f"--chunks-per-graph {cfg.chunks_per_graph} groups compiled chunk steps, and this "
+                          "run does not compile", "add --compile, or leave --chunks-per-graph out")
     if not (cfg.lr > 0 and math.isfinite(cfg.lr)):
         raise train_error("E633", f"--lr must be a positive number, not {cfg.lr}")
     if not (cfg.clip > 0 and math.isfinite(cfg.clip)):  # config.json stores it, and JSON has no inf

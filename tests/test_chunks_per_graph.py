@@ -1,0 +1,112 @@
+"""Chunk loops grouped under compile (`compile_chunks(chunks_per_graph=K)`, nlc.runtime.chunks).
+
+Grouping changes only how many chunk steps one compiled call runs, never which steps run or in
+what order: outputs, states and gradients equal the eager loop's. These tests compile with dynamo's
+`aot_eager` backend (dynamo and AOTAutograd, no inductor), which takes seconds, so they run in the
+default suite; inductor's grouped graphs are checked by a `compile`-marked test in
+test_torch_compile.py.
+"""
+
+import pytest
+import torch
+
+import nlc
+from model_cases import ROOT, pair
+from nlc.runtime import chunks as rt_chunks
+from nlc.runtime.compile import StepPerDevice, compile_chunks
+
+
+def _step(W, pending, x, full, at):
+    """A chunk step with the shapes of a generated one: outputs first, then the carried values
+    (a state dict and a buffer that is None at the first chunk), then flags per chunk."""
+    out = x @ W["W0"]
+    W = {"W0": W["W0"] + 0.1 * x.transpose(-1, -2) @ out} if full else W
+    pending = x.sum(1, keepdim=True) if pending is None else pending + at * x.sum(1, keepdim=True)
+    return out, out.sum(-1), W, pending
+
+
+@pytest.mark.parametrize("group", [1, 2, 3, 8])
+def test_grouped_chunks_run_the_same_steps_in_the_same_order(group):
+    torch._dynamo.reset()
+    x = torch.randn(2, 7 * 4, 3)
+    calls = [(c, c.shape[1] == 4, i % 3) for i, c in enumerate(x.split(4, dim=1))] + [(x[:, :2], False, 0)]
+    carried = ({"W0": torch.randn(3, 3)}, None)
+    expected_parts, expected = rt_chunks.run(_step, carried, calls, outputs=2)
+    assert [len(p) for p in expected_parts] == [8, 8]
+    step = StepPerDevice(_step, {"backend": "eager"}, chunks_per_graph=group)
+    parts, final = rt_chunks.run(step, carried, calls, outputs=2)
+    for got, want in zip(parts, expected_parts):
+        assert len(got) == len(want)
+        for a, b in zip(got, want):
+            torch.testing.assert_close(a, b, rtol=0, atol=0)
+    torch.testing.assert_close(final, expected, rtol=0, atol=0)
+    # one chunk a call goes through the compiled step; groups through the compiled group of steps
+    assert (list(step.compiled), list(step.grouped)) == ((["cpu"], []) if group == 1 else ([], ["cpu"]))
+
+
+TWO_PERIODS = """
+model two_periods(dim = 8, chunk = 4) {
+  block b {
+    let k = l2norm(linear(x, dim))
+    let v = linear(x, dim)
+    level fast {
+      state linear(dim, dim)
+      init zeros
+      context (k, v)
+      update gd
+      lr 0.1
+      period chunk tokens
+    }
+    level slow {
+      state mlp(dim, 2 * dim, depth = 2, residual = true)
+      init learned
+      context (k, v)
+      update momentum(beta = 0.9)
+      lr sigmoid(linear(x, 1)) * 0.1
+      period 4 * chunk tokens
+    }
+    out = fast(k) + slow(k)
+  }
+}
+"""
+
+
+@pytest.mark.parametrize("name, extra, period_step", [
+    ("titans_lmm.nl", {}, False), ("mixed_memories.nl", {}, False),
+    pytest.param("hope.nl", {"memory_chunk": 16}, True, id="hope-memory_chunk16"),
+    pytest.param(TWO_PERIODS, {}, True, id="two_periods")])
+def test_grouped_compiled_models_equal_eager(name, extra, period_step):
+    """Generated models, 3 chunks a compiled call, against the same model eager: logits, the
+    streaming state and every parameter's gradient. mixed_memories carries pending buffers and
+    period flags; hope with a slower memory (hope_peer's form) and two_periods have a `period_step`
+    between groups: a group never crosses a period's end."""
+    torch._dynamo.reset()
+    if name.endswith(".nl"):
+        _, eager = pair(name, dtype=torch.float32, chunk=4, **extra)
+    else:
+        torch.manual_seed(0)
+        eager = nlc.build(nlc.loads(name))
+    assert period_step == any(hasattr(b, "period_step") for b in eager.blocks)
+    tokens = torch.randint(0, 256, (2, 38), generator=torch.Generator().manual_seed(0))  # 9 full chunks + 2
+    expected, expected_state = eager(tokens, detach_state=False)
+    expected.square().mean().backward()
+    expected_grads = {n: p.grad.clone() for n, p in eager.named_parameters() if p.grad is not None}
+    eager.zero_grad()
+    grouped = compile_chunks(eager, chunks_per_graph=3, backend="aot_eager")
+    out, state = grouped(tokens, detach_state=False)
+    torch.testing.assert_close(out, expected, rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(state, expected_state, rtol=1e-5, atol=1e-6)
+    out.square().mean().backward()
+    for n, p in grouped.named_parameters():
+        if n in expected_grads:
+            torch.testing.assert_close(p.grad, expected_grads[n], rtol=1e-4, atol=1e-6, msg=n)
+    assert all(b.compiled_step.grouped for b in grouped.blocks if hasattr(b, "chunk_step"))
+
+
+def test_chunks_per_graph_must_be_a_positive_whole_number():
+    model = nlc.build(ROOT / "examples" / "titans_lmm.nl", dim=8, layers=1)
+    for bad in (0, -1, 1.5, True, "2"):
+        with pytest.raises(ValueError, match="chunks_per_graph must be a positive integer"):
+            compile_chunks(model, chunks_per_graph=bad)
+    with pytest.raises(ValueError, match="chunks_per_graph applies with compile=True"):
+        nlc.build(ROOT / "examples" / "titans_lmm.nl", dim=8, layers=1, chunks_per_graph=2)
