@@ -44,6 +44,21 @@ def test_grouped_chunks_run_the_same_steps_in_the_same_order(group):
     assert (list(step.compiled), list(step.grouped)) == ((["cpu"], []) if group == 1 else ([], ["cpu"]))
 
 
+def test_every_grouped_runner_has_its_own_compile_cache():
+    """Dynamo caches graphs and counts recompiles per code object: group runners sharing one would
+    hit the recompile limit (8) in a process with several models and silently run eagerly."""
+    from torch._dynamo.utils import counters
+
+    torch._dynamo.reset()
+    counters.clear()
+    x = torch.randn(2, 8, 3)
+    calls = [(c, True, 0) for c in x.split(4, dim=1)]
+    runners = [StepPerDevice(lambda *a, i=i: _step(*a), {"backend": "eager"}, chunks_per_graph=2) for i in range(10)]
+    for r in runners:
+        rt_chunks.run(r, ({"W0": torch.randn(3, 3)}, None), calls, outputs=2)
+    assert counters["stats"]["unique_graphs"] == 10
+
+
 TWO_PERIODS = """
 model two_periods(dim = 8, chunk = 4) {
   block b {

@@ -15,6 +15,7 @@ do not change).
 
 from __future__ import annotations
 
+import types
 import warnings
 
 import torch
@@ -99,9 +100,10 @@ class StepPerDevice:
         if compiled is None:
             step = self.step
 
-            def steps(carried, calls, outputs):  # (a function of its own: torch.compile caches by code)
+            def steps(carried, calls, outputs):
                 return in_order(step, carried, calls, outputs)
 
+            steps = _own_code(steps, f"{getattr(step, '__qualname__', 'step')}_x{group}")
             compiled = self.grouped[kind] = torch.compile(steps, **self._options(kind))
         parts: list[list] = [[] for _ in range(outputs)]
         for i in range(0, len(calls), group):
@@ -116,6 +118,15 @@ class StepPerDevice:
         if kind == "cpu" and inductor:
             options["options"] = {**CPU_INDUCTOR_OPTIONS, **options.get("options", {})}
         return options
+
+
+def _own_code(fn, name: str):
+    """fn with a code object of its own, named `name`. Dynamo keeps its compiled graphs, and counts
+    recompiles against its limit, per code object: every group runner defined by the same `def`
+    would share one cache, and a process with several models would run out of recompiles and fall
+    back to eager. (Each generated block's `chunk_step` is its own code already.)"""
+    code = fn.__code__.replace(co_name=name, co_qualname=name)
+    return types.FunctionType(code, fn.__globals__, name, fn.__defaults__, fn.__closure__)
 
 
 def _device_type(args) -> str:
