@@ -40,7 +40,8 @@ def compile_chunks(model: nn.Module, chunks_per_graph: int = 1, **options) -> nn
     chunks_per_graph: consecutive chunks run as one compiled graph (`StepPerDevice.run_chunks`):
     the same steps in the same order, with a compiled call's fixed cost (dynamo's guards,
     AOTAutograd's wrappers, an autograd node) paid once a group; each graph is that many
-    chunks long, so compiling takes longer. Blocks with a `period_step` run one chunk a call.
+    chunks long, so compiling takes longer. A group never crosses the end of a `period_step`'s
+    period (the period step needs the period's chunks first).
     """
     if not isinstance(chunks_per_graph, int) or isinstance(chunks_per_graph, bool) or chunks_per_graph < 1:
         raise ValueError(f"chunks_per_graph must be a positive integer, not {chunks_per_graph!r}")
