@@ -110,3 +110,31 @@ model cms(dim = 16) {
   }
 }
 """
+
+
+# two levels of different periods in one block: a fast one every chunk, a slow MLP every `ratio` chunks
+TWO_PERIODS = """
+model two_periods(dim = 8, chunk = 4, ratio = 2) {
+  block b {
+    let k = l2norm(linear(x, dim))
+    let v = linear(x, dim)
+    level fast {
+      state linear(dim, dim)
+      init zeros
+      context (k, v)
+      update gd
+      lr 0.1
+      period chunk tokens
+    }
+    level slow {
+      state mlp(dim, 2 * dim, depth = 2, residual = true)
+      init learned
+      context (k, v)
+      update momentum(beta = 0.9)
+      lr sigmoid(linear(x, 1)) * 0.1
+      period ratio * chunk tokens
+    }
+    out = fast(k) + slow(k)
+  }
+}
+"""

@@ -12,6 +12,7 @@ import torch
 
 import nlc
 from model_cases import ROOT, pair
+from specs import TWO_PERIODS
 from nlc.runtime import chunks as rt_chunks
 from nlc.runtime.compile import StepPerDevice, compile_chunks
 
@@ -59,31 +60,6 @@ def test_every_grouped_runner_has_its_own_compile_cache():
     assert counters["stats"]["unique_graphs"] == 10
 
 
-TWO_PERIODS = """
-model two_periods(dim = 8, chunk = 4) {
-  block b {
-    let k = l2norm(linear(x, dim))
-    let v = linear(x, dim)
-    level fast {
-      state linear(dim, dim)
-      init zeros
-      context (k, v)
-      update gd
-      lr 0.1
-      period chunk tokens
-    }
-    level slow {
-      state mlp(dim, 2 * dim, depth = 2, residual = true)
-      init learned
-      context (k, v)
-      update momentum(beta = 0.9)
-      lr sigmoid(linear(x, 1)) * 0.1
-      period 4 * chunk tokens
-    }
-    out = fast(k) + slow(k)
-  }
-}
-"""
 
 
 @pytest.mark.parametrize("name, extra, period_step", [
@@ -100,7 +76,7 @@ def test_grouped_compiled_models_equal_eager(name, extra, period_step):
         _, eager = pair(name, dtype=torch.float32, chunk=4, **extra)
     else:
         torch.manual_seed(0)
-        eager = nlc.build(nlc.loads(name))
+        eager = nlc.build(nlc.loads(name), ratio=4)  # (two_periods: a period of 4 chunks)
     assert period_step == any(hasattr(b, "period_step") for b in eager.blocks)
     tokens = torch.randint(0, 256, (2, 38), generator=torch.Generator().manual_seed(0))  # 9 full chunks + 2
     expected, expected_state = eager(tokens, detach_state=False)

@@ -9,6 +9,7 @@ import torch
 
 import nlc
 from model_cases import pair
+from specs import TWO_PERIODS
 
 pytestmark = pytest.mark.compile
 
@@ -30,31 +31,6 @@ def test_fullgraph_forward_and_backward(name):
     assert all(g is not None and torch.isfinite(g).all() for g in grads)
 
 
-TWO_PERIODS = """
-model two_periods(dim = 8, chunk = 4) {
-  block b {
-    let k = l2norm(linear(x, dim))
-    let v = linear(x, dim)
-    level fast {
-      state linear(dim, dim)
-      init zeros
-      context (k, v)
-      update gd
-      lr 0.1
-      period chunk tokens
-    }
-    level slow {
-      state mlp(dim, 2 * dim, depth = 2, residual = true)
-      init learned
-      context (k, v)
-      update momentum(beta = 0.9)
-      lr sigmoid(linear(x, 1)) * 0.1
-      period 2 * chunk tokens
-    }
-    out = fast(k) + slow(k)
-  }
-}
-"""
 
 
 # an attention inside the chunk loop (its output feeds the level) over a sliding window: its cache grows
