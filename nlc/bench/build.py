@@ -29,10 +29,10 @@ def modes(cfg: BenchConfig) -> list[tuple[str, int]]:
 
 
 def build(spec: str | Path, device: str = "cpu", compiled: int = 0, backend: str = "compiled", **params):
-    """The model of a spec seeded with 0 on `device` (compiled: nlc.build(compile=True), chunk steps
-    compiled, `compiled` chunks a graph: True is 1, BenchConfig.chunks_per_graph otherwise)."""
+    """The model of a spec seeded with 0 on `device`; compiled: 0 eager, K > 0 its chunk steps compiled
+    K chunks a graph (nlc.build(compile=True, chunks_per_graph=K); `modes` gives BenchConfig's K)."""
     torch.manual_seed(0)
-    options = {"compile": True, "chunks_per_graph": int(compiled)} if compiled else {}
+    options = {"compile": True, "chunks_per_graph": compiled} if compiled else {}
     return nlc.build(nlc.load(spec), backend=backend, **options, **params).to(device)
 
 

@@ -55,7 +55,7 @@ def counted_flops(model, tokens) -> float:
     return counter.get_total_flops() / tokens.numel()
 
 
-def measure(name: str, dim: int, label: str, compiled: bool, peak: float, cfg: BenchConfig) -> dict:
+def measure(name: str, dim: int, label: str, compiled: int, peak: float, cfg: BenchConfig) -> dict:
     per_token = planned_flops(name, dim, cfg.roofline_seq)
     row = {"model": name, "dim": dim, "mode": label, "mflops_per_token": per_token / 1e6}
     model = build(example(name), cfg.device, compiled, dim=dim)
