@@ -29,7 +29,6 @@ class MemoryBlock(nn.Module):
 
     chunk = 8
     compiled_step = None  # set by nlc.runtime.compile.compile_chunks: chunk_step under torch.compile
-    step_shapes_fixed = True  # False: a cache or pending list grows chunk by chunk
 
     def __init__(self):
         super().__init__()

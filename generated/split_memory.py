@@ -27,7 +27,6 @@ class MemoryLayerBlock(nn.Module):
 
     chunk = 8
     compiled_step = None  # set by nlc.runtime.compile.compile_chunks: chunk_step under torch.compile
-    step_shapes_fixed = True  # False: a cache or pending list grows chunk by chunk
     compiled_period = None  # set by compile_chunks: period_step under torch.compile
 
     def __init__(self):

@@ -45,7 +45,7 @@ GENERATOR_SUFFIXES = ("_c", "_g", "_S", "_aux", "_pending", "_gates", "_coef", "
 # Attributes of the generated block classes and of the interpreter's ReferenceBlock beyond nn.Module's
 # (tests/test_hostile_codegen.py checks that this list is complete).
 BLOCK_ATTRIBUTES = frozenset({
-    "chunk", "compiled_step", "step_shapes_fixed", "chunk_step", "init_state", "forward",
+    "chunk", "compiled_step", "chunk_step", "init_state", "forward",
     "period_step", "compiled_period",  # blocks whose slower levels work once a period (nlc.codegen.emit.PeriodWork)
     "plan", "by_level", "token", "eval_node", "gradients", "gradient", "apply", "rule",
     "embed", "blocks", "norm", "head", "alignment", "step_levels", "online_levels", "nlc_source",

@@ -138,3 +138,26 @@ model two_periods(dim = 8, chunk = 4, ratio = 2) {
   }
 }
 """
+
+# An attention inside the chunk loop (its output feeds the level's keys) over a sliding window: its cache
+# has a fixed length from the first chunk (runtime.layers.Attention.capacity), so every chunk step has the
+# same shapes. WHOLE_PAST: the same without the window, a cache that grows chunk by chunk.
+WINDOWED = """
+model windowed(dim = 8, chunk = 4) {
+  block b {
+    let q = l2norm(linear(x, dim))
+    let y = attention(x, 2, window = 6, memory = mem(q))
+    let k = l2norm(linear(y, dim))
+    level mem {
+      state linear(dim, dim)
+      init zeros
+      context (k, linear(y, dim))
+      update gd
+      lr 0.1
+      period chunk tokens
+    }
+    out = y
+  }
+}
+"""
+WHOLE_PAST = WINDOWED.replace("model windowed", "model whole_past").replace(", window = 6", "")

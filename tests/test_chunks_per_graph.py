@@ -12,7 +12,7 @@ import torch
 
 import nlc
 from model_cases import ROOT, pair
-from specs import TWO_PERIODS
+from specs import TWO_PERIODS, WHOLE_PAST, WINDOWED
 from nlc.runtime import chunks as rt_chunks
 from nlc.runtime.compile import StepPerDevice, compile_chunks
 
@@ -65,18 +65,21 @@ def test_every_grouped_runner_has_its_own_compile_cache():
 @pytest.mark.parametrize("name, extra, period_step", [
     ("titans_lmm.nl", {}, False), ("mixed_memories.nl", {}, False),
     pytest.param("hope.nl", {"memory_chunk": 16}, True, id="hope-memory_chunk16"),
-    pytest.param(TWO_PERIODS, {}, True, id="two_periods")])
+    pytest.param(TWO_PERIODS, {}, True, id="two_periods"),
+    pytest.param(WINDOWED, {}, False, id="windowed_attention_in_the_loop"),
+    pytest.param(WHOLE_PAST, {}, False, id="whole_past_attention_in_the_loop")])
 def test_grouped_compiled_models_equal_eager(name, extra, period_step):
     """Generated models, 3 chunks a compiled call, against the same model eager: logits, the
     streaming state and every parameter's gradient. mixed_memories carries pending buffers and
     period flags; hope with a slower memory (hope_peer's form) and two_periods have a `period_step`
-    between groups: a group never crosses a period's end."""
+    between groups: a group never crosses a period's end. An attention cache inside the loop: a
+    window's of fixed length, or the whole past's, which grows from group to group."""
     torch._dynamo.reset()
     if name.endswith(".nl"):
         _, eager = pair(name, dtype=torch.float32, chunk=4, **extra)
     else:
         torch.manual_seed(0)
-        eager = nlc.build(nlc.loads(name), ratio=4)  # (two_periods: a period of 4 chunks)
+        eager = nlc.build(nlc.loads(name), **({"ratio": 4} if name is TWO_PERIODS else {}))  # a period of 4 chunks
     assert period_step == any(hasattr(b, "period_step") for b in eager.blocks)
     tokens = torch.randint(0, 256, (2, 38), generator=torch.Generator().manual_seed(0))  # 9 full chunks + 2
     expected, expected_state = eager(tokens, detach_state=False)

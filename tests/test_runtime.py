@@ -159,7 +159,8 @@ def test_key_products_are_the_layer_products_and_dgd_reuses_them_exactly(seed, d
 
 def test_attention_in_pieces_equals_whole():
     torch.manual_seed(0)
-    for kw in (dict(), dict(window=3), dict(segment=2, persistent=2), dict(window=2, memory=True)):
+    for kw in (dict(), dict(window=3), dict(segment=2, persistent=2), dict(window=2, memory=True),
+               dict(window=4, segment=3, memory=True), dict(window=9)):
         att = layers.Attention(8, heads=2, **kw).double()
         x, m = torch.randn(2, 7, 8, dtype=F64), torch.randn(2, 7, 8, dtype=F64)
         mem = lambda s, e: m[:, s:e] if kw.get("memory") else None  # noqa: E731
@@ -168,7 +169,25 @@ def test_attention_in_pieces_equals_whole():
         for s, e in ((0, 1), (1, 4), (4, 7)):
             y, cache = att(x[:, s:e], cache, mem(s, e))
             parts.append(y)
+            if att.capacity is not None:  # a window's cache: the same length from the first piece on
+                lengths = {cache[k].shape[2] for k in (("k", "v", "mk", "mv") if att.memory else ("k", "v"))}
+                assert lengths == {att.capacity}, (kw, lengths)
         torch.testing.assert_close(torch.cat(parts, 1), whole)
+
+
+def test_a_windowed_cache_has_a_fixed_length_and_hides_its_empty_slots():
+    """The slots before the sequence's start are zeros at negative positions: a query at the first
+    token sees only itself (its output is its own value's projection), whatever the slots hold."""
+    torch.manual_seed(0)
+    att = layers.Attention(4, heads=1, window=5).double()
+    x = torch.randn(1, 1, 4, dtype=F64)
+    cache = att.init_cache(1, x)
+    assert cache["k"].shape == (1, 1, 4, 4) and att.capacity == 4
+    y, _ = att(x, cache)
+    poisoned = {**cache, "k": torch.full_like(cache["k"], 1e3), "v": torch.full_like(cache["v"], 1e3)}
+    torch.testing.assert_close(att(x, poisoned)[0], y)
+    torch.testing.assert_close(y, att.o(att.v(x)))
+    assert layers.Attention(4, window=6, segment=4).capacity == 3 and layers.Attention(4, segment=4).capacity is None
 
 
 def test_causal_conv_in_pieces_equals_whole():

@@ -9,7 +9,7 @@ import torch
 
 import nlc
 from model_cases import pair
-from specs import TWO_PERIODS
+from specs import TWO_PERIODS, WINDOWED, WHOLE_PAST
 
 pytestmark = pytest.mark.compile
 
@@ -33,32 +33,12 @@ def test_fullgraph_forward_and_backward(name):
 
 
 
-# an attention inside the chunk loop (its output feeds the level) over a sliding window: its cache grows
-# chunk by chunk until the window is full, so its chunk step stays eager (titans_mac's segments of one
-# chunk empty the cache at every chunk start: compiled)
-WINDOWED = """
-model windowed(dim = 8, chunk = 4) {
-  block b {
-    let q = l2norm(linear(x, dim))
-    let y = attention(x, 2, window = 6, memory = mem(q))
-    let k = l2norm(linear(y, dim))
-    level mem {
-      state linear(dim, dim)
-      init zeros
-      context (k, linear(y, dim))
-      update gd
-      lr 0.1
-      period chunk tokens
-    }
-    out = y
-  }
-}
-"""
 
 
 @pytest.mark.parametrize("name, group", [("titans_lmm.nl", 1), ("hope.nl", 1), ("titans_mac.nl", 1),
                                          ("transformer.nl", 1), pytest.param(TWO_PERIODS, 1, id="two_periods"),
                                          pytest.param(WINDOWED, 1, id="windowed_attention_in_the_loop"),
+                                         pytest.param(WHOLE_PAST, 1, id="whole_past_attention_in_the_loop"),
                                          pytest.param("titans_lmm.nl", 3, id="titans_lmm-3_chunks_a_graph"),
                                          pytest.param(TWO_PERIODS, 3, id="two_periods-3_chunks_a_graph")])
 def test_compiled_chunk_steps_equal_eager(name, group):
@@ -81,17 +61,10 @@ def test_compiled_chunk_steps_equal_eager(name, group):
     expected.square().mean().backward()
     expected_grads = {n: p.grad.clone() for n, p in eager.named_parameters() if p.grad is not None}
     eager.zero_grad()
-    growing = [b for b in eager.blocks if hasattr(b, "chunk_step") and not b.step_shapes_fixed]
-    assert bool(growing) == (name is WINDOWED)
-    if growing:  # a sliding window's cache: left eager, with a warning
-        with pytest.warns(UserWarning, match="left eager"):
-            compiled = compile_chunks(eager, chunks_per_graph=group)
-        assert all(b.compiled_step is None for b in growing)
-    else:
-        compiled = compile_chunks(eager, chunks_per_graph=group)
-        assert all(b.compiled_step is not None for b in compiled.blocks if hasattr(b, "chunk_step"))
-        assert all(b.compiled_period is not None for b in compiled.blocks if hasattr(b, "period_step"))
-        assert any(hasattr(b, "period_step") for b in compiled.blocks) == (name is TWO_PERIODS)
+    compiled = compile_chunks(eager, chunks_per_graph=group)
+    assert all(b.compiled_step is not None for b in compiled.blocks if hasattr(b, "chunk_step"))
+    assert all(b.compiled_period is not None for b in compiled.blocks if hasattr(b, "period_step"))
+    assert any(hasattr(b, "period_step") for b in compiled.blocks) == (name is TWO_PERIODS)
     out = compiled(tokens)
     torch.testing.assert_close(out, expected, rtol=1e-4, atol=1e-5)
     out.square().mean().backward()
@@ -99,7 +72,8 @@ def test_compiled_chunk_steps_equal_eager(name, group):
         if n in expected_grads:
             torch.testing.assert_close(p.grad, expected_grads[n], rtol=1e-3, atol=1e-5, msg=n)
     # graphs for distinct chunk situations (first chunk, later ones, the partial last one, the
-    # end of a slow period), never one per chunk: a longer sequence compiles nothing new
+    # end of a slow period), never one per chunk: a longer sequence compiles nothing new (a cache
+    # over the whole past grows: its length became symbolic at its first change)
     graphs = counters["stats"]["unique_graphs"]
     with torch.no_grad():
         compiled(tokens)

@@ -35,7 +35,6 @@ class BlockCode:
     step_params: list[str] = field(default_factory=list)  # `chunk_step`'s parameters, its body and its results
     step_lines: list[str] = field(default_factory=list)
     step_returns: list[str] = field(default_factory=list)
-    step_shapes_fixed: bool = True  # False when something in the loop grows chunk by chunk
     collect_lines: list[str] = field(default_factory=list)
     hoist_lines: list[str] = field(default_factory=list)
     after_lines: list[str] = field(default_factory=list)
@@ -162,16 +161,6 @@ def _emit_state(code: BlockCode) -> None:
             code.state_lines.append(f"caches[{n.name!r}] = self.{n.module}.init_cache(batch, {n.width}, like)")
         elif n.op is Op.ATTENTION:
             code.state_lines.append(f"caches[{n.name!r}] = self.{n.module}.init_cache(batch, like)")
-
-
-def _cache_empties_every_chunk(block, node) -> bool:
-    """An attention over aligned segments that divide the chunk (Titans MAC: `segment = chunk`): every chunk
-    starts a segment, so no query of a chunk sees an earlier chunk's keys and its cache holds none
-    (runtime.layers.Attention keeps only what later queries can see). Its chunk step then has the same
-    shapes at every chunk: one compiled graph serves them all."""
-    module = next(m for m in block.modules if m.attr == node.module)
-    segment = module.kwargs.get("segment", 0)
-    return segment > 0 and block.chunk % segment == 0
 
 
 def initial_state(lv) -> str:
@@ -427,11 +416,6 @@ def _emit_loop(code: BlockCode, nodes: dict, levels: dict, in_loop: set[str]) ->
     read_states = [lv.var for lv in work.read_in_step] if work else []  # read in the chunk, stepped a period
     uses_caches = any(n.phase == "loop" and n.op in (Op.CONV, Op.ATTENTION) for n in block.nodes)
     periods = sorted({lv.period for lv in block.levels if lv.period > block.chunk and lv.name not in later})
-    # an attention cache inside the loop grows chunk by chunk, unless it empties at every chunk start
-    # (a slower level's pending chunks do not grow: fixed buffers, rt_scan.pend)
-    code.step_shapes_fixed = all(_cache_empties_every_chunk(block, n) for n in block.nodes
-                                 if n.phase == "loop" and n.op is Op.ATTENTION) \
-        and not any(lv.shared and lv.period > block.chunk for lv in block.levels)  # (rt_shared.collect joins chunks)
     fast = [a for a in work.fast if a not in needed] if work else []  # (a needed one is returned already)
     # carried from each chunk's step to the next: the states and caches; every other parameter is the
     # chunk's own input (the slower levels' read states too: they change only between periods)

@@ -16,7 +16,6 @@ do not change).
 from __future__ import annotations
 
 import types
-import warnings
 
 import torch
 from torch import nn
@@ -31,10 +30,12 @@ def compile_chunks(model: nn.Module, chunks_per_graph: int = 1, **options) -> nn
     options go to torch.compile (default dynamic=None: a new batch size or length makes
     the shapes symbolic after one recompile instead of compiling again for every size;
     fullgraph stays False so that an unforeseen recompile limit falls back to eager
-    instead of failing; the tests check there are no graph breaks). Blocks whose chunk
-    step grows chunk by chunk (an attention cache inside the loop over a window or the whole
-    past; a segment that divides the chunk empties at every chunk and compiles) would
-    recompile as it grows: they stay eager, with a warning.
+    instead of failing; the tests check there are no graph breaks). Most chunk steps have the
+    same shapes at every chunk (a sliding window's attention cache has a fixed length,
+    `runtime.layers.Attention.capacity`; slower levels' gradients wait in fixed buffers). One
+    whose inputs grow chunk by chunk (an attention inside the loop over the whole past) compiles
+    again once its length changes, with that length symbolic, and that graph serves every later
+    chunk.
     The eager `chunk_step` stays the definition; `uncompile_chunks` undoes this.
 
     chunks_per_graph: consecutive chunks run as one compiled graph (`StepPerDevice.run_chunks`):
@@ -46,18 +47,13 @@ def compile_chunks(model: nn.Module, chunks_per_graph: int = 1, **options) -> nn
     if not isinstance(chunks_per_graph, int) or isinstance(chunks_per_graph, bool) or chunks_per_graph < 1:
         raise ValueError(f"chunks_per_graph must be a positive integer, not {chunks_per_graph!r}")
     options = {"dynamic": None, **options}
-    eager = []
-    for i, block in enumerate(model.blocks):
+    for block in model.blocks:
         if not hasattr(block, "chunk_step"):  # no chunk loop: a fixed-size graph whatever the length
             block.compile(**options)
-        elif not block.step_shapes_fixed:
-            eager.append(f"blocks.{i}")
         else:
             block.compiled_step = StepPerDevice(block.chunk_step, options, chunks_per_graph)
             if hasattr(block, "period_step"):  # slower levels' work once a period: its own graph
                 block.compiled_period = StepPerDevice(block.period_step, options)
-    if eager:
-        warnings.warn(f"chunk steps left eager (they grow chunk by chunk): {', '.join(eager)}", stacklevel=2)
     return model
 
 

@@ -112,7 +112,11 @@ class Attention(nn.Module):
     cache: {"k", "v": past token keys/values [B, H, L, Dh]; "mk", "mv": past memory
     keys/values; "pos": the absolute position of the next token (a Python int)}.
     Only what future queries can still see is kept, so the cache is bounded when
-    window or segment is set.
+    window or segment is set. With a window it has a fixed length, `capacity` (the
+    window less one, or less if segments are shorter), from the first call: the
+    slots before the sequence's start hold zeros at negative positions, which no
+    query sees. So a chunk step that reads it has the same shapes at every chunk,
+    and one compiled graph serves them all (nlc.runtime.compile).
     """
 
     def __init__(self, dim: int, heads: int = 1, window: int = 0, segment: int = 0, persistent: int = 0,
@@ -131,16 +135,28 @@ class Attention(nn.Module):
             self.persistent_v = nn.Parameter(torch.randn(heads, persistent, self.head_dim) * scale)
         self.memory = memory
 
+    @property
+    def capacity(self) -> int | None:
+        """The cache's fixed length (window set), or None: it keeps what later queries can see,
+        a length that changes from call to call (a segment's tokens so far; everything without
+        window or segment)."""
+        if not self.window:
+            return None
+        return min(self.window - 1, self.segment - 1) if self.segment else self.window - 1
+
     def init_cache(self, batch: int, like: torch.Tensor) -> dict:
         empty = like.new_zeros(batch, self.heads, 0, self.head_dim)
-        return {"k": empty, "v": empty, "mk": empty, "mv": empty, "pos": 0}
+        past = empty if self.capacity is None else like.new_zeros(batch, self.heads, self.capacity, self.head_dim)
+        return {"k": past, "v": past, "mk": past if self.memory else empty, "mv": past if self.memory else empty,
+                "pos": 0}
 
     def _split(self, x: torch.Tensor) -> torch.Tensor:
         B, T, _ = x.shape
         return x.view(B, T, self.heads, self.head_dim).transpose(1, 2)  # [B, H, T, Dh]
 
     def _visible(self, qpos: torch.Tensor, kpos: torch.Tensor) -> torch.Tensor:
-        visible = kpos[None, :] <= qpos[:, None]  # causal, [T, L]
+        visible = (kpos[None, :] <= qpos[:, None]) & (kpos[None, :] >= 0)  # causal, [T, L]; a fixed cache's
+        # slots before the sequence's start have negative positions
         if self.window:
             visible = visible & (kpos[None, :] > qpos[:, None] - self.window)
         if self.segment:
@@ -149,12 +165,9 @@ class Attention(nn.Module):
 
     def _kept(self, length: int, next_pos: int) -> int:
         """How many of the newest cached positions a query at next_pos or later can still see."""
-        keep = length
-        if self.window:
-            keep = min(keep, self.window - 1)
-        if self.segment:
-            keep = min(keep, next_pos % self.segment)
-        return keep
+        if self.capacity is not None:
+            return min(length, self.capacity)
+        return min(length, next_pos % self.segment) if self.segment else length
 
     def forward(self, x: torch.Tensor, cache: dict, memory: torch.Tensor | None = None) -> tuple[torch.Tensor, dict]:
         """x [B, T, D] (and memory [B, T, D]) -> (y [B, T, D], new cache)."""
