@@ -37,8 +37,8 @@ from nlc.bench.suites import SUITES
 
 __all__ = ["SUITES", "BenchConfig", "BenchError", "run_suites"]
 
-NEEDS_EXAMPLES = ("frontend", "hope_peer", "roofline", "scaling", "models")
-COMPILES = ("peer", "hope_peer", "roofline", "models")  # the suites with compiled variants
+NEEDS_EXAMPLES = ("frontend", "hope_peer", "roofline", "scaling", "models", "compile")
+COMPILES = ("peer", "hope_peer", "roofline", "models", "compile")  # the suites with compiled variants
 
 
 def run_suites(names: list[str], cfg: BenchConfig, out: Path | None = None, echo=print) -> dict:

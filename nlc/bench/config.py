@@ -49,11 +49,17 @@ class BenchConfig:
     models_dim: int = 64
     models_seq: int = 256
     ref_seq: int = 32  # the reference interpreter is slow: a shorter sequence
+    # compile: compile time, graphs and speed-up of torch.compile, one example of each block kind a row
+    compile_models: tuple[str, ...] = ("titans_lmm", "hope", "titans_mac", "titans_mag", "titans_mal",
+                                       "transformer", "mixed_memories", "multi_head_titans", "shared_memory",
+                                       "cms_titans", "hope_tokens")
+    compile_seq: int = 256
 
 
 DEFAULT = BenchConfig()
 QUICK = replace(DEFAULT, frontend_repeats=5, peer_dims=(64,), peer_seqs=(256, 1024), hope_peer_configs=((64, 256),), roofline_dims=(64,),
-                roofline_seq=256, lengths=(1024, 2048, 4096), train_cap=2048, models_seq=128, ref_seq=16)
+                roofline_seq=256, lengths=(1024, 2048, 4096), train_cap=2048, models_seq=128, ref_seq=16,
+                compile_models=("titans_lmm", "titans_mac"), compile_seq=128)
 
 
 def profile(quick: bool = False, **overrides) -> BenchConfig:
