@@ -16,7 +16,8 @@ What is counted, in numbers (tensor elements; 4 bytes each in float32):
   of `steps` and `never` levels (frozen ones too: they are parameters without gradients).
 - state: exactly the numbers in `model.init_state(1)`, what one sequence holds before its
   first token: each in-context level's state and its rule's buffers (momentum, muon,
-  delta_momentum: one more copy; adam: two) and the convolution caches (width - 1 tokens).
+  delta_momentum: one more copy; adam: two), the convolution caches (width - 1 tokens) and the
+  sliding-window attention caches (window - 1 tokens, fixed from the start).
   A batch of B sequences holds B times as much.
 - per token, what one more token of a sequence costs: attention's key/value cache
   (2 x width; 4 x with `memory`; `window`/`segment` bound it, which is not counted) and
@@ -359,6 +360,11 @@ class _Scope:
                 streams = 2 if b.get("memory") is not None else 1
                 parts.append(self.part(f"the key/value cache of `{_short(n)}`{self.where}, a token",
                                        2 * streams * self.width(b["x"]), n.span, (n,), per_token=True))
+                window, segment = (int(self.const(b.get(k), 0)) for k in ("window", "segment"))
+                if window:  # a window's cache has a fixed length from the start (runtime.layers.Attention.capacity)
+                    capacity = min(window - 1, segment - 1) if segment else window - 1
+                    parts.append(self.part(f"the key/value cache of `{_short(n)}`{self.where}", capacity * 2 * streams
+                                           * self.width(b["x"]), n.span, (n,)))
             if not isinstance(n, (ir.Ref, ir.Tuple)):
                 activations += self.width(n)
         activations += self.facts.dim  # the block's output added to the residual stream
