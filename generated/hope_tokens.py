@@ -189,6 +189,7 @@ class HopeTokensModel(nn.Module):
 
     learn_from_loss = True  # False (`nlc eval --frozen`): the `context loss` levels keep their state
     loss_chunk = 16  # the model runs chunk by chunk at its fastest `context loss` period
+    second_order = True  # a level differentiates through its steps: the outer backward is second order
 
     def forward(self, tokens: torch.Tensor, state: dict | None = None, detach_state: bool = True):
         check_stream(self, tokens, state)

@@ -9,6 +9,7 @@ test_torch_compile.py.
 
 import pytest
 import torch
+from torch._dynamo.utils import counters
 
 import nlc
 from model_cases import ROOT, pair
@@ -48,7 +49,6 @@ def test_grouped_chunks_run_the_same_steps_in_the_same_order(group):
 def test_every_grouped_runner_has_its_own_compile_cache():
     """Dynamo caches graphs and counts recompiles per code object: group runners sharing one would
     hit the recompile limit (8) in a process with several models and silently run eagerly."""
-    from torch._dynamo.utils import counters
 
     torch._dynamo.reset()
     counters.clear()
@@ -104,3 +104,34 @@ def test_chunks_per_graph_must_be_a_positive_whole_number():
             compile_chunks(model, chunks_per_graph=bad)
     with pytest.raises(ValueError, match="chunks_per_graph applies with compile=True"):
         nlc.build(ROOT / "examples" / "titans_lmm.nl", dim=8, layers=1, chunks_per_graph=2)
+
+
+def test_a_step_with_many_situations_stays_compiled(monkeypatch):
+    """mixed_memories' chunk step meets more situations (grad mode, first chunk, which of two periods end)
+    than dynamo's default recompile limit (8): past it the step would silently run eagerly. compile_chunks
+    raises the limit (RECOMPILE_LIMIT); a hit here is a hard error."""
+    monkeypatch.setattr(torch._dynamo.config, "fail_on_recompile_limit_hit", True)
+    torch._dynamo.reset()
+    counters.clear()
+    _, eager = pair("mixed_memories.nl", dtype=torch.float32)
+    tokens = torch.randint(0, 256, (2, 64), generator=torch.Generator().manual_seed(0))
+    expected = eager(tokens)
+    compiled = compile_chunks(eager, backend="aot_eager")
+    out = compiled(tokens)
+    out.square().mean().backward()
+    with torch.no_grad():
+        compiled(tokens)
+    assert counters["stats"]["unique_graphs"] > 8
+    torch.testing.assert_close(out, expected, rtol=1e-5, atol=1e-6)
+
+
+def test_a_second_order_model_is_refused_not_compiled_half_way():
+    """hope_tokens' `context loss` levels differentiate through their steps: its training backward is second
+    order, which torch.compile cannot differentiate (a RuntimeError at the first backward). compile_chunks
+    refuses it up front, saying how to compile it."""
+    model = nlc.build(ROOT / "examples" / "hope_tokens.nl", dim=8, layers=1)
+    with pytest.raises(ValueError, match="second-order gradient.*`first_order`"):
+        compile_chunks(model)
+    assert all(b.compiled_step is None for b in model.blocks if hasattr(b, "chunk_step"))
+    with pytest.raises(ValueError, match="second-order"):
+        nlc.build(ROOT / "examples" / "hope_tokens.nl", dim=8, layers=1, compile=True)

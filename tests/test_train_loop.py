@@ -452,3 +452,19 @@ def test_compile_options_reach_the_chunk_steps(tmp_path, text, monkeypatch):
     monkeypatch.setattr(loop, "compile_chunks", lambda model, **kw: seen.append(kw) or model)
     loop.train(TITANS, tmp_path / "run", params=TITANS_P, **_opts(text, steps=1, compile=True, chunks_per_graph=3))
     assert seen == [{"chunks_per_graph": 3}]
+
+
+def test_compile_refuses_second_order_context_loss_levels_before_writing(tmp_path, text):
+    """hope_tokens' `context loss` levels differentiate through their steps: a training step is a second-order
+    gradient through every block, which torch.compile cannot take (it failed mid-run with an internal error).
+    --compile is refused at the start (E633), nothing written; with the levels `first_order` it is accepted."""
+    spec = ROOT / "examples" / "hope_tokens.nl"
+    params = {"dim": 8, "layers": 1}
+    with pytest.raises(nlc.SpecError) as e:
+        loop.train(str(spec), tmp_path / "run", params=params, **_opts(text, steps=1, compile=True))
+    assert e.value.codes == ["E633"] and "first_order" in str(e.value) and "second-order" in str(e.value)
+    assert not (tmp_path / "run" / "config.json").exists()
+    model = nlc.build(spec, **params)
+    assert model.second_order and not hasattr(nlc.build(TITANS, **TITANS_P), "second_order")
+    first = re.sub(r"(period cms_\w+ tokens\n        online\n)", r"\1        first_order\n", spec.read_text())
+    assert first.count("first_order\n") == 3 and not nlc.build(nlc.loads(first), **params).second_order

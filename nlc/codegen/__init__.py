@@ -57,6 +57,7 @@ def generate_model(program: ir.Program, plan: ModelPlan, kernels: str = "chunked
         instances=[b.class_name for b in plan.blocks],
         model_class=_model_class(plan.name),
         loss_chunk=plan.loss_chunk,
+        second_order=any(not lv.first_order for _, lv in plan.loss_levels),
         loss_start_lines=_loss_start_lines(plan),
         loss_learn_lines=_loss_learn_lines(plan),
         shared_chunk=plan.shared_chunk,

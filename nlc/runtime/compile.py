@@ -29,6 +29,7 @@ def compile_chunks(model: nn.Module, chunks_per_graph: int = 1, **options) -> nn
 
     options go to torch.compile (default dynamic=None: a new batch size or length makes
     the shapes symbolic after one recompile instead of compiling again for every size;
+    recompile_limit=RECOMPILE_LIMIT;
     fullgraph stays False so that an unforeseen recompile limit falls back to eager
     instead of failing; the tests check there are no graph breaks). Most chunk steps have the
     same shapes at every chunk (a sliding window's attention cache has a fixed length,
@@ -46,7 +47,9 @@ def compile_chunks(model: nn.Module, chunks_per_graph: int = 1, **options) -> nn
     """
     if not isinstance(chunks_per_graph, int) or isinstance(chunks_per_graph, bool) or chunks_per_graph < 1:
         raise ValueError(f"chunks_per_graph must be a positive integer, not {chunks_per_graph!r}")
-    options = {"dynamic": None, **options}
+    if getattr(model, "second_order", False):
+        raise ValueError(SECOND_ORDER)
+    options = {"dynamic": None, "recompile_limit": RECOMPILE_LIMIT, **options}
     for block in model.blocks:
         if not hasattr(block, "chunk_step"):  # no chunk loop: a fixed-size graph whatever the length
             block.compile(**options)
@@ -55,6 +58,20 @@ def compile_chunks(model: nn.Module, chunks_per_graph: int = 1, **options) -> nn
             if hasattr(block, "period_step"):  # slower levels' work once a period: its own graph
                 block.compiled_period = StepPerDevice(block.period_step, options)
     return model
+
+
+# A chunk step compiles one graph for each situation it meets: with or without autograd, the first chunk
+# (buffers not yet allocated), a partial last chunk, and which slower periods end at the chunk. A block with
+# two periods meets more than dynamo's default limit of 8 (examples/mixed_memories.nl: 10 in one
+# forward+backward and one forward), and past the limit the step silently runs eagerly. The count is bounded
+# by the spec, not by the sequence's length.
+RECOMPILE_LIMIT = 64
+
+# A model whose `context loss` levels differentiate through their steps (not `first_order`): the training
+# backward differentiates every block twice, and torch.compile's AOTAutograd has no double backward.
+SECOND_ORDER = ("this model's `context loss` levels differentiate through their own steps, so training takes a "
+                "second-order gradient through every block, which torch.compile cannot take; mark those levels "
+                "`first_order` to compile, or run it eagerly")
 
 
 # Inductor options for chunk steps that run on the CPU. cpp_wrapper: the graph's kernels are called
