@@ -27,11 +27,12 @@ def compile_chunks(model: nn.Module, chunks_per_graph: int = 1, **options) -> nn
     """Compile the `chunk_step` of every block of a generated model in place (blocks without a
     chunk loop: their forward); return the model.
 
-    options go to torch.compile (default dynamic=None: a new batch size or length makes
-    the shapes symbolic after one recompile instead of compiling again for every size;
-    recompile_limit=RECOMPILE_LIMIT;
-    fullgraph stays False so that an unforeseen recompile limit falls back to eager
-    instead of failing; the tests check there are no graph breaks). Most chunk steps have the
+    options go to torch.compile (defaults: dynamic=None, so that a new batch size or length
+    makes the shapes symbolic after one recompile instead of compiling again for every size;
+    recompile_limit=RECOMPILE_LIMIT, see there; fullgraph stays False so that an unforeseen
+    recompile limit falls back to eager instead of failing; the tests check there are no graph
+    breaks). A model that cannot compile (`second_order`, see SECOND_ORDER) is a ValueError,
+    before anything is compiled. Most chunk steps have the
     same shapes at every chunk (a sliding window's attention cache has a fixed length,
     `runtime.layers.Attention.capacity`; slower levels' gradients wait in fixed buffers). One
     whose inputs grow chunk by chunk (an attention inside the loop over the whole past) compiles
