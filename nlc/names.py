@@ -49,7 +49,7 @@ BLOCK_ATTRIBUTES = frozenset({
     "period_step", "compiled_period",  # blocks whose slower levels work once a period (nlc.codegen.emit.PeriodWork)
     "plan", "by_level", "token", "eval_node", "gradients", "gradient", "apply", "rule",
     "embed", "blocks", "norm", "head", "alignment", "step_levels", "online_levels", "nlc_source",
-    "learn_from_loss", "loss_chunk", "second_order", "start_periods", "learn",  # models with `context loss` levels in tokens
+    "learn_from_loss", "loss_chunk", "second_order", "start_periods", "learn",  # `context loss` levels in tokens
     "heads_in_batch", "heads_apart", "restart",  # the interpreter's multi-head and `init reset` levels
     "shared_chunk", "shared_blocks", "learn_shared",  # models with shared levels
 })

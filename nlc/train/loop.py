@@ -485,7 +485,8 @@ def _prepare_rank(world, device_name, cfg, spec, spec_text, spec_path, out, resu
     if cfg.compile and getattr(model, "second_order", False):  # (compile_chunks would refuse it, after config.json)
         raise train_error("E633", f"--compile: {prog.name}'s `context loss` levels differentiate through their own "
                           "steps, so each training step takes a second-order gradient through every block, which "
-                          "torch.compile cannot take", "mark those levels `first_order` to compile, or leave --compile out")
+                          "torch.compile cannot take",
+                          "mark those levels `first_order` to compile, or leave --compile out")
     # a run that starts at step 0 (new, or resumed before its first checkpoint) starts from --init-from
     from_zero = not resume or (resume is True and not ck.complete_checkpoints(out))
     warm = warm_start(model, cfg.init_from) if cfg.init_from and from_zero else None
