@@ -176,17 +176,22 @@ def test_attention_in_pieces_equals_whole():
 
 
 def test_a_windowed_cache_has_a_fixed_length_and_hides_its_empty_slots():
-    """The slots before the sequence's start are zeros at negative positions: a query at the first
-    token sees only itself (its output is its own value's projection), whatever the slots hold."""
+    """A window's cache has its full length from the start; the slots before the sequence's first token sit
+    at negative positions and no query sees them, whatever they hold. (The first call leaves them out of
+    its scores altogether; the second one, at position 1, has them in its keys, masked.)"""
     torch.manual_seed(0)
     att = layers.Attention(4, heads=1, window=5).double()
-    x = torch.randn(1, 1, 4, dtype=F64)
+    x = torch.randn(1, 2, 4, dtype=F64)
     cache = att.init_cache(1, x)
     assert cache["k"].shape == (1, 1, 4, 4) and att.capacity == 4
-    y, _ = att(x, cache)
-    poisoned = {**cache, "k": torch.full_like(cache["k"], 1e3), "v": torch.full_like(cache["v"], 1e3)}
-    torch.testing.assert_close(att(x, poisoned)[0], y)
-    torch.testing.assert_close(y, att.o(att.v(x)))
+    first, cache = att(x[:, :1], cache)
+    torch.testing.assert_close(first, att.o(att.v(x[:, :1])))  # the first token sees only itself
+    assert cache["k"].shape == (1, 1, 4, 4) and cache["pos"] == 1
+    second, _ = att(x[:, 1:], cache)
+    poisoned = {**cache, "k": cache["k"].clone(), "v": cache["v"].clone()}
+    poisoned["k"][:, :, :3], poisoned["v"][:, :, :3] = 1e3, 1e3  # positions -3 .. -1
+    torch.testing.assert_close(att(x[:, 1:], poisoned)[0], second)
+    torch.testing.assert_close(torch.cat([first, second], 1), att(x, att.init_cache(1, x))[0])
     assert layers.Attention(4, window=6, segment=4).capacity == 3 and layers.Attention(4, segment=4).capacity is None
 
 

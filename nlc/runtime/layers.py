@@ -115,8 +115,9 @@ class Attention(nn.Module):
     window or segment is set. With a window it has a fixed length, `capacity` (the
     window less one, or less if segments are shorter), from the first call: the
     slots before the sequence's start hold zeros at negative positions, which no
-    query sees. So a chunk step that reads it has the same shapes at every chunk,
-    and one compiled graph serves them all (nlc.runtime.compile).
+    query sees (a call at the sequence's start leaves them out). So a chunk step
+    that reads it has the same shapes at every later chunk, and one compiled graph
+    serves them all (nlc.runtime.compile).
     """
 
     def __init__(self, dim: int, heads: int = 1, window: int = 0, segment: int = 0, persistent: int = 0,
@@ -169,38 +170,42 @@ class Attention(nn.Module):
             return min(length, self.capacity)
         return min(length, next_pos % self.segment) if self.segment else length
 
+    def _stream(self, q, qpos, k, v, past_k, past_v, start: int):
+        """One stream's (the tokens', or the memory's) masked scores [B, H, T, L] and values [B, H, L, Dh],
+        and what the cache keeps of its keys and values. Before the first token a fixed cache holds only
+        zeros that no query sees: they are left out of the scores (a whole sequence from its start pays
+        nothing for them) and fill the kept cache up to its length."""
+        T = q.shape[2]
+        fresh = self.capacity is not None and start == 0
+        keys, values = (k, v) if fresh else (torch.cat([past_k, k], dim=2), torch.cat([past_v, v], dim=2))
+        kpos = torch.arange(start + T - keys.shape[2], start + T, device=q.device)
+        scores = torch.einsum("bhtd,bhld->bhtl", q, keys).mul(1 / math.sqrt(self.head_dim))
+        scores = scores.masked_fill(~self._visible(qpos, kpos), -math.inf)
+        kept_k, kept_v = (torch.cat([past_k, k], dim=2), torch.cat([past_v, v], dim=2)) if fresh else (keys, values)
+        keep = self._kept(kept_k.shape[2], start + T)
+        return scores, values, kept_k[:, :, kept_k.shape[2] - keep:], kept_v[:, :, kept_v.shape[2] - keep:]
+
     def forward(self, x: torch.Tensor, cache: dict, memory: torch.Tensor | None = None) -> tuple[torch.Tensor, dict]:
         """x [B, T, D] (and memory [B, T, D]) -> (y [B, T, D], new cache)."""
         B, T, _ = x.shape
         start = cache["pos"]
         qpos = torch.arange(start, start + T, device=x.device)
         q = rope(self._split(self.q(x)), qpos)
-        keys = torch.cat([cache["k"], rope(self._split(self.k(x)), qpos)], dim=2)
-        values = torch.cat([cache["v"], self._split(self.v(x))], dim=2)
-        kpos = torch.arange(start + T - keys.shape[2], start + T, device=x.device)
-        scale = 1 / math.sqrt(self.head_dim)
-        parts_s = [torch.einsum("bhtd,bhld->bhtl", q, keys).mul(scale).masked_fill(~self._visible(qpos, kpos), -math.inf)]
-        parts_v = [values]
-        new = {"pos": start + T}
+        scores, values, *kept = self._stream(q, qpos, rope(self._split(self.k(x)), qpos), self._split(self.v(x)),
+                                             cache["k"], cache["v"], start)
+        parts_s, parts_v = [scores], [values]
+        new = {"pos": start + T, "k": kept[0], "v": kept[1], "mk": cache["mk"], "mv": cache["mv"]}
         if self.memory:
-            mkeys = torch.cat([cache["mk"], rope(self._split(self.k(memory)), qpos)], dim=2)
-            mvalues = torch.cat([cache["mv"], self._split(self.v(memory))], dim=2)
-            mpos = torch.arange(start + T - mkeys.shape[2], start + T, device=x.device)
-            parts_s.append(torch.einsum("bhtd,bhld->bhtl", q, mkeys).mul(scale)
-                           .masked_fill(~self._visible(qpos, mpos), -math.inf))
-            parts_v.append(mvalues)
-            m_keep = self._kept(mkeys.shape[2], start + T)
-            new["mk"], new["mv"] = mkeys[:, :, mkeys.shape[2] - m_keep:], mvalues[:, :, mvalues.shape[2] - m_keep:]
-        else:
-            new["mk"], new["mv"] = cache["mk"], cache["mv"]
+            scores, values, new["mk"], new["mv"] = self._stream(
+                q, qpos, rope(self._split(self.k(memory)), qpos), self._split(self.v(memory)), cache["mk"], cache["mv"],
+                start)
+            parts_s.append(scores)
+            parts_v.append(values)
         if self.n_persistent:
             pk = self.persistent_k.unsqueeze(0).expand(B, -1, -1, -1)
             pv = self.persistent_v.unsqueeze(0).expand(B, -1, -1, -1)
-            parts_s.insert(0, torch.einsum("bhtd,bhpd->bhtp", q, pk).mul(scale))
+            parts_s.insert(0, torch.einsum("bhtd,bhpd->bhtp", q, pk).mul(1 / math.sqrt(self.head_dim)))
             parts_v.insert(0, pv)
         attn = torch.softmax(torch.cat(parts_s, dim=-1), dim=-1)
         y = torch.einsum("bhtl,bhld->bhtd", attn, torch.cat(parts_v, dim=2))
-        y = self.o(y.transpose(1, 2).reshape(B, T, self.dim))
-        keep = self._kept(keys.shape[2], start + T)
-        new["k"], new["v"] = keys[:, :, keys.shape[2] - keep:], values[:, :, values.shape[2] - keep:]
-        return y, new
+        return self.o(y.transpose(1, 2).reshape(B, T, self.dim)), new
