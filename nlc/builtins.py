@@ -64,6 +64,17 @@ INITS: dict[str, Builtin] = dict([
     _b("reset", "starts as `copy(of)`, and restarts from `of`'s current state at the end of each of `of`'s "
        "periods (nested CMS, NL eq. 72)", Arg("of", L), scope="model"),
 ])
+
+
+def attention_cache_length(window: int, segment: int) -> int | None:
+    """The fixed length of `attention`'s key/value cache (nlc.runtime.layers.Attention.capacity), or None
+    when its length changes from call to call: with a window it keeps the last window - 1 tokens (fewer
+    when segments are shorter), from the first token on. The size estimate (nlc.passes.size) counts it."""
+    if not window:
+        return None
+    return min(window - 1, segment - 1) if segment else window - 1
+
+
 COPY_INITS = ("copy", "reset")  # inits that start from another level's initial state
 
 READS: dict[str, Builtin] = dict([

@@ -361,8 +361,8 @@ class _Scope:
                 parts.append(self.part(f"the key/value cache of `{_short(n)}`{self.where}, a token",
                                        2 * streams * self.width(b["x"]), n.span, (n,), per_token=True))
                 window, segment = (int(self.const(b.get(k), 0)) for k in ("window", "segment"))
-                if window:  # a window's cache has a fixed length from the start (runtime.layers.Attention.capacity)
-                    capacity = min(window - 1, segment - 1) if segment else window - 1
+                capacity = B.attention_cache_length(window, segment)
+                if capacity is not None:  # a window's cache: a fixed length from the start
                     parts.append(self.part(f"the key/value cache of `{_short(n)}`{self.where}", capacity * 2 * streams
                                            * self.width(b["x"]), n.span, (n,)))
             if not isinstance(n, (ir.Ref, ir.Tuple)):

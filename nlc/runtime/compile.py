@@ -49,7 +49,7 @@ def compile_chunks(model: nn.Module, chunks_per_graph: int = 1, **options) -> nn
     if not isinstance(chunks_per_graph, int) or isinstance(chunks_per_graph, bool) or chunks_per_graph < 1:
         raise ValueError(f"chunks_per_graph must be a positive integer, not {chunks_per_graph!r}")
     if getattr(model, "second_order", False):
-        raise ValueError(SECOND_ORDER)
+        raise ValueError(f"this model's {SECOND_ORDER}; {SECOND_ORDER_HINT}, or run it eagerly")
     options = {"dynamic": None, "recompile_limit": RECOMPILE_LIMIT, **options}
     for block in model.blocks:
         if not hasattr(block, "chunk_step"):  # no chunk loop: a fixed-size graph whatever the length
@@ -70,9 +70,9 @@ RECOMPILE_LIMIT = 64
 
 # A model whose `context loss` levels differentiate through their steps (not `first_order`): the training
 # backward differentiates every block twice, and torch.compile's AOTAutograd has no double backward.
-SECOND_ORDER = ("this model's `context loss` levels differentiate through their own steps, so training takes a "
-                "second-order gradient through every block, which torch.compile cannot take; mark those levels "
-                "`first_order` to compile, or run it eagerly")
+SECOND_ORDER = ("`context loss` levels differentiate through their own steps, so each training step takes a "
+                "second-order gradient through every block, which torch.compile cannot take")
+SECOND_ORDER_HINT = "mark those levels `first_order` to compile"  # (nlc train --compile says it too, E633)
 
 
 # Inductor options for chunk steps that run on the CPU. cpp_wrapper: the graph's kernels are called

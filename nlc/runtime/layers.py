@@ -15,6 +15,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from nlc.builtins import attention_cache_length
+
 EPS = 1e-6
 
 
@@ -125,25 +127,24 @@ class Attention(nn.Module):
         super().__init__()
         self.dim, self.heads, self.window, self.segment = dim, heads, window, segment
         self.head_dim = dim // heads
+        self.scale = 1 / math.sqrt(self.head_dim)
         self.q = Linear(dim, dim)
         self.k = Linear(dim, dim)
         self.v = Linear(dim, dim)
         self.o = Linear(dim, dim)
         self.n_persistent = persistent
         if persistent:
-            scale = 1 / math.sqrt(self.head_dim)
-            self.persistent_k = nn.Parameter(torch.randn(heads, persistent, self.head_dim) * scale)
-            self.persistent_v = nn.Parameter(torch.randn(heads, persistent, self.head_dim) * scale)
+            self.persistent_k = nn.Parameter(torch.randn(heads, persistent, self.head_dim) * self.scale)
+            self.persistent_v = nn.Parameter(torch.randn(heads, persistent, self.head_dim) * self.scale)
         self.memory = memory
 
     @property
     def capacity(self) -> int | None:
         """The cache's fixed length (window set), or None: it keeps what later queries can see,
         a length that changes from call to call (a segment's tokens so far; everything without
-        window or segment)."""
-        if not self.window:
-            return None
-        return min(self.window - 1, self.segment - 1) if self.segment else self.window - 1
+        window or segment). The rule is nlc.builtins.attention_cache_length, which the size
+        estimate counts too."""
+        return attention_cache_length(self.window, self.segment)
 
     def init_cache(self, batch: int, like: torch.Tensor) -> dict:
         empty = like.new_zeros(batch, self.heads, 0, self.head_dim)
@@ -179,7 +180,7 @@ class Attention(nn.Module):
         fresh = self.capacity is not None and start == 0
         keys, values = (k, v) if fresh else (torch.cat([past_k, k], dim=2), torch.cat([past_v, v], dim=2))
         kpos = torch.arange(start + T - keys.shape[2], start + T, device=q.device)
-        scores = torch.einsum("bhtd,bhld->bhtl", q, keys).mul(1 / math.sqrt(self.head_dim))
+        scores = torch.einsum("bhtd,bhld->bhtl", q, keys).mul(self.scale)
         scores = scores.masked_fill(~self._visible(qpos, kpos), -math.inf)
         kept_k, kept_v = (torch.cat([past_k, k], dim=2), torch.cat([past_v, v], dim=2)) if fresh else (keys, values)
         keep = self._kept(kept_k.shape[2], start + T)
@@ -204,7 +205,7 @@ class Attention(nn.Module):
         if self.n_persistent:
             pk = self.persistent_k.unsqueeze(0).expand(B, -1, -1, -1)
             pv = self.persistent_v.unsqueeze(0).expand(B, -1, -1, -1)
-            parts_s.insert(0, torch.einsum("bhtd,bhpd->bhtp", q, pk).mul(1 / math.sqrt(self.head_dim)))
+            parts_s.insert(0, torch.einsum("bhtd,bhpd->bhtp", q, pk).mul(self.scale))
             parts_v.insert(0, pv)
         attn = torch.softmax(torch.cat(parts_s, dim=-1), dim=-1)
         y = torch.einsum("bhtl,bhld->bhtd", attn, torch.cat(parts_v, dim=2))

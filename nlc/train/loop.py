@@ -44,7 +44,7 @@ from nlc.api import read_spec
 from nlc.codegen import spec_hash
 from nlc.errors import SpecError
 from nlc.files import NotARegularFile, atomic_write_text, dumps_json, read_regular_bytes
-from nlc.runtime.compile import compile_chunks
+from nlc.runtime.compile import SECOND_ORDER, SECOND_ORDER_HINT, compile_chunks
 from nlc.runtime.state import layout_difference, map_tensors, state_layout
 from nlc.train import checkpoint as ck
 from nlc.train import dist
@@ -483,10 +483,8 @@ def _prepare_rank(world, device_name, cfg, spec, spec_text, spec_path, out, resu
     device = resolve_device(device_name)
     model = build_model(spec_text, spec_path, cfg.params, cfg.seed, device_name, cfg.limits)
     if cfg.compile and getattr(model, "second_order", False):  # (compile_chunks would refuse it, after config.json)
-        raise train_error("E633", f"--compile: {prog.name}'s `context loss` levels differentiate through their own "
-                          "steps, so each training step takes a second-order gradient through every block, which "
-                          "torch.compile cannot take",
-                          "mark those levels `first_order` to compile, or leave --compile out")
+        raise train_error("E633", f"--compile: {prog.name}'s {SECOND_ORDER}",
+                          f"{SECOND_ORDER_HINT}, or leave --compile out")
     # a run that starts at step 0 (new, or resumed before its first checkpoint) starts from --init-from
     from_zero = not resume or (resume is True and not ck.complete_checkpoints(out))
     warm = warm_start(model, cfg.init_from) if cfg.init_from and from_zero else None
