@@ -138,11 +138,9 @@ class HopeBlock(nn.Module):
         alpha_sigmoid = torch.sigmoid(alpha_linear)  # sigmoid(linear(m_alpha(h), 1))
         alpha_prod = alpha_sigmoid * 0.01  # sigmoid(linear(m_alpha(h), 1)) * max_forget
         alpha = 1.0 - alpha_prod  # 1 - sigmoid(linear(m_alpha(h), 1)) * max_forget
-        m_k_bundle_2_wave = rt_memory.read('mlp', m_k_bundle, rt_bundle.tile(v, 5), residual=True)  # m_k(v), m_v(v), m_eta(v), m_alpha(v), memory(v)
-        m_k_value_m_k, m_v_value_m_v, m_eta_value_m_eta, m_alpha_value_m_alpha, memory_value_memory = m_k_bundle_2_wave.chunk(5)
         # learn: m_k (dgd, every 16 tokens), m_v (dgd, every 16 tokens), m_eta (dgd, every 16 tokens), m_alpha (dgd, every 16 tokens), memory (dgd, every 16 tokens), as one bundle
         if full:  # the state advances
-            m_k_bundle_g, m_k_bundle_p = rt_memory.grads('mlp', m_k_bundle, rt_bundle.tile(k, 5), m_k_bundle_2_wave, ('l2',), residual=True, products=True)
+            m_k_bundle_g, m_k_bundle_p = rt_memory.grads_toward_read('mlp', m_k_bundle, rt_bundle.tile(k, 5), rt_bundle.tile(v, 5), ('l2',), residual=True, products=True)  # values: m_k(v), m_v(v), m_eta(v), m_alpha(v), memory(v)
             m_k_bundle = rt_scan.chunk('dgd', m_k_bundle, m_k_bundle_g, lr=rt_bundle.tile(eta, 5), retain=rt_bundle.tile(alpha, 5), products=m_k_bundle_p)
         return o, m_k_bundle, caches
 

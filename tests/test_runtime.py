@@ -157,6 +157,39 @@ def test_key_products_are_the_layer_products_and_dgd_reuses_them_exactly(seed, d
         torch.testing.assert_close(reused[name], loop[name])
 
 
+@settings(deadline=None, max_examples=30)
+@given(seed=st.integers(0, 1000), depth=st.integers(1, 3), residual=st.booleans(), products=st.booleans())
+def test_grads_toward_the_own_read_are_a_read_then_grads(seed, depth, residual, products):
+    """grads_toward_read(k, q) is grads(k, read(q)) in one pass: the same factors (and key products),
+    and the same gradients through them to the state, the keys and the read's keys."""
+    torch.manual_seed(seed)
+    B, C, d, h = 2, 4, 4, 5
+    dims = [d] + [h] * (depth - 1) + [d]
+    kind = "mlp" if depth > 1 else "linear"
+    state = {f"W{i}": torch.randn(B, dims[i], dims[i + 1], dtype=F64, requires_grad=True) for i in range(depth)}
+    if depth == 1:
+        state = {"W": state["W0"]}
+    residual = residual and kind == "mlp"
+    k, q = (torch.randn(B, C, d, dtype=F64, requires_grad=True) for _ in range(2))
+
+    def flat(out):
+        factors, prods = out if products else (out, {})
+        return [t for a, dd in factors.values() for t in (a, dd)] + list(prods.values())
+
+    fused = flat(memory.grads_toward_read(kind, state, k, q, ("l2",), residual, products=products))
+    apart = flat(memory.grads(kind, state, k, memory.read(kind, state, q, residual), ("l2",), residual,
+                              products=products))
+    assert len(fused) == len(apart)
+    for a, b in zip(fused, apart):
+        torch.testing.assert_close(a, b)
+    weights = [torch.randn_like(t) for t in fused]
+    inputs = [*state.values(), k, q]
+    g_fused = torch.autograd.grad(sum((w * t).sum() for w, t in zip(weights, fused)), inputs)
+    g_apart = torch.autograd.grad(sum((w * t).sum() for w, t in zip(weights, apart)), inputs)
+    for a, b in zip(g_fused, g_apart):
+        torch.testing.assert_close(a, b)
+
+
 def test_attention_in_pieces_equals_whole():
     torch.manual_seed(0)
     for kw in (dict(), dict(window=3), dict(segment=2, persistent=2), dict(window=2, memory=True),

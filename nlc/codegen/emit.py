@@ -172,11 +172,21 @@ def initial_state(lv) -> str:
     return f"rt_memory.MemoryInit({py_value(lv.weights)}, {lv.kind!r}, {lv.residual}, {lv.init!r}{heads})(batch)"
 
 
-def _grads_line(var: str, lv: LevelPlan, key: str, value: str, products: bool = False) -> str:
+def _grads_line(var: str, lv: LevelPlan, key: str, value: str | None, products: bool = False,
+                toward: str | None = None) -> str:
     """`<var>_g = ...`: the factored per-token gradients of lv's objective at the state `var` (with
-    `products`, `<var>_g, <var>_p = ...`: and the key products its rule reuses, _key_products)."""
-    return (f"{var}_g{_products_out(var, products)} = rt_memory.grads({lv.kind!r}, {var}, {key}, {value}, "
+    `products`, `<var>_g, <var>_p = ...`: and the key products its rule reuses, _key_products). With
+    `toward`, the values are the level's own read at those keys (`_own_read_targets`), taken in the
+    gradients' pass (rt_memory.grads_toward_read); `value` is then unused."""
+    call = (f"grads_toward_read({lv.kind!r}, {var}, {key}, {toward}" if toward is not None
+            else f"grads({lv.kind!r}, {var}, {key}, {value}")
+    return (f"{var}_g{_products_out(var, products)} = rt_memory.{call}, "
             f"{py_value(lv.objective)}, residual={lv.residual}{_ask_products(products)})")
+
+
+def _values_comment(source: str) -> str:
+    """`  # values: <source>` after a gradients' line that reads the level's own values (nothing if long)."""
+    return f"  # values: {source}" if source and len(source) < 80 else ""
 
 
 def _ask_products(products: bool) -> str:
@@ -365,6 +375,10 @@ def _emit_loop(code: BlockCode, nodes: dict, levels: dict, in_loop: set[str]) ->
     whole = sorted((a for a in used if nodes[a].width is None), key=order.index)  # scalars: passed as they are
     shared = _shared_reads(block, [g for g in groups if g[0].name not in bundled], loop, code.kernels)
     waves: dict[str, list[str]] = {}  # a bundle's batched read -> the reads it answers, in member order
+    own = _own_read_targets(block)
+    own_reads = {read.name for read in own.values()}
+    # a level's (or bundle's) var -> (the keys of its own read, read with its gradients; the read's source)
+    toward: dict[str, tuple[str, str]] = {}
     current_done: set[str] = set()  # `read current` levels whose gradients and coefficients are computed
     loop_nodes = [n for n in block.nodes if n.phase == "loop"]
     emitted: set[str] = set()
@@ -373,10 +387,17 @@ def _emit_loop(code: BlockCode, nodes: dict, levels: dict, in_loop: set[str]) ->
             continue
         if _bundled_read(node, bundled):
             wave = _wave(node, loop_nodes, loop, emitted, bundled)
-            _emit_wave(code, wave, bundled[node.attrs["level"]], loop, set(sliced), waves)
+            bundle = bundled[node.attrs["level"]]
+            if len(wave) == len(bundle.members) and all(n.name in own_reads for n in wave):
+                toward[bundle.var] = (_wave_key(wave, loop, set(sliced)), ", ".join(n.source for n in wave if n.source))
+            else:
+                _emit_wave(code, wave, bundle, loop, set(sliced), waves)
             emitted |= {n.name for n in wave}
             continue
         emitted.add(node.name)
+        if node.name in own_reads and node.attrs["level"] not in bundled:  # read in the level's gradients' pass
+            toward[levels[node.attrs["level"]].var] = (_ref(node.args[0], loop, set(sliced)), node.source or "")
+            continue
         line = _node_line(node, readable, loop, set(sliced))
         if node.op is Op.READ and node.attrs.get("current"):
             _emit_current_read(code, node, levels[node.attrs["level"]], loop, set(sliced), current_done)
@@ -405,9 +426,9 @@ def _emit_loop(code: BlockCode, nodes: dict, levels: dict, in_loop: set[str]) ->
             continue
         if b is None:
             _emit_learn(code, group, block.chunk, loop, set(sliced), nodes,
-                        {nodes[r].attrs["level"] for r in shared} | current_done)
+                        {nodes[r].attrs["level"] for r in shared} | current_done, toward=toward)
         elif b.members[0] is group[0]:  # a bundle learns once, where its first member would
-            _emit_learn(code, group, block.chunk, loop, set(sliced), nodes, bundle=b, waves=waves)
+            _emit_learn(code, group, block.chunk, loop, set(sliced), nodes, bundle=b, waves=waves, toward=toward)
     _emit_restarts(code, block, groups)
     hoisted_vars = [bundled[lv.name].var if lv.name in bundled else lv.var for lv in hoisted
                     if lv.name not in bundled or bundled[lv.name].members[0] is lv]
@@ -439,7 +460,7 @@ def _emit_loop(code: BlockCode, nodes: dict, levels: dict, in_loop: set[str]) ->
     code.loop_lines.append(f"full = e - s == {block.chunk}  # only a full chunk advances the state")
     code.loop_lines.append(f"calls.append({_tuple(inputs)})")
     if work:
-        _emit_period(code, work, nodes, readable, needed, fast, carried, needed_later)
+        _emit_period(code, work, nodes, readable, needed, fast, carried, needed_later, own)
     else:
         code.run_line = (f"{_tuple(f'{a}_parts' for a in needed)}, {_tuple(carried)} = "
                          f"rt_chunks.run(step, {_tuple(carried)}, calls, outputs={len(needed)})")
@@ -458,6 +479,32 @@ def _tuple(names) -> str:
 def _readable(block: BlockPlan) -> dict:
     """The levels a read takes its state from a local of: in-context and loss levels, by name."""
     return {lv.name: lv for lv in [*block.levels, *block.loss_levels]}
+
+
+def _own_read_targets(block: BlockPlan) -> dict[str, Node]:
+    """Levels whose values are their own read at the chunk-start state, a read used for nothing else
+    (self-generated values: Hope's v^ = M(v), NL arXiv:2512.24695 eqs. 83-85, 95): {level: that read}.
+    Their gradients take the read in their own pass through the memory, [v; k] side by side
+    (rt_memory.grads_toward_read): each weight is read once, by matmuls twice as tall, and the read
+    is not emitted on its own. A level read elsewhere, by heads, `read current`, or shared keeps the
+    read and the gradients apart."""
+    uses: dict[str, int] = {}
+    for name in [r for n in block.nodes for r in n.refs] + refs([op for lv in block.levels
+                                                                 for op in lv.learning_operands()]):
+        uses[name] = uses.get(name, 0) + 1
+    if isinstance(block.out, Ref):
+        uses[block.out.name] = uses.get(block.out.name, 0) + 1
+    nodes = {n.name: n for n in block.nodes}
+    out = {}
+    for lv in block.levels:
+        value = lv.context[2] if lv.context[0] == "kv" else None
+        read = nodes.get(value.name) if isinstance(value, Ref) else None
+        if (read is None or lv.kind not in ("mlp", "linear") or lv.heads != 1 or lv.shared or lv.read_current
+                or not _reads_of(read, {lv.name}) or read.attrs.get("current") or read.phase != "loop"
+                or not read.args or not isinstance(read.args[0], Ref) or uses.get(read.name) != 1):
+            continue
+        out[lv.name] = read
+    return out
 
 
 def _shared_reads(block: BlockPlan, groups: list[list[LevelPlan]], loop: set[str], kernels: str) -> set[str]:
@@ -602,16 +649,19 @@ def _groups(block: BlockPlan) -> list[list[LevelPlan]]:
 
 
 def _emit_period(code: BlockCode, work: PeriodWork, nodes: dict, readable: dict, step_needed: list[str],
-                 step_fast: list[str], carried: list[str], needed: list[str]) -> None:
+                 step_fast: list[str], carried: list[str], needed: list[str], own: dict) -> None:
     """`period_step` (the deferred nodes on a period's tokens, then the slower levels' gradients and rule)
     and the loop lines that, at every period's end, run the period's chunk steps over their gathered
     inputs and then the period step on their outputs. step_needed: the chunk step's outputs the rest
-    of the forward needs, step_fast: those only the period step needs; needed: the period step's."""
+    of the forward needs, step_fast: those only the period step needs; needed: the period step's.
+    own: `_own_read_targets`; those reads are taken with their level's gradients."""
     P = work.period
     fast = set(work.fast)
     lines = code.period_lines
+    own = {name: read for name, read in own.items() if read.name in work.nodes}
     for name in work.nodes:
-        lines.append(_node_line(nodes[name], readable, fast | set(work.nodes), set(work.pre)))
+        if name not in {read.name for read in own.values()}:
+            lines.append(_node_line(nodes[name], readable, fast | set(work.nodes), set(work.pre)))
     states = []
     for lv in work.levels:
         form = RULES[lv.rule].chunk
@@ -622,7 +672,9 @@ def _emit_period(code: BlockCode, work: PeriodWork, nodes: dict, readable: dict,
         lines.append(f"# learn: {lv.name} ({lv.rule}, every {P} tokens), the period's tokens at once")
         lines.append("if full:  # a full period: the level advances")
         products = _key_products(lv)
-        lines.append("    " + _grads_line(lv.var, lv, key, value, products))
+        own_keys = _ref(own[lv.name].args[0], fast, set(work.pre)) if lv.name in own else None
+        lines.append("    " + _grads_line(lv.var, lv, key, value, products, toward=own_keys)
+                     + (_values_comment(own[lv.name].source or "") if own_keys else ""))
         args = _rule_args(form, gates, lv.var, products)
         lines.append(f"    {', '.join(state)} = rt_scan.chunk({lv.rule!r}, {', '.join(state)}, {lv.var}_g, {args})")
     code.period_params = [*states, *work.fast, *(f"{a}_c" for a in work.pre), *work.whole, "full"]
@@ -645,9 +697,11 @@ def _emit_period(code: BlockCode, work: PeriodWork, nodes: dict, readable: dict,
 
 
 def _emit_learn(code: BlockCode, group: list[LevelPlan], chunk: int, in_loop, sliced, nodes: dict,
-                shared: set[str] = frozenset(), bundle: Bundle | None = None, waves: dict | None = None) -> None:
+                shared: set[str] = frozenset(), bundle: Bundle | None = None, waves: dict | None = None,
+                toward: dict | None = None) -> None:
     """The learning of one group of levels (levels in `shared` got their gradients with their read),
-    or of a bundle: its members' keys and gates tiled over the members, their values stacked."""
+    or of a bundle: its members' keys and gates tiled over the members, their values stacked. `toward`:
+    the levels (vars) whose values are their own read, at these keys (`_own_read_targets`)."""
     if group[0].shared:
         _emit_items(code, group[0], in_loop, sliced)
         return
@@ -667,9 +721,12 @@ def _emit_learn(code: BlockCode, group: list[LevelPlan], chunk: int, in_loop, sl
         if lv.name in shared:
             continue
         key, value = (_ref(a, in_loop, sliced) for a in lv.context[1:])
+        own_keys, source = (toward or {}).get(_var(lv, bundle), (None, ""))
         if bundle:
-            key, value = f"rt_bundle.tile({key}, {len(members)})", _stacked_values(bundle, in_loop, sliced, waves)
-        grad_lines.append(_grads_line(_var(lv, bundle), lv, key, value, products))
+            key = f"rt_bundle.tile({key}, {len(members)})"
+            value = None if own_keys else _stacked_values(bundle, in_loop, sliced, waves)
+        grad_lines.append(_grads_line(_var(lv, bundle), lv, key, value, products, toward=own_keys)
+                          + _values_comment(source))
     if bundle:
         gates = {lv.name: {k: f"rt_bundle.tile({v}, {len(members)})" for k, v in gates[lv.name].items()}
                  for lv in group}
@@ -853,18 +910,25 @@ def _emit_wave(code: BlockCode, wave: list[Node], bundle: Bundle, loop: set[str]
     rows = tuple(bundle.index(n.attrs["level"]) for n in wave)
     state = bundle.var if rows == tuple(range(len(bundle.members))) else \
         f"rt_bundle.take({bundle.var}, {py_value(rows)}, {len(bundle.members)})"
-    keys = [_ref(n.args[0], loop, sliced) if n.args else "None" for n in wave]
     sources = ", ".join(n.source for n in wave if n.source)
     comment = f"  # {sources}" if sources and len(sources) < 80 else ""
+    key = _wave_key(wave, loop, sliced)
     if len(wave) == 1:
-        code.step_lines.append(f"{wave[0].name} = rt_memory.read({lv.kind!r}, {state}, {keys[0]}, "
+        code.step_lines.append(f"{wave[0].name} = rt_memory.read({lv.kind!r}, {state}, {key}, "
                                f"residual={lv.residual}){comment}")
         return
-    key = f"rt_bundle.tile({keys[0]}, {len(wave)})" if len(set(keys)) == 1 else f"torch.cat([{', '.join(keys)}])"
     var = f"{bundle.var}_{len(waves) + 1}_wave"
     waves[var] = [n.name for n in wave] if len(wave) == len(bundle.members) else []
     code.step_lines.append(f"{var} = rt_memory.read({lv.kind!r}, {state}, {key}, residual={lv.residual}){comment}")
     code.step_lines.append(f"{', '.join(n.name for n in wave)} = {var}.chunk({len(wave)})")
+
+
+def _wave_key(wave: list[Node], loop: set[str], sliced: set[str]) -> str:
+    """The keys of a wave's reads stacked member-major (one key tiled when they all read the same)."""
+    keys = [_ref(n.args[0], loop, sliced) if n.args else "None" for n in wave]
+    if len(wave) == 1:
+        return keys[0]
+    return f"rt_bundle.tile({keys[0]}, {len(wave)})" if len(set(keys)) == 1 else f"torch.cat([{', '.join(keys)}])"
 
 
 def _stacked_values(bundle: Bundle, in_loop, sliced, waves: dict[str, list[str]]) -> str:

@@ -160,13 +160,30 @@ def read_and_grads(kind: str, state: dict, q: torch.Tensor, k: torch.Tensor, v, 
     gradients' forward, on the queries and keys side by side ([B, 2C, d]), so each weight is
     read once and the matmuls are twice as tall. Matrix memories (linear, mlp) only. With
     `products`, grads' key products too: (M(q), factors, products)."""
+    return _read_then_grads(kind, state, q, k, v, objective, residual, products)
+
+
+def grads_toward_read(kind: str, state: dict, k: torch.Tensor, q: torch.Tensor, objective: tuple,
+                      residual: bool = False, products: bool = False):
+    """grads(k, M(q)): the gradients at keys k toward the memory's own read at q, its
+    self-generated values (Hope, NL arXiv:2512.24695 eqs. 83-85 and 95: v^_t = M_{t-1}(v_t)),
+    with the read and the gradients' forward in one pass, [q; k] side by side, as in
+    `read_and_grads`. The values are those of `read(kind, state, q, residual)` then `grads`
+    (up to rounding), and differentiable the same way. Matrix memories (linear, mlp) only."""
+    out = _read_then_grads(kind, state, q, k, None, objective, residual, products)
+    return out[1:] if products else out[1]
+
+
+def _read_then_grads(kind: str, state: dict, q, k, v, objective: tuple, residual: bool, products: bool):
+    """`read_and_grads`; with v None the values are the read at q itself (`grads_toward_read`)."""
     n = q.shape[1]
     y, inputs, layer_products = read_with_cache(kind, state, torch.cat([q, k], dim=1), residual)
+    read = y[:, :n]
     keys = [a[:, n:] for a in inputs]
     # the last layer's product is needed only as a key product (a slice is an operation a chunk)
     at_keys = [z[:, n:] for z in (layer_products if products else layer_products[:-1])]
-    factors = _factors(state, keys[0], y[:, n:], keys, at_keys, v, objective)
-    return (y[:, :n], factors, _key_products(state, at_keys)) if products else (y[:, :n], factors)
+    factors = _factors(state, keys[0], y[:, n:], keys, at_keys, read if v is None else v, objective)
+    return (read, factors, _key_products(state, at_keys)) if products else (read, factors)
 
 
 def _factors(state: dict, k, y, inputs: list, products: list, v, objective: tuple) -> dict:
