@@ -190,6 +190,27 @@ def test_compare_jobs_train_in_processes_with_the_same_results(tmp_path, domains
     assert e.value.codes == ["E633"]
 
 
+def test_compare_hands_chunks_per_graph_to_its_compiled_runs(tmp_path, monkeypatch):
+    """--chunks-per-graph K reaches every run's train settings with --compile; without --compile it is
+    refused (E633) before anything is trained."""
+    with pytest.raises(nlc.SpecError) as e:
+        cmp.compare([TRANSFORMER], ["lm"], "256", tmp_path / "a", batch=2, seq=16, chunks_per_graph=4)
+    assert e.value.codes == ["E633"] and "does not compile" in str(e.value)
+    assert not (tmp_path / "a" / "runs").exists()
+    seen = []
+
+    def stop(spec, run, cfg, quiet):
+        seen.append(cfg)
+        raise KeyboardInterrupt  # (the settings are all this test needs)
+
+    monkeypatch.setattr(cmp, "_run_one", stop)
+    for compile, k in ((True, 4), (True, 1), (False, 1)):
+        with pytest.raises(KeyboardInterrupt):
+            cmp.compare([TITANS], ["lm"], "256", tmp_path / f"b{compile}{k}", batch=2, seq=16,
+                        params={"dim": 8, "layers": 1, "chunk": 4}, compile=compile, chunks_per_graph=k)
+    assert [(c.get("compile"), c.get("chunks_per_graph")) for c in seen] == [(True, 4), (True, None), (None, None)]
+
+
 def test_match_params_and_parameter_errors():
     target = cmp.parameter_count(TRANSFORMER, {"dim": 32, "layers": 1})
     dim, count = cmp.match_dim(TITANS, {"layers": 1}, target)

@@ -162,6 +162,9 @@ def register(sub) -> None:
     p.add_argument("--compile", action="store_true",
                    help="train with each block's chunk step under torch.compile (nlc train --compile): the "
                         "same losses up to float rounding, after about a minute of compiling a run")
+    p.add_argument("--chunks-per-graph", type=whole, dest="chunks_per_graph", default=1, metavar="K",
+                   help="with --compile: run K consecutive chunks as one compiled graph (nlc train "
+                        "--chunks-per-graph; default 1)")
     p.set_defaults(func=cmd_compare)
 
 
@@ -253,7 +256,8 @@ def cmd_compare(args) -> int:
                       match_params=args.match_params, device=args.device, niah_lengths=args.niah_lengths,
                       niah_depths=args.niah_depths, niah_samples=args.niah_samples,
                       eval_batches=args.eval_batches, eval_tokens=args.eval_tokens, data=args.data,
-                      quiet=args.quiet, stream=args.stream, jobs=args.jobs, compile=args.compile)
+                      quiet=args.quiet, stream=args.stream, jobs=args.jobs, compile=args.compile,
+                      chunks_per_graph=args.chunks_per_graph)
     print(results["table"])
     print(f"\nwrote {args.out}/compare.md, {args.out}/compare.json and " + ", ".join(results["plots"]))
     return 0

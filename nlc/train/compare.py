@@ -12,7 +12,8 @@ steps) and its own token budget (`mqar:kv=4,budget=2M`: recall needs more tokens
 language-modelling default). `jobs=N` trains the runs in N processes first (`--jobs`);
 `compile=True` trains them with each block's chunk step under torch.compile (`--compile`: the same
 losses up to float rounding; whether it pays for its minute of compiling a run depends on the run:
-`make demo`'s comparison took 16.6 minutes with it and 15.8 without, 2026-11-30).
+`make demo`'s comparison took 16.6 minutes with it and 15.8 without, 2026-11-30), and
+`chunks_per_graph=K` with it runs K consecutive chunks as one compiled graph (`--chunks-per-graph`).
 On `lm`, a spec whose memories carry state at test time (levels marked `online`, a
 bounded state) trains with --stream, reading the corpus as consecutive pieces with its state
 carried, as its test-time learning reads the test text; the others read random windows
@@ -42,8 +43,8 @@ from nlc.train.data import resolve_data_path
 from nlc.train.errors import train_error
 from nlc.train.evaluate import (bounded_state, carries_state, eval_accuracy, eval_lm, eval_mqar, eval_niah,
                                  load_run, markdown_table)
-from nlc.train.loop import (TrainConfig, build_model, continual_rows, continual_summary, count_parameters,
-                            read_metrics, read_run_config, read_spec, spec_identity, train, train_curve)
+from nlc.train.loop import (TrainConfig, build_model, check_chunks_per_graph, continual_rows, continual_summary,
+                            count_parameters, read_metrics, read_run_config, read_spec, spec_identity, train, train_curve)
 from nlc.train.tasks import Continual, LanguageModel, MQAR, NIAH, make_task, parse_length, parse_task
 
 DEFAULT_NIAH_LENGTHS = ("512", "1k", "2k")
@@ -236,7 +237,8 @@ def compare(specs: list[str], tasks: list[str], budget: int | str, out: str | Pa
             seq: int = 128, lr: float = 3e-3, seed: int = 0, params: dict | None = None,
             match_params: str | int | None = None, device: str = "cpu", niah_lengths=None, niah_depths=None,
             niah_samples: int = 4, eval_batches: int = 4, eval_tokens: int = 32768, data=None,
-            quiet: bool = False, stream: bool = True, jobs: int = 1, compile: bool = False) -> dict:
+            quiet: bool = False, stream: bool = True, jobs: int = 1, compile: bool = False,
+            chunks_per_graph: int = 1) -> dict:
     out = Path(out)
     for name in ("compare.json", "compare.md"):  # before any training
         check_output(out / name)
@@ -245,6 +247,7 @@ def compare(specs: list[str], tasks: list[str], budget: int | str, out: str | Pa
         raise train_error("E633", "nothing to compare", "pass one or more specs")
     if jobs < 1:
         raise train_error("E633", f"--jobs {jobs}: at least one process is needed", "use --jobs 1 or more")
+    check_chunks_per_graph(chunks_per_graph, compile, "comparison")  # (its value: by each run's own checks)
     budget = parse_budget(budget)
     plan = [split_run_options(t, seq, budget) for t in tasks]
     for t, tseq, tbudget in plan:  # fail before training anything
@@ -293,6 +296,8 @@ def compare(specs: list[str], tasks: list[str], budget: int | str, out: str | Pa
             cfg["stream"] = True
         if compile:  # only when asked: runs trained without it keep their settings (and are reused)
             cfg["compile"] = True
+            if chunks_per_graph != 1:
+                cfg["chunks_per_graph"] = chunks_per_graph
         return out / "runs" / name / labels[i], cfg
 
     if jobs > 1:

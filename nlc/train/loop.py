@@ -593,13 +593,18 @@ def _norm(v):
     return [str(x) for x in v] if isinstance(v, (list, tuple)) else v
 
 
+def check_chunks_per_graph(chunks_per_graph: int, compile: bool, what: str = "run") -> None:
+    """E633 for chunks a compiled graph (`--chunks-per-graph`) asked of a `what` that does not compile."""
+    if chunks_per_graph != 1 and not compile:
+        raise train_error("E633", f"--chunks-per-graph {chunks_per_graph} groups compiled chunk steps, and this "
+                          f"{what} does not compile", "add --compile, or leave --chunks-per-graph out")
+
+
 def _check_config(cfg: TrainConfig) -> None:
     for k in ("steps", "batch", "seq", "chunks_per_graph"):
         if int(getattr(cfg, k)) < 1:
             raise train_error("E633", f"--{k.replace('_', '-')} must be at least 1, not {getattr(cfg, k)}")
-    if cfg.chunks_per_graph != 1 and not cfg.compile:
-        raise train_error("E633", f"--chunks-per-graph {cfg.chunks_per_graph} groups compiled chunk steps, and this "
-                          "run does not compile", "add --compile, or leave --chunks-per-graph out")
+    check_chunks_per_graph(cfg.chunks_per_graph, cfg.compile)
     if not (cfg.lr > 0 and math.isfinite(cfg.lr)):
         raise train_error("E633", f"--lr must be a positive number, not {cfg.lr}")
     if not (cfg.clip > 0 and math.isfinite(cfg.clip)):  # config.json stores it, and JSON has no inf
