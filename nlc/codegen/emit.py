@@ -395,7 +395,7 @@ def _emit_loop(code: BlockCode, nodes: dict, levels: dict, in_loop: set[str]) ->
             emitted |= {n.name for n in wave}
             continue
         emitted.add(node.name)
-        if node.name in own_reads and node.attrs["level"] not in bundled:  # read in the level's gradients' pass
+        if node.name in own_reads and node.attrs["level"] not in {*bundled, *later}:  # read with its gradients
             toward[levels[node.attrs["level"]].var] = (_ref(node.args[0], loop, set(sliced)), node.source or "")
             continue
         line = _node_line(node, readable, loop, set(sliced))
