@@ -135,3 +135,34 @@ def test_a_second_order_model_is_refused_not_compiled_half_way():
     assert all(b.compiled_step is None for b in model.blocks if hasattr(b, "chunk_step"))
     with pytest.raises(ValueError, match="second-order"):
         nlc.build(ROOT / "examples" / "hope_tokens.nl", dim=8, layers=1, compile=True)
+
+
+@pytest.mark.parametrize("group", [1, 2])
+def test_small_cpu_states_compile_with_a_recompute_budget(group, monkeypatch):
+    """A CPU step with inductor whose carried tensors are small runs (and so compiles) with AOTAutograd's
+    activation budget at RECOMPUTE_BUDGET, restored after each call; larger states, another backend or
+    another device keep torch's default. (The compiled step is replaced by a probe: no compiling here.)"""
+    import torch._functorch.config as functorch_config
+
+    from nlc.runtime import compile as rt_compile
+
+    default = functorch_config.activation_memory_budget
+    seen = []
+
+    def probe(*args):
+        seen.append(functorch_config.activation_memory_budget)
+        return ([torch.zeros(1)] * args[2], args[0]) if group > 1 else _step(*args)
+
+    x = torch.randn(2, 2 * 4, 3)
+    calls = [(c, True, 0) for c in x.split(4, dim=1)]
+    for options, limit, expected in (({}, rt_compile.RECOMPUTE_MAX_STATE_BYTES, rt_compile.RECOMPUTE_BUDGET),
+                                     ({}, 16, default),  # the state (36 bytes and the buffer) is larger
+                                     ({"backend": "aot_eager"}, rt_compile.RECOMPUTE_MAX_STATE_BYTES, default)):
+        monkeypatch.setattr(rt_compile, "RECOMPUTE_MAX_STATE_BYTES", limit)
+        step = StepPerDevice(_step, options, chunks_per_graph=group)
+        (step.grouped if group > 1 else step.compiled)["cpu"] = probe
+        seen.clear()
+        rt_chunks.run(step, ({"W0": torch.randn(3, 3)}, None), calls, outputs=2)
+        assert seen and set(seen) == {expected}, (options, limit, seen)
+        assert functorch_config.activation_memory_budget == default
+    assert StepPerDevice(_step, {})._options("cuda") == {}  # (a GPU step: torch's defaults, no C++ wrapper)

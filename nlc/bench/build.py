@@ -8,6 +8,7 @@ import torch
 
 import nlc
 from nlc.bench.config import BenchConfig, BenchError
+from nlc.runtime.state import state_bytes  # noqa: F401 (the suites' import)
 
 def examples_dir() -> Path:
     """The repository's examples/ (not installed with the package)."""
@@ -34,12 +35,3 @@ def build(spec: str | Path, device: str = "cpu", compiled: int = 0, backend: str
     torch.manual_seed(0)
     options = {"compile": True, "chunks_per_graph": compiled} if compiled else {}
     return nlc.build(nlc.load(spec), backend=backend, **options, **params).to(device)
-
-
-def state_bytes(state) -> int:
-    """Bytes of the tensors in a (nested) streaming state."""
-    if isinstance(state, dict):
-        return sum(state_bytes(v) for v in state.values())
-    if isinstance(state, (list, tuple)):
-        return sum(state_bytes(v) for v in state)
-    return state.numel() * state.element_size() if isinstance(state, torch.Tensor) else 0

@@ -18,9 +18,11 @@ from __future__ import annotations
 import types
 
 import torch
+import torch._functorch.config as functorch_config
 from torch import nn
 
 from nlc.runtime.chunks import in_order
+from nlc.runtime.state import state_bytes
 
 
 def compile_chunks(model: nn.Module, chunks_per_graph: int = 1, **options) -> nn.Module:
@@ -83,6 +85,20 @@ SECOND_ORDER_HINT = "mark those levels `first_order` to compile"  # (nlc train -
 # and +2% (dim 256); compile time unchanged (hope 49 s -> 42 s, titans_lmm 25 s).
 CPU_INDUCTOR_OPTIONS = {"cpp_wrapper": True}
 
+# AOTAutograd saves every activation the backward reads unless its activation memory budget asks it to
+# recompute some (`torch._functorch.config.activation_memory_budget`, 1.0 by default: save them all). On
+# the CPU a chunk step with small states is bound by the number of its kernels and of the tensors handed
+# from the forward to the backward, not by arithmetic, and recomputing cheap ones in the backward is
+# faster; with large states the recomputation streams them again. Measured in one process, interleaved,
+# forward+backward, budget 0.3 against 1.0 (benchmarks/README.md): Hope at the peer's dim 64 +12.5% to
+# +16.5%, dim 128 x 1k +9% to +13%, titans_memory dim 64 +9% to +12% (states of 0.1-1 MiB a batch);
+# Hope at dim 256 -2% to +4%, titans_memory dim 256 -2%, titans_lmm dim 256 -7%, Hope at dim 64 with a
+# batch of 16 0 to +2% (2.6-8 MiB). Gradients bitwise the same in every case. So a CPU step whose carried
+# tensors (states, caches) total at most RECOMPUTE_MAX_STATE_BYTES at its first call compiles with
+# RECOMPUTE_BUDGET; other devices and larger states keep torch's default.
+RECOMPUTE_BUDGET = 0.3
+RECOMPUTE_MAX_STATE_BYTES = 2 * 2**20
+
 
 class StepPerDevice:
     """A block's chunk (or period) step under torch.compile, compiled once per device type: on the
@@ -96,13 +112,30 @@ class StepPerDevice:
         self.step, self.options, self.chunks_per_graph = step, options, chunks_per_graph
         self.compiled: dict[str, object] = {}  # device type -> the compiled step
         self.grouped: dict[str, object] = {}  # device type -> the compiled group of steps
+        self.budget: dict[str, float | None] = {}  # device type -> AOTAutograd's activation budget (None: torch's)
 
     def __call__(self, *args):
         kind = _device_type(args)
         compiled = self.compiled.get(kind)
         if compiled is None:
             compiled = self.compiled[kind] = torch.compile(self.step, **self._options(kind))
-        return compiled(*args)
+        return self._run(kind, args, compiled, args)
+
+    def _run(self, kind: str, carried, compiled, args):
+        """compiled(*args) under the activation budget of `kind` (chosen at the first call from the carried
+        tensors' size, `RECOMPUTE_BUDGET`), which any compiling inside the call then uses."""
+        if kind not in self.budget:
+            small = kind == "cpu" and state_bytes(carried) <= RECOMPUTE_MAX_STATE_BYTES
+            self.budget[kind] = RECOMPUTE_BUDGET if small and self._inductor() else None
+        budget = self.budget[kind]
+        if budget is None:
+            return compiled(*args)
+        before = functorch_config.activation_memory_budget
+        functorch_config.activation_memory_budget = budget
+        try:
+            return compiled(*args)
+        finally:
+            functorch_config.activation_memory_budget = before
 
     def run_chunks(self, carried: tuple, calls: list[tuple], outputs: int) -> tuple[list[list], tuple]:
         """`nlc.runtime.chunks.in_order` with up to `chunks_per_graph` consecutive chunks a compiled
@@ -122,15 +155,18 @@ class StepPerDevice:
             compiled = self.grouped[kind] = torch.compile(steps, **self._options(kind))
         parts: list[list] = [[] for _ in range(outputs)]
         for i in range(0, len(calls), group):
-            group_parts, carried = compiled(carried, tuple(calls[i:i + group]), outputs)
+            group_parts, carried = self._run(kind, carried, compiled, (carried, tuple(calls[i:i + group]), outputs))
             for part, values in zip(parts, group_parts):
                 part.extend(values)
         return parts, carried
 
+    def _inductor(self) -> bool:
+        """Does the step compile with inductor's defaults (no other backend, no mode)?"""
+        return self.options.get("backend", "inductor") == "inductor" and "mode" not in self.options
+
     def _options(self, kind: str) -> dict:
         options = dict(self.options)
-        inductor = options.get("backend", "inductor") == "inductor" and "mode" not in options
-        if kind == "cpu" and inductor:
+        if kind == "cpu" and self._inductor():
             options["options"] = {**CPU_INDUCTOR_OPTIONS, **options.get("options", {})}
         return options
 

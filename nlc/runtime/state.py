@@ -80,6 +80,15 @@ def detach_state(state):
     return map_tensors(torch.Tensor.detach, state)
 
 
+def state_bytes(state) -> int:
+    """Bytes of the tensors in a (nested) state: dicts, lists and tuples of tensors (anything else: 0)."""
+    if isinstance(state, dict):
+        return sum(state_bytes(v) for v in state.values())
+    if isinstance(state, (list, tuple)):
+        return sum(state_bytes(v) for v in state)
+    return state.numel() * state.element_size() if isinstance(state, torch.Tensor) else 0
+
+
 def map_tensors(fn, state):
     """A copy of a nested dict/list/tuple of tensors and numbers with `fn` applied to every tensor, in
     the order the nesting lists them (the same order in every process: collectives may be applied)."""
