@@ -10,6 +10,7 @@ import nlc
 from nlc.bench.config import BenchConfig, BenchError
 from nlc.runtime.state import state_bytes  # noqa: F401 (the suites' import)
 
+
 def examples_dir() -> Path:
     """The repository's examples/ (not installed with the package)."""
     path = Path(nlc.__file__).resolve().parent.parent / "examples"

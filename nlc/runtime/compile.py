@@ -94,8 +94,9 @@ CPU_INDUCTOR_OPTIONS = {"cpp_wrapper": True}
 # +16.5%, dim 128 x 1k +9% to +13%, titans_memory dim 64 +9% to +12% (states of 0.1-1 MiB a batch);
 # Hope at dim 256 -2% to +4%, titans_memory dim 256 -2%, titans_lmm dim 256 -7%, Hope at dim 64 with a
 # batch of 16 0 to +2% (2.6-8 MiB). Gradients bitwise the same in every case. So a CPU step whose carried
-# tensors (states, caches) total at most RECOMPUTE_MAX_STATE_BYTES at its first call compiles with
-# RECOMPUTE_BUDGET; other devices and larger states keep torch's default.
+# tensors (states, caches; with a chunk's own inputs, which are small) total at most
+# RECOMPUTE_MAX_STATE_BYTES at its first call compiles with RECOMPUTE_BUDGET; other devices and larger
+# states keep torch's default. (The budget is a process-wide setting, changed only for the call.)
 RECOMPUTE_BUDGET = 0.3
 RECOMPUTE_MAX_STATE_BYTES = 2 * 2**20
 
