@@ -8,7 +8,6 @@ import torch
 
 import nlc
 from nlc.bench.config import BenchConfig, BenchError
-from nlc.runtime.state import state_bytes  # noqa: F401 (the suites' import)
 
 
 def examples_dir() -> Path:

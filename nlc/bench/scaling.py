@@ -23,10 +23,11 @@ from pathlib import Path
 
 import torch
 
-from nlc.bench.build import build, example, state_bytes
+from nlc.bench.build import build, example
 from nlc.bench.config import BenchConfig, BenchError
 from nlc.bench.report import progress
 from nlc.bench.timing import best_time, forward_backward
+from nlc.runtime.state import state_bytes
 
 COLUMNS = [["model", "model", ""], ["tokens", "tokens", "d"], ["stream_s", "stream s", ".3f"],
            ["stream_tok_s", "stream tok/s", ".0f"], ["stream_time_ratio", "time/len", ".2f"],

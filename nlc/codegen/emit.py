@@ -7,6 +7,7 @@ levels), so a reader can follow the spec line by line.
 
 from __future__ import annotations
 
+from collections import Counter
 from dataclasses import dataclass, field
 
 import networkx as nx
@@ -488,12 +489,9 @@ def _own_read_targets(block: BlockPlan) -> dict[str, Node]:
     (rt_memory.grads_toward_read): each weight is read once, by matmuls twice as tall, and the read
     is not emitted on its own. A level read elsewhere, by heads, `read current`, or shared keeps the
     read and the gradients apart."""
-    uses: dict[str, int] = {}
-    for name in [r for n in block.nodes for r in n.refs] + refs([op for lv in block.levels
-                                                                 for op in lv.learning_operands()]):
-        uses[name] = uses.get(name, 0) + 1
-    if isinstance(block.out, Ref):
-        uses[block.out.name] = uses.get(block.out.name, 0) + 1
+    uses = Counter([r for n in block.nodes for r in n.refs]
+                   + refs([op for lv in block.levels for op in lv.learning_operands()])
+                   + refs([block.out]))
     nodes = {n.name: n for n in block.nodes}
     out = {}
     for lv in block.levels:
@@ -659,8 +657,9 @@ def _emit_period(code: BlockCode, work: PeriodWork, nodes: dict, readable: dict,
     fast = set(work.fast)
     lines = code.period_lines
     own = {name: read for name, read in own.items() if read.name in work.nodes}
+    taken = {read.name for read in own.values()}  # (read in their level's gradients' pass)
     for name in work.nodes:
-        if name not in {read.name for read in own.values()}:
+        if name not in taken:
             lines.append(_node_line(nodes[name], readable, fast | set(work.nodes), set(work.pre)))
     states = []
     for lv in work.levels:
