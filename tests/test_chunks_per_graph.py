@@ -97,6 +97,46 @@ def test_grouped_compiled_models_equal_eager(name, extra, period_step):
     assert all(b.compiled_step.grouped for b in grouped.blocks if hasattr(b, "chunk_step"))
 
 
+@pytest.mark.parametrize("group", [1, 3])
+def test_a_model_with_shared_levels_compiles_whole_blocks_and_its_shared_step(group):
+    """A model with shared levels calls its blocks one shared period at a time: compile_chunks compiles
+    every block whole (its chunk loop and the work around it, one graph a situation) and the shared levels'
+    `learn_shared`, not only the chunk steps (the work around them would run eagerly once a period).
+    Against the same model eager: logits, streaming state, every gradient; a longer sequence compiles
+    nothing new; uncompile_chunks restores the eager methods."""
+    from nlc.runtime.compile import uncompile_chunks
+
+    torch._dynamo.reset()
+    counters.clear()
+    _, eager = pair("shared_memory.nl", dtype=torch.float32, chunk=4)
+    assert hasattr(eager, "learn_shared") and all(hasattr(b, "chunk_step") for b in eager.blocks)
+    tokens = torch.randint(0, 256, (2, 22), generator=torch.Generator().manual_seed(0))  # 5 periods + 2
+    expected, expected_state = eager(tokens, detach_state=False)
+    expected.square().mean().backward()
+    expected_grads = {n: p.grad.clone() for n, p in eager.named_parameters() if p.grad is not None}
+    eager.zero_grad()
+    compiled = compile_chunks(eager, chunks_per_graph=group, backend="aot_eager")
+    assert all(isinstance(b._compiled_call_impl, StepPerDevice) and b.compiled_step is None for b in compiled.blocks)
+    assert isinstance(compiled.learn_shared, StepPerDevice)
+    out, state = compiled(tokens, detach_state=False)
+    torch.testing.assert_close(out, expected, rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(state, expected_state, rtol=1e-5, atol=1e-6)
+    out.square().mean().backward()
+    assert expected_grads
+    for n, p in compiled.named_parameters():
+        if n in expected_grads:
+            torch.testing.assert_close(p.grad, expected_grads[n], rtol=1e-4, atol=1e-6, msg=n)
+    assert compiled.learn_shared.compiled and all(b._compiled_call_impl.compiled for b in compiled.blocks)
+    with torch.no_grad():
+        compiled(tokens)
+        graphs = counters["stats"]["unique_graphs"]
+        compiled(torch.randint(0, 256, (2, 46), generator=torch.Generator().manual_seed(1)))
+    assert counters["stats"]["unique_graphs"] == graphs
+    assert sum(counters["graph_break"].values()) == 0
+    uncompile_chunks(compiled)
+    assert "learn_shared" not in vars(compiled) and all(b._compiled_call_impl is None for b in compiled.blocks)
+
+
 def test_chunks_per_graph_must_be_a_positive_whole_number():
     model = nlc.build(ROOT / "examples" / "titans_lmm.nl", dim=8, layers=1)
     for bad in (0, -1, 1.5, True, "2"):

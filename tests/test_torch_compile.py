@@ -40,10 +40,12 @@ def test_fullgraph_forward_and_backward(name):
                                          pytest.param(WINDOWED, 1, id="windowed_attention_in_the_loop"),
                                          pytest.param(WHOLE_PAST, 1, id="whole_past_attention_in_the_loop"),
                                          pytest.param("titans_lmm.nl", 3, id="titans_lmm-3_chunks_a_graph"),
-                                         pytest.param(TWO_PERIODS, 3, id="two_periods-3_chunks_a_graph")])
+                                         pytest.param(TWO_PERIODS, 3, id="two_periods-3_chunks_a_graph"),
+                                         ("shared_memory.nl", 1)])
 def test_compiled_chunk_steps_equal_eager(name, group):
     """nlc.build(compile=True): each block's chunk step compiled once, reused by every chunk (or
-    `group` chunks a compiled call: the same steps, in the same order)."""
+    `group` chunks a compiled call: the same steps, in the same order); a model with shared levels
+    calls its blocks a period at a time: each block compiled whole, and its `learn_shared`."""
     import torch._dynamo
     from torch._dynamo.utils import counters
 
@@ -62,7 +64,9 @@ def test_compiled_chunk_steps_equal_eager(name, group):
     expected_grads = {n: p.grad.clone() for n, p in eager.named_parameters() if p.grad is not None}
     eager.zero_grad()
     compiled = compile_chunks(eager, chunks_per_graph=group)
-    assert all(b.compiled_step is not None for b in compiled.blocks if hasattr(b, "chunk_step"))
+    whole = hasattr(compiled, "learn_shared")
+    assert all((b.compiled_step is None) == whole for b in compiled.blocks if hasattr(b, "chunk_step"))
+    assert all((b._compiled_call_impl is not None) == (whole or not hasattr(b, "chunk_step")) for b in compiled.blocks)
     assert all(b.compiled_period is not None for b in compiled.blocks if hasattr(b, "period_step"))
     assert any(hasattr(b, "period_step") for b in compiled.blocks) == (name is TWO_PERIODS)
     out = compiled(tokens)

@@ -30,11 +30,13 @@ COLUMNS = [["model", "model", ""], ["compiled", "compiled", ""], ["graphs", "gra
 
 
 def compiled_parts(model) -> str:
-    """What compile_chunks compiled: chunk steps, period steps, whole blocks (no chunk loop)."""
+    """What compile_chunks compiled: chunk steps, period steps, whole blocks (no chunk loop, or all of a
+    model with shared levels) and the shared levels' step."""
     steps = sum(1 for b in model.blocks if getattr(b, "compiled_step", None) is not None)
     periods = sum(1 for b in model.blocks if getattr(b, "compiled_period", None) is not None)
-    whole = sum(1 for b in model.blocks if not hasattr(b, "chunk_step"))
-    parts = [(steps, "chunk step"), (periods, "period step"), (whole, "whole block")]
+    whole = sum(1 for b in model.blocks if b._compiled_call_impl is not None)
+    shared = int("learn_shared" in vars(model))
+    parts = [(steps, "chunk step"), (periods, "period step"), (whole, "whole block"), (shared, "shared step")]
     return ", ".join(f"{n} {what}{'s' if n > 1 else ''}" for n, what in parts if n)
 
 

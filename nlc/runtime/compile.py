@@ -9,8 +9,11 @@ the work before and after the loop is a few large matmuls over the whole sequenc
 that eager mode already runs well. On the CPU a chunk step's graph is many small
 kernels, so it is compiled with inductor's C++ wrapper (`StepPerDevice`). Blocks
 without in-context levels (attention, MLPs, CMS levels) have no loop: their whole
-forward is compiled (`nn.Module.compile`, in place, so parameter names and checkpoints
-do not change).
+forward is compiled (in place, as `nn.Module.compile` does, so parameter names and
+checkpoints do not change). So is every block of a model with shared levels: such a model
+calls its blocks one shared period at a time (a few chunks), and between the periods its
+shared levels learn (`learn_shared`, compiled as a step of its own), so a block's work
+outside its chunk loop would otherwise run eagerly once a period.
 """
 
 from __future__ import annotations
@@ -27,7 +30,8 @@ from nlc.runtime.state import state_bytes
 
 def compile_chunks(model: nn.Module, chunks_per_graph: int = 1, **options) -> nn.Module:
     """Compile the `chunk_step` of every block of a generated model in place (blocks without a
-    chunk loop: their forward); return the model.
+    chunk loop, and every block of a model with shared levels: their whole forward; such a model's
+    `learn_shared` too); return the model.
 
     options go to torch.compile (defaults: dynamic=None, so that a new batch size or length
     makes the shapes symbolic after one recompile instead of compiling again for every size;
@@ -46,20 +50,27 @@ def compile_chunks(model: nn.Module, chunks_per_graph: int = 1, **options) -> nn
     the same steps in the same order, with a compiled call's fixed cost (dynamo's guards,
     AOTAutograd's wrappers, an autograd node) paid once a group; each graph is that many
     chunks long, so compiling takes longer. A group never crosses the end of a `period_step`'s
-    period (the period step needs the period's chunks first).
+    period (the period step needs the period's chunks first). A block compiled whole has all of a
+    call's chunks in one graph already: there it changes nothing.
     """
     if not isinstance(chunks_per_graph, int) or isinstance(chunks_per_graph, bool) or chunks_per_graph < 1:
         raise ValueError(f"chunks_per_graph must be a positive integer, not {chunks_per_graph!r}")
     if getattr(model, "second_order", False):
         raise ValueError(f"this model's {SECOND_ORDER}; {SECOND_ORDER_HINT}, or run it eagerly")
     options = {"dynamic": None, "recompile_limit": RECOMPILE_LIMIT, **options}
+    period_by_period = hasattr(model, "learn_shared")  # the model calls its blocks a shared period at a time
     for block in model.blocks:
-        if not hasattr(block, "chunk_step"):  # no chunk loop: a fixed-size graph whatever the length
-            block.compile(**options)
+        if period_by_period or not hasattr(block, "chunk_step"):
+            # no chunk loop, or a loop of a period's few chunks: a fixed-size graph whatever the length
+            # (measured: shared_memory forward+backward 1.02-1.08x eager's with chunk steps alone,
+            # 2.3x with whole blocks and learn_shared; benchmarks/README.md)
+            block._compiled_call_impl = StepPerDevice(block._call_impl, options)  # as nn.Module.compile does
         else:
             block.compiled_step = StepPerDevice(block.chunk_step, options, chunks_per_graph)
             if hasattr(block, "period_step"):  # slower levels' work once a period: its own graph
                 block.compiled_period = StepPerDevice(block.period_step, options)
+    if period_by_period:
+        model.learn_shared = StepPerDevice(model.learn_shared, options)
     return model
 
 
@@ -102,7 +113,8 @@ RECOMPUTE_MAX_STATE_BYTES = 2 * 2**20
 
 
 class StepPerDevice:
-    """A block's chunk (or period) step under torch.compile, compiled once per device type: on the
+    """A block's chunk (or period) step under torch.compile (or a whole block's call, or a model's
+    `learn_shared`), compiled once per device type: on the
     CPU with `CPU_INDUCTOR_OPTIONS`, elsewhere as `options` say. The device is the first tensor
     argument's, read when the step is called, since a model is often compiled before it is moved.
 
@@ -198,5 +210,6 @@ def uncompile_chunks(model: nn.Module) -> nn.Module:
     for block in model.blocks:
         vars(block).pop("compiled_step", None)  # the class attribute (None) shows again
         vars(block).pop("compiled_period", None)
-        block._compiled_call_impl = None  # set by nn.Module.compile
+        block._compiled_call_impl = None  # a whole block's (nn.Module.__call__ runs it when set)
+    vars(model).pop("learn_shared", None)  # a model with shared levels: its own method shows again
     return model
