@@ -62,8 +62,8 @@ def compile_chunks(model: nn.Module, chunks_per_graph: int = 1, **options) -> nn
     for block in model.blocks:
         if period_by_period or not hasattr(block, "chunk_step"):
             # no chunk loop, or a loop of a period's few chunks: a fixed-size graph whatever the length
-            # (measured: shared_memory forward+backward 1.02-1.08x eager's with chunk steps alone,
-            # 2.3x with whole blocks and learn_shared; benchmarks/README.md)
+            # (measured: shared_memory forward+backward 1.02-1.09x eager's with chunk steps alone,
+            # 2.1-2.5x with whole blocks and learn_shared; benchmarks/README.md)
             block._compiled_call_impl = StepPerDevice(block._call_impl, options)  # as nn.Module.compile does
         else:
             block.compiled_step = StepPerDevice(block.chunk_step, options, chunks_per_graph)
